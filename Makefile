@@ -1,0 +1,40 @@
+# The two commands of the README:  make demo  (the whole pipeline on the sample data)  and  make test.
+# Both create or reuse .venv (Python 3.10: found automatically, or PYTHON=/path/to/python3.10).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHON
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+
+# Arguments for the demo, e.g.  make demo ARGS="--loss GroupAware --epochs 5"
+ARGS ?=
+# Arguments for pytest, e.g.  make test PYTEST_ARGS="-k ingest"
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow test-all bench setup sample-data clean
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	$(PY) local_runner.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Tests marked slow (multi-worker training, SIGKILL fault injection, ...): not part of `make test`.
+test-slow: setup
+	$(PY) -m pytest tests -m slow $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest tests -m "slow or not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks.run $(ARGS)
+
+sample-data: setup
+	$(PY) -m tools.make_sample_data --out data/sample --seed 0
+
+clean:
+	rm -rf runs data/sample .pytest_cache
