@@ -1,0 +1,1 @@
+"""FaceExampleGen: the JSON face list + image root ingest (component, Beam transform, checks)."""

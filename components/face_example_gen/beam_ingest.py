@@ -1,0 +1,270 @@
+"""The one Beam transform that turns face lists into tf.Examples (used by FaceExampleGen and the CLI).
+
+    list file(s) --ReadListFiles (streaming parse)--> (key, entry)
+                 --GroupByKey (the shuffle: spreads records over workers, finds duplicate keys)-->
+                 --CheckRecord (path, fields, image read through Beam FileSystems, decode, box)-->
+                 examples | quarantine lines {"key", "reason", "detail"}
+
+Every input record leaves as exactly one Example or one quarantine line; `summary` counts both so
+callers can check `valid + quarantined == input`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from components.face_example_gen import json_stream
+from components.face_example_gen import records
+from components.face_example_gen.records import IngestOptions, Rejected
+
+QUARANTINE = "quarantine"
+
+
+class IngestError(RuntimeError):
+    """Raised when a split's quarantined fraction is over the limit, or a split has no records."""
+
+
+def match_list_files(pattern: str) -> List[str]:
+    matches = FileSystems.match([pattern])[0].metadata_list
+    paths = sorted(m.path for m in matches)
+    if not paths:
+        raise IngestError(f"no face list file matches {pattern!r}")
+    return paths
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+class _ReadListFile(beam.DoFn):
+    """Streams the records of one list file. Syntax errors go straight to quarantine."""
+
+    def __init__(self, list_format: Optional[str]):
+        self._list_format = list_format
+
+    def process(self, path: str):
+        fmt = json_stream.detect_format(path, self._list_format)
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            for item in json_stream.read_entries(stream, fmt, name=path):
+                if isinstance(item, json_stream.FileError):
+                    yield beam.pvalue.TaggedOutput(
+                        QUARANTINE, records.quarantine_line(None, item.reason, item.detail))
+                elif item.error is not None:
+                    yield beam.pvalue.TaggedOutput(
+                        QUARANTINE, records.quarantine_line(item.key, item.reason, item.error))
+                elif not isinstance(item.key, str) or not _encodable(item.key):
+                    # Checked before the shuffle: Beam cannot even encode a non-UTF-8 key.
+                    try:
+                        records.check_key(item.key)
+                    except Rejected as rejection:
+                        yield beam.pvalue.TaggedOutput(QUARANTINE, records.quarantine_line(
+                            item.key, rejection.reason,
+                            f"{path} record {item.index}: {rejection.detail}"))
+                else:
+                    yield item.key, (path, item.index, item.value)
+
+
+def read_image_bytes(path: str, key: str, max_bytes: int) -> bytes:
+    try:
+        with FileSystems.open(path, mime_type="application/octet-stream",
+                              compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            data = stream.read(max_bytes + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise Rejected("missing_file", f"no image file at {path}")
+    except Exception as e:  # remote filesystems wrap not-found in their own error types
+        text = str(e)
+        if "not found" in text.lower() or "No such file" in text or "404" in text:
+            raise Rejected("missing_file", f"no image file at {path}")
+        raise Rejected("read_error", f"{path} cannot be read: {type(e).__name__}: {text[:300]}")
+    if len(data) > max_bytes:
+        raise Rejected("image_too_large", f"{path} is larger than the {max_bytes}-byte limit")
+    return data
+
+
+def check_record(image_root: str, key: str, value: Any, options: IngestOptions,
+                 local_root: bool) -> Tuple[Any, records.FaceRecord]:
+    """The whole per-record check. Returns (Example, record) or raises Rejected."""
+    records.check_key(key)
+    record = records.check_fields(key, value)
+    path = records.join_root(image_root, key)
+    if local_root:
+        records.check_local_containment(image_root, path, key)
+    data = read_image_bytes(path, key, options.max_image_bytes)
+    info = records.inspect_image(data, options)
+    records.check_box_inside(record, info.width, info.height, options.box_tolerance)
+    return records.build_example(record, data, info), record
+
+
+class _CheckRecord(beam.DoFn):
+    """Validates one grouped key; emits an Example or quarantine lines (one per occurrence)."""
+
+    def __init__(self, image_root: str, options: IngestOptions):
+        self._image_root = image_root
+        self._options = options
+        self._local = records.is_local_path(image_root)
+
+    def process(self, element: Tuple[str, Iterable[Tuple[str, int, Any]]]):
+        key, occurrences = element
+        occurrences = sorted(occurrences, key=lambda o: (o[0], o[1]))
+        if len(occurrences) > 1:
+            where = ", ".join(f"{path} record {index}" for path, index, _ in occurrences[:5])
+            for _ in occurrences:
+                yield beam.pvalue.TaggedOutput(QUARANTINE, records.quarantine_line(
+                    key, "duplicate_key",
+                    f"key appears {len(occurrences)} times ({where}); none is used, since the "
+                    f"right one cannot be known"))
+            return
+        list_path, index, value = occurrences[0]
+        try:
+            example, record = check_record(self._image_root, key, value, self._options, self._local)
+        except Rejected as rejection:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, records.quarantine_line(
+                key, rejection.reason, f"{list_path} record {index}: {rejection.detail}"))
+            return
+        beam.metrics.Metrics.counter("face_example_gen", "valid").inc()
+        yield example, (record.label, record.group)
+
+
+class _SplitStats(beam.CombineFn):
+    """Label range and per-group counts of the valid records."""
+
+    def create_accumulator(self):
+        return {"valid": 0, "label_min": None, "label_max": None, "groups": {}}
+
+    def add_input(self, acc, label_group):
+        label, group = label_group
+        acc["valid"] += 1
+        acc["label_min"] = label if acc["label_min"] is None else min(acc["label_min"], label)
+        acc["label_max"] = label if acc["label_max"] is None else max(acc["label_max"], label)
+        acc["groups"][group] = acc["groups"].get(group, 0) + 1
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            merged["valid"] += acc["valid"]
+            for bound, pick in (("label_min", min), ("label_max", max)):
+                if acc[bound] is not None:
+                    merged[bound] = acc[bound] if merged[bound] is None else pick(merged[bound],
+                                                                                   acc[bound])
+            for group, count in acc["groups"].items():
+                merged["groups"][group] = merged["groups"].get(group, 0) + count
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _summarize(input_count: int, stats: Dict[str, Any], reason_counts: Dict[str, int],
+               sources: List[str]) -> Dict[str, Any]:
+    quarantined = sum(reason_counts.values())
+    return {
+        "sources": sources,
+        "input": input_count,
+        "valid": stats["valid"],
+        "quarantined": quarantined,
+        "reasons": dict(sorted(reason_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "label_min": stats["label_min"],
+        "label_max": stats["label_max"],
+        "groups": dict(sorted(stats["groups"].items())),
+    }
+
+
+class IngestFaceRecords(beam.PTransform):
+    """pipeline | IngestFaceRecords(list_pattern, image_root) -> {"examples", "quarantine", "summary"}.
+
+    `examples`: tf.train.Example protos. `quarantine`: dicts {"key", "reason", "detail"}.
+    `summary`: one dict with input/valid/quarantined counts, per-reason counts, label range, groups.
+    """
+
+    def __init__(self, list_pattern: str, image_root: str, options: IngestOptions = IngestOptions(),
+                 list_format: Optional[str] = None):
+        super().__init__()
+        self._sources = match_list_files(list_pattern)
+        self._image_root = image_root
+        self._options = options
+        self._list_format = list_format
+
+    def expand(self, pipeline):
+        parsed = (pipeline
+                  | "ListFiles" >> beam.Create(self._sources)
+                  | "ReadListFiles" >> beam.ParDo(_ReadListFile(self._list_format)).with_outputs(
+                      QUARANTINE, main="entries"))
+        checked = (parsed.entries
+                   | "GroupByKey" >> beam.GroupByKey()
+                   | "CheckRecords" >> beam.ParDo(
+                       _CheckRecord(self._image_root, self._options)).with_outputs(
+                           QUARANTINE, main="valid"))
+        examples = checked.valid | "Examples" >> beam.Map(lambda pair: pair[0])
+        quarantine = ((parsed[QUARANTINE], checked[QUARANTINE])
+                      | "AllQuarantined" >> beam.Flatten())
+
+        input_count = ((parsed.entries | "CountEntries" >> beam.combiners.Count.Globally(),
+                        parsed[QUARANTINE] | "CountUnreadable" >> beam.combiners.Count.Globally())
+                       | "InputCounts" >> beam.Flatten()
+                       | "SumInput" >> beam.CombineGlobally(sum))
+        stats = (checked.valid
+                 | "LabelAndGroup" >> beam.Map(lambda pair: pair[1])
+                 | "SplitStats" >> beam.CombineGlobally(_SplitStats()))
+        reason_counts = (quarantine
+                         | "Reasons" >> beam.Map(lambda line: line["reason"])
+                         | "CountReasons" >> beam.combiners.Count.PerElement()
+                         | "ReasonDict" >> beam.combiners.ToDict())
+        sources = self._sources
+        summary = input_count | "Summary" >> beam.Map(
+            _summarize, stats=beam.pvalue.AsSingleton(stats),
+            reason_counts=beam.pvalue.AsSingleton(reason_counts), sources=sources)
+        return {"examples": examples, "quarantine": quarantine, "summary": summary}
+
+
+def write_quarantine_and_summary(outputs: Dict[str, beam.PCollection], quarantine_path: str,
+                                 summary_path: str, label: str = "") -> None:
+    """Writes the quarantine as JSON Lines and the summary as one JSON file (single shards)."""
+    _ = (outputs["quarantine"]
+         | f"QuarantineJson{label}" >> beam.Map(lambda line: json.dumps(line, sort_keys=True))
+         | f"WriteQuarantine{label}" >> beam.io.WriteToText(
+             quarantine_path, num_shards=1, shard_name_template=""))
+    _ = (outputs["summary"]
+         | f"SummaryJson{label}" >> beam.Map(lambda s: json.dumps(s, indent=1, sort_keys=True))
+         | f"WriteSummary{label}" >> beam.io.WriteToText(
+             summary_path, num_shards=1, shard_name_template=""))
+
+
+def read_summary(summary_path: str) -> Dict[str, Any]:
+    with FileSystems.open(summary_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def check_summary(split: str, summary: Dict[str, Any], max_bad_fraction: float,
+                  quarantine_path: str) -> None:
+    """Raises IngestError when the counts do not reconcile, the split is empty, or too much is bad."""
+    if summary["valid"] + summary["quarantined"] != summary["input"]:
+        raise IngestError(f"split {split!r}: counts do not reconcile: {summary['valid']} valid + "
+                          f"{summary['quarantined']} quarantined != {summary['input']} input")
+    if summary["input"] == 0:
+        raise IngestError(f"split {split!r}: the face list {summary['sources']} holds no records")
+    bad_fraction = summary["quarantined"] / summary["input"]
+    if bad_fraction > max_bad_fraction or summary["valid"] == 0:
+        top = ", ".join(f"{reason}: {count}" for reason, count in
+                        list(summary["reasons"].items())[:5])
+        raise IngestError(
+            f"split {split!r}: {summary['quarantined']} of {summary['input']} records "
+            f"({bad_fraction:.1%}) were quarantined, over the limit of {max_bad_fraction:.1%}. "
+            f"Top reasons: {top}. Every rejected record and its reason is in {quarantine_path}")
+
+
+def format_summary(split: str, summary: Dict[str, Any]) -> str:
+    reasons = ", ".join(f"{r}={c}" for r, c in summary["reasons"].items()) or "none"
+    labels = ("no labels" if summary["label_min"] is None
+              else f"labels {summary['label_min']}..{summary['label_max']}")
+    return (f"[{split}] input={summary['input']} valid={summary['valid']} "
+            f"quarantined={summary['quarantined']} ({reasons}); {labels}; "
+            f"groups {summary['groups']}")

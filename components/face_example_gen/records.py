@@ -1,0 +1,286 @@
+"""Checks one face record and turns it into a tf.train.Example, or rejects it with a reason code.
+
+Pure functions (no Beam here), shared by the FaceExampleGen component and the generate_tfrecord CLI
+through `beam_ingest.IngestFaceRecords`. A rejection carries a stable reason code (`REASONS`) and a
+detail that names what is wrong; `beam_ingest` writes it as a quarantine line.
+
+Decisions (README "Input format"):
+* Extra fields in a record are accepted and ignored (datasets carry landmarks, scores, ...).
+* `label` and the box must be JSON integers: strings, floats (even 3.0) and booleans are rejected,
+  nothing is coerced.
+* The box is (left, top, right, bottom) in pixels, right/bottom exclusive. It must have x1 < x2 and
+  y1 < y2, and may lie outside the image by at most `box_tolerance` of the image side (default 2 %,
+  at least 1 pixel): detectors and landmark-derived boxes overshoot a little at image borders.
+* JPEG (grayscale or RGB) and PNG (any bit depth / colour type) are accepted; CMYK/YCCK JPEGs are
+  rejected (`unsupported_color_mode`) because `image_raw` keeps the file's bytes unchanged and the
+  training decoder cannot convert them. Other formats are rejected as `unsupported_format`.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict
+
+from PIL import Image
+
+# The stable reason codes. Tests, the README and downstream tooling rely on these names.
+REASONS: Dict[str, str] = {
+    "invalid_json": "the list file (or one JSON Lines line) is not valid JSON",
+    "bad_top_level": "the list is not a JSON object of records (or a JSON Lines line is not an object)",
+    "malformed_record": "a record's value is not an object, or has the same field twice",
+    "missing_field": "label, x1, y1, x2 or y2 is missing",
+    "bad_label": "label is not a non-negative JSON integer",
+    "bad_box": "a box coordinate is not an integer, or x1 >= x2 or y1 >= y2",
+    "box_outside_image": "the box lies outside the image beyond the tolerance",
+    "bad_path": "the key is empty, not UTF-8, too long, or contains NUL or backslash",
+    "path_escape": "the key leaves the image root (.., absolute path, URL, symlink to outside)",
+    "duplicate_key": "the same key appears more than once in the list",
+    "missing_file": "no image file at the key",
+    "read_error": "the image file exists but could not be read",
+    "empty_file": "the image file is empty",
+    "unsupported_format": "the file is an image format other than JPEG or PNG",
+    "undecodable_image": "the file is not a decodable JPEG or PNG",
+    "truncated_image": "the image data ends early",
+    "unsupported_color_mode": "a CMYK/YCCK JPEG",
+    "image_too_large": "more pixels or bytes than the configured limit (decompression-bomb guard)",
+}
+
+REQUIRED_FIELDS = ("label", "x1", "y1", "x2", "y2")
+INT64_MAX = (1 << 63) - 1
+MAX_KEY_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+UNGROUPED = "ungrouped"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Limits applied to every record. Defaults are documented in the README."""
+    max_image_pixels: int = 40_000_000       # width * height; Pillow's own bomb limit is 89 M
+    max_image_bytes: int = 32 * 1024 * 1024
+    box_tolerance: float = 0.02              # fraction of the image side a box may overshoot
+
+    def __post_init__(self):
+        if self.max_image_pixels <= 0 or self.max_image_bytes <= 0:
+            raise ValueError("max_image_pixels and max_image_bytes must be positive")
+        if not 0.0 <= self.box_tolerance < 1.0:
+            raise ValueError("box_tolerance must be in [0, 1)")
+
+
+class Rejected(Exception):
+    """A record that cannot become an Example. `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    key: str
+    label: int
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+    @property
+    def group(self) -> str:
+        """The first path component (the original's race), or UNGROUPED for a key without folders."""
+        head, sep, _ = self.key.partition("/")
+        return head if sep else UNGROUPED
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str   # "JPEG" or "PNG"
+    width: int
+    height: int
+    mode: str
+
+
+def printable_key(key: Any) -> Any:
+    """The key as a valid UTF-8 string (lone surrogates escaped), for quarantine lines and logs."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        return repr(key)
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def quarantine_line(key: Any, reason: str, detail: str) -> Dict[str, Any]:
+    return {"key": printable_key(key), "reason": reason, "detail": printable_key(detail)}
+
+
+def _is_json_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", str: "string", float: "float", type(None): "null", list: "list",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def check_key(key: Any) -> str:
+    """Returns the key if it is a safe relative path inside the root, else raises Rejected."""
+    if not isinstance(key, str) or not key:
+        raise Rejected("bad_path", f"key must be a non-empty string, got {key!r}")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Rejected("bad_path", f"key {key!r} is not valid UTF-8 (lone surrogate escape)")
+    if "\x00" in key:
+        raise Rejected("bad_path", f"key {key!r} contains a NUL character")
+    if "\\" in key:
+        raise Rejected("bad_path", f"key {key!r} contains a backslash; use '/' as separator")
+    if len(encoded) > MAX_KEY_BYTES:
+        raise Rejected("bad_path", f"key is {len(encoded)} bytes long (limit {MAX_KEY_BYTES})")
+    if key.startswith("/") or "://" in key or (len(key) > 1 and key[1] == ":" and key[0].isalpha()):
+        raise Rejected("path_escape", f"key {key!r} is absolute; keys are relative to the image root")
+    parts = key.split("/")
+    if ".." in parts:
+        raise Rejected("path_escape", f"key {key!r} contains '..' and could leave the image root")
+    for part in parts:
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise Rejected("bad_path", f"a path component of {key[:80]!r}... is longer than "
+                                       f"{MAX_COMPONENT_BYTES} bytes")
+    return key
+
+
+def check_fields(key: str, value: Any) -> FaceRecord:
+    """Validates the record's JSON value (not the image). Raises Rejected."""
+    if not isinstance(value, dict):
+        raise Rejected("malformed_record",
+                       f"value must be an object with label/x1/y1/x2/y2, got {_type_name(value)}")
+    missing = [f for f in REQUIRED_FIELDS if f not in value]
+    if missing:
+        raise Rejected("missing_field", f"missing {', '.join(missing)}")
+    label = value["label"]
+    if not _is_json_int(label):
+        raise Rejected("bad_label", f"label must be an integer, got {_type_name(label)} {label!r}")
+    if not 0 <= label <= INT64_MAX:
+        raise Rejected("bad_label", f"label must be in [0, 2^63), got {label}")
+    box = {}
+    for name in ("x1", "y1", "x2", "y2"):
+        coordinate = value[name]
+        if not _is_json_int(coordinate):
+            raise Rejected("bad_box", f"{name} must be an integer, got {_type_name(coordinate)} "
+                                      f"{coordinate!r}")
+        if abs(coordinate) > INT64_MAX:
+            raise Rejected("bad_box", f"{name}={coordinate} does not fit in int64")
+        box[name] = coordinate
+    if box["x1"] >= box["x2"] or box["y1"] >= box["y2"]:
+        raise Rejected("bad_box", "box must have x1 < x2 and y1 < y2, got "
+                                  f"x1={box['x1']} y1={box['y1']} x2={box['x2']} y2={box['y2']}")
+    return FaceRecord(key=key, label=label, **box)
+
+
+def check_box_inside(record: FaceRecord, width: int, height: int, tolerance: float) -> None:
+    slack_x = max(1.0, tolerance * width)
+    slack_y = max(1.0, tolerance * height)
+    if (record.x1 < -slack_x or record.y1 < -slack_y or record.x2 > width + slack_x
+            or record.y2 > height + slack_y or record.x2 <= 0 or record.y2 <= 0
+            or record.x1 >= width or record.y1 >= height):
+        raise Rejected("box_outside_image",
+                       f"box x1={record.x1} y1={record.y1} x2={record.x2} y2={record.y2} exceeds the "
+                       f"{width}x{height} image by more than the tolerance ({tolerance:.0%} of a side)")
+
+
+# Magic numbers of formats we recognise, to name a rejected format precisely.
+_OTHER_FORMATS = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"), (b"\x00\x00\x01\x00", "ICO"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"), (b"8BPS", "PSD"), (b"%PDF", "PDF"),
+)
+
+
+def sniff_format(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        raise Rejected("unsupported_format", "WebP image; only JPEG and PNG are accepted")
+    if data[4:8] == b"ftyp":
+        raise Rejected("unsupported_format", f"{data[8:12].decode('latin-1')!r} (HEIF/AVIF/MP4 "
+                                             "family) file; only JPEG and PNG are accepted")
+    for magic, name in _OTHER_FORMATS:
+        if data.startswith(magic):
+            raise Rejected("unsupported_format", f"{name} image; only JPEG and PNG are accepted")
+    raise Rejected("undecodable_image", f"not a JPEG or PNG file (starts with {data[:8]!r})")
+
+
+def inspect_image(data: bytes, options: IngestOptions) -> ImageInfo:
+    """Checks format, declared size (before decoding: decompression bombs) and a full decode."""
+    if not data:
+        raise Rejected("empty_file", "the image file is empty (0 bytes)")
+    fmt = sniff_format(data)
+    with warnings.catch_warnings():
+        # Our own pixel limit is checked below, before any pixel is decoded.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=[fmt])
+        except Image.DecompressionBombError as e:
+            raise Rejected("image_too_large", f"declared size is a decompression bomb: {e}")
+        except Exception as e:  # Pillow raises several types for corrupt headers
+            if "truncated" in str(e).lower():
+                raise Rejected("truncated_image", f"{fmt} file ends inside its header: {e}")
+            raise Rejected("undecodable_image", f"{fmt} header cannot be read: {e}")
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise Rejected("undecodable_image", f"{fmt} declares an empty {width}x{height} image")
+        if width * height > options.max_image_pixels:
+            raise Rejected("image_too_large",
+                           f"{width}x{height} = {width * height} pixels exceeds the limit of "
+                           f"{options.max_image_pixels} (decompression-bomb guard)")
+        if fmt == "JPEG" and image.mode not in ("L", "RGB"):
+            raise Rejected("unsupported_color_mode",
+                           f"{image.mode} JPEG; convert it to RGB (image_raw keeps the file's bytes)")
+        try:
+            image.load()
+        except OSError as e:
+            message = str(e)
+            if "truncated" in message or "broken data stream" in message:
+                raise Rejected("truncated_image", f"{fmt} data ends early: {message}")
+            raise Rejected("undecodable_image", f"{fmt} data cannot be decoded: {message}")
+        except Exception as e:
+            raise Rejected("undecodable_image", f"{fmt} data cannot be decoded: {e}")
+        return ImageInfo(format=fmt, width=width, height=height, mode=image.mode)
+
+
+def join_root(root: str, key: str) -> str:
+    """The image's path: root and key joined with '/', for local paths and URIs alike."""
+    return root.rstrip("/") + "/" + key
+
+
+def check_local_containment(root: str, path: str, key: str) -> None:
+    """A local key (already free of '..') may still point outside the root through a symlink."""
+    real_root = os.path.realpath(root)
+    real_path = os.path.realpath(path)
+    if real_path != real_root and not real_path.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise Rejected("path_escape", f"key {key!r} resolves (through a symlink) to {real_path}, "
+                                      f"outside the image root {real_root}")
+
+
+def is_local_path(path: str) -> bool:
+    return "://" not in path
+
+
+def build_example(record: FaceRecord, data: bytes, info: ImageInfo):
+    """The Example schema of schema/schema.pbtxt."""
+    from tensorflow.core.example import example_pb2  # proto only: no TensorFlow runtime needed
+
+    example = example_pb2.Example()
+    feature = example.features.feature
+    feature["image_raw"].bytes_list.value.append(data)
+    for name, value in (("label", record.label), ("x1", record.x1), ("y1", record.y1),
+                        ("x2", record.x2), ("y2", record.y2), ("image_height", info.height),
+                        ("image_width", info.width)):
+        feature[name].int64_list.value.append(value)
+    feature["group"].bytes_list.value.append(record.group.encode("utf-8"))
+    feature["path"].bytes_list.value.append(record.key.encode("utf-8"))
+    return example
+

@@ -1,0 +1,202 @@
+"""The Beam ingest transform on a small directory of good and bad records."""
+import json
+import os
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from components.face_example_gen import beam_ingest, records
+from tests import image_factory as images
+
+BOX = {"x1": 2, "y1": 3, "x2": 30, "y2": 40}
+
+
+def run_ingest(tmp_path, list_path, image_root, **kwargs):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    with beam.Pipeline() as pipeline:
+        outputs = pipeline | beam_ingest.IngestFaceRecords(str(list_path), str(image_root), **kwargs)
+        _ = (outputs["examples"] | beam.Map(lambda e: e.SerializeToString())
+             | beam.io.WriteToTFRecord(str(out / "examples"), num_shards=1,
+                                       shard_name_template=""))
+        beam_ingest.write_quarantine_and_summary(outputs, str(out / "q.jsonl"), str(out / "s.json"))
+    examples = [tf.train.Example.FromString(r.numpy())
+                for r in tf.data.TFRecordDataset(str(out / "examples"))]
+    with open(out / "q.jsonl") as f:
+        quarantine = [json.loads(line) for line in f]
+    summary = beam_ingest.read_summary(str(out / "s.json"))
+    return examples, quarantine, summary
+
+
+def feature(example, name):
+    value = example.features.feature[name]
+    return value.bytes_list.value[0] if value.HasField("bytes_list") else value.int64_list.value[0]
+
+
+@pytest.fixture
+def mixed_dir(tmp_path):
+    """Images for good records and one bad record of every image-level reason."""
+    root = tmp_path / "images"
+    files = {
+        "g1/a/0.jpg": images.jpeg(48, 64, seed=1),
+        "g1/a/1.png": images.png(40, 50, seed=2),
+        "g2/b/0.jpg": images.jpeg(64, 48, seed=3, mode="L"),
+        "g2/b/1.png": images.png(32, 45, seed=4, mode="RGBA"),
+        "g2/c/dup.jpg": images.jpeg(seed=5),
+        "bad/empty.jpg": b"",
+        "bad/text.jpg": b"hello",
+        "bad/trunc.jpg": images.jpeg(64, 48)[:600],
+        "bad/x.gif": images.encode(images.pixels(), "GIF"),
+        "bad/cmyk.jpg": images.encode(images.pixels(), "JPEG", mode="CMYK"),
+        "bad/bomb.png": images.png_bomb(),
+        "bad/small.jpg": images.jpeg(20, 20),
+    }
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    (tmp_path / "outside.jpg").write_bytes(images.jpeg())
+    os.symlink(tmp_path / "outside.jpg", root / "bad" / "link.jpg")
+    return root, files
+
+
+GOOD_RECORDS = {
+    "g1/a/0.jpg": {"label": 0, **BOX},
+    "g1/a/1.png": {"label": 0, **BOX},
+    "g2/b/0.jpg": {"label": 1, **BOX},
+    "g2/b/1.png": {"label": 1, **BOX, "extra": "ignored"},
+}
+BAD_RECORDS = {   # key -> (value, expected reason)
+    "bad/empty.jpg": ({"label": 2, **BOX}, "empty_file"),
+    "bad/text.jpg": ({"label": 2, **BOX}, "undecodable_image"),
+    "bad/trunc.jpg": ({"label": 2, **BOX}, "truncated_image"),
+    "bad/x.gif": ({"label": 2, **BOX}, "unsupported_format"),
+    "bad/cmyk.jpg": ({"label": 2, **BOX}, "unsupported_color_mode"),
+    "bad/bomb.png": ({"label": 2, **BOX}, "image_too_large"),
+    "bad/small.jpg": ({"label": 2, **BOX}, "box_outside_image"),
+    "bad/link.jpg": ({"label": 2, **BOX}, "path_escape"),
+    "../images/g1/a/0.jpg": ({"label": 2, **BOX}, "path_escape"),
+    "bad/none.jpg": ({"label": 2, **BOX}, "missing_file"),
+    "g1/a/0.jpg ": ({"label": "2", **BOX}, "bad_label"),
+    "g1/a/1.png ": ({"label": 2, **BOX, "x1": 50}, "bad_box"),
+    "g2/b/0.jpg ": ({"label": 2, "x1": 1}, "missing_field"),
+    "g2/b/1.png ": ([1, 2], "malformed_record"),
+    "bad\udcff.jpg": ({"label": 2, **BOX}, "bad_path"),
+}
+
+
+def test_mixed_list_every_record_accounted_for(tmp_path, mixed_dir):
+    root, files = mixed_dir
+    # Written by hand to include a duplicated key, a duplicated field and a lone surrogate.
+    parts = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in GOOD_RECORDS.items()]
+    parts += [f"{json.dumps(k)}: {json.dumps(v)}" for k, (v, _) in BAD_RECORDS.items()]
+    parts += ['"g2/c/dup.jpg": {"label": 3, "x1": 1, "y1": 1, "x2": 9, "y2": 9}',
+              '"g2/c/dup.jpg": {"label": 4, "x1": 1, "y1": 1, "x2": 9, "y2": 9}',
+              '"g2/c/twice.jpg": {"label": 3, "label": 4, "x1": 1, "y1": 1, "x2": 9, "y2": 9}']
+    list_path = tmp_path / "list.json"
+    list_path.write_text("{\n" + ",\n".join(parts) + "\n}", encoding="utf-8")
+
+    examples, quarantine, summary = run_ingest(tmp_path, list_path, root)
+
+    n_input = len(GOOD_RECORDS) + len(BAD_RECORDS) + 3
+    assert summary["input"] == n_input
+    assert summary["valid"] == len(examples) == len(GOOD_RECORDS)
+    assert summary["quarantined"] == len(quarantine) == n_input - len(GOOD_RECORDS)
+
+    # Each good record exactly, from an independent reading of its file.
+    by_path = {feature(e, "path").decode(): e for e in examples}
+    assert set(by_path) == set(GOOD_RECORDS)
+    for key, value in GOOD_RECORDS.items():
+        e = by_path[key]
+        width, height = Image.open(root / key).size
+        assert feature(e, "image_raw") == files[key]
+        assert (feature(e, "image_width"), feature(e, "image_height")) == (width, height)
+        assert [feature(e, n) for n in ("label", "x1", "y1", "x2", "y2")] == [
+            value[n] for n in ("label", "x1", "y1", "x2", "y2")]
+        assert feature(e, "group") == key.split("/")[0].encode()
+
+    reasons = {}
+    for line in quarantine:
+        assert set(line) == {"key", "reason", "detail"}
+        assert line["detail"]
+        reasons.setdefault(line["key"], []).append(line["reason"])
+    for key, (_, reason) in BAD_RECORDS.items():
+        printable = key.encode("utf-8", "backslashreplace").decode()   # lone surrogate escaped
+        assert reasons[printable] == [reason], key
+    assert reasons["g2/c/dup.jpg"] == ["duplicate_key", "duplicate_key"]
+    assert reasons["g2/c/twice.jpg"] == ["malformed_record"]
+    counted = {}
+    for line in quarantine:
+        counted[line["reason"]] = counted.get(line["reason"], 0) + 1
+    assert summary["reasons"] == counted
+    assert summary["label_min"] == 0 and summary["label_max"] == 1
+    assert summary["groups"] == {"g1": 2, "g2": 2}
+    # The details name the list file and the record's position.
+    detail = next(l["detail"] for l in quarantine if l["key"] == "bad/none.jpg")
+    assert str(list_path) in detail and "record" in detail
+
+
+def test_json_lines_and_truncated_list(tmp_path, mixed_dir):
+    root, _ = mixed_dir
+    lines = [json.dumps({"path": k, **v}) for k, v in GOOD_RECORDS.items()] + ["{oops"]
+    jsonl = tmp_path / "list.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+    examples, quarantine, summary = run_ingest(tmp_path, jsonl, root)
+    assert len(examples) == 4 and [q["reason"] for q in quarantine] == ["invalid_json"]
+    assert summary["input"] == 5
+
+    text = json.dumps(GOOD_RECORDS)
+    truncated = tmp_path / "cut.json"
+    truncated.write_text(text[: text.index('"g2/b/1.png"') + 20])
+    examples, quarantine, summary = run_ingest(tmp_path, truncated, root)
+    assert {feature(e, "path").decode() for e in examples} == set(list(GOOD_RECORDS)[:3])
+    assert [q["reason"] for q in quarantine] == ["invalid_json"]
+    assert summary["input"] == 4 and summary["valid"] + summary["quarantined"] == 4
+
+
+@pytest.mark.parametrize("text,reason", [("[1, 2]", "bad_top_level"), ("garbage", "invalid_json")])
+def test_unreadable_list_is_one_quarantined_record(tmp_path, mixed_dir, text, reason):
+    root, _ = mixed_dir
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    examples, quarantine, summary = run_ingest(tmp_path, path, root)
+    assert examples == [] and [q["reason"] for q in quarantine] == [reason]
+    with pytest.raises(beam_ingest.IngestError, match=reason):
+        beam_ingest.check_summary("train", summary, 0.01, "q.jsonl")
+
+
+def test_empty_list_is_an_error_not_an_empty_split(tmp_path, mixed_dir):
+    root, _ = mixed_dir
+    path = tmp_path / "empty.json"
+    path.write_text("{}")
+    examples, quarantine, summary = run_ingest(tmp_path, path, root)
+    assert (examples, quarantine, summary["input"]) == ([], [], 0)
+    with pytest.raises(beam_ingest.IngestError, match="holds no records"):
+        beam_ingest.check_summary("train", summary, 0.01, "q.jsonl")
+
+
+def test_bad_fraction_limit_names_top_reasons():
+    summary = {"input": 200, "valid": 197, "quarantined": 3, "sources": ["x.json"],
+               "reasons": {"missing_file": 2, "bad_box": 1}}
+    beam_ingest.check_summary("train", summary, 0.015, "q.jsonl")      # 1.5 % allowed
+    with pytest.raises(beam_ingest.IngestError) as info:
+        beam_ingest.check_summary("train", summary, 0.01, "q.jsonl")
+    message = str(info.value)
+    assert "missing_file: 2" in message and "bad_box: 1" in message and "q.jsonl" in message
+    broken = dict(summary, valid=190)
+    with pytest.raises(beam_ingest.IngestError, match="do not reconcile"):
+        beam_ingest.check_summary("train", broken, 1.0, "q.jsonl")
+
+
+def test_no_matching_list_file_is_a_clear_error(tmp_path):
+    with pytest.raises(beam_ingest.IngestError, match="no face list file matches"):
+        beam_ingest.IngestFaceRecords(str(tmp_path / "nothing*.json"), str(tmp_path))
+
+
+def test_all_reasons_are_exercised_by_the_tests():
+    """Every documented reason code appears in this file's or the record tests' expectations."""
+    here = open(__file__).read() + open(os.path.join(os.path.dirname(__file__),
+                                                     "test_ingest_records.py")).read()
+    missing = [r for r in records.REASONS if f'"{r}"' not in here]
+    assert missing == []
