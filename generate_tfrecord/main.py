@@ -1,0 +1,75 @@
+"""The original's converter, on the pipeline's own Beam ingest: face list + images -> one TFRecord.
+
+    python generate_tfrecord/main.py --root_path R --json_file J --output O.tfrecord
+
+Writes O.tfrecord (uncompressed tf.Examples, the FaceExampleGen schema), O.tfrecord.quarantine.jsonl
+(every rejected record: {"key", "reason", "detail"}) and O.tfrecord.summary.json, prints the counts
+and the label range, and exits with status 2 when more than --max_bad_fraction of the records were
+rejected (1 on other errors). Extra arguments go to Beam, e.g. --direct_num_workers=2
+--direct_running_mode=multi_processing, or --runner=DataflowRunner ....
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+
+from components.face_example_gen import beam_ingest  # noqa: E402
+from components.face_example_gen.records import IngestOptions  # noqa: E402
+
+EXIT_TOO_MANY_BAD = 2
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root_path", required=True, help="image root the keys are relative to")
+    parser.add_argument("--json_file", required=True, help="face list (.json object or .jsonl)")
+    parser.add_argument("--output", required=True, help="output TFRecord path")
+    parser.add_argument("--max_bad_fraction", type=float, default=0.01,
+                        help="fail (exit 2) when more than this fraction is quarantined")
+    parser.add_argument("--max_image_pixels", type=int, default=IngestOptions.max_image_pixels)
+    parser.add_argument("--max_image_bytes", type=int, default=IngestOptions.max_image_bytes)
+    parser.add_argument("--box_tolerance", type=float, default=IngestOptions.box_tolerance)
+    parser.add_argument("--list_format", choices=("json", "jsonl"), default=None,
+                        help="default: by extension (.jsonl/.ndjson are JSON Lines)")
+    return parser.parse_known_args(argv)
+
+
+def run(argv=None) -> int:
+    args, beam_args = parse_args(argv)
+    options = IngestOptions(args.max_image_pixels, args.max_image_bytes, args.box_tolerance)
+    quarantine_path = args.output + ".quarantine.jsonl"
+    summary_path = args.output + ".summary.json"
+    try:
+        with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
+            outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
+                args.json_file, args.root_path, options, args.list_format)
+            _ = (outputs["examples"]
+                 | "Serialize" >> beam.Map(lambda example: example.SerializeToString())
+                 | "WriteExamples" >> beam.io.WriteToTFRecord(
+                     args.output, num_shards=1, shard_name_template=""))
+            beam_ingest.write_quarantine_and_summary(outputs, quarantine_path, summary_path)
+        summary = beam_ingest.read_summary(summary_path)
+    except beam_ingest.IngestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(beam_ingest.format_summary(os.path.basename(args.json_file), summary))
+    print(f"examples: {args.output}\nquarantine: {quarantine_path}")
+    try:
+        beam_ingest.check_summary(os.path.basename(args.json_file), summary,
+                                  args.max_bad_fraction, quarantine_path)
+    except beam_ingest.IngestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_TOO_MANY_BAD
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())
