@@ -29,6 +29,10 @@ class IngestConfig:
     fingerprint_images: bool = True
 
 
+# The pipeline's stages in order; `PipelineConfig.last_stage` builds the pipeline up to one of them.
+STAGES = ("ingest", "transform", "train", "evaluate", "push")
+
+
 @dataclasses.dataclass
 class PipelineConfig:
     pipeline_name: str = PIPELINE_NAME
@@ -37,6 +41,7 @@ class PipelineConfig:
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     schema_path: str = schema_package.SCHEMA_FILE
     enable_cache: bool = True
+    last_stage: str = STAGES[-1]
     # Beam runs inside ExampleGen, StatisticsGen, Transform. DirectRunner parallelism needs
     # multi_processing mode; other runners (Dataflow, Flink) are chosen here too.
     beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [

@@ -7,10 +7,12 @@ from tfx import v1 as tfx
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from components.face_example_gen.component import FaceExampleGen
-from pipeline.configs import PipelineConfig
+from pipeline.configs import STAGES, PipelineConfig
 
 
 def create_components(config: PipelineConfig):
+    if config.last_stage not in STAGES:
+        raise ValueError(f"last_stage must be one of {STAGES}, got {config.last_stage!r}")
     ingest = config.ingest
     example_gen = FaceExampleGen(
         input_base=ingest.data_root,

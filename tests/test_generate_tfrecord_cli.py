@@ -1,0 +1,61 @@
+"""The original's CLI, end to end in a subprocess, on the shared Beam transform."""
+import json
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT
+from tests.pipeline_helpers import feature_value
+
+CLI = os.path.join(REPO_ROOT, "generate_tfrecord", "main.py")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, CLI, *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_cli_writes_examples_quarantine_and_reports_counts(small_sample, tmp_path):
+    with open(os.path.join(small_sample, "test.json")) as f:
+        records = json.load(f)
+    keys = sorted(records)
+    records[keys[0]]["x1"] = records[keys[0]]["x2"]                 # bad_box
+    records["nowhere/x/0.jpg"] = dict(records[keys[1]])              # missing_file
+    list_path = tmp_path / "list.json"
+    list_path.write_text(json.dumps(records))
+    output = tmp_path / "out.tfrecord"
+
+    result = run_cli("--root_path", os.path.join(small_sample, "images"), "--json_file",
+                     str(list_path), "--output", str(output), "--max_bad_fraction", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert "input=33 valid=31 quarantined=2" in result.stdout
+    labels = sorted({records[k]["label"] for k in keys[1:]})
+    assert f"labels {labels[0]}..{labels[-1]}" in result.stdout
+
+    examples = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(output))]
+    paths = {feature_value(e, "path").decode() for e in examples}
+    assert paths == set(keys[1:])
+    with open(str(output) + ".quarantine.jsonl") as f:
+        quarantine = {q["key"]: q["reason"] for q in map(json.loads, f)}
+    assert quarantine == {keys[0]: "bad_box", "nowhere/x/0.jpg": "missing_file"}
+
+    # Over the limit: exit status 2 and the reasons on stderr; the quarantine is still written.
+    result = run_cli("--root_path", os.path.join(small_sample, "images"), "--json_file",
+                     str(list_path), "--output", str(output))
+    assert result.returncode == 2
+    assert "bad_box: 1" in result.stderr and "missing_file: 1" in result.stderr
+    assert os.path.exists(str(output) + ".quarantine.jsonl")
+
+
+def test_cli_accepts_json_lines_and_beam_args(small_sample, tmp_path):
+    with open(os.path.join(small_sample, "train.json")) as f:
+        records = json.load(f)
+    jsonl = tmp_path / "list.jsonl"
+    jsonl.write_text("".join(json.dumps({"path": k, **v}) + "\n" for k, v in records.items()))
+    output = tmp_path / "o.tfrecord"
+    result = run_cli("--root_path", os.path.join(small_sample, "images"), "--json_file", str(jsonl),
+                     "--output", str(output), "--direct_num_workers=1")
+    assert result.returncode == 0, result.stderr
+    assert f"input={len(records)} valid={len(records)} quarantined=0" in result.stdout
