@@ -1,0 +1,98 @@
+"""Backbones: images in [0, 1] -> a feature map [batch, h, w, c] (pooling is the model's job).
+
+Keras applications (random init by default; ImageNet weights or a local weights file on request)
+and `small_cnn`, a light network for CPU runs and tests. Each Keras application gets the input
+scaling it was designed for, so ImageNet weights see the inputs they were trained on.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+from typing import Callable, Dict, Optional, Tuple  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+keras = tf.keras
+
+
+class BackboneWeightsError(RuntimeError):
+    pass
+
+
+def _to_minus_one_one(x):
+    return x * 2.0 - 1.0
+
+
+def _to_0_255(x):
+    return x * 255.0
+
+
+# name -> (constructor, input scaling from [0, 1], extra constructor arguments)
+_APPLICATIONS: Dict[str, Tuple[Callable, Callable, dict]] = {
+    "resnet50v2": (lambda **kw: keras.applications.ResNet50V2(**kw), _to_minus_one_one, {}),
+    "mobilenetv2": (lambda **kw: keras.applications.MobileNetV2(**kw), _to_minus_one_one, {}),
+    "mobilenetv3small": (lambda **kw: keras.applications.MobileNetV3Small(**kw),
+                         _to_minus_one_one, {"include_preprocessing": False}),
+    "mobilenetv3large": (lambda **kw: keras.applications.MobileNetV3Large(**kw),
+                         _to_minus_one_one, {"include_preprocessing": False}),
+    # EfficientNet rescales and normalizes inside the model: it wants 0..255.
+    "efficientnetb3": (lambda **kw: keras.applications.EfficientNetB3(**kw), _to_0_255, {}),
+}
+BACKBONES = tuple(_APPLICATIONS) + ("small_cnn",)
+
+
+def _conv_block(x, filters: int, stride: int, name: str, synchronized_bn: bool):
+    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                            name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def small_cnn(input_shape, widths=(32, 64, 128, 256), synchronized_bn: bool = False) -> keras.Model:
+    """Four stride-2 stages (conv-BN-ReLU, then a residual conv-BN), 1/16 of the input size."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Lambda(_to_minus_one_one, name="scale")(inputs)
+    for stage, filters in enumerate(widths):
+        x = _conv_block(x, filters, 2, f"stage{stage}_down", synchronized_bn)
+        shortcut = x
+        y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                name=f"stage{stage}_res_conv")(x)
+        y = keras.layers.BatchNormalization(synchronized=synchronized_bn,
+                                            name=f"stage{stage}_res_bn")(y)
+        x = keras.layers.ReLU(name=f"stage{stage}_out")(keras.layers.Add()([shortcut, y]))
+    return keras.Model(inputs, x, name="small_cnn")
+
+
+def build_backbone(name: str, input_shape, weights: Optional[str] = None,
+                   synchronized_bn: bool = False) -> keras.Model:
+    """`weights`: None (random init), "imagenet", or a path to a no-top weights file.
+
+    `synchronized_bn` applies to small_cnn; the Keras applications keep per-replica statistics.
+    """
+    key = name.lower()
+    if key == "small_cnn":
+        if weights:
+            raise BackboneWeightsError("small_cnn has no pretrained weights; use base_model "
+                                       "warm start instead")
+        return small_cnn(input_shape, synchronized_bn=synchronized_bn)
+    if key not in _APPLICATIONS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    constructor, scale, extra = _APPLICATIONS[key]
+    if weights not in (None, "imagenet") and not tf.io.gfile.exists(weights):
+        raise BackboneWeightsError(f"backbone weights file {weights!r} does not exist")
+    inputs = keras.Input(shape=input_shape, name="image")
+    try:
+        application = constructor(include_top=False, weights=weights, input_shape=input_shape,
+                                  **extra)
+    except Exception as e:
+        if weights == "imagenet":
+            raise BackboneWeightsError(
+                f"ImageNet weights for {name} could not be loaded ({type(e).__name__}: {e}). They "
+                f"are downloaded from storage.googleapis.com on first use; offline, download the "
+                f"'no top' weights file elsewhere and pass its path as the backbone weights, or "
+                f"train from random init (weights=None).") from e
+        raise
+    outputs = application(keras.layers.Lambda(scale, name="scale")(inputs))
+    return keras.Model(inputs, outputs, name=key)

@@ -1,0 +1,245 @@
+"""The embedding network and the training models of the original, selectable by name.
+
+    SoftmaxCenter     L2-softmax (α = 30) + center loss (weight 1e-3), Wen et al.'s center update
+    AngularMargin     ArcFace, s = 60, m = 0.5
+    GroupAware        GroupFace (4 groups, intermediate 256, group loss weight 0.1) + ArcFace
+    CosFace           s = 60, m = 0.35
+    SubCenterArcFace  ArcFace over K = 3 sub-centers per class
+
+The embedding network (backbone -> GNAP -> FC -> BN [-> GroupFace]) is what gets exported; heads and
+center state exist only in the training model. `FaceTrainingModel.train_step` does one optimizer step
+per call over `accumulation_steps` micro-batches, with losses scaled to the global batch.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import dataclasses  # noqa: E402
+from typing import Any, Dict, Optional  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+
+from models import backbones, layers, losses  # noqa: E402
+
+keras = tf.keras
+
+LOSS_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "SoftmaxCenter": {"scale": 30.0, "center_weight": 1e-3},
+    "AngularMargin": {"scale": 60.0, "margin": 0.5},
+    "GroupAware": {"scale": 60.0, "margin": 0.5},
+    "CosFace": {"scale": 60.0, "margin": 0.35},
+    "SubCenterArcFace": {"scale": 60.0, "margin": 0.5, "subcenters": 3},
+}
+LOSSES = tuple(LOSS_DEFAULTS)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    loss: str = "AngularMargin"
+    backbone: str = "resnet50v2"
+    backbone_weights: Optional[str] = None     # None, "imagenet" or a local no-top weights file
+    image_size: int = 112
+    embedding_size: int = 512
+    pooling: str = "gnap"                      # "gnap" or "average"
+    scale: Optional[float] = None              # None: the loss's default (LOSS_DEFAULTS)
+    margin: Optional[float] = None
+    subcenters: Optional[int] = None
+    center_weight: Optional[float] = None
+    center_alpha: float = 0.5                  # Wen et al.'s center learning rate α
+    num_groups: int = 4
+    group_intermediate: int = 256
+    group_weight: float = 0.1
+
+    def __post_init__(self):
+        if self.loss not in LOSS_DEFAULTS:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        for name, value in LOSS_DEFAULTS[self.loss].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.pooling not in ("gnap", "average"):
+            raise ValueError(f"pooling must be 'gnap' or 'average', got {self.pooling!r}")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+EMBEDDING = "embedding"
+GROUP_PROBS = "group_probs"
+
+
+def build_embedding_model(config: ModelConfig, synchronized_bn: bool = False) -> keras.Model:
+    """image [b, s, s, 3] in [0, 1] -> {"embedding": [b, d] (not normalized), "group_probs"?}.
+
+    `synchronized_bn`: batch statistics over all replicas (set when training on several devices).
+    """
+    shape = (config.image_size, config.image_size, 3)
+    image = keras.Input(shape=shape, name="image")
+    features = backbones.build_backbone(config.backbone, shape, config.backbone_weights,
+                                        synchronized_bn)(image)
+    if config.pooling == "gnap":
+        pooled = layers.GlobalNormAwarePooling(synchronized_bn, name="gnap")(features)
+    else:
+        pooled = keras.layers.GlobalAveragePooling2D(name="average_pool")(features)
+    outputs = {}
+    if config.loss == "GroupAware":
+        embedding, outputs[GROUP_PROBS] = layers.GroupFace(
+            config.embedding_size, config.num_groups, config.group_intermediate,
+            synchronized_bn, name="groupface")(pooled)
+    else:
+        embedding = keras.layers.Dense(config.embedding_size, name="embedding_fc")(pooled)
+    # The embedding leaves the network in float32, whatever the compute policy.
+    outputs[EMBEDDING] = layers.batch_norm(synchronized_bn, scale=False, dtype="float32",
+                                           name="embedding_bn")(embedding)
+    return keras.Model(image, outputs, name="embedding_model")
+
+
+def _head_for(config: ModelConfig, num_classes: int) -> keras.layers.Layer:
+    if config.loss == "SoftmaxCenter":
+        return layers.L2SoftmaxClassifier(num_classes, alpha=config.scale, name="l2_softmax")
+    subcenters = config.subcenters if config.loss == "SubCenterArcFace" else 1
+    return layers.CosineClassifier(num_classes, subcenters=subcenters, name="class_weights")
+
+
+def head_logits(config: ModelConfig, head_output: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """The loss's logits from the head's output (cosines, or logits for L2-softmax)."""
+    if config.loss == "SoftmaxCenter":
+        return tf.cast(head_output, tf.float32)
+    if config.loss == "CosFace":
+        return losses.cosface_logits(head_output, labels, config.margin, config.scale)
+    return losses.angular_margin_logits(head_output, labels, config.margin, config.scale)
+
+
+def _replica_context():
+    return tf.distribute.get_replica_context()
+
+
+class FaceTrainingModel(keras.Model):
+    """Wraps the embedding network with a classification head and the loss's extra state.
+
+    Inputs: (images [b, s, s, 3], class indices [b]). One train_step = one optimizer update; with
+    `accumulation_steps` N the batch is split into N micro-batches whose gradients are averaged.
+    """
+
+    def __init__(self, embedding_model: keras.Model, config: ModelConfig, num_classes: int,
+                 accumulation_steps: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 2:
+            raise ValueError(f"training needs at least 2 identities, got {num_classes}")
+        self.embedding_model = embedding_model
+        self.config = config
+        self.num_classes = int(num_classes)
+        self.accumulation_steps = int(accumulation_steps)
+        self.head = _head_for(config, num_classes)
+        # Built now, so the optimizer sees the class weights before the first step.
+        self.head.build((None, config.embedding_size))
+        self.centers = None
+        if config.loss == "SoftmaxCenter":
+            # Not an optimizer variable: updated by Wen et al.'s rule. Every replica computes the
+            # same update from the all-gathered global batch, so the first replica's is applied.
+            self.centers = tf.Variable(
+                tf.zeros([num_classes, config.embedding_size], tf.float32), trainable=False,
+                name="centers", synchronization=tf.VariableSynchronization.ON_WRITE,
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.accuracy_tracker]
+
+    def call(self, images, training=False):
+        return self.embedding_model(images, training=training)
+
+    def _per_example_losses(self, images, labels, training=True):
+        outputs = self.embedding_model(images, training=training)
+        embedding = outputs[EMBEDDING]
+        logits = head_logits(self.config, self.head(embedding), labels)
+        per_example = losses.softmax_cross_entropy(logits, labels)
+        if self.centers is not None:
+            per_example += self.config.center_weight * losses.center_loss(embedding, labels,
+                                                                          self.centers)
+        if GROUP_PROBS in outputs:
+            probs = tf.cast(outputs[GROUP_PROBS], tf.float32)
+            group_labels = losses.self_distributed_group_labels(probs, self._global_mean(probs))
+            group_ce = keras.losses.sparse_categorical_crossentropy(group_labels, probs)
+            per_example += self.config.group_weight * group_ce
+        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                                   tf.cast(labels, tf.int32)), tf.float32)
+        return per_example, correct, embedding
+
+    @staticmethod
+    def _global_mean(values: tf.Tensor) -> tf.Tensor:
+        """Mean over the global batch (all replicas), without gradient."""
+        values = tf.stop_gradient(values)
+        total = tf.reduce_sum(values, axis=0)
+        count = tf.cast(tf.shape(values)[0], tf.float32)
+        ctx = _replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, total)
+            count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        return total / count
+
+    def _update_centers(self, embedding: tf.Tensor, labels: tf.Tensor) -> None:
+        ctx = _replica_context()
+        embedding = tf.stop_gradient(tf.cast(embedding, tf.float32))
+        labels = tf.cast(labels, tf.int32)
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            embedding = ctx.all_gather(embedding, axis=0)
+            labels = ctx.all_gather(labels, axis=0)
+        class_ids, delta = losses.center_update(embedding, labels, self.centers)
+        self.centers.scatter_sub(tf.IndexedSlices(self.config.center_alpha * delta, class_ids))
+
+    def train_step(self, data):
+        images, labels = data
+        variables = self.trainable_variables
+        micro_images = tf.split(images, self.accumulation_steps, axis=0)
+        micro_labels = tf.split(labels, self.accumulation_steps, axis=0)
+        accumulated = None
+        total_loss = 0.0
+        scaled_optimizer = hasattr(self.optimizer, "get_scaled_loss")
+        step_embeddings = []
+        for step_images, step_labels in zip(micro_images, micro_labels):
+            with tf.GradientTape() as tape:
+                per_example, correct, embedding = self._per_example_losses(step_images,
+                                                                           step_labels)
+                # Sum / global micro-batch size: the optimizer sums gradients over replicas.
+                loss = tf.nn.compute_average_loss(per_example)
+                if self.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+                to_differentiate = self.optimizer.get_scaled_loss(loss) if scaled_optimizer \
+                    else loss
+            grads = tape.gradient(to_differentiate, variables)
+            if scaled_optimizer:
+                grads = self.optimizer.get_unscaled_gradients(grads)
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in grads]
+            accumulated = grads if accumulated is None else [a + g for a, g in
+                                                             zip(accumulated, grads)]
+            total_loss += loss
+            self.accuracy_tracker.update_state(correct)
+            step_embeddings.append(embedding)
+        steps = float(self.accumulation_steps)
+        self.optimizer.apply_gradients(zip([g / steps for g in accumulated], variables))
+        if self.centers is not None:
+            # One center update per optimizer step, from the whole (accumulated, global) batch:
+            # every micro-batch's center loss saw the same centers.
+            self._update_centers(tf.concat(step_embeddings, axis=0), labels)
+        # Per-replica losses are fractions of the global loss: sum them for the logged value.
+        ctx = _replica_context()
+        logged = total_loss / steps
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            logged = ctx.all_reduce(tf.distribute.ReduceOp.SUM, logged)
+        self.loss_tracker.update_state(logged)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def embed(embedding_model: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    """Inference embedding: L2-normalized, float32."""
+    return layers.l2_normalize(embedding_model(images, training=False)[EMBEDDING])
