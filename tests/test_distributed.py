@@ -1,0 +1,93 @@
+"""tf.distribute proven on CPU: MirroredStrategy over two logical CPUs, gradient accumulation,
+and MultiWorkerMirroredStrategy with two local worker processes."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.face_model import FaceTrainingModel, ModelConfig
+from tests.conftest import REPO_ROOT
+
+keras = tf.keras
+
+
+def run_check(args, env=None, timeout=600):
+    return subprocess.Popen([sys.executable, "-m", "tests.distributed_check", *args], cwd=REPO_ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_mirrored_on_two_cpus_makes_the_same_update_as_one_device(tmp_path):
+    """Same initial weights, same global batch of 8: one device vs 2 replicas x 4.
+
+    Checks loss scaling by the global batch, gradient all-reduce, synchronized batch statistics,
+    the all-gathered center update (SoftmaxCenter) and GroupFace's global mean (GroupAware).
+    BN moving statistics are not compared: they are not part of the gradient update.
+    """
+    out = tmp_path / "mirrored.npz"
+    process = run_check(["mirrored", "--variants", "SoftmaxCenter:1", "GroupAware:1", "--out",
+                         str(out)])
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    arrays = np.load(out)
+    names = sorted({k.rsplit("|", 1)[0] for k in arrays.files})
+    assert any("centers" in n for n in names) and any("groupface" in n for n in names)
+    for name in names:
+        one, two, initial = (arrays[f"{name}|{which}"] for which in ("one", "two", "initial"))
+        change = np.abs(one - initial).max()
+        assert np.abs(one - two).max() <= 1e-3 * change + 1e-6, name
+    moved = [np.abs(arrays[f"{n}|one"] - arrays[f"{n}|initial"]).max() for n in names]
+    assert max(moved) > 1e-3            # the step really changed the weights
+
+
+def _dense_embedding_model(image_size=8):
+    """A batch-independent embedding network, so that micro-batching cannot change the gradient."""
+    image = keras.Input((image_size, image_size, 3))
+    embedding = keras.layers.Dense(6, name="fc")(keras.layers.Flatten()(image))
+    return keras.Model(image, {"embedding": embedding})
+
+
+@pytest.mark.parametrize("loss", ["AngularMargin", "SoftmaxCenter"])
+def test_gradient_accumulation_averages_micro_batches(loss):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(8, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, size=8)
+    results = {}
+    for steps in (1, 2, 4):
+        tf.keras.utils.set_random_seed(1)
+        config = ModelConfig(loss=loss, embedding_size=6, image_size=8, center_alpha=0.5)
+        model = FaceTrainingModel(_dense_embedding_model(), config, 4, accumulation_steps=steps)
+        model.compile(optimizer=keras.optimizers.SGD(0.05))
+        model.fit(images, labels, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        results[steps] = model.get_weights()
+    changed = False
+    for full, two, four in zip(results[1], results[2], results[4]):
+        np.testing.assert_allclose(two, full, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(four, full, rtol=1e-4, atol=1e-6)
+        changed |= not np.allclose(full, 0)
+    assert changed
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_two_local_workers_end_with_equal_weights(tmp_path):
+    import portpicker
+
+    ports = [portpicker.pick_unused_port() for _ in range(2)]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        processes.append(run_check(["worker", "--loss", "SoftmaxCenter", "--out",
+                                    str(tmp_path / f"w{index}.npz")], {"TF_CONFIG": tf_config}))
+    for process in processes:
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-3000:]
+    first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert first.files == second.files and "centers" in first.files
+    for name in first.files:
+        np.testing.assert_allclose(first[name], second[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    assert np.abs(first["centers"]).max() > 0      # centers were updated on both workers
