@@ -1,0 +1,322 @@
+"""Exact Recall@K (components/recall_evaluator/recall.py).
+
+Expected values come from reasoning (hand-made cases) or from `reference_recall` below, written from
+the definition (rank each query's gallery by (-similarity, index), look at the first k), never from
+the functions under test. Random cases use vectors whose cosine similarities are exact in float32
+and float64 alike (±1 entries on 1, 4 or 16 coordinates, scaled by powers of two), so there are many
+exact ties and no rounding can make the implementation and the reference disagree.
+"""
+import json
+import math
+import tracemalloc
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from components.recall_evaluator import recall as recall_module
+from components.recall_evaluator.recall import (brute_force_recall_at_k, per_row_loop_recall_at_1,
+                                                recall_at_k)
+
+
+def at_angles(degrees):
+    """Unit 2-D vectors at the given angles: similarity is the cosine of the angle between them."""
+    radians = np.radians(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1)
+
+
+def both(embeddings, labels, groups=None, ks=(1,), chunk_sizes=(None, 1, 2)):
+    """recall_at_k with several chunk sizes plus the brute force; asserts they agree, returns one."""
+    results = [recall_at_k(embeddings, labels, groups, ks=ks, chunk_size=c) for c in chunk_sizes]
+    results.append(brute_force_recall_at_k(embeddings, labels, groups, ks=ks))
+    for other in results[1:]:
+        assert other == results[0]
+    return results[0]
+
+
+def entry(n_queries, n_skipped, **recalls):
+    """entry(4, 0, r1=0.5, r5=1.0) == {"n_queries": 4, "n_skipped": 0, "recall@1": 0.5, ...}"""
+    return {"n_queries": n_queries, "n_skipped": n_skipped,
+            **{f"recall@{name[1:]}": value for name, value in recalls.items()}}
+
+
+# ----------------------------------------------------------------------------- hand-made cases
+
+def test_group_entry_differs_from_overall_when_the_nearest_image_is_in_another_group():
+    #   index:    0    1    2    3
+    #   angle:    0°   5°   40°  90°
+    #   label:    A    B    A    B
+    #   group:    g1   g2   g1   g2
+    # Overall, every query's nearest image has the other label: 0 -> 1 (5°), 1 -> 0 (5°),
+    # 2 -> 1 (35°), 3 -> 2 (50°). Second nearest: 0 -> 2 (A, hit), 1 -> 2 (A, miss; 3 is 85° away),
+    # 2 -> 0 (A, hit), 3 -> 1 (B, hit). Inside a group the only other image has the same label.
+    result = both(at_angles([0, 5, 40, 90]), [0, 1, 0, 1], ["g1", "g2", "g1", "g2"], ks=(1, 2))
+    assert result == {
+        "overall": entry(4, 0, r1=0.0, r2=0.75),
+        "g1": entry(2, 0, r1=1.0, r2=1.0),
+        "g2": entry(2, 0, r1=1.0, r2=1.0),
+    }
+
+
+def test_identities_without_another_image_in_the_gallery_are_skipped_and_counted():
+    #   index:  0    1    2    3     4
+    #   angle:  0°   10°  100°  95°  20°
+    #   label:  A    A    B     C    C
+    #   group:  x    x    x     x    y
+    # Overall B (one image) is skipped: queries 0 -> 1 (A, hit), 1 -> 0 (A, 10°; 4 is 10° too but
+    # 4 > 0, hit), 3 -> 2 (B at 5°, miss), 4 -> 1 (A at 10°, miss). Group x: B and C (3 is C's
+    # only image in x) are skipped, 0 and 1 hit. Group y: its only image is skipped.
+    result = both(at_angles([0, 10, 100, 95, 20]), [0, 0, 1, 2, 2], ["x", "x", "x", "x", "y"])
+    assert result == {
+        "overall": entry(4, 1, r1=0.5),
+        "x": entry(2, 2, r1=1.0),
+        "y": entry(0, 1, r1=None),
+    }
+
+
+@pytest.mark.parametrize("duplicate_labels, expected_recall", [((1, 0), 0.0), ((0, 1), 0.5)])
+def test_exact_ties_go_to_the_lower_index(duplicate_labels, expected_recall):
+    # Images 1 and 2 are the same vector (30°). Query 0 (label 0, at 0°) ties between them: the
+    # lower index, 1, ranks first. Labels (1, 0): 1 is another identity -> miss; image 2 (label 0)
+    # has image 1 (identical, label 1) nearest -> miss; image 1 is alone -> skipped. Recall 0.
+    # Labels (0, 1): query 0 hits image 1; image 1 (label 0) has image 2 (label 1) nearest -> miss;
+    # image 2 is alone. Recall 1/2. Only the tie rule separates the two.
+    embeddings = at_angles([0, 30, 30])
+    labels = [0, *duplicate_labels]
+    result = both(embeddings, labels, ks=(1, 2))
+    assert result == {"overall": entry(2, 1, r1=expected_recall, r2=1.0)}
+    assert per_row_loop_recall_at_1(embeddings, labels)["overall"]["recall@1"] == expected_recall
+
+
+def test_many_exact_ties_across_block_boundaries():
+    # 25 identical images: index 0 and 24 have label 0, indices 1..23 label 1. Every gallery is one
+    # big tie, ranked by index. Query 0: 1..23 (label 1) come first, its hit (24) is 24th.
+    # Query 24: index 0 (label 0) is first: hit at 1. Queries 1..23: index 0 (label 0) first, then
+    # the lowest other label-1 index: hit at 2.
+    embeddings = np.ones((25, 3))
+    labels = [0] + [1] * 23 + [0]
+    result = both(embeddings, labels, ks=(1, 2, 23, 24), chunk_sizes=(None, 1, 5, 7, 24))
+    assert result == {"overall": entry(25, 0, r1=1 / 25, r2=24 / 25, r23=24 / 25, r24=1.0)}
+
+
+def test_k_larger_than_the_gallery_uses_the_whole_gallery():
+    #   index:  0    1    2    (group g: all three; group h: empty of pairs)
+    #   angle:  0°   10°  80°
+    #   label:  A    B    A
+    # Query 0: 1 (B) nearest, 2 (A) second: miss at 1, hit at 2 and at 5 (gallery of 2).
+    # Query 2: 1 (B, 70°) nearest, then 0 (A, 80°): the same. Image 1 (B) is alone: skipped.
+    result = both(at_angles([0, 10, 80]), [0, 1, 0], ["g", "g", "g"], ks=(1, 5, 1000))
+    expected = entry(2, 1, r1=0.0, r5=1.0, r1000=1.0)
+    assert result == {"overall": expected, "g": expected}
+
+
+def test_zero_embedding_row_has_similarity_zero_to_everything_and_no_nan():
+    #   index:  0       1        2       3
+    #   vector: (0,0)   (1,0)    (0,1)   (-1,0)
+    #   label:  A       B        A       B
+    # Similarities: 0 with 1, 2, 3: all 0. 1 with 2: 0, 1 with 3: -1. 2 with 3: 0.
+    # Query 0: ties 1, 2, 3 -> order 1 (B), 2 (A): hit at 2.   Query 1: 0 (A) and 2 (A) tie at 0,
+    # then 3 (B): hit at 3.   Query 2: all three tie: 0 (A) first: hit at 1.
+    # Query 3: 0 (A) and 2 (A) tie at 0, 1 (B) at -1: hit at 3.
+    embeddings = np.array([[0, 0], [1, 0], [0, 1], [-1, 0]], dtype=np.float32)
+    result = both(embeddings, [0, 1, 0, 1], ks=(1, 2, 3))
+    assert result == {"overall": entry(4, 0, r1=0.25, r2=0.5, r3=1.0)}
+    assert per_row_loop_recall_at_1(embeddings, [0, 1, 0, 1])["overall"]["recall@1"] == 0.25
+
+
+def test_no_images_and_a_single_image():
+    for n in (0, 1):
+        result = both(np.ones((n, 4)), np.zeros(n, dtype=int), ["g"] * n, ks=(1, 5))
+        expected = {"overall": entry(0, n, r1=None, r5=None)}
+        if n:
+            expected["g"] = expected["overall"]
+        assert result == expected
+
+
+def test_output_is_plain_json_serialisable_python():
+    rng = np.random.default_rng(3)
+    result = recall_at_k(rng.standard_normal((30, 4)), np.arange(30) % 7, np.array(["a", "b"] * 15),
+                         ks=[5, 1, 5])
+    assert list(result) == ["overall", "a", "b"]
+    for value in result.values():
+        assert list(value) == ["n_queries", "n_skipped", "recall@1", "recall@5"]
+        assert type(value["n_queries"]) is int and type(value["n_skipped"]) is int
+        assert type(value["recall@1"]) is float
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_input_dtypes_and_row_scale_do_not_matter():
+    rng = np.random.default_rng(4)
+    base = rng.integers(-3, 4, size=(40, 6))
+    labels = rng.integers(0, 8, size=40)
+    expected = recall_at_k(base.astype(np.float32), labels, ks=(1, 3))
+    scales = 2.0 ** rng.integers(-4, 5, size=(40, 1))  # exact: rows scaled by powers of two
+    for variant in (base, base.astype(np.float16), base.astype(np.float64) * scales):
+        assert recall_at_k(variant, labels, ks=(1, 3), chunk_size=9) == expected
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: recall_at_k(np.ones((3, 2)), [0, 0]), "labels"),
+    (lambda: recall_at_k(np.ones(3), [0, 0, 0]), "embeddings"),
+    (lambda: recall_at_k(np.ones((2, 2)), [0, 0], ["a"]), "groups"),
+    (lambda: recall_at_k(np.ones((2, 2)), [0, 0], ["overall", "a"]), "overall"),
+    (lambda: recall_at_k(np.ones((2, 2)), [0, 0], ks=(0, 1)), "ks"),
+    (lambda: recall_at_k(np.ones((2, 2)), [0, 0], ks=()), "ks"),
+    (lambda: recall_at_k(np.ones((2, 2)), [0, 0], ks=(1.5,)), "ks"),
+    (lambda: recall_at_k(np.ones((2, 2)), [0, 0], chunk_size=0), "chunk_size"),
+    (lambda: recall_at_k(np.array([[1.0, np.nan], [1, 0]]), [0, 0]), "NaN"),
+    (lambda: brute_force_recall_at_k(np.array([[1.0, np.inf], [1, 0]]), [0, 0]), "NaN"),
+])
+def test_bad_input_is_rejected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ----------------------------------------------------------------------------- random cases
+
+def reference_recall(embeddings, labels, groups, ks):
+    """Recall@k straight from the definition: for each query sort its gallery by (-similarity,
+    index) in float64, hit if a first-k image has its label. Also returns, per entry and k, how many
+    queries are "fragile": their best same-label image is within 1e-5 of another gallery image, so
+    float32 rounding could decide them differently (never the case for the exact random data)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    norms = np.sqrt((x * x).sum(axis=1))
+    unit = x / np.maximum(norms, np.finfo(np.float32).tiny)[:, None]
+    sims = unit @ unit.T
+    labels = [int(label) for label in labels]
+
+    def one_entry(members):
+        per_label = Counter(labels[i] for i in members)
+        hits = {k: 0 for k in ks}
+        n_queries = fragile = 0
+        for i in members:
+            if per_label[labels[i]] < 2:
+                continue
+            n_queries += 1
+            gallery = sorted((j for j in members if j != i), key=lambda j: (-sims[i, j], j))
+            first_hit = next(rank for rank, j in enumerate(gallery) if labels[j] == labels[i])
+            for k in ks:
+                hits[k] += first_hit < k
+            best = sims[i, gallery[first_hit]]
+            fragile += sum(abs(sims[i, j] - best) < 1e-5 for j in gallery) > 1
+        result = {"n_queries": n_queries, "n_skipped": len(members) - n_queries}
+        for k in ks:
+            result[f"recall@{k}"] = hits[k] / n_queries if n_queries else None
+        return result, fragile
+
+    entries = {"overall": one_entry(range(len(labels)))}
+    if groups is not None:
+        for name in sorted(set(groups)):
+            entries[name] = one_entry([i for i in range(len(labels)) if groups[i] == name])
+    return ({name: value[0] for name, value in entries.items()},
+            {name: value[1] for name, value in entries.items()})
+
+
+def exact_random_data(seed, n, dim):
+    """Identities of ~2-6 images. Each identity has a prototype with ±1 on 1, 4 or 16 coordinates
+    (norm 1, 2 or 4); its images flip a few signs (norm unchanged). Some images are exact copies of
+    another identity's image, a few are zero, rows are scaled by powers of two: cosine similarities
+    are multiples of 1/16, exact in float32, with many ties."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    label = 0
+    while len(rows) < n:
+        nonzeros = rng.choice([m for m in (1, 4, 16) if m <= dim])
+        prototype = np.zeros(dim)
+        positions = rng.choice(dim, size=nonzeros, replace=False)
+        prototype[positions] = rng.choice([-1.0, 1.0], size=nonzeros)
+        for _ in range(rng.integers(1, 7)):
+            image = prototype.copy()
+            flips = rng.choice(positions, size=rng.integers(0, max(1, nonzeros // 2) + 1), replace=False)
+            image[flips] *= -1
+            rows.append(image)
+            labels.append(label)
+        label += 1
+    embeddings = np.array(rows[:n])
+    labels = np.array(labels[:n])
+    copies = rng.choice(n, size=n // 10, replace=False)
+    embeddings[copies] = embeddings[rng.choice(n, size=len(copies))]  # exact duplicates
+    embeddings[rng.choice(n, size=2, replace=False)] = 0.0
+    embeddings *= 2.0 ** rng.integers(-3, 4, size=(n, 1))
+    order = rng.permutation(n)  # identities' images spread over the index range
+    groups = np.array(["north", "south", "east"])[rng.integers(0, 3, size=n)]
+    return embeddings[order], labels[order], groups
+
+
+RANDOM_CASES = [(seed, n, dim) for seed, n, dim in [
+    (0, 50, 8), (1, 97, 16), (2, 150, 32), (3, 211, 8), (4, 300, 16), (5, 64, 32)]]
+
+
+@pytest.mark.parametrize("seed, n, dim", RANDOM_CASES)
+def test_random_exact_data_matches_the_definition_at_every_chunk_size(seed, n, dim):
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    ks = (1, 2, 5, 10)
+    expected, fragile = reference_recall(embeddings, labels, groups, ks)
+    chunk_sizes = [7, n - 1, n, n + 13, None] + ([1] if n <= 100 else [])
+    for chunk_size in chunk_sizes:
+        assert recall_at_k(embeddings, labels, groups, ks, chunk_size) == expected, chunk_size
+    assert brute_force_recall_at_k(embeddings, labels, groups, ks) == expected
+    assert per_row_loop_recall_at_1(embeddings, labels)["overall"] == {
+        key: expected["overall"][key] for key in ("n_queries", "n_skipped", "recall@1")}
+    # The data really does test ties (at similarity 1 from duplicates, and between queries' bests).
+    assert fragile["overall"] > 0
+
+
+@pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:3])
+def test_random_exact_data_through_the_lexsort_merge(monkeypatch, seed, n, dim):
+    # Galleries too large for packed uint64 sort keys take the lexsort path; force it here.
+    monkeypatch.setattr(recall_module, "_KEY_BITS", 0)
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    expected, _ = reference_recall(embeddings, labels, groups, (1, 3))
+    for chunk_size in (7, n - 1, None):
+        assert recall_at_k(embeddings, labels, groups, (1, 3), chunk_size) == expected
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_random_gaussian_data_matches_the_definition(seed):
+    # Continuous embeddings: identity centres + noise, in float64 like a model's output.
+    rng = np.random.default_rng(seed)
+    n, dim = 240, 24
+    labels = rng.integers(0, 60, size=n)
+    embeddings = rng.standard_normal((60, dim))[labels] + 0.9 * rng.standard_normal((n, dim))
+    groups = np.array(["a", "b", "c", "d"])[labels % 4]
+    ks = (1, 5)
+    expected, fragile = reference_recall(embeddings, labels, groups, ks)
+    brute = brute_force_recall_at_k(embeddings, labels, groups, ks)
+    for chunk_size in (7, n - 1, n, 1000, None) + ((1,) if seed == 10 else ()):
+        result = recall_at_k(embeddings, labels, groups, ks, chunk_size)
+        assert result == brute
+        for name, value in expected.items():
+            for k in ks:  # float32 vs float64 may only differ on near-tied queries
+                assert (math.isclose(result[name][f"recall@{k}"], value[f"recall@{k}"])
+                        or abs(result[name][f"recall@{k}"] - value[f"recall@{k}"]) * value["n_queries"]
+                        <= fragile[name] + 1e-9), (name, k)
+            assert result[name]["n_queries"] == value["n_queries"]
+    assert 0.2 < expected["overall"]["recall@1"] < 0.95  # neither trivial nor hopeless
+
+
+def test_extra_memory_is_blocks_not_the_full_matrix():
+    rng = np.random.default_rng(5)
+    n, dim, chunk = 3000, 16, 256
+    embeddings = rng.standard_normal((n, dim)).astype(np.float32)
+    labels = rng.integers(0, 600, size=n)
+    tracemalloc.start()
+    try:
+        recall_at_k(embeddings, labels, ks=(1, 5), chunk_size=chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    full_matrix = n * n * 4  # 36 MB; one block is 0.26 MB
+    assert peak < full_matrix / 8, peak
+
+
+def test_packed_similarity_keys_sort_floats_descending_and_decode_back():
+    # The merge sorts uint64 keys built from the float32 bits; check that order on awkward values.
+    values = np.array([0.5, -np.inf, 1.0, -0.0, 1e-40, -1e-40, 0.0, -1.0, 3e38, -0.5, 1e-30],
+                      dtype=np.float32)
+    keys = recall_module._descending_keys(values)
+    ranked = values[np.argsort(keys, kind="stable")]
+    assert ranked.tolist() == sorted(values.tolist(), reverse=True)
+    assert keys[3] == keys[6]  # -0.0 and 0.0 compare equal, so they must tie
+    decoded = recall_module._from_descending_keys(keys)
+    assert decoded.tobytes() == np.where(values == 0, np.float32(0), values).tobytes()  # bit for bit
