@@ -48,10 +48,10 @@ GROUPS: Dict[str, GroupStyle] = {
     "north": GroupStyle(0.34, (226, 192, 168), 22.0, 1.00,
                         ((40, 30, 25), (120, 80, 40), (200, 170, 110), (150, 60, 30), (90, 90, 90)),
                         1.00, 4.0),
-    "south": GroupStyle(0.26, (180, 132, 98), 18.0, 0.85,
-                        ((30, 25, 20), (70, 45, 30), (110, 70, 40)), 0.92, 6.0),
-    "east": GroupStyle(0.22, (214, 178, 138), 12.0, 0.70, ((20, 18, 18), (45, 35, 30)), 0.92, 6.0),
-    "west": GroupStyle(0.18, (112, 78, 58), 12.0, 0.65, ((15, 12, 12), (35, 28, 25)), 0.80, 8.0),
+    "south": GroupStyle(0.26, (180, 132, 98), 14.0, 0.75,
+                        ((30, 25, 20), (70, 45, 30), (110, 70, 40)), 0.90, 6.0),
+    "east": GroupStyle(0.22, (214, 178, 138), 9.0, 0.55, ((20, 18, 18), (45, 35, 30)), 0.88, 7.0),
+    "west": GroupStyle(0.18, (112, 78, 58), 8.0, 0.45, ((15, 12, 12), (35, 28, 25)), 0.70, 10.0),
 }
 
 
@@ -231,9 +231,9 @@ def render_image(ident: Identity, rng: np.random.Generator) -> Tuple[bytes, Tupl
     style = GROUPS[ident.group]
     width, height = int(rng.integers(96, 161)), int(rng.integers(96, 161))
     face_h = float(rng.uniform(0.45, 0.75) * min(width, height))
-    layer, mask = _draw_face(ident, face_h, yaw=float(rng.uniform(-0.45, 0.45)),
+    layer, mask = _draw_face(ident, face_h, yaw=float(rng.uniform(-0.5, 0.5)),
                              smile=float(rng.uniform(0, 1)), eye_open=float(rng.uniform(0.5, 1.0)))
-    roll = float(rng.uniform(-18, 18))
+    roll = float(rng.uniform(-22, 22))
     layer = layer.rotate(roll, resample=Image.BICUBIC)
     mask = mask.rotate(roll, resample=Image.BILINEAR)
     canvas = _background(rng, width, height)
@@ -247,7 +247,7 @@ def render_image(ident: Identity, rng: np.random.Generator) -> Tuple[bytes, Tupl
 
     pixels = np.asarray(canvas, dtype=np.float32)
     exposure = style.exposure * float(rng.uniform(0.55, 1.35))
-    cast = rng.uniform(0.8, 1.2, size=3)
+    cast = rng.uniform(0.75, 1.25, size=3)
     side_light = float(rng.uniform(-0.45, 0.45))
     ramp = 1.0 + side_light * np.linspace(-1, 1, width)[None, :, None]
     pixels = pixels * exposure * cast[None, None, :] * ramp
