@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import schema as schema_package
 
@@ -29,6 +30,36 @@ class IngestConfig:
     fingerprint_images: bool = True
 
 
+def source_fingerprint(*packages: str) -> str:
+    """Hash of the Python sources of `packages` (directories under the repo).
+
+    Transform and Trainer load their code by module name, which TFX's cache does not fingerprint:
+    this goes into their custom_config, so changed model code is never served from a stale cache.
+    """
+    digest = hashlib.sha256()
+    for package in packages:
+        folder = os.path.join(REPO_ROOT, package)
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+# Trainer settings (custom_config) of the original: ResNet50V2, 512-d, ArcFace s=60 m=0.5.
+# Any ModelConfig (models/face_model.py) or TrainingConfig (models/trainer.py) field may be set.
+PRODUCTION_TRAINING: Dict[str, Any] = {
+    "loss": "AngularMargin", "backbone": "resnet50v2", "embedding_size": 512, "batch_size": 64,
+    "epochs": 20, "optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine",
+}
+# The demo on the generated sample data: a small CNN that trains in minutes on 2 CPU cores.
+DEMO_TRAINING: Dict[str, Any] = {
+    "loss": "AngularMargin", "backbone": "small_cnn", "embedding_size": 128, "batch_size": 64,
+    "epochs": 12, "optimizer": "adam", "learning_rate": 2e-3, "schedule": "cosine",
+    "warmup_epochs": 1, "scale": 30.0, "checkpoint_every_steps": 20,
+}
+
+
 # The pipeline's stages in order; `PipelineConfig.last_stage` builds the pipeline up to one of them.
 STAGES = ("ingest", "transform", "train", "evaluate", "push")
 
@@ -40,6 +71,11 @@ class PipelineConfig:
     metadata_path: Optional[str] = os.path.join(DEFAULT_WORK_DIR, "metadata.sqlite")
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     schema_path: str = schema_package.SCHEMA_FILE
+    image_size: int = 112                                   # Transform's crop size
+    training: Dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEMO_TRAINING))
+    # Warm start the Trainer: None, "latest_blessed" (the last blessed model of this pipeline), or
+    # the URI of a model directory trained by this pipeline (the original's two-stage recipe).
+    warm_start: Optional[str] = None
     enable_cache: bool = True
     last_stage: str = STAGES[-1]
     # Beam runs inside ExampleGen, StatisticsGen, Transform. DirectRunner parallelism needs

@@ -7,7 +7,14 @@ from tfx import v1 as tfx
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from components.face_example_gen.component import FaceExampleGen
-from pipeline.configs import STAGES, PipelineConfig
+from pipeline.configs import STAGES, PipelineConfig, source_fingerprint
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.trainer.run_fn"
+
+
+def _upto(config: PipelineConfig, stage: str) -> bool:
+    return STAGES.index(config.last_stage) >= STAGES.index(stage)
 
 
 def create_components(config: PipelineConfig):
@@ -29,7 +36,46 @@ def create_components(config: PipelineConfig):
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    return [example_gen, statistics_gen, schema_gen, example_validator]
+    components = [example_gen, statistics_gen, schema_gen, example_validator]
+    if not _upto(config, "transform"):
+        return components
+    code_version = source_fingerprint("models", "components")
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"image_size": config.image_size, "code_version": code_version},
+        # Raw statistics come from StatisticsGen; statistics over 37k floats per image are not
+        # worth their time here.
+        disable_statistics=True)
+    components.append(transform)
+    if not _upto(config, "train"):
+        return components
+    trainer_inputs = {}
+    if config.warm_start:
+        base_model = _warm_start_model(config)
+        components.append(base_model)
+        trainer_inputs["base_model"] = base_model.outputs["model"]
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        custom_config={**config.training, "code_version": code_version},
+        **trainer_inputs)
+    components.append(trainer)
+    return components
+
+
+def _warm_start_model(config: PipelineConfig):
+    """The base model node: the latest blessed model, or an imported model directory."""
+    if config.warm_start == "latest_blessed":
+        return tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_for_warm_start")
+    return tfx.dsl.Importer(source_uri=config.warm_start,
+                            artifact_type=tfx.types.standard_artifacts.Model,
+                            reimport=False).with_id("warm_start_model")
 
 
 def create_pipeline(config: PipelineConfig,

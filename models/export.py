@@ -1,0 +1,103 @@
+"""The exported SavedModel: three signatures that all return the L2-normalized embedding.
+
+    serving_default   examples: serialized raw tf.Examples (image_raw and the box are enough)
+    embed_images      image_bytes (JPEG/PNG), x1, y1, x2, y2 (pixels)
+    embed_transformed image: float32 [n, s, s, 3] in [0, 1] (the Transform output; for evaluation)
+
+The first two run the Transform graph (TFT layer) inside, so they crop exactly as training did.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import json  # noqa: E402
+from typing import Dict  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from models import preprocessing  # noqa: E402
+from models.face_model import EMBEDDING  # noqa: E402
+from models.layers import l2_normalize  # noqa: E402
+
+SERVING_DEFAULT = "serving_default"
+EMBED_IMAGES = "embed_images"
+EMBED_TRANSFORMED = "embed_transformed"
+OUTPUT = "embedding"
+MODEL_CONFIG_FILE = "ffem_model_config.json"   # written into the SavedModel's assets.extra
+
+# Raw features a serving request may omit: only the Transform's pass-through outputs use them.
+_OPTIONAL_RAW_DEFAULTS = {"label": 0, "group": "", "path": "", "image_height": 0, "image_width": 0}
+
+
+def _serving_feature_spec(raw_feature_spec: Dict) -> Dict:
+    spec = {}
+    for name, feature in raw_feature_spec.items():
+        if name in _OPTIONAL_RAW_DEFAULTS:
+            spec[name] = tf.io.FixedLenFeature(feature.shape, feature.dtype,
+                                               default_value=_OPTIONAL_RAW_DEFAULTS[name])
+        else:
+            spec[name] = feature
+    return spec
+
+
+class EmbeddingExport(tf.Module):
+    def __init__(self, embedding_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
+                 image_size: int):
+        super().__init__()
+        self.embedding_model = embedding_model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self._raw_spec = _serving_feature_spec(tf_transform_output.raw_feature_spec())
+        self.image_size = image_size
+
+    def _embed(self, images: tf.Tensor) -> tf.Tensor:
+        return l2_normalize(self.embedding_model(images, training=False)[EMBEDDING])
+
+    def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        transformed = self.tft_layer(raw_features)
+        return {OUTPUT: self._embed(transformed[preprocessing.IMAGE])}
+
+    def signatures(self):
+        size = self.image_size
+        spec = self._raw_spec
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve_examples(examples):
+            return self._embed_raw(tf.io.parse_example(examples, spec))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+                     + [tf.TensorSpec([None], tf.int64, name=k) for k in preprocessing.BOX_KEYS])
+        def embed_images(image_bytes, x1, y1, x2, y2):
+            batch = tf.shape(image_bytes)[0]
+            features = {"image_raw": image_bytes, "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+            for name, default in _OPTIONAL_RAW_DEFAULTS.items():
+                if name in spec:
+                    dtype = spec[name].dtype
+                    features[name] = tf.fill([batch], tf.constant(default, dtype))
+            return self._embed_raw({k: tf.reshape(v, [-1, 1]) for k, v in features.items()
+                                    if k in spec})
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
+                                                    name="image")])
+        def embed_transformed(image):
+            return {OUTPUT: self._embed(image)}
+
+        return {SERVING_DEFAULT: serve_examples, EMBED_IMAGES: embed_images,
+                EMBED_TRANSFORMED: embed_transformed}
+
+
+def export_saved_model(embedding_model, tf_transform_output, image_size: int, export_dir: str,
+                       model_config: Dict) -> None:
+    module = EmbeddingExport(embedding_model, tf_transform_output, image_size)
+    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    extra = os.path.join(export_dir, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    with tf.io.gfile.GFile(os.path.join(extra, MODEL_CONFIG_FILE), "w") as f:
+        json.dump(model_config, f, indent=1, sort_keys=True)
+
+
+def read_model_config(export_dir: str) -> Dict:
+    with tf.io.gfile.GFile(os.path.join(export_dir, "assets.extra", MODEL_CONFIG_FILE)) as f:
+        return json.load(f)

@@ -1,0 +1,320 @@
+"""TFX Trainer entry point: `run_fn` (Trainer(run_fn="models.trainer.run_fn", custom_config=...)).
+
+custom_config carries ModelConfig fields (loss, backbone, embedding_size, ...) and TrainingConfig
+fields (batch size, optimizer, schedule, epochs, mixed precision, accumulation, distribution, ...),
+all defaulting to the original's values. The number of identities comes from the Transform's
+identity vocabulary, never from a constant.
+
+Outputs in the Model artifact: the SavedModel (models/export.py) and `warmstart/embedding.h5`, the
+embedding network's weights by layer name, which a later Trainer loads from `base_model`.
+TensorBoard logs (loss, accuracy, eval Recall@1 overall and per group, learning rate) go to the
+ModelRun artifact. A killed Trainer resumes from its last backup (every `checkpoint_every_steps`)
+when rerun with the same inputs and config.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import dataclasses  # noqa: E402
+import hashlib  # noqa: E402
+import tempfile  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+from typing import Any, Dict, List, Optional  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+from absl import logging  # noqa: E402
+
+from components.recall_evaluator.recall import recall_at_k  # noqa: E402
+from models import data, export, preprocessing  # noqa: E402
+from models.face_model import (EMBEDDING, FaceTrainingModel, ModelConfig,  # noqa: E402
+                               build_embedding_model)
+from models.layers import l2_normalize  # noqa: E402
+
+keras = tf.keras
+WARMSTART_DIR = "warmstart"
+WARMSTART_WEIGHTS = "embedding.h5"
+DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    batch_size: int = 64                   # global batch per optimizer step (all replicas)
+    epochs: int = 20
+    steps_per_epoch: Optional[int] = None  # None: one pass over the train split
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    momentum: float = 0.9                  # SGD (Nesterov)
+    mixed_precision: bool = False
+    accumulation_steps: int = 1            # micro-batches per optimizer step (averaged)
+    distribution: str = "auto"
+    augmentation: Dict[str, bool] = dataclasses.field(default_factory=lambda: {"enabled": True})
+    recall_every_epochs: int = 1           # eval-split Recall@1 (unseen identities)
+    checkpoint_every_steps: int = 50
+    resume_root: Optional[str] = None      # default: <pipeline root>/Trainer/resume
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}")
+        if self.batch_size % self.accumulation_steps:
+            raise ValueError("batch_size must be a multiple of accumulation_steps")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainingConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def choose_strategy(distribution: str) -> tf.distribute.Strategy:
+    """auto: several workers in TF_CONFIG -> multi-worker; several GPUs -> mirrored; else default."""
+    if distribution == "auto":
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+        if workers > 1:
+            distribution = "multi_worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            distribution = "mirrored"
+        else:
+            distribution = "one_device"
+    if distribution == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if distribution == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(config: TrainingConfig, total_steps: int, steps_per_epoch: int):
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "cosine":
+        decay_steps = max(1, total_steps - warmup)
+        if warmup:
+            rate = keras.optimizers.schedules.CosineDecay(
+                0.0, decay_steps, warmup_target=config.learning_rate, warmup_steps=warmup)
+        else:
+            rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps)
+    elif config.schedule == "step":   # x0.1 at 50 % and 75 % of training
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [int(total_steps * 0.5), int(total_steps * 0.75)],
+            [config.learning_rate, config.learning_rate * 0.1, config.learning_rate * 0.01])
+    else:
+        rate = config.learning_rate
+    decay = config.weight_decay or None
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=True,
+                                         weight_decay=decay)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(rate, weight_decay=config.weight_decay or 1e-4)
+    else:
+        optimizer = keras.optimizers.Adam(rate, weight_decay=decay)
+    if config.mixed_precision:
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def embed_dataset(embedding_model, dataset) -> Dict[str, np.ndarray]:
+    """Normalized embeddings, labels and groups of a features dataset (one pass)."""
+    embed = tf.function(lambda images: l2_normalize(
+        embedding_model(images, training=False)[EMBEDDING]))
+    embeddings, labels, groups = [], [], []
+    for features in dataset:
+        embeddings.append(embed(features[preprocessing.IMAGE]).numpy())
+        labels.append(np.reshape(features[preprocessing.LABEL].numpy(), [-1]))
+        groups.append(np.reshape(features[preprocessing.GROUP].numpy(), [-1]))
+    return {"embeddings": np.concatenate(embeddings), "labels": np.concatenate(labels),
+            "groups": np.array([g.decode("utf-8") for g in np.concatenate(groups)])}
+
+
+class RecallCallback(keras.callbacks.Callback):
+    """Validation = Recall@1 on the eval split's unseen identities, overall and per group."""
+
+    def __init__(self, embedding_model, dataset_fn, every_epochs: int):
+        super().__init__()
+        self.embedding_model = embedding_model
+        self.dataset_fn = dataset_fn
+        self.every_epochs = max(1, int(every_epochs))
+        self.history: List[Dict[str, Any]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_epochs:
+            return
+        embedded = embed_dataset(self.embedding_model, self.dataset_fn())
+        result = recall_at_k(embedded["embeddings"], embedded["labels"], embedded["groups"],
+                             ks=(1,))
+        self.history.append({"epoch": epoch + 1, **result})
+        if logs is not None:
+            for name, entry in result.items():
+                if entry["recall@1"] is not None:
+                    key = "val_recall@1" if name == "overall" else f"val_recall@1/{name}"
+                    logs[key] = entry["recall@1"]
+        logging.info("epoch %d: eval Recall@1 %s", epoch + 1,
+                     {k: v["recall@1"] for k, v in result.items()})
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        rate = optimizer.learning_rate
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            rate = rate(optimizer.iterations)
+        if logs is not None:
+            logs["learning_rate"] = float(tf.keras.backend.get_value(rate))
+
+
+class ResumeTracker(keras.callbacks.Callback):
+    """Records the optimizer step training starts from (non-zero after a resume). Must come after
+    BackupAndRestore, which restores the state in its on_train_begin."""
+
+    def __init__(self):
+        super().__init__()
+        self.initial_step = 0
+
+    def on_train_begin(self, logs=None):
+        self.initial_step = int(self.model.optimizer.iterations.numpy())
+        if self.initial_step:
+            logging.info("Resuming training from step %d (backup of an interrupted run)",
+                         self.initial_step)
+
+
+def resume_directory(fn_args, custom_config: Dict[str, Any], root: Optional[str]) -> str:
+    """A backup location stable across reruns with the same inputs and config.
+
+    A rerun of a killed Trainer gets new output URIs, so the backup cannot live there; it is keyed
+    by what determines the training instead.
+    """
+    key = hashlib.sha256(json.dumps({
+        "train": sorted(fn_args.train_files), "transform": fn_args.transform_output,
+        "base_model": fn_args.base_model, "train_steps": fn_args.train_steps,
+        "config": custom_config}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if root is None:
+        # model_run_dir is <pipeline_root>/<Trainer node>/model_run/<execution id>
+        root = os.path.join(os.path.dirname(os.path.dirname(fn_args.model_run_dir)), "resume")
+    return os.path.join(root, key)
+
+
+def warm_start(embedding_model: keras.Model, base_model_dir: str) -> List[str]:
+    """Loads the base model's embedding weights by layer name; returns the layers loaded."""
+    weights = os.path.join(os.path.dirname(base_model_dir.rstrip("/")), WARMSTART_DIR,
+                           WARMSTART_WEIGHTS)
+    if not tf.io.gfile.exists(weights):
+        raise FileNotFoundError(f"base model {base_model_dir} has no {WARMSTART_DIR}/"
+                                f"{WARMSTART_WEIGHTS}; it was not trained by this Trainer")
+    before = {id(w): w.numpy() for w in embedding_model.weights}
+    with tempfile.TemporaryDirectory() as scratch:
+        local = os.path.join(scratch, WARMSTART_WEIGHTS)   # h5py reads local files only
+        tf.io.gfile.copy(weights, local, overwrite=True)
+        embedding_model.load_weights(local, by_name=True, skip_mismatch=True)
+    loaded = sorted(layer.name for layer in embedding_model.layers
+                    if any(not np.array_equal(before[id(w)], w.numpy()) for w in layer.weights))
+    if not loaded:
+        raise ValueError(f"warm start from {base_model_dir} loaded nothing: the architectures "
+                         "share no layer (different backbone or embedding size?)")
+    logging.info("Warm start from %s: loaded %s", base_model_dir, loaded)
+    return loaded
+
+
+def run_fn(fn_args) -> None:
+    custom_config = dict(fn_args.custom_config or {})
+    training = TrainingConfig.from_dict(custom_config)
+    tf.keras.utils.set_random_seed(training.seed)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    image_shape = tf_transform_output.transformed_feature_spec()[preprocessing.IMAGE].shape
+    model_config = ModelConfig.from_dict({**custom_config, "image_size": int(image_shape[0])})
+    num_classes = tf_transform_output.vocabulary_size_by_name(
+        preprocessing.IDENTITY_VOCABULARY)
+    schema = tf_transform_output.transformed_metadata.schema
+
+    train_count = data.count_records(fn_args.train_files)
+    steps_per_epoch = training.steps_per_epoch or max(1, train_count // training.batch_size)
+    total_steps = fn_args.train_steps or steps_per_epoch * training.epochs
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    logging.info("Training %s/%s on %d images of %d identities: %d epochs x %d steps, batch %d",
+                 model_config.loss, model_config.backbone, train_count, num_classes, epochs,
+                 steps_per_epoch, training.batch_size)
+
+    strategy = choose_strategy(training.distribution)
+    if training.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            embedding_model = build_embedding_model(
+                model_config, synchronized_bn=strategy.num_replicas_in_sync > 1)
+            if fn_args.base_model:
+                warm_start(embedding_model, fn_args.base_model)
+            model = FaceTrainingModel(embedding_model, model_config, num_classes,
+                                      accumulation_steps=training.accumulation_steps)
+            model.compile(optimizer=make_optimizer(training, total_steps, steps_per_epoch))
+
+        train_dataset = data.transformed_dataset(
+            fn_args.train_files, fn_args.data_accessor, schema, training.batch_size,
+            training=True, seed=training.seed, augmentation=training.augmentation)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        train_dataset = train_dataset.with_options(options)
+
+        def eval_dataset():
+            return data.evaluation_dataset(fn_args.eval_files, fn_args.data_accessor, schema,
+                                           batch_size=128)
+
+        backup_dir = resume_directory(fn_args, custom_config, training.resume_root)
+        recall = RecallCallback(embedding_model, eval_dataset, training.recall_every_epochs)
+        resume = ResumeTracker()
+        callbacks = [
+            recall, LearningRateLogger(),
+            keras.callbacks.BackupAndRestore(backup_dir,
+                                             save_freq=training.checkpoint_every_steps),
+            resume,
+            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
+        ]
+        model.fit(train_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks, verbose=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if tf.io.gfile.isdir(backup_dir) and not tf.io.gfile.listdir(backup_dir):
+        tf.io.gfile.rmtree(backup_dir)    # BackupAndRestore empties it when training completes
+
+    summary = {**model_config.to_dict(), "num_classes": num_classes, "train_images": train_count,
+               "total_steps": total_steps, "resumed_from_step": resume.initial_step,
+               "recall_history": recall.history}
+    save_outputs(embedding_model, tf_transform_output, model_config.image_size,
+                 fn_args.serving_model_dir, summary)
+
+
+def _is_chief() -> bool:
+    """The chief, or worker 0 of a cluster without a chief, or a process outside any cluster."""
+    config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = config.get("task")
+    if not task or task.get("type") == "chief":
+        return True
+    return (task.get("type") == "worker" and task.get("index", 0) == 0
+            and "chief" not in config.get("cluster", {}))
+
+
+def save_outputs(embedding_model, tf_transform_output, image_size: int, serving_model_dir: str,
+                 summary: Dict[str, Any]) -> None:
+    """SavedModel + warm-start weights. Under multi-worker training every worker must save (the
+    save runs collectives), but only the chief writes to the artifact; the others to a scratch dir."""
+    with tempfile.TemporaryDirectory() as scratch:
+        target = serving_model_dir if _is_chief() else os.path.join(scratch, "model",
+                                                                    "Format-Serving")
+        export.export_saved_model(embedding_model, tf_transform_output, image_size, target,
+                                  summary)
+        warm_dir = os.path.join(os.path.dirname(target.rstrip("/")), WARMSTART_DIR)
+        tf.io.gfile.makedirs(warm_dir)
+        local = os.path.join(scratch, WARMSTART_WEIGHTS)
+        embedding_model.save_weights(local)
+        tf.io.gfile.copy(local, os.path.join(warm_dir, WARMSTART_WEIGHTS), overwrite=True)

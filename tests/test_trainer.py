@@ -1,0 +1,134 @@
+"""The Trainer's run_fn on transformed sample data: export, warm start, resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import export, preprocessing, trainer
+from models.face_model import ModelConfig, build_embedding_model
+from tests.conftest import REPO_ROOT
+from tests.pipeline_helpers import examples_by_path, feature_value
+from tests.trainer_helpers import TINY_TRAINING, run_trainer
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def trained(transformed_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    model_uri = run_trainer(transformed_sample, str(out), {**TINY_TRAINING,
+                                                           "loss": "SoftmaxCenter"})
+    return model_uri
+
+
+def test_model_config_records_identities_derived_from_the_data(trained, transformed_sample):
+    config = export.read_model_config(os.path.join(trained, "Format-Serving"))
+    with open(os.path.join(transformed_sample["data"], "train.json")) as f:
+        train_identities = {v["label"] for v in json.load(f).values()}
+    assert config["num_classes"] == len(train_identities)
+    assert config["train_images"] == 36 and config["image_size"] == 32
+    assert config["resumed_from_step"] == 0
+    assert [entry["epoch"] for entry in config["recall_history"]] == [1, 2]
+
+
+def test_three_signatures_agree_on_the_same_images(trained, transformed_sample):
+    loaded = tf.saved_model.load(os.path.join(trained, "Format-Serving"))
+    raw = examples_by_path(os.path.join(transformed_sample["examples"], "Split-eval"))
+    paths = sorted(raw)[:6]
+    serialized = tf.constant([raw[p].SerializeToString() for p in paths])
+    by_examples = loaded.signatures[export.SERVING_DEFAULT](examples=serialized)["embedding"]
+
+    box = {k: tf.constant([feature_value(raw[p], k) for p in paths], tf.int64)
+           for k in preprocessing.BOX_KEYS}
+    image_bytes = tf.constant([feature_value(raw[p], "image_raw") for p in paths])
+    by_images = loaded.signatures[export.EMBED_IMAGES](image_bytes=image_bytes, **box)["embedding"]
+
+    crops = preprocessing.crop_faces(image_bytes, tf.stack([box[k] for k in preprocessing.BOX_KEYS],
+                                                           axis=1), 32)
+    by_crops = loaded.signatures[export.EMBED_TRANSFORMED](image=crops)["embedding"]
+
+    np.testing.assert_allclose(by_images.numpy(), by_examples.numpy(), atol=1e-5)
+    np.testing.assert_allclose(by_crops.numpy(), by_examples.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(by_examples.numpy(), axis=1), 1.0, atol=1e-5)
+    assert by_examples.shape == (6, TINY_TRAINING["embedding_size"])
+    # A serving request needs only the image and the box.
+    minimal = tf.train.Example()
+    for name in ("image_raw", *preprocessing.BOX_KEYS):
+        minimal.features.feature[name].CopyFrom(raw[paths[0]].features.feature[name])
+    only_needed = loaded.signatures[export.SERVING_DEFAULT](
+        examples=tf.constant([minimal.SerializeToString()]))["embedding"]
+    np.testing.assert_allclose(only_needed.numpy()[0], by_examples.numpy()[0], atol=1e-5)
+
+
+def _h5_layer_weights(path, layer):
+    """Every array stored under one top-level layer of a Keras h5 weights file, by name."""
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f[layer].visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                            if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+@pytest.mark.parametrize("target_loss", ["AngularMargin", "GroupAware"])
+def test_warm_start_copies_backbone_weights(trained, target_loss):
+    """SoftmaxCenter pretraining -> AngularMargin / GroupAware fine-tuning (the original's recipe)."""
+    weights_file = os.path.join(trained, trainer.WARMSTART_DIR, trainer.WARMSTART_WEIGHTS)
+    stored = _h5_layer_weights(weights_file, "small_cnn")
+    config = ModelConfig(loss=target_loss, backbone="small_cnn", image_size=32, embedding_size=16)
+    model = build_embedding_model(config)
+    loaded = trainer.warm_start(model, os.path.join(trained, "Format-Serving"))
+    assert "small_cnn" in loaded and "gnap" in loaded
+    backbone = model.get_layer("small_cnn")
+    by_name = {w.name: w.numpy() for w in backbone.weights}
+    assert len(stored) == len(by_name) > 10
+    for name, value in stored.items():
+        matches = [v for n, v in by_name.items() if name.endswith(n.split("/", 1)[-1])]
+        assert any(np.array_equal(value, v) for v in matches), name
+    if target_loss == "GroupAware":
+        assert "groupface" not in loaded     # a different head: freshly initialized
+
+
+def test_warm_start_refuses_an_incompatible_model(trained):
+    config = ModelConfig(loss="AngularMargin", backbone="small_cnn", image_size=32,
+                         embedding_size=8)
+    model = build_embedding_model(config)
+    loaded = trainer.warm_start(model, os.path.join(trained, "Format-Serving"))
+    assert "embedding_fc" not in loaded      # shape mismatch skipped, backbone still loaded
+    with pytest.raises(FileNotFoundError):
+        trainer.warm_start(model, "/nonexistent/Format-Serving")
+
+
+KILLER = """
+import os, signal, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+original = tf.keras.callbacks.BackupAndRestore._backup
+def backup_then_die(self, epoch, batch=0):
+    original(self, epoch, batch)
+    if int(self.model.optimizer.iterations.numpy()) >= 4:
+        os.kill(os.getpid(), signal.SIGKILL)      # killed right after the step-4 backup
+tf.keras.callbacks.BackupAndRestore._backup = backup_then_die
+from tests.trainer_helpers import run_trainer
+run_trainer({paths!r}, {out!r}, {config!r})
+"""
+
+
+def test_killed_trainer_resumes_from_its_last_checkpoint(transformed_sample, tmp_path):
+    config = {**TINY_TRAINING, "epochs": 3}           # 36 images / batch 8 = 4 steps per epoch
+    script = KILLER.format(paths=transformed_sample, out=str(tmp_path), config=config)
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not os.path.exists(os.path.join(tmp_path, "model", "Format-Serving"))
+
+    model_uri = run_trainer(transformed_sample, str(tmp_path), config)
+    summary = export.read_model_config(os.path.join(model_uri, "Format-Serving"))
+    assert summary["total_steps"] == 12
+    assert summary["resumed_from_step"] == 4          # 8 of 12 steps run, not 12
+    assert not os.listdir(os.path.join(tmp_path, "resume"))   # backup removed when done
