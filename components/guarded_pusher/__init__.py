@@ -1,0 +1,1 @@
+"""Pusher whose executor also checks that the blessing is about the model being pushed."""
