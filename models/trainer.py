@@ -128,7 +128,7 @@ def make_optimizer(config: TrainingConfig, total_steps: int, steps_per_epoch: in
 def embed_dataset(embedding_model, dataset) -> Dict[str, np.ndarray]:
     """Normalized embeddings, labels and groups of a features dataset (one pass)."""
     embed = tf.function(lambda images: l2_normalize(
-        embedding_model(images, training=False)[EMBEDDING]))
+        embedding_model(images, training=False)[EMBEDDING]), reduce_retracing=True)
     embeddings, labels, groups = [], [], []
     for features in dataset:
         embeddings.append(embed(features[preprocessing.IMAGE]).numpy())

@@ -52,10 +52,11 @@ PRODUCTION_TRAINING: Dict[str, Any] = {
     "loss": "AngularMargin", "backbone": "resnet50v2", "embedding_size": 512, "batch_size": 64,
     "epochs": 20, "optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine",
 }
-# The demo on the generated sample data: a small CNN that trains in minutes on 2 CPU cores.
+# The demo on the generated sample data: a small CNN on 64x64 crops that trains in minutes on
+# 2 CPU cores (Recall@1 ~0.8-0.9 per group on the unseen identities, raw pixels ~0.4-0.55).
 DEMO_TRAINING: Dict[str, Any] = {
     "loss": "AngularMargin", "backbone": "small_cnn", "embedding_size": 128, "batch_size": 64,
-    "epochs": 12, "optimizer": "adam", "learning_rate": 2e-3, "schedule": "cosine",
+    "epochs": 15, "optimizer": "adam", "learning_rate": 2e-3, "schedule": "cosine",
     "warmup_epochs": 1, "scale": 30.0, "checkpoint_every_steps": 20,
 }
 
@@ -72,13 +73,33 @@ class PipelineConfig:
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     schema_path: str = schema_package.SCHEMA_FILE
     image_size: int = 112                                   # Transform's crop size
-    training: Dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEMO_TRAINING))
+    training: Dict[str, Any] = dataclasses.field(
+        default_factory=lambda: dict(PRODUCTION_TRAINING))
     # Warm start the Trainer: None, "latest_blessed" (the last blessed model of this pipeline), or
     # the URI of a model directory trained by this pipeline (the original's two-stage recipe).
     warm_start: Optional[str] = None
+    # RecallEvaluator's release gate (components/recall_evaluator/gate.py GateConfig fields).
+    gate: Dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "ks": [1, 5], "min_recall": 0.5, "max_drop": 0.02})
+    # Kubeflow: the Trainer's container resources (a KFP ResourceSpec proto; GPUs), None locally.
+    trainer_resources: Optional[Any] = None
+    # Pusher destination: blessed models land in versioned subdirectories.
+    serving_model_dir: str = os.path.join(DEFAULT_WORK_DIR, "serving_model")
     enable_cache: bool = True
     last_stage: str = STAGES[-1]
     # Beam runs inside ExampleGen, StatisticsGen, Transform. DirectRunner parallelism needs
     # multi_processing mode; other runners (Dataflow, Flink) are chosen here too.
     beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
         "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+
+
+DEMO_IMAGE_SIZE = 64
+DEMO_GATE: Dict[str, Any] = {"ks": [1, 5], "min_recall": 0.6, "max_drop": 0.05}
+
+
+def demo_config(**overrides) -> PipelineConfig:
+    """The README's main command: the whole pipeline on the generated sample data."""
+    values = {"image_size": DEMO_IMAGE_SIZE, "training": dict(DEMO_TRAINING),
+              "gate": dict(DEMO_GATE)}
+    values.update(overrides)
+    return PipelineConfig(**values)

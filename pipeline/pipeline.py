@@ -4,9 +4,12 @@ from __future__ import annotations
 from typing import Optional
 
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from components.face_example_gen.component import FaceExampleGen
+from components.guarded_pusher import executor as guarded_pusher
+from components.recall_evaluator.component import RecallEvaluator
 from pipeline.configs import STAGES, PipelineConfig, source_fingerprint
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -51,8 +54,20 @@ def create_components(config: PipelineConfig):
     if not _upto(config, "train"):
         return components
     trainer_inputs = {}
-    if config.warm_start:
-        base_model = _warm_start_model(config)
+    latest_blessed = None
+    if _upto(config, "evaluate") or config.warm_start == "latest_blessed":
+        latest_blessed = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        components.append(latest_blessed)
+    if config.warm_start == "latest_blessed":
+        trainer_inputs["base_model"] = latest_blessed.outputs["model"]
+    elif config.warm_start:
+        base_model = tfx.dsl.Importer(source_uri=config.warm_start,
+                                      artifact_type=tfx.types.standard_artifacts.Model,
+                                      reimport=False).with_id("warm_start_model")
         components.append(base_model)
         trainer_inputs["base_model"] = base_model.outputs["model"]
     trainer = tfx.components.Trainer(
@@ -61,21 +76,26 @@ def create_components(config: PipelineConfig):
         transform_graph=transform.outputs["transform_graph"],
         custom_config={**config.training, "code_version": code_version},
         **trainer_inputs)
+    if config.trainer_resources is not None:
+        trainer.with_platform_config(config.trainer_resources)
     components.append(trainer)
+    if not _upto(config, "evaluate"):
+        return components
+    evaluator = RecallEvaluator(
+        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"],
+        transformed_examples=transform.outputs["transformed_examples"], gate=config.gate)
+    components.append(evaluator)
+    if not _upto(config, "push"):
+        return components
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=config.serving_model_dir)),
+        custom_executor_spec=executor_spec.ExecutorClassSpec(guarded_pusher.Executor))
+    components.append(pusher)
     return components
-
-
-def _warm_start_model(config: PipelineConfig):
-    """The base model node: the latest blessed model, or an imported model directory."""
-    if config.warm_start == "latest_blessed":
-        return tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_for_warm_start")
-    return tfx.dsl.Importer(source_uri=config.warm_start,
-                            artifact_type=tfx.types.standard_artifacts.Model,
-                            reimport=False).with_id("warm_start_model")
 
 
 def create_pipeline(config: PipelineConfig,

@@ -294,7 +294,7 @@ def _render_identity(job) -> List[Tuple[str, Tuple[int, int, int, int]]]:
 
 
 def generate(out: str, seed: int = 0, train_identities: int = 160, train_images: int = 12,
-             test_identities: int = 80, test_images: int = 6, workers: int = 0,
+             test_identities: int = 100, test_images: int = 6, workers: int = 0,
              progress: bool = True) -> Dict[str, int]:
     """Writes the data set under `out`. Returns the number of images per list file."""
     if test_images < 4:
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-identities", type=int, default=160)
     parser.add_argument("--train-images", type=int, default=12, help="images per train identity")
-    parser.add_argument("--test-identities", type=int, default=80)
+    parser.add_argument("--test-identities", type=int, default=100)
     parser.add_argument("--test-images", type=int, default=6, help="images per test identity (>= 4)")
     parser.add_argument("--workers", type=int, default=0, help="processes (default: up to 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

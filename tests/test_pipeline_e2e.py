@@ -1,0 +1,116 @@
+"""The whole pipeline with LocalDagRunner on a small generated set, three runs:
+
+1. first run: trains, blesses, pushes; the pushed model loads and embeds an image;
+2. changed Trainer settings: upstream components come from the cache, the new model is evaluated
+   against the first one as baseline;
+3. thresholds that cannot be met: not blessed, nothing new pushed.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+
+from pipeline import configs
+from pipeline.pipeline import create_pipeline
+from tests.pipeline_helpers import node_executions, open_store, output_artifacts, state_name
+from tests.trainer_helpers import TINY_TRAINING
+from tools import review
+
+pytestmark = pytest.mark.pipeline
+
+
+def run_pipeline(work, data, training, gate):
+    config = configs.PipelineConfig(
+        pipeline_root=str(work / "root"), metadata_path=str(work / "m.sqlite"),
+        serving_model_dir=str(work / "serving"),
+        ingest=configs.IngestConfig(data_root=data, image_root=os.path.join(data, "images")),
+        beam_pipeline_args=[], image_size=32, training=training, gate=gate)
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    return open_store(config.metadata_path)
+
+
+def latest(store, node):
+    return node_executions(store, node)[-1]
+
+
+def read_metrics(store):
+    [evaluation] = output_artifacts(store, latest(store, "RecallEvaluator").id, "evaluation")
+    with open(os.path.join(evaluation.uri, "metrics.json")) as f:
+        return json.load(f), evaluation
+
+
+def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path):
+    gate = {"min_recall": 0.0, "max_drop": 1.0}
+
+    # 1. First run.
+    store = run_pipeline(tmp_path, small_sample, TINY_TRAINING, gate)
+    [model1] = output_artifacts(store, latest(store, "Trainer").id, "model")
+    metrics, evaluation = read_metrics(store)
+    assert metrics["blessed"] and metrics["baseline_model"] is None
+    assert metrics["model"]["id"] == model1.id
+    [blessing] = output_artifacts(store, latest(store, "RecallEvaluator").id, "blessing")
+    assert blessing.custom_properties["blessed"].int_value == 1
+    assert blessing.custom_properties["current_model_id"].int_value == model1.id
+    assert os.path.exists(os.path.join(blessing.uri, "BLESSED"))
+    with open(os.path.join(evaluation.uri, "report.html")) as f:
+        page = f.read()
+    for group in ("north", "south", "east", "west"):
+        assert f"<td>{group}</td>" in page
+        assert f"{metrics['candidate'][group]['recall@1']:.4f}" in page
+    [push1] = output_artifacts(store, latest(store, "Pusher").id, "pushed_model")
+    assert push1.custom_properties["pushed"].int_value == 1
+    pushed_dir = push1.custom_properties["pushed_destination"].string_value
+    assert os.listdir(tmp_path / "serving") == [os.path.basename(pushed_dir)]
+
+    # The pushed model loads and embeds an image.
+    with open(os.path.join(small_sample, "test.json")) as f:
+        key, box = sorted(json.load(f).items())[0]
+    with open(os.path.join(small_sample, "images", key), "rb") as f:
+        image = f.read()
+    served = tf.saved_model.load(pushed_dir).signatures["embed_images"](
+        image_bytes=tf.constant([image]),
+        **{k: tf.constant([box[k]], tf.int64) for k in ("x1", "y1", "x2", "y2")})["embedding"]
+    assert served.shape == (1, TINY_TRAINING["embedding_size"])
+    assert np.linalg.norm(served.numpy()) == pytest.approx(1.0, abs=1e-5)
+
+    # 2. New Trainer settings: upstream cached, the first model is the baseline.
+    store = run_pipeline(tmp_path, small_sample, {**TINY_TRAINING, "seed": 1}, gate)
+    for node in ("FaceExampleGen", "StatisticsGen", "Transform"):
+        assert state_name(latest(store, node)) == "CACHED", node
+    assert state_name(latest(store, "Trainer")) == "COMPLETE"
+    [model2] = output_artifacts(store, latest(store, "Trainer").id, "model")
+    metrics, _ = read_metrics(store)
+    assert metrics["baseline_model"]["id"] == model1.id and metrics["model"]["id"] == model2.id
+    for scope, entry in metrics["candidate"].items():
+        expected = entry["recall@1"] - metrics["baseline"][scope]["recall@1"]
+        assert metrics["deltas"][scope]["recall@1"] == pytest.approx(expected)
+    assert any(v["rule"] == "max_drop" for v in metrics["verdicts"])
+    versions_after_two = sorted(os.listdir(tmp_path / "serving"))
+
+    # 3. A bar this model cannot clear (perfect Recall@1 everywhere): not blessed, no push.
+    store = run_pipeline(tmp_path, small_sample, {**TINY_TRAINING, "seed": 2},
+                         {**gate, "min_recall": 1.0})
+    metrics, _ = read_metrics(store)
+    assert metrics["candidate"]["overall"]["recall@1"] < 1.0     # a tiny 2-epoch model
+    assert not metrics["blessed"]
+    assert ("min_recall", "overall") in [(v["rule"], v["scope"]) for v in metrics["verdicts"]
+                                         if not v["passed"]]
+    [blessing] = output_artifacts(store, latest(store, "RecallEvaluator").id, "blessing")
+    assert blessing.custom_properties["blessed"].int_value == 0
+    assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
+    [push3] = output_artifacts(store, latest(store, "Pusher").id, "pushed_model")
+    assert push3.custom_properties["pushed"].int_value == 0
+    assert sorted(os.listdir(tmp_path / "serving")) == versions_after_two
+
+    # The review command sees all three runs.
+    runs = review.list_runs(store)
+    assert len(runs) == 3
+    assert [r["model_id"] for r in runs][:2] == [model1.id, model2.id]
+    assert runs[0]["blessed"] and runs[0]["pushed"]
+    assert runs[-1]["recall_at_1"] == {k: v["recall@1"] for k, v in metrics["candidate"].items()}
+    assert review.main(["--metadata", str(tmp_path / "m.sqlite"), "report", "-1"]) == 0
+    table = review.format_compare(runs[0], runs[1])
+    assert "west" in table and "change" in table

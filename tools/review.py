@@ -1,0 +1,211 @@
+"""Review what pipeline runs produced, from the metadata store.
+
+    python -m tools.review list                    # every run: when, model, Recall@1, blessed, pushed
+    python -m tools.review show RUN                # one run in detail (RUN: id, unique prefix, or -1)
+    python -m tools.review compare RUN_A RUN_B     # per-group Recall@1 side by side
+    python -m tools.review report RUN              # path of the run's HTML report
+
+Options: --metadata PATH (SQLite, default runs/metadata.sqlite) or --pipeline-root DIR (uses
+DIR/../metadata.sqlite, the local runner's layout).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import configs
+
+NODE_TRAINER = "Trainer"
+NODE_EVALUATOR = "RecallEvaluator"
+NODE_PUSHER = "Pusher"
+
+
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    if not os.path.exists(metadata_path):
+        raise FileNotFoundError(f"no metadata store at {metadata_path}")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _node_of(store, execution) -> Optional[str]:
+    for context in store.get_contexts_by_execution(execution.id):
+        if context.type == "node":
+            return context.name.split(".", 1)[-1]
+    return None
+
+
+def _outputs(store, execution_id: int, key: str) -> List[metadata_store_pb2.Artifact]:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT
+           and any(step.key == key for step in e.path.steps)]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _custom(artifact, name, default=None):
+    if name not in artifact.custom_properties:
+        return default
+    value = artifact.custom_properties[name]
+    return getattr(value, value.WhichOneof("value"))
+
+
+def _state(execution) -> str:
+    return metadata_store_pb2.Execution.State.Name(execution.last_known_state)
+
+
+def list_runs(store) -> List[Dict[str, Any]]:
+    """One summary per pipeline run, oldest first."""
+    runs = []
+    for context in sorted(store.get_contexts_by_type("pipeline_run"),
+                          key=lambda c: c.create_time_since_epoch):
+        run = {"run_id": context.name, "context_id": context.id,
+               "started": datetime.datetime.fromtimestamp(
+                   context.create_time_since_epoch / 1000).isoformat(timespec="seconds"),
+               "model_id": None, "model_uri": None, "trainer": None, "recall_at_1": None,
+               "blessed": None, "report": None, "pushed": None, "pushed_to": None,
+               "evaluation_uri": None, "failed_nodes": []}
+        for execution in store.get_executions_by_context(context.id):
+            node = _node_of(store, execution)
+            state = _state(execution)
+            if state == "FAILED":
+                run["failed_nodes"].append(node)
+            if node == NODE_TRAINER:
+                run["trainer"] = state
+                models = _outputs(store, execution.id, "model")
+                if models:
+                    run["model_id"], run["model_uri"] = models[0].id, models[0].uri
+            elif node == NODE_EVALUATOR:
+                for evaluation in _outputs(store, execution.id, "evaluation"):
+                    run["recall_at_1"] = json.loads(_custom(evaluation, "recall_at_1", "null"))
+                    run["blessed"] = bool(_custom(evaluation, "blessed", 0))
+                    run["report"] = _custom(evaluation, "report")
+                    run["evaluation_uri"] = evaluation.uri
+            elif node == NODE_PUSHER:
+                for push in _outputs(store, execution.id, "pushed_model"):
+                    run["pushed"] = bool(_custom(push, "pushed", 0))
+                    run["pushed_to"] = _custom(push, "pushed_destination")
+        runs.append(run)
+    return runs
+
+
+def find_run(runs: List[Dict[str, Any]], key: str) -> Dict[str, Any]:
+    if key.lstrip("-").isdigit() and int(key) < 0:
+        return runs[int(key)]
+    matches = [r for r in runs if r["run_id"] == key] or [r for r in runs
+                                                         if r["run_id"].startswith(key)]
+    if len(matches) != 1:
+        raise KeyError(f"run {key!r} matches {len(matches)} runs; use `list` to see run ids")
+    return matches[0]
+
+
+def _yes_no(value) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def format_list(runs: List[Dict[str, Any]]) -> str:
+    groups = sorted({g for r in runs for g in (r["recall_at_1"] or {}) if g != "overall"})
+    header = ["run", "started", "model", "overall", *groups, "blessed", "pushed"]
+    lines = [header]
+    for run in runs:
+        recall = run["recall_at_1"] or {}
+        cells = [run["run_id"], run["started"], str(run["model_id"] or "-")]
+        cells += [f"{recall[g]:.3f}" if recall.get(g) is not None else "-"
+                  for g in ["overall", *groups]]
+        status = _yes_no(run["blessed"])
+        if run["failed_nodes"]:
+            status = f"failed ({', '.join(n for n in run['failed_nodes'] if n)})"
+        cells += [status, _yes_no(run["pushed"])]
+        lines.append(cells)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+                     for row in lines)
+
+
+def format_compare(a: Dict[str, Any], b: Dict[str, Any]) -> str:
+    ra, rb = a["recall_at_1"] or {}, b["recall_at_1"] or {}
+    scopes = ["overall"] + sorted((set(ra) | set(rb)) - {"overall"})
+    lines = [f"{'Recall@1':<12}{a['run_id'][:24]:>26}{b['run_id'][:24]:>26}{'change':>10}"]
+    for scope in scopes:
+        va, vb = ra.get(scope), rb.get(scope)
+        change = f"{vb - va:+.3f}" if va is not None and vb is not None else "-"
+        lines.append(f"{scope:<12}{_num(va):>26}{_num(vb):>26}{change:>10}")
+    for label, key in (("model", "model_id"), ("blessed", "blessed"), ("pushed", "pushed")):
+        lines.append(f"{label:<12}{_text(a[key]):>26}{_text(b[key]):>26}")
+    return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return _yes_no(value)
+    return "-" if value is None else str(value)
+
+
+def format_show(run: Dict[str, Any]) -> str:
+    lines = [f"run        {run['run_id']} (started {run['started']})",
+             f"model      {run['model_id']} {run['model_uri'] or ''} (Trainer {run['trainer']})",
+             f"blessed    {_yes_no(run['blessed'])}",
+             f"pushed     {_yes_no(run['pushed'])} {run['pushed_to'] or ''}",
+             f"report     {run['report'] or '-'}"]
+    if run["evaluation_uri"]:
+        with open(os.path.join(run["evaluation_uri"], "metrics.json")) as f:
+            metrics = json.load(f)
+        for verdict in metrics["verdicts"]:
+            lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}")
+    if run["failed_nodes"]:
+        lines.append(f"failed     {', '.join(n for n in run['failed_nodes'] if n)}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metadata", default=None, help="SQLite metadata store")
+    parser.add_argument("--pipeline-root", default=None,
+                        help="pipeline root of a local run (metadata next to it)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list")
+    show = sub.add_parser("show")
+    show.add_argument("run")
+    compare = sub.add_parser("compare")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    report = sub.add_parser("report")
+    report.add_argument("run")
+    args = parser.parse_args(argv)
+    metadata = args.metadata or (
+        os.path.join(os.path.dirname(os.path.abspath(args.pipeline_root)), "metadata.sqlite")
+        if args.pipeline_root else configs.PipelineConfig().metadata_path)
+    try:
+        runs = list_runs(open_store(metadata))
+        if args.command == "list":
+            print(format_list(runs) if runs else "no runs yet")
+        elif args.command == "show":
+            print(format_show(find_run(runs, args.run)))
+        elif args.command == "compare":
+            print(format_compare(find_run(runs, args.run_a), find_run(runs, args.run_b)))
+        else:
+            run = find_run(runs, args.run)
+            if not run["report"]:
+                print(f"run {run['run_id']} has no evaluation report", file=sys.stderr)
+                return 1
+            print(run["report"])
+    except (FileNotFoundError, KeyError, IndexError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
