@@ -1,0 +1,25 @@
+# The Kubeflow image: TFX 1.16 plus this package. Build from the repository root:
+#   docker build -t gcr.io/<project>/ffem-tfx:<tag> . && docker push gcr.io/<project>/ffem-tfx:<tag>
+# kubeflow_runner.py expects the repository at /pipeline (the schema file is read from there).
+FROM tensorflow/tfx:1.16.0
+
+# TFT's feature layer and the Trainer's export need Keras 2 (tf_keras), in every container.
+ENV TF_USE_LEGACY_KERAS=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /pipeline
+COPY constraints.txt setup.py ./
+COPY pipeline/ pipeline/
+COPY components/ components/
+COPY models/ models/
+COPY schema/ schema/
+COPY tools/ tools/
+COPY generate_tfrecord/ generate_tfrecord/
+COPY benchmarks/ benchmarks/
+COPY local_runner.py kubeflow_runner.py README.md ./
+
+# The pinned constraints keep the base image's TFX stack and add what the package needs
+# (dill for tfx-bsl with recent Beam, Pillow, matplotlib for the report).
+RUN pip install --no-cache-dir -c constraints.txt '.[kfp]' \
+    && python -c "import components.face_example_gen.component, models.trainer, components.recall_evaluator.component"
