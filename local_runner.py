@@ -165,6 +165,7 @@ def run(argv: Optional[List[str]] = None) -> configs.PipelineConfig:
     absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.WARNING)
 
     from tfx import v1 as tfx
+    from pipeline import recovery
     from pipeline.pipeline import create_pipeline
 
     config = build_config(args)
@@ -172,7 +173,12 @@ def run(argv: Optional[List[str]] = None) -> configs.PipelineConfig:
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     print(f"Running pipeline {config.pipeline_name!r}: root {config.pipeline_root}, "
           f"metadata {config.metadata_path}", flush=True)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    with recovery.exclusive_run(config.metadata_path):
+        interrupted = recovery.abandon_interrupted_executions(config.metadata_path)
+        if interrupted:
+            print(f"Recovered from an interrupted run: executions {interrupted} marked canceled; "
+                  f"finished steps come from the cache.", flush=True)
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
     print_outcome(config)
     return config
 

@@ -31,7 +31,8 @@ def state_name(execution) -> str:
 def output_artifacts(store, execution_id: int, key: str = None) -> List[metadata_store_pb2.Artifact]:
     events = store.get_events_by_execution_ids([execution_id])
     ids = [e.artifact_id for e in events
-           if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+           if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT,
+                         metadata_store_pb2.Event.PENDING_OUTPUT)
            and (key is None or any(s.key == key for s in e.path.steps))]
     return store.get_artifacts_by_id(ids) if ids else []
 
