@@ -109,8 +109,9 @@ def _input_splits(exec_properties: Dict[str, Any]) -> List[example_gen_pb2.Input
 
 @beam.ptransform_fn
 def _FaceListToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
-                       split_pattern: str) -> beam.pvalue.PCollection:
-    split = next(s.name for s in _input_splits(exec_properties) if s.pattern == split_pattern)
+                       split_pattern: str, split: Optional[str] = None) -> beam.pvalue.PCollection:
+    if split is None:   # TFX's single-input path (output split by hash): one input split
+        [split] = [s.name for s in _input_splits(exec_properties) if s.pattern == split_pattern]
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
         os.path.join(input_base, split_pattern), exec_properties[IMAGE_ROOT],
@@ -125,6 +126,17 @@ class Executor(BaseExampleGenExecutor):
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _FaceListToExample
+
+    def GenerateExamplesByBeam(self, pipeline, exec_properties):
+        """Per input split, passing the split's name on: two splits may share one list file."""
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+                                  output_config)
+        if output_config.split_config.splits:
+            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        return {split.name: pipeline | f"InputToRecord[{split.name}]" >> _FaceListToExample(
+                    exec_properties, split.pattern, split.name)
+                for split in _input_splits(exec_properties)}
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         examples = artifact_utils.get_single_instance(
