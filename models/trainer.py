@@ -205,6 +205,27 @@ def resume_directory(fn_args, custom_config: Dict[str, Any], root: Optional[str]
     return os.path.join(root, key)
 
 
+def _matching_layers(h5_path: str, model: keras.Model) -> List[str]:
+    """Top-level layers whose name and weight shapes match the weights file: what gets loaded."""
+    import h5py
+
+    matching = []
+    with h5py.File(h5_path, "r") as f:
+        stored = {name.decode() if isinstance(name, bytes) else name
+                  for name in f.attrs["layer_names"]}
+        for layer in model.layers:
+            if layer.name not in stored or not layer.weights:
+                continue
+            group = f[layer.name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+            shapes = [tuple(group[n].shape) for n in names]
+            # Keras h5 files store trainable weights first, then the others.
+            ordered = layer.trainable_weights + layer.non_trainable_weights
+            if shapes == [tuple(w.shape) for w in ordered]:
+                matching.append(layer.name)
+    return sorted(matching)
+
+
 def warm_start(embedding_model: keras.Model, base_model_dir: str) -> List[str]:
     """Loads the base model's embedding weights by layer name; returns the layers loaded."""
     weights = os.path.join(os.path.dirname(base_model_dir.rstrip("/")), WARMSTART_DIR,
@@ -212,13 +233,11 @@ def warm_start(embedding_model: keras.Model, base_model_dir: str) -> List[str]:
     if not tf.io.gfile.exists(weights):
         raise FileNotFoundError(f"base model {base_model_dir} has no {WARMSTART_DIR}/"
                                 f"{WARMSTART_WEIGHTS}; it was not trained by this Trainer")
-    before = {id(w): w.numpy() for w in embedding_model.weights}
     with tempfile.TemporaryDirectory() as scratch:
         local = os.path.join(scratch, WARMSTART_WEIGHTS)   # h5py reads local files only
         tf.io.gfile.copy(weights, local, overwrite=True)
+        loaded = _matching_layers(local, embedding_model)
         embedding_model.load_weights(local, by_name=True, skip_mismatch=True)
-    loaded = sorted(layer.name for layer in embedding_model.layers
-                    if any(not np.array_equal(before[id(w)], w.numpy()) for w in layer.weights))
     if not loaded:
         raise ValueError(f"warm start from {base_model_dir} loaded nothing: the architectures "
                          "share no layer (different backbone or embedding size?)")

@@ -1,0 +1,82 @@
+"""Security properties: nothing outside the image root is opened, no code runs from input data,
+temporary files are cleaned up."""
+import os
+import re
+import tempfile
+
+import pytest
+
+from components.face_example_gen import beam_ingest
+from components.face_example_gen.records import IngestOptions, Rejected
+from tests import image_factory as images
+from tests.conftest import REPO_ROOT
+
+SOURCE_DIRS = ("components", "models", "pipeline", "tools", "generate_tfrecord", "benchmarks")
+FORBIDDEN = re.compile(r"\b(eval|exec)\(|pickle\.loads?\(|marshal\.loads?\(|yaml\.load\(|"
+                       r"\bshelve\b|__import__\(|subprocess|os\.system\(")
+
+
+def project_sources():
+    for top in SOURCE_DIRS:
+        for folder, _, files in os.walk(os.path.join(REPO_ROOT, top)):
+            for name in files:
+                if name.endswith(".py"):
+                    yield os.path.join(folder, name)
+    yield os.path.join(REPO_ROOT, "local_runner.py")
+    yield os.path.join(REPO_ROOT, "kubeflow_runner.py")
+
+
+def test_no_eval_exec_pickle_or_shell_in_project_code():
+    offenders = []
+    for path in project_sources():
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if FORBIDDEN.search(line.split("#")[0]):
+                    offenders.append(f"{os.path.relpath(path, REPO_ROOT)}:{number}: {line.strip()}")
+    # benchmarks time the CLI as a separate process on purpose; nothing there reads input data.
+    offenders = [o for o in offenders if not (o.startswith("benchmarks/")
+                                              and "subprocess" in o)]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("key", ["../secret.jpg", "a/../../secret.jpg", "/tmp/secret.jpg",
+                                 "link/secret.jpg", "file:///tmp/secret.jpg"])
+def test_escaping_keys_open_nothing_outside_the_root(tmp_path, monkeypatch, key):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "secret.jpg").write_bytes(images.jpeg())
+    os.symlink(tmp_path, root / "link")
+    opened = []
+    real_open = beam_ingest.FileSystems.open
+
+    def recording_open(path, *args, **kwargs):
+        opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(beam_ingest.FileSystems, "open", recording_open)
+    with pytest.raises(Rejected) as info:
+        beam_ingest.check_record(str(root), key, {"label": 0, "x1": 1, "y1": 1, "x2": 9, "y2": 9},
+                                 IngestOptions(), local_root=True)
+    assert info.value.reason == "path_escape"
+    assert opened == []
+
+
+def test_trainer_scratch_files_are_removed(tmp_path, monkeypatch):
+    """Warm-start and export scratch space lives in a TemporaryDirectory that is gone afterwards."""
+    import tensorflow as tf
+
+    from models import trainer
+    from models.face_model import ModelConfig, build_embedding_model
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    model = build_embedding_model(ModelConfig(loss="AngularMargin", backbone="small_cnn",
+                                              image_size=32, embedding_size=8))
+    weights = tmp_path / "model" / trainer.WARMSTART_DIR
+    weights.mkdir(parents=True)
+    model.save_weights(str(weights / trainer.WARMSTART_WEIGHTS))
+    assert "small_cnn" in trainer.warm_start(model, str(tmp_path / "model" / "Format-Serving"))
+    # TensorFlow's autograph keeps generated sources there until the process exits; ours are gone.
+    assert [f for f in os.listdir(scratch) if not f.startswith("__autograph_generated_file")] == []
+    assert tf.io.gfile.exists(str(weights / trainer.WARMSTART_WEIGHTS))
