@@ -1,0 +1,216 @@
+"""TFLite export: every level converts, its embeddings match the SavedModel within the stated bounds
+(cosines computed here with NumPy, not read from the report), and the CLI enforces the bounds."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import preprocessing
+from models.face_model import ModelConfig, build_embedding_model
+from tests.conftest import REPO_ROOT
+from tools import export_tflite
+
+IMAGE_SIZE = 32
+# The bounds the tool's docstring states; the tool's table must not drift below them silently.
+STATED_BOUNDS = {0: 0.995, 1: 0.98, 2: 0.98}
+
+
+def crops_of(sample_dir, list_name):
+    """Crops straight from crop_faces (not through the tool's loader), in list order."""
+    with open(os.path.join(sample_dir, list_name)) as f:
+        records = json.load(f)
+    image_bytes = []
+    for key in records:
+        with open(os.path.join(sample_dir, "images", key), "rb") as f:
+            image_bytes.append(f.read())
+    boxes = [[records[k][c] for c in ("x1", "y1", "x2", "y2")] for k in records]
+    return preprocessing.crop_faces(tf.constant(image_bytes), tf.constant(boxes),
+                                    IMAGE_SIZE).numpy()
+
+
+class EmbedTransformedOnly(tf.Module):
+    """A SavedModel with just the exported model's `embed_transformed` signature.
+
+    Tracks the Keras model's variables, not the Keras object: saving a Keras model traces every
+    layer for its metadata, seconds that this test does not need."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model_variables = list(model.variables)
+        self.embed_transformed = tf.function(
+            lambda image: {"embedding": tf.math.l2_normalize(
+                model(image, training=False)["embedding"], axis=-1)},
+            input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32,
+                                           name="image")])
+
+
+@pytest.fixture(scope="module")
+def tiny(small_sample, tmp_path_factory):
+    train, test = crops_of(small_sample, "train.json"), crops_of(small_sample, "test.json")
+    tf.keras.utils.set_random_seed(0)
+    model = build_embedding_model(ModelConfig(loss="AngularMargin", backbone="small_cnn",
+                                              image_size=IMAGE_SIZE, embedding_size=16))
+    # Random weights with initial BN statistics (mean 0, variance 1) put every embedding in nearly
+    # the same direction, so even mismatched crops would score a high cosine. BN statistics taken
+    # from real crops (momentum 0: one pass sets them) centre the embeddings and spread them out.
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(train, training=True)
+    path = str(tmp_path_factory.mktemp("tiny_model") / "1")
+    module = EmbedTransformedOnly(model)
+    tf.saved_model.save(module, path, signatures={"embed_transformed": module.embed_transformed})
+    reference = tf.saved_model.load(path).signatures["embed_transformed"](
+        image=tf.constant(test))["embedding"].numpy()
+    return {"path": path, "train": train, "test": test, "reference": reference,
+            "data": small_sample}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tflite"))
+    report = export_tflite.export_tflite(tiny["path"], [0, 1, 2], out,
+                                         calibration_crops=tiny["train"], check_crops=tiny["test"])
+    return out, report
+
+
+def numpy_cosines(a, b):
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def interpreter_for(path):
+    interpreter = tf.lite.Interpreter(
+        model_path=path, experimental_op_resolver_type=(
+            tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def test_the_stated_bounds_are_the_enforced_ones():
+    assert export_tflite.MIN_MEAN_COSINE == STATED_BOUNDS
+
+
+def test_embeddings_match_the_saved_model_within_each_levels_bound(exported, tiny):
+    out, report = exported
+    assert sorted(report["levels"]) == ["0", "1", "2"]
+    for level, bound in STATED_BOUNDS.items():
+        path = os.path.join(out, f"model_q{level}.tflite")
+        similarity = numpy_cosines(export_tflite.run_tflite(path, tiny["test"]), tiny["reference"])
+        assert similarity.mean() >= bound, (level, similarity.mean())
+        entry = report["levels"][str(level)]
+        assert entry["cosine_mean"] == pytest.approx(similarity.mean(), abs=1e-5)
+        assert entry["cosine_min"] == pytest.approx(similarity.min(), abs=1e-5)
+        assert entry["passed"] and entry["min_mean_cosine"] == bound
+    assert report["passed"]
+    assert report["check_crops"] == len(tiny["test"]) == 32
+    assert report["calibration_crops"] == len(tiny["train"]) == 36
+
+
+def test_the_check_separates_matching_from_mismatched_crops(exported, tiny):
+    """Fed the check crops in reverse order, every level falls far below every bound."""
+    out, _ = exported
+    for level in STATED_BOUNDS:
+        mismatched = export_tflite.run_tflite(os.path.join(out, f"model_q{level}.tflite"),
+                                              tiny["test"][::-1])
+        assert numpy_cosines(mismatched, tiny["reference"]).mean() < 0.5
+
+
+def test_sizes_and_io_types_per_level(exported, tiny):
+    out, report = exported
+    variables = os.path.join(tiny["path"], "variables")
+    float_bytes = sum(os.path.getsize(os.path.join(variables, n)) for n in os.listdir(variables))
+    expected_io = {0: ("float32", "float32"), 1: ("float32", "float32"), 2: ("uint8", "uint8")}
+    for level, (input_dtype, output_dtype) in expected_io.items():
+        path = os.path.join(out, f"model_q{level}.tflite")
+        assert report["levels"][str(level)]["size_bytes"] == os.path.getsize(path)
+        assert os.path.getsize(path) < 0.4 * float_bytes           # int8 weights: ~1/4 of float32
+        interpreter = interpreter_for(path)
+        [inp], [output] = interpreter.get_input_details(), interpreter.get_output_details()
+        assert inp["shape"].tolist() == [1, IMAGE_SIZE, IMAGE_SIZE, 3]
+        assert (np.dtype(inp["dtype"]).name, np.dtype(output["dtype"]).name) == (
+            input_dtype, output_dtype)
+    level2 = interpreter_for(os.path.join(out, "model_q2.tflite"))
+    assert level2.get_input_details()[0]["quantization"][0] > 0      # a real scale to feed with
+    assert level2.get_output_details()[0]["quantization"][0] > 0
+
+
+def test_convolutions_and_the_fc_compute_in_int8_from_level_1(exported):
+    out, report = exported
+    for level, activation_dtype in ((0, np.float32), (1, np.int8), (2, np.int8)):
+        interpreter = interpreter_for(os.path.join(out, f"model_q{level}.tflite"))
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        heavy = [op for op in interpreter._get_ops_details()
+                 if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+        assert len(heavy) == 9                                       # 8 convs + the embedding FC
+        for op in heavy:
+            activation, weights = tensors[op["inputs"][0]], tensors[op["inputs"][1]]
+            assert np.dtype(activation["dtype"]) == activation_dtype, (level, op)
+            # Dynamic range leaves weights under 1024 values in float (the first conv: 3x3x3x32).
+            if level > 0 or np.prod(weights["shape"]) >= 1024:
+                assert np.dtype(weights["dtype"]) == np.int8, (level, op)
+    # What stays float in the integer levels is GNAP's norm weighting, and the report says so.
+    for level in ("1", "2"):
+        assert set(report["levels"][level]["float_ops"]) <= {"DEQUANTIZE", "SQRT", "MEAN",
+                                                             "MAXIMUM", "DIV"}
+
+
+def test_integer_levels_need_calibration_crops(tiny, tmp_path):
+    with pytest.raises(ValueError, match="calibration"):
+        export_tflite.export_tflite(tiny["path"], [1], str(tmp_path), calibration_crops=None,
+                                    check_crops=tiny["test"][:2])
+
+
+def test_errors_name_the_bad_input(tmp_path):
+    missing = str(tmp_path / "no_such_model")
+    with pytest.raises(FileNotFoundError, match="no_such_model"):
+        export_tflite.load_embed_transformed(missing)
+
+    other = tf.Module()
+    other.f = tf.function(lambda x: {"y": x * 2.0}, input_signature=[tf.TensorSpec([None])])
+    tf.saved_model.save(other, str(tmp_path / "other"), signatures={"serving_default": other.f})
+    with pytest.raises(KeyError, match="embed_transformed.*serving_default"):
+        export_tflite.load_embed_transformed(str(tmp_path / "other"))
+
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ValueError, match="empty.json.*empty"):
+        export_tflite.read_face_list(str(tmp_path / "empty.json"))
+
+
+def test_cli_end_to_end(tiny, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.export_tflite", "--model", tiny["path"],
+         "--list", os.path.join(tiny["data"], "test.json"),
+         "--image-root", os.path.join(tiny["data"], "images"), "--levels", "0", "2",
+         "--out", str(out), "--calibration-images", "16", "--check-images", "12"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "tflite_report.json").read_text())
+    assert sorted(report["levels"]) == ["0", "2"] and report["passed"]
+    # 32 test images: 12 check crops, 16 calibration crops from the other 20.
+    assert report["check_crops"] == 12 and report["calibration_crops"] == 16
+    assert report["check_disjoint_from_calibration"] is True
+    for level in ("0", "2"):
+        assert report["levels"][level]["size_bytes"] == os.path.getsize(
+            out / f"model_q{level}.tflite")
+        assert report["levels"][level]["cosine_mean"] >= STATED_BOUNDS[int(level)]
+
+
+def test_cli_exits_non_zero_below_the_bound_and_on_bad_input(tiny, tmp_path, capsys):
+    args = ["--model", tiny["path"], "--list", os.path.join(tiny["data"], "test.json"),
+            "--image-root", os.path.join(tiny["data"], "images"), "--levels", "0",
+            "--out", str(tmp_path / "out"), "--calibration-images", "4", "--check-images", "4"]
+    assert export_tflite.main(args + ["--min-cosine", "1.01"]) == 1      # a cosine never exceeds 1
+    report = json.loads((tmp_path / "out" / "tflite_report.json").read_text())
+    assert report["passed"] is False and report["levels"]["0"]["min_mean_cosine"] == 1.01
+    assert "BELOW BOUND" in capsys.readouterr().out
+
+    bad = list(args)
+    bad[1] = str(tmp_path / "missing_model")
+    assert export_tflite.main(bad) == 2
+    assert "missing_model" in capsys.readouterr().err
