@@ -49,6 +49,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     data.add_argument("--identity-split", nargs="+", default=None, metavar="SPLIT=BUCKETS",
                       help="split one list by label hash, e.g. train=9 eval=1")
     data.add_argument("--max-bad-fraction", type=float, default=None)
+    data.add_argument("--offset-labels", action="store_true",
+                      help="a list pattern matches several data sets, each labelled from 0: "
+                           "shift each one's labels so identities never collide")
     data.add_argument("--sample-seed", type=int, default=0, help="seed of the sample data")
     model = parser.add_argument_group("model and training (default: the preset's)")
     model.add_argument("--loss", choices=("SoftmaxCenter", "AngularMargin", "GroupAware",
@@ -95,6 +98,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         ingest.identity_split = _key_values(args.identity_split, int)
     if args.max_bad_fraction is not None:
         ingest.max_bad_fraction = args.max_bad_fraction
+    ingest.offset_labels = args.offset_labels
     for flag, key in (("loss", "loss"), ("backbone", "backbone"),
                       ("embedding_size", "embedding_size"), ("epochs", "epochs"),
                       ("batch_size", "batch_size")):

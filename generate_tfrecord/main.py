@@ -30,7 +30,11 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root_path", required=True, help="image root the keys are relative to")
-    parser.add_argument("--json_file", required=True, help="face list (.json object or .jsonl)")
+    parser.add_argument("--json_file", required=True, nargs="+",
+                        help="face list(s) (.json object or .jsonl; globs allowed)")
+    parser.add_argument("--offset_labels", action="store_true",
+                        help="merge several lists that each label from 0: shift every list's "
+                             "labels past the previous lists' (sorted by path)")
     parser.add_argument("--output", required=True, help="output TFRecord path")
     parser.add_argument("--max_bad_fraction", type=float, default=0.01,
                         help="fail (exit 2) when more than this fraction is quarantined")
@@ -50,7 +54,7 @@ def run(argv=None) -> int:
     try:
         with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
             outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
-                args.json_file, args.root_path, options, args.list_format)
+                args.json_file, args.root_path, options, args.list_format, args.offset_labels)
             _ = (outputs["examples"]
                  | "Serialize" >> beam.Map(lambda example: example.SerializeToString())
                  | "WriteExamples" >> beam.io.WriteToTFRecord(
@@ -60,10 +64,13 @@ def run(argv=None) -> int:
     except beam_ingest.IngestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(beam_ingest.format_summary(os.path.basename(args.json_file), summary))
+    name = ", ".join(os.path.basename(p) for p in args.json_file)
+    print(beam_ingest.format_summary(name, summary))
+    for source, (first, last) in (summary["label_ranges"] or {}).items():
+        print(f"labels {first}..{last} <- {source}")
     print(f"examples: {args.output}\nquarantine: {quarantine_path}")
     try:
-        beam_ingest.check_summary(os.path.basename(args.json_file), summary,
+        beam_ingest.check_summary(name, summary,
                                   args.max_bad_fraction, quarantine_path)
     except beam_ingest.IngestError as e:
         print(f"error: {e}", file=sys.stderr)

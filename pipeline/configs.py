@@ -28,6 +28,7 @@ class IngestConfig:
     box_tolerance: float = 0.02
     list_format: Optional[str] = None
     fingerprint_images: bool = True
+    offset_labels: bool = False                      # merge lists: labels of each list shifted
 
 
 def source_fingerprint(*packages: str) -> str:

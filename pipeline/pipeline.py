@@ -34,7 +34,8 @@ def create_components(config: PipelineConfig):
         max_image_bytes=ingest.max_image_bytes,
         box_tolerance=ingest.box_tolerance,
         list_format=ingest.list_format,
-        fingerprint_images=ingest.fingerprint_images)
+        fingerprint_images=ingest.fingerprint_images,
+        offset_labels=ingest.offset_labels)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(

@@ -10,8 +10,9 @@ callers can check `valid + quarantined == input`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -28,12 +29,26 @@ class IngestError(RuntimeError):
     """Raised when a split's quarantined fraction is over the limit, or a split has no records."""
 
 
-def match_list_files(pattern: str) -> List[str]:
-    matches = FileSystems.match([pattern])[0].metadata_list
-    paths = sorted(m.path for m in matches)
-    if not paths:
-        raise IngestError(f"no face list file matches {pattern!r}")
-    return paths
+def match_list_files(patterns: Union[str, Sequence[str]]) -> List[str]:
+    """Every list file matching the pattern(s), sorted (the order label offsets follow)."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    paths = set()
+    for pattern, result in zip(patterns, FileSystems.match(patterns)):
+        if not result.metadata_list:
+            raise IngestError(f"no face list file matches {pattern!r}")
+        paths.update(m.path for m in result.metadata_list)
+    return sorted(paths)
+
+
+def label_offsets(max_labels: Dict[str, int], sources: List[str]) -> Dict[str, List[int]]:
+    """Merged lists: each list's labels are shifted past the previous lists' (in source order),
+    so identities of different data sets never collide. Returns {source: [offset, last label]}."""
+    ranges, offset = {}, 0
+    for source in sources:
+        top = max_labels.get(source)
+        ranges[source] = [offset, offset + top if top is not None else offset - 1]
+        offset += (top + 1) if top is not None else 0
+    return ranges
 
 
 def _encodable(text: str) -> bool:
@@ -90,10 +105,12 @@ def read_image_bytes(path: str, key: str, max_bytes: int) -> bytes:
 
 
 def check_record(image_root: str, key: str, value: Any, options: IngestOptions,
-                 local_root: bool) -> Tuple[Any, records.FaceRecord]:
+                 local_root: bool, label_offset: int = 0) -> Tuple[Any, records.FaceRecord]:
     """The whole per-record check. Returns (Example, record) or raises Rejected."""
     records.check_key(key)
     record = records.check_fields(key, value)
+    if label_offset:
+        record = dataclasses.replace(record, label=record.label + label_offset)
     path = records.join_root(image_root, key)
     if local_root:
         records.check_local_containment(image_root, path, key)
@@ -101,6 +118,14 @@ def check_record(image_root: str, key: str, value: Any, options: IngestOptions,
     info = records.inspect_image(data, options)
     records.check_box_inside(record, info.width, info.height, options.box_tolerance)
     return records.build_example(record, data, info), record
+
+
+def _source_label(entry):
+    """(list path, label) of a parsed record whose label is usable, for the label offsets."""
+    _, (path, _, value) = entry
+    label = value.get("label") if isinstance(value, dict) else None
+    if isinstance(label, int) and not isinstance(label, bool) and label >= 0:
+        yield path, label
 
 
 class _CheckRecord(beam.DoFn):
@@ -111,7 +136,8 @@ class _CheckRecord(beam.DoFn):
         self._options = options
         self._local = records.is_local_path(image_root)
 
-    def process(self, element: Tuple[str, Iterable[Tuple[str, int, Any]]]):
+    def process(self, element: Tuple[str, Iterable[Tuple[str, int, Any]]],
+                ranges: Dict[str, List[int]]):
         key, occurrences = element
         occurrences = sorted(occurrences, key=lambda o: (o[0], o[1]))
         if len(occurrences) > 1:
@@ -124,7 +150,9 @@ class _CheckRecord(beam.DoFn):
             return
         list_path, index, value = occurrences[0]
         try:
-            example, record = check_record(self._image_root, key, value, self._options, self._local)
+            offset = ranges[list_path][0] if ranges else 0
+            example, record = check_record(self._image_root, key, value, self._options,
+                                           self._local, offset)
         except Rejected as rejection:
             yield beam.pvalue.TaggedOutput(QUARANTINE, records.quarantine_line(
                 key, rejection.reason, f"{list_path} record {index}: {rejection.detail}"))
@@ -164,10 +192,11 @@ class _SplitStats(beam.CombineFn):
 
 
 def _summarize(input_count: int, stats: Dict[str, Any], reason_counts: Dict[str, int],
-               sources: List[str]) -> Dict[str, Any]:
+               sources: List[str], ranges: Dict[str, List[int]]) -> Dict[str, Any]:
     quarantined = sum(reason_counts.values())
     return {
         "sources": sources,
+        "label_ranges": ranges or None,
         "input": input_count,
         "valid": stats["valid"],
         "quarantined": quarantined,
@@ -179,29 +208,45 @@ def _summarize(input_count: int, stats: Dict[str, Any], reason_counts: Dict[str,
 
 
 class IngestFaceRecords(beam.PTransform):
-    """pipeline | IngestFaceRecords(list_pattern, image_root) -> {"examples", "quarantine", "summary"}.
+    """pipeline | IngestFaceRecords(list_patterns, image_root) -> {"examples", "quarantine", "summary"}.
 
     `examples`: tf.train.Example protos. `quarantine`: dicts {"key", "reason", "detail"}.
-    `summary`: one dict with input/valid/quarantined counts, per-reason counts, label range, groups.
+    `summary`: one dict with input/valid/quarantined counts, per-reason counts, label range, groups
+    and, with `offset_labels`, the label range each list was given.
+
+    `offset_labels`: merge several lists (e.g. Trillion Pairs + VGGFace2) whose labels each start
+    at 0: every list's labels are shifted past the previous lists' (sorted by path).
     """
 
-    def __init__(self, list_pattern: str, image_root: str, options: IngestOptions = IngestOptions(),
-                 list_format: Optional[str] = None):
+    def __init__(self, list_patterns: Union[str, Sequence[str]], image_root: str,
+                 options: IngestOptions = IngestOptions(), list_format: Optional[str] = None,
+                 offset_labels: bool = False):
         super().__init__()
-        self._sources = match_list_files(list_pattern)
+        self._sources = match_list_files(list_patterns)
         self._image_root = image_root
         self._options = options
         self._list_format = list_format
+        self._offset_labels = offset_labels
 
     def expand(self, pipeline):
         parsed = (pipeline
                   | "ListFiles" >> beam.Create(self._sources)
                   | "ReadListFiles" >> beam.ParDo(_ReadListFile(self._list_format)).with_outputs(
                       QUARANTINE, main="entries"))
+        sources = self._sources
+        if self._offset_labels:
+            ranges = (parsed.entries
+                      | "SourceLabels" >> beam.FlatMap(_source_label)
+                      | "MaxLabelPerSource" >> beam.CombinePerKey(max)
+                      | "MaxLabels" >> beam.combiners.ToDict()
+                      | "LabelRanges" >> beam.Map(label_offsets, sources))
+        else:
+            ranges = pipeline | "NoLabelOffsets" >> beam.Create([{}])
         checked = (parsed.entries
                    | "GroupByKey" >> beam.GroupByKey()
                    | "CheckRecords" >> beam.ParDo(
-                       _CheckRecord(self._image_root, self._options)).with_outputs(
+                       _CheckRecord(self._image_root, self._options),
+                       ranges=beam.pvalue.AsSingleton(ranges)).with_outputs(
                            QUARANTINE, main="valid"))
         examples = checked.valid | "Examples" >> beam.Map(lambda pair: pair[0])
         quarantine = ((parsed[QUARANTINE], checked[QUARANTINE])
@@ -218,10 +263,10 @@ class IngestFaceRecords(beam.PTransform):
                          | "Reasons" >> beam.Map(lambda line: line["reason"])
                          | "CountReasons" >> beam.combiners.Count.PerElement()
                          | "ReasonDict" >> beam.combiners.ToDict())
-        sources = self._sources
         summary = input_count | "Summary" >> beam.Map(
             _summarize, stats=beam.pvalue.AsSingleton(stats),
-            reason_counts=beam.pvalue.AsSingleton(reason_counts), sources=sources)
+            reason_counts=beam.pvalue.AsSingleton(reason_counts), sources=sources,
+            ranges=beam.pvalue.AsSingleton(ranges))
         return {"examples": examples, "quarantine": quarantine, "summary": summary}
 
 

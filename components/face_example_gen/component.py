@@ -40,6 +40,7 @@ MAX_IMAGE_BYTES = "max_image_bytes"
 BOX_TOLERANCE = "box_tolerance"
 LIST_FORMAT = "list_format"
 FINGERPRINT_IMAGES = "fingerprint_images"
+OFFSET_LABELS = "offset_labels"
 _OUTPUT_URI = "_face_examples_uri"   # passed from Do() to the per-split PTransform
 
 DEFAULT_LIST_FILES = {"train": "train.json", "eval": "test.json"}
@@ -55,6 +56,7 @@ class FaceExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
         BOX_TOLERANCE: ExecutionParameter(type=float),
         LIST_FORMAT: ExecutionParameter(type=str, optional=True),
         FINGERPRINT_IMAGES: ExecutionParameter(type=int),
+        OFFSET_LABELS: ExecutionParameter(type=int, optional=True),
     }
 
 
@@ -115,7 +117,8 @@ def _FaceListToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
         os.path.join(input_base, split_pattern), exec_properties[IMAGE_ROOT],
-        options_from(exec_properties), exec_properties.get(LIST_FORMAT) or None)
+        options_from(exec_properties), exec_properties.get(LIST_FORMAT) or None,
+        offset_labels=bool(exec_properties.get(OFFSET_LABELS)))
     paths = ingest_paths(exec_properties[_OUTPUT_URI], split)
     beam_ingest.write_quarantine_and_summary(outputs, paths["quarantine"], paths["summary"])
     return outputs["examples"]
@@ -176,6 +179,9 @@ class FaceExampleGen(FileBasedExampleGen):
       max_image_pixels / max_image_bytes / box_tolerance: see records.IngestOptions.
       list_format: "json" or "jsonl"; default by file extension (.jsonl/.ndjson are JSON Lines).
       fingerprint_images: include the image files in the cache fingerprint (default on).
+      offset_labels: a split's pattern matches several lists (data sets merged, each labelled
+        from 0): shift each list's labels past the previous ones'; the ranges used are recorded
+        in the summary (`label_ranges`).
     """
 
     SPEC_CLASS = FaceExampleGenSpec
@@ -190,7 +196,8 @@ class FaceExampleGen(FileBasedExampleGen):
                  max_image_bytes: int = IngestOptions.max_image_bytes,
                  box_tolerance: float = IngestOptions.box_tolerance,
                  list_format: Optional[str] = None,
-                 fingerprint_images: bool = True):
+                 fingerprint_images: bool = True,
+                 offset_labels: bool = False):
         list_files = dict(list_files or DEFAULT_LIST_FILES)
         IngestOptions(max_image_pixels, max_image_bytes, box_tolerance)   # validates early
         input_config = example_gen_pb2.Input(splits=[
@@ -222,5 +229,6 @@ class FaceExampleGen(FileBasedExampleGen):
             box_tolerance=float(box_tolerance),
             list_format=list_format,
             fingerprint_images=int(bool(fingerprint_images)),
+            offset_labels=int(bool(offset_labels)),
         )
         base_beam_component.BaseBeamComponent.__init__(self, spec=spec)
