@@ -18,7 +18,7 @@ def run_ingest(tmp_path, list_path, image_root, **kwargs):
     out.mkdir(exist_ok=True)
     with beam.Pipeline() as pipeline:
         outputs = pipeline | beam_ingest.IngestFaceRecords(str(list_path), str(image_root), **kwargs)
-        _ = (outputs["examples"] | beam.Map(lambda e: e.SerializeToString())
+        _ = (outputs["examples"]
              | beam.io.WriteToTFRecord(str(out / "examples"), num_shards=1,
                                        shard_name_template=""))
         beam_ingest.write_quarantine_and_summary(outputs, str(out / "q.jsonl"), str(out / "s.json"))

@@ -18,7 +18,11 @@ def root(tmp_path):
 
 
 def check(root, key, value=BOX, options=IngestOptions()):
-    return beam_ingest.check_record(str(root), key, value, options, local_root=True)
+    """(parsed Example, record)."""
+    import tensorflow as tf
+
+    serialized, record = beam_ingest.check_record(str(root), key, value, options, local_root=True)
+    return tf.train.Example.FromString(serialized), record
 
 
 def reason_of(root, key, value=BOX, options=IngestOptions()):

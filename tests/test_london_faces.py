@@ -3,6 +3,7 @@ import json
 import os
 
 import apache_beam as beam
+import tensorflow as tf
 
 from components.face_example_gen import beam_ingest
 from tests.conftest import LONDON_FACES
@@ -20,6 +21,7 @@ def test_all_204_real_photographs_are_accepted_with_five_groups(tmp_path):
         beam_ingest.write_quarantine_and_summary(outputs, str(tmp_path / "q.jsonl"),
                                                  str(tmp_path / "s.json"))
         _ = (outputs["examples"]
+             | beam.Map(tf.train.Example.FromString)
              | beam.Map(lambda e: json.dumps([feature_value(e, "path").decode(),
                                               feature_value(e, "group").decode(),
                                               feature_value(e, "label")]))

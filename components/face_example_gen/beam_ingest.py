@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
@@ -105,15 +106,16 @@ def read_image_bytes(path: str, key: str, max_bytes: int) -> bytes:
 
 
 def check_record(image_root: str, key: str, value: Any, options: IngestOptions,
-                 local_root: bool, label_offset: int = 0) -> Tuple[Any, records.FaceRecord]:
-    """The whole per-record check. Returns (Example, record) or raises Rejected."""
+                 local_root: bool, label_offset: int = 0,
+                 real_root: Optional[str] = None) -> Tuple[bytes, records.FaceRecord]:
+    """The whole per-record check. Returns (serialized Example, record) or raises Rejected."""
     records.check_key(key)
     record = records.check_fields(key, value)
     if label_offset:
         record = dataclasses.replace(record, label=record.label + label_offset)
     path = records.join_root(image_root, key)
     if local_root:
-        records.check_local_containment(image_root, path, key)
+        records.check_local_containment(image_root, path, key, real_root)
     data = read_image_bytes(path, key, options.max_image_bytes)
     info = records.inspect_image(data, options)
     records.check_box_inside(record, info.width, info.height, options.box_tolerance)
@@ -135,6 +137,11 @@ class _CheckRecord(beam.DoFn):
         self._image_root = image_root
         self._options = options
         self._local = records.is_local_path(image_root)
+        self._real_root = None
+
+    def setup(self):
+        if self._local:
+            self._real_root = os.path.realpath(self._image_root)
 
     def process(self, element: Tuple[str, Iterable[Tuple[str, int, Any]]],
                 ranges: Dict[str, List[int]]):
@@ -152,12 +159,11 @@ class _CheckRecord(beam.DoFn):
         try:
             offset = ranges[list_path][0] if ranges else 0
             example, record = check_record(self._image_root, key, value, self._options,
-                                           self._local, offset)
+                                           self._local, offset, self._real_root)
         except Rejected as rejection:
             yield beam.pvalue.TaggedOutput(QUARANTINE, records.quarantine_line(
                 key, rejection.reason, f"{list_path} record {index}: {rejection.detail}"))
             return
-        beam.metrics.Metrics.counter("face_example_gen", "valid").inc()
         yield example, (record.label, record.group)
 
 
@@ -210,7 +216,7 @@ def _summarize(input_count: int, stats: Dict[str, Any], reason_counts: Dict[str,
 class IngestFaceRecords(beam.PTransform):
     """pipeline | IngestFaceRecords(list_patterns, image_root) -> {"examples", "quarantine", "summary"}.
 
-    `examples`: tf.train.Example protos. `quarantine`: dicts {"key", "reason", "detail"}.
+    `examples`: serialized tf.train.Examples (bytes). `quarantine`: dicts {"key", "reason", "detail"}.
     `summary`: one dict with input/valid/quarantined counts, per-reason counts, label range, groups
     and, with `offset_labels`, the label range each list was given.
 

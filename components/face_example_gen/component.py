@@ -121,6 +121,13 @@ def _FaceListToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
         offset_labels=bool(exec_properties.get(OFFSET_LABELS)))
     paths = ingest_paths(exec_properties[_OUTPUT_URI], split)
     beam_ingest.write_quarantine_and_summary(outputs, paths["quarantine"], paths["summary"])
+    output_config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+                              output_config)
+    if output_config.split_config.partition_feature_name:
+        # TFX's hash split reads the partition feature from Example protos, not bytes.
+        import tensorflow as tf
+        return outputs["examples"] | "Parse" >> beam.Map(tf.train.Example.FromString)
     return outputs["examples"]
 
 

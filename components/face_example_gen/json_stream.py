@@ -230,7 +230,6 @@ class _ObjectReader:
             while True:
                 if self._peek() != '"':
                     raise json.JSONDecodeError("expected a string key", self._buf, self._pos)
-                start_where = self._where()
                 key = self._parse(lambda buf, pos: json.decoder.scanstring(buf, pos + 1))
                 if self._peek() != ":":
                     raise json.JSONDecodeError("expected ':' after key", self._buf, self._pos)
@@ -240,7 +239,9 @@ class _ObjectReader:
                     value = self._parse(_DECODER.raw_decode)
                 except _DuplicateField as e:
                     # The value's extent is unknown after the hook fired; the syntax is still intact,
-                    # so skip it with a plain decoder and report this record alone.
+                    # so skip it with a plain decoder and report this record alone. (The position
+                    # is only worked out here: counting lines for every record costs time.)
+                    start_where = self._where()
                     self._parse(json.JSONDecoder().raw_decode)
                     yield Entry(index, key, None, f"{start_where}: {e}", "malformed_record")
                     index += 1

@@ -17,6 +17,7 @@ Decisions (README "Input format"):
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 from PIL import Image
+
+from components.face_example_gen.example_codec import encode_example
 
 # The stable reason codes. Tests, the README and downstream tooling rely on these names.
 REASONS: Dict[str, str] = {
@@ -236,9 +239,13 @@ def inspect_image(data: bytes, options: IngestOptions) -> ImageInfo:
             raise Rejected("image_too_large",
                            f"{width}x{height} = {width * height} pixels exceeds the limit of "
                            f"{options.max_image_pixels} (decompression-bomb guard)")
-        if fmt == "JPEG" and image.mode not in ("L", "RGB"):
-            raise Rejected("unsupported_color_mode",
-                           f"{image.mode} JPEG; convert it to RGB (image_raw keeps the file's bytes)")
+        if fmt == "JPEG":
+            if image.mode not in ("L", "RGB"):
+                raise Rejected("unsupported_color_mode", f"{image.mode} JPEG; convert it to RGB "
+                                                         "(image_raw keeps the file's bytes)")
+            # Decode at 1/8 scale: the whole entropy-coded stream is still read (truncation and
+            # corruption are still found), but the inverse DCT and colour work shrink.
+            image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
         try:
             image.load()
         except OSError as e:
@@ -256,10 +263,21 @@ def join_root(root: str, key: str) -> str:
     return root.rstrip("/") + "/" + key
 
 
-def check_local_containment(root: str, path: str, key: str) -> None:
-    """A local key (already free of '..') may still point outside the root through a symlink."""
-    real_root = os.path.realpath(root)
-    real_path = os.path.realpath(path)
+@functools.lru_cache(maxsize=4096)
+def _real_directory(directory: str) -> str:
+    return os.path.realpath(directory)
+
+
+def check_local_containment(root: str, path: str, key: str, real_root: str = None) -> None:
+    """A local key (already free of '..') may still point outside the root through a symlink.
+
+    `real_root`: os.path.realpath(root), when the caller has it already (it is the same for
+    every record)."""
+    real_root = real_root or os.path.realpath(root)
+    if os.path.islink(path):
+        real_path = os.path.realpath(path)
+    else:   # images share folders: resolve each folder once
+        real_path = os.path.join(_real_directory(os.path.dirname(path)), os.path.basename(path))
     if real_path != real_root and not real_path.startswith(real_root.rstrip(os.sep) + os.sep):
         raise Rejected("path_escape", f"key {key!r} resolves (through a symlink) to {real_path}, "
                                       f"outside the image root {real_root}")
@@ -269,18 +287,10 @@ def is_local_path(path: str) -> bool:
     return "://" not in path
 
 
-def build_example(record: FaceRecord, data: bytes, info: ImageInfo):
-    """The Example schema of schema/schema.pbtxt."""
-    from tensorflow.core.example import example_pb2  # proto only: no TensorFlow runtime needed
-
-    example = example_pb2.Example()
-    feature = example.features.feature
-    feature["image_raw"].bytes_list.value.append(data)
-    for name, value in (("label", record.label), ("x1", record.x1), ("y1", record.y1),
-                        ("x2", record.x2), ("y2", record.y2), ("image_height", info.height),
-                        ("image_width", info.width)):
-        feature[name].int64_list.value.append(value)
-    feature["group"].bytes_list.value.append(record.group.encode("utf-8"))
-    feature["path"].bytes_list.value.append(record.key.encode("utf-8"))
-    return example
+def build_example(record: FaceRecord, data: bytes, info: ImageInfo) -> bytes:
+    """The serialized Example of schema/schema.pbtxt."""
+    return encode_example({
+        "image_raw": data, "label": record.label, "x1": record.x1, "y1": record.y1,
+        "x2": record.x2, "y2": record.y2, "image_height": info.height, "image_width": info.width,
+        "group": record.group.encode("utf-8"), "path": record.key.encode("utf-8")})
 

@@ -1,0 +1,162 @@
+"""Ingest throughput: the generate_tfrecord CLI (Beam DirectRunner, 1 and 2 workers) against
+single-process TFRecordWriter loops.
+
+    (a) plain loop: read each file, write an Example; checks nothing (the original's converter)
+    (b) checking loop: the same checks as the project (path, fields, decode, box), in one process
+    CLI 1 / 2 workers: `python generate_tfrecord/main.py` end to end, process start included
+
+All four read the same generated images. Wall times are medians of `repeats` runs; the target is
+CLI(2 workers) >= 1.6x the checking loop's images/s. The CLI rows also give the throughput without
+the fixed start-up (interpreter, Beam, worker processes), measured by running the same command on
+a 20-image list: `(N - 20) / (t(N) - t(20))`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+def ensure_images(cache: str, images: int) -> str:
+    """A generated data set of at least `images` images in train.json (reused across runs)."""
+    from tools import make_sample_data
+
+    identities = max(4, -(-images // 10))
+    marker = os.path.join(cache, f"ingest-{identities}x10")
+    if not os.path.exists(os.path.join(marker, "train.json")):
+        make_sample_data.generate(marker, seed=7, train_identities=identities, train_images=10,
+                                  test_identities=4, test_images=4, progress=False)
+    return marker
+
+
+def plain_loop(data: str, output: str) -> int:
+    """(a): no checks at all: bytes in, Example out."""
+    import tensorflow as tf
+
+    with open(os.path.join(data, "train.json")) as f:
+        listing = json.load(f)
+    with tf.io.TFRecordWriter(output) as writer:
+        for key, value in listing.items():
+            with open(os.path.join(data, "images", key), "rb") as f:
+                raw = f.read()
+            example = tf.train.Example()
+            example.features.feature["image_raw"].bytes_list.value.append(raw)
+            for name in ("label", "x1", "y1", "x2", "y2"):
+                example.features.feature[name].int64_list.value.append(value[name])
+            writer.write(example.SerializeToString())
+    return len(listing)
+
+
+def checking_loop(data: str, output: str) -> int:
+    """(b): the project's per-record checks (the very functions the Beam transform calls)."""
+    import tensorflow as tf
+
+    from components.face_example_gen import beam_ingest
+    from components.face_example_gen.records import IngestOptions, Rejected
+
+    with open(os.path.join(data, "train.json")) as f:
+        listing = json.load(f)
+    root = os.path.join(data, "images")
+    options = IngestOptions()
+    count = 0
+    with tf.io.TFRecordWriter(output) as writer:
+        for key, value in listing.items():
+            try:
+                example, _ = beam_ingest.check_record(root, key, value, options, local_root=True)
+            except Rejected:
+                continue
+            writer.write(example)
+            count += 1
+    return count
+
+
+def cli(data: str, output: str, workers: int, list_file: str = "train.json") -> int:
+    beam = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+            if workers > 1 else ["--direct_num_workers=1"])
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "generate_tfrecord", "main.py"), "--root_path",
+         os.path.join(data, "images"), "--json_file", os.path.join(data, list_file),
+         "--output", output, *beam], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    with open(output + ".summary.json") as f:
+        return json.load(f)["valid"]
+
+
+def _timed(fn, repeats: int):
+    times, count = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        count = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), count
+
+
+def run(images: int = 20000, repeats: int = 3, cache: str = None) -> List[Dict]:
+    cache = cache or os.path.join(tempfile.gettempdir(), "ffem-bench")
+    data = ensure_images(cache, images)
+    total_mb = sum(os.path.getsize(os.path.join(folder, f))
+                   for folder, _, files in os.walk(os.path.join(data, "images")) for f in files) / 1e6
+    with open(os.path.join(data, "train.json")) as f:
+        head = dict(list(json.load(f).items())[:20])
+    with open(os.path.join(data, "head20.json"), "w") as f:
+        json.dump(head, f)
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        cases = [("(a) plain loop, no checks", lambda: plain_loop(data, os.path.join(out, "a"))),
+                 ("(b) checking loop, 1 process", lambda: checking_loop(data,
+                                                                        os.path.join(out, "b"))),
+                 ("CLI, Beam 1 worker", lambda: cli(data, os.path.join(out, "c1"), 1)),
+                 ("CLI, Beam 2 workers", lambda: cli(data, os.path.join(out, "c2"), 2))]
+        for name, fn in cases:
+            seconds, count = _timed(fn, repeats)
+            rows.append({"case": name, "images": count, "seconds": seconds,
+                         "images_per_s": count / seconds, "mb_per_s": total_mb / seconds,
+                         "steady_images_per_s": None})
+        for row, workers in ((rows[2], 1), (rows[3], 2)):
+            startup, _ = _timed(lambda: cli(data, os.path.join(out, "s"), workers, "head20.json"),
+                                repeats)
+            row["startup_seconds"] = startup
+            row["steady_images_per_s"] = (row["images"] - 20) / max(1e-9, row["seconds"] - startup)
+    baseline = rows[1]["images_per_s"]
+    for row in rows:
+        row["vs_checking_loop"] = row["images_per_s"] / baseline
+        steady = row["steady_images_per_s"]
+        row["steady_vs_checking_loop"] = steady / baseline if steady else None
+    return rows
+
+
+def markdown_table(rows: List[Dict]) -> str:
+    lines = ["| ingest case | images | s (median) | images/s | MB/s | vs (b) | start-up s | "
+             "images/s without start-up | vs (b) without start-up |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        steady = r["steady_images_per_s"]
+        lines.append(f"| {r['case']} | {r['images']} | {r['seconds']:.1f} | "
+                     f"{r['images_per_s']:.0f} | {r['mb_per_s']:.1f} | "
+                     f"{r['vs_checking_loop']:.2f}x | "
+                     + (f"{r['startup_seconds']:.1f} | {steady:.0f} | "
+                        f"{r['steady_vs_checking_loop']:.2f}x |" if steady else "- | - | - |"))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(markdown_table(run(args.images, args.repeats)))
