@@ -1,0 +1,148 @@
+"""Every benchmark, against its baseline, in one run on this machine: `make bench`.
+
+    python -m benchmarks.run               # full sizes (about 15-25 minutes on 2 cores)
+    python -m benchmarks.run --quick       # tiny sizes: checks that everything runs (tests use it)
+
+Writes benchmarks/results.md (or --out): the machine, the date and one table per stage, with the
+targets. Stages: recall evaluation, ingest, training throughput, the demo command cold and cached,
+serving latency, storage.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from typing import List  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks import ingest_bench, pipeline_bench, recall_bench, train_bench  # noqa: E402
+
+TARGETS = {
+    "recall": "recall_at_k <= 0.75x the NumPy full-matrix time at N = 20,000; memory O(chunk x N)",
+    "ingest": "CLI with 2 workers >= 1.6x the checking loop (b)",
+    "train": "run_fn step >= 0.9x plain tf.keras fit",
+    "demo": "cold <= 10 min, cached <= 2 min on 2 cores",
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(line.split()[1] for line in f if line.startswith("MemTotal")))
+        memory = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")
+
+
+def serving_table(rows) -> str:
+    lines = ["| serving `embed_images` | p50 ms | p99 ms | images/s |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['batch']} image(s) | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['images_per_s']:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def storage_table(rows) -> str:
+    lines = ["| storage (train split, gzip TFRecords) | images | bytes/image | vs raw |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {r['case']} | {r['images']} | {r['bytes_per_image']:.0f} | {r['ratio']:.1f}x |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def demo_table(times, target: bool) -> str:
+    lines = ["| main command (`python local_runner.py`) | wall time |", "|---|---:|",
+             f"| cold: sample data generated ({times['generate']:.0f} s) + every component | "
+             f"{times['cold'] / 60:.1f} min |",
+             f"| cached rerun | {times['cached']:.0f} s |"]
+    if target:
+        lines.append(f"\nTarget: {TARGETS['demo']}.")
+    return "\n".join(lines)
+
+
+def run(quick: bool, out: str) -> str:
+    sections: List[str] = [
+        "# Benchmarks", "",
+        f"Machine: {machine()}. Date: {datetime.date.today().isoformat()}. "
+        f"Mode: {'quick (smoke sizes, not comparable)' if quick else 'full'}.", ""]
+
+    print("recall ...", flush=True)
+    rows = recall_bench.run(sizes=(500,) if quick else (5000, 20000), dim=64 if quick else 512,
+                            repeats=1 if quick else 3)
+    sections += ["## Recall evaluation", "", recall_bench.markdown_table(rows), "",
+                 f"Target: {TARGETS['recall']}.", ""]
+
+    print("ingest ...", flush=True)
+    with tempfile.TemporaryDirectory() as cache:
+        rows = ingest_bench.run(images=40 if quick else 20000, repeats=1 if quick else 3,
+                                cache=None if not quick else cache)
+    sections += ["## Ingest", "", ingest_bench.markdown_table(rows), "",
+                 f"Target: {TARGETS['ingest']}.", ""]
+
+    with tempfile.TemporaryDirectory() as work:
+        print("demo (cold, then cached) ...", flush=True)
+        if quick:
+            from tools import make_sample_data
+            data = os.path.join(work, "data")
+            make_sample_data.generate(data, seed=0, train_identities=8, train_images=3,
+                                      test_identities=4, test_images=4, progress=False)
+            times = pipeline_bench.demo_runs(work, data, ["--epochs", "1", "--batch-size", "8",
+                                                          "--image-size", "32",
+                                                          "--min-recall", "0", "--beam-args"])
+        else:
+            times = pipeline_bench.demo_runs(work)
+        sections += ["## The main command", "", demo_table(times, not quick), ""]
+
+        print("training throughput ...", flush=True)
+        root = os.path.join(work, "root")
+        transformed = pipeline_bench._latest(os.path.join(root, "Transform",
+                                                          "transformed_examples", "*"))
+        graph = pipeline_bench._latest(os.path.join(root, "Transform", "transform_graph", "*"))
+        from pipeline import configs
+        config = dict(configs.DEMO_TRAINING, batch_size=8 if quick else 64)
+        rows = train_bench.run(transformed, graph, config, steps=3 if quick else 40)
+        sections += ["## Training throughput", "", train_bench.markdown_table(rows, config), "",
+                     f"Target: {TARGETS['train']}.", ""]
+
+        print("serving and storage ...", flush=True)
+        sections += ["## Serving", "",
+                     serving_table(pipeline_bench.serving_latency(
+                         os.path.join(work, "serving"), times["data_dir"],
+                         calls=20 if quick else 200)), "",
+                     "## Storage", "", storage_table(pipeline_bench.storage(root)), ""]
+
+    text = "\n".join(sections)
+    with open(out, "w") as f:
+        f.write(text)
+    print(text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results.md"))
+    args = parser.parse_args(argv)
+    run(args.quick, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Training throughput: the Trainer's run_fn training step against a plain tf.keras `fit`.
+
+Both train the same embedding network and ArcFace head on the same transformed images with the
+same global batch, on this machine's CPU:
+
+    run_fn step   FaceTrainingModel.fit over the TFX DataAccessor's dataset of transformed Examples
+                  (gzip TFRecords parsed by TFXIO), the run_fn's optimizer (with augmentation on and off)
+    plain fit     a functional Keras model (image, label) -> ArcFace logits, compile(loss=CE), fit on
+                  the same images held in memory as NumPy arrays
+
+Throughput is images/s over `steps` timed steps after one warm-up epoch (tracing excluded).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import glob  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Dict, List  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+keras = tf.keras
+
+
+class _StepTimer(keras.callbacks.Callback):
+    def __init__(self, skip: int):
+        super().__init__()
+        self.skip, self.seen, self.start, self.end = skip, 0, None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.skip:
+            self.start = time.perf_counter()
+        self.end = time.perf_counter()
+
+
+def _data_accessor(transformed_uri: str):
+    from tfx.components.trainer import fn_args_utils
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = transformed_uri
+    examples.split_names = '["train", "eval"]'
+    from tfx_bsl.tfxio import dataset_options  # noqa: F401  (loaded by the factory)
+    from tfx.components.util import tfxio_utils
+
+    return fn_args_utils.DataAccessor(
+        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+        record_batch_factory=None, data_view_decode_fn=None)
+
+
+def run_fn_step(transformed_uri: str, transform_graph_uri: str, config: Dict, steps: int,
+                augment: bool) -> float:
+    """images/s of the run_fn's own model, optimizer and input pipeline."""
+    import tensorflow_transform as tft
+
+    from models import data, preprocessing, trainer
+    from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_model
+
+    output = tft.TFTransformOutput(transform_graph_uri)
+    size = int(output.transformed_feature_spec()[preprocessing.IMAGE].shape[0])
+    model_config = ModelConfig.from_dict({**config, "image_size": size})
+    training = trainer.TrainingConfig.from_dict(config)
+    classes = output.vocabulary_size_by_name(preprocessing.IDENTITY_VOCABULARY)
+    model = FaceTrainingModel(build_embedding_model(model_config), model_config, classes)
+    model.compile(optimizer=trainer.make_optimizer(training, 10 * steps, steps))
+    dataset = data.transformed_dataset(
+        [os.path.join(transformed_uri, "Split-train", "*")], _data_accessor(transformed_uri),
+        output.transformed_metadata.schema, training.batch_size, training=True,
+        augmentation={"enabled": augment})
+    timer = _StepTimer(skip=steps)
+    model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return training.batch_size * (steps - 1) / (timer.end - timer.start)
+
+
+def _load_crops(transformed_uri: str):
+    files = sorted(glob.glob(os.path.join(transformed_uri, "Split-train", "*")))
+    records = list(tf.data.TFRecordDataset(files, compression_type="GZIP"))
+    first = tf.train.Example.FromString(records[0].numpy())
+    size = int(round((len(first.features.feature["image"].float_list.value) / 3) ** 0.5))
+    spec = {"image": tf.io.FixedLenFeature([size, size, 3], tf.float32),
+            "class_index": tf.io.FixedLenFeature([], tf.int64)}
+    parsed = tf.io.parse_example(tf.stack(records), spec)
+    return parsed["image"].numpy(), parsed["class_index"].numpy(), size
+
+
+def plain_fit(transformed_uri: str, config: Dict, steps: int) -> float:
+    """images/s of a textbook Keras fit of the same network and loss, data in memory."""
+    from models import losses
+    from models.face_model import EMBEDDING, ModelConfig, build_embedding_model
+    from models.layers import CosineClassifier
+
+    images, labels, size = _load_crops(transformed_uri)
+    model_config = ModelConfig.from_dict({**config, "image_size": size})
+    embedding_model = build_embedding_model(model_config)
+    image = keras.Input((size, size, 3))
+    label = keras.Input((), dtype=tf.int64)
+    cosine = CosineClassifier(int(labels.max()) + 1)(embedding_model(image)[EMBEDDING])
+    logits = keras.layers.Lambda(lambda args: losses.angular_margin_logits(
+        args[0], args[1], model_config.margin, model_config.scale))([cosine, label])
+    model = keras.Model([image, label], logits)
+    model.compile(optimizer=keras.optimizers.Adam(config.get("learning_rate", 1e-3)),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batch = config["batch_size"]
+    dataset = (tf.data.Dataset.from_tensor_slices(((images, labels), labels)).shuffle(4096)
+               .repeat().batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    timer = _StepTimer(skip=steps)
+    model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return batch * (steps - 1) / (timer.end - timer.start)
+
+
+def run(transformed_uri: str, transform_graph_uri: str, config: Dict, steps: int = 30) -> List[Dict]:
+    rows = [{"case": "plain tf.keras fit (in-memory arrays)",
+             "images_per_s": plain_fit(transformed_uri, config, steps)},
+            {"case": "run_fn step, augmentation off",
+             "images_per_s": run_fn_step(transformed_uri, transform_graph_uri, config, steps,
+                                         augment=False)},
+            {"case": "run_fn step, augmentation on (as trained)",
+             "images_per_s": run_fn_step(transformed_uri, transform_graph_uri, config, steps,
+                                         augment=True)}]
+    for row in rows:
+        row["vs_plain_fit"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
+
+
+def markdown_table(rows: List[Dict], config: Dict) -> str:
+    lines = [f"| training ({config['loss']}, {config['backbone']}, batch {config['batch_size']}) "
+             f"| images/s | vs plain fit |", "|---|---:|---:|"]
+    lines += [f"| {r['case']} | {r['images_per_s']:.0f} | {r['vs_plain_fit']:.2f}x |"
+              for r in rows]
+    return "\n".join(lines)
