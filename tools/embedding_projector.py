@@ -42,6 +42,7 @@ from PIL import Image  # noqa: E402
 from tensorboard.plugins import projector  # noqa: E402
 
 from models import preprocessing  # noqa: E402
+from tools.face_lists import group_of, read_face_list, read_images  # noqa: E402
 
 EMBED_IMAGES = "embed_images"          # = models.export.EMBED_IMAGES
 EMBEDDINGS_FILE = "embeddings.tsv"
@@ -51,28 +52,6 @@ CONFIG_FILE = "projector_config.pbtxt"   # the name TensorBoard looks for
 TENSOR_NAME = "face_embeddings"
 MAX_SPRITE_SIDE = 8192                 # the projector's WebGL texture limit
 METADATA_COLUMNS = ("label", "group", "path")
-
-
-def read_face_list(list_path: str) -> Dict[str, Dict]:
-    """{"<group>/<id>/<n>.jpg": {"label", "x1", "y1", "x2", "y2"}} in file order; clear errors."""
-    if not os.path.isfile(list_path):
-        raise FileNotFoundError(f"face list {list_path!r} does not exist")
-    with open(list_path) as f:
-        records = json.load(f)
-    if not isinstance(records, dict):
-        raise ValueError(f"face list {list_path!r} is not a JSON object of records")
-    if not records:
-        raise ValueError(f"face list {list_path!r} is empty")
-    for key, record in records.items():
-        needed = ("label",) + preprocessing.BOX_KEYS
-        missing = [k for k in needed if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise ValueError(f"record {key!r} of {list_path!r} has no {', '.join(missing)}")
-    return records
-
-
-def group_of(key: str) -> str:
-    return key.split("/", 1)[0] if "/" in key else "ungrouped"   # as the ingest names it
 
 
 def choose_keys(records: Dict[str, Dict], max_images: int, seed: int = 0) -> List[str]:
@@ -107,24 +86,13 @@ def load_embedder(saved_model_dir: str):
     return loaded, loaded.signatures[EMBED_IMAGES]
 
 
-def _read_images(keys: Sequence[str], image_root: str) -> List[bytes]:
-    contents = []
-    for key in keys:
-        path = os.path.join(image_root, key)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image {key!r} of the list not found at {path!r}")
-        with open(path, "rb") as f:
-            contents.append(f.read())
-    return contents
-
-
 def embed_and_crop(signature, records: Dict[str, Dict], keys: Sequence[str], image_root: str,
                    thumbnail: int, batch_size: int):
     """(embeddings float32 [n, d], thumbnails uint8 [n, t, t, 3]), one batch of files at a time."""
     embeddings, thumbnails = [], []
     for start in range(0, len(keys), batch_size):
         chunk = keys[start:start + batch_size]
-        image_bytes = tf.constant(_read_images(chunk, image_root))
+        image_bytes = tf.constant(read_images(chunk, image_root))
         box = {k: tf.constant([records[key][k] for key in chunk], tf.int64)
                for k in preprocessing.BOX_KEYS}
         embeddings.append(signature(image_bytes=image_bytes, **box)["embedding"].numpy())

@@ -56,6 +56,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import preprocessing  # noqa: E402
+from tools.face_lists import load_crops, read_face_list  # noqa: E402
 
 EMBED_TRANSFORMED = "embed_transformed"   # = models.export.EMBED_TRANSFORMED (kept light to import)
 LEVELS = (0, 1, 2)
@@ -278,43 +279,6 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
 
 
 # ----------------------------------------------------------------------------- crops from a list
-
-def read_face_list(list_path: str) -> Dict[str, Dict]:
-    """The face list {"<group>/<id>/<n>.jpg": {"label", "x1", "y1", "x2", "y2"}}, in file order."""
-    if not os.path.isfile(list_path):
-        raise FileNotFoundError(f"face list {list_path!r} does not exist")
-    with open(list_path) as f:
-        records = json.load(f)
-    if not isinstance(records, dict):
-        raise ValueError(f"face list {list_path!r} is not a JSON object of records")
-    if not records:
-        raise ValueError(f"face list {list_path!r} is empty")
-    for key, record in records.items():
-        missing = [k for k in preprocessing.BOX_KEYS
-                   if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise ValueError(f"record {key!r} of {list_path!r} has no {', '.join(missing)}")
-    return records
-
-
-def load_crops(records: Dict[str, Dict], keys: Sequence[str], image_root: str,
-               image_size: int) -> np.ndarray:
-    """float32 [len(keys), s, s, 3] in [0, 1]: the crops the Transform and serving make."""
-    crops = []
-    for start in range(0, len(keys), _CROP_BATCH):
-        chunk = keys[start:start + _CROP_BATCH]
-        image_bytes = []
-        for key in chunk:
-            path = os.path.join(image_root, key)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"image {key!r} of the list not found at {path!r}")
-            with open(path, "rb") as f:
-                image_bytes.append(f.read())
-        boxes = [[records[key][k] for k in preprocessing.BOX_KEYS] for key in chunk]
-        crops.append(preprocessing.crop_faces(tf.constant(image_bytes), tf.constant(boxes),
-                                              image_size).numpy())
-    return np.concatenate(crops) if crops else np.zeros([0, image_size, image_size, 3], np.float32)
-
 
 def split_calibration_and_check(keys: Sequence[str], calibration_images: int, check_images: int,
                                 seed: int = 0) -> Tuple[List[str], List[str], bool]:
