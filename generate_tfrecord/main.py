@@ -56,7 +56,6 @@ def run(argv=None) -> int:
             outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
                 args.json_file, args.root_path, options, args.list_format, args.offset_labels)
             _ = (outputs["examples"]
-                 | "Serialize" >> beam.Map(lambda example: example.SerializeToString())
                  | "WriteExamples" >> beam.io.WriteToTFRecord(
                      args.output, num_shards=1, shard_name_template=""))
             beam_ingest.write_quarantine_and_summary(outputs, quarantine_path, summary_path)
