@@ -70,3 +70,30 @@ def test_blessed_model_is_pushed_once_with_a_marker(tmp_path):
     assert again.get_int_custom_property("pushed") == 1
     assert again.get_string_custom_property("pushed_destination") == destination
     assert versions(tmp_path) == [version]
+
+
+def test_single_group_regression_with_better_overall_is_never_pushed(tmp_path):
+    """The real gate decides the blessing; the Pusher then refuses it."""
+    import numpy as np
+
+    from components.recall_evaluator import component, gate
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(40), 3)
+    groups = np.where(labels < 30, "big", "small")
+    centres = rng.normal(size=(40, 8))
+    clean = centres[labels] + 0.05 * rng.normal(size=(120, 8))
+    baseline = clean.copy()
+    baseline[labels < 30] += 2.0 * rng.normal(size=(90, 8))      # baseline poor on "big"
+    candidate = clean.copy()
+    candidate[labels >= 30] += 2.0 * rng.normal(size=(30, 8))    # candidate poor on "small"
+    metrics = component.evaluate(
+        {"embeddings": candidate, "labels": labels, "groups": groups},
+        gate.GateConfig(min_recall=0.0, max_drop=0.02),
+        baseline={"embeddings": baseline, "labels": labels, "groups": groups})
+    assert metrics["deltas"]["overall"]["recall@1"] > 0            # overall improved
+    assert metrics["deltas"]["small"]["recall@1"] < -0.02          # one group regressed
+    assert not metrics["blessed"]
+    model = make_model(tmp_path, 9)
+    pushed = push(tmp_path, model, make_blessing(int(metrics["blessed"]), 9))
+    assert pushed.get_int_custom_property("pushed") == 0 and versions(tmp_path) == []
