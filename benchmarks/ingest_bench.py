@@ -3,12 +3,14 @@ single-process TFRecordWriter loops.
 
     (a) plain loop: read each file, write an Example; checks nothing (the original's converter)
     (b) checking loop: the same checks as the project (path, fields, decode, box), in one process
-    CLI 1 / 2 workers: `python generate_tfrecord/main.py` end to end, process start included
+    CLI 1 / 2 workers: `python generate_tfrecord/main.py` end to end, process start included,
+        writing one file (the default) and, with 2 workers, one file per worker (--num_shards=0)
 
-All four read the same generated images. Wall times are medians of `repeats` runs; the target is
+All read the same generated images. Wall times are medians of `repeats` runs; the target is
 CLI(2 workers) >= 1.6x the checking loop's images/s. The CLI rows also give the throughput without
 the fixed start-up (interpreter, Beam, worker processes), measured by running the same command on
-a 20-image list: `(N - 20) / (t(N) - t(20))`.
+a 20-image list: `(N - 20) / (t(N) - t(20))`, and from it the list size at which the CLI reaches
+the target end to end: t_cli(N) = startup + N / steady <= N / (1.6 * loop rate).
 """
 from __future__ import annotations
 
@@ -81,9 +83,11 @@ def checking_loop(data: str, output: str) -> int:
     return count
 
 
-def cli(data: str, output: str, workers: int, list_file: str = "train.json") -> int:
+def cli(data: str, output: str, workers: int, list_file: str = "train.json",
+        num_shards: int = 1) -> int:
     beam = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
             if workers > 1 else ["--direct_num_workers=1"])
+    beam.append(f"--num_shards={num_shards}")
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "generate_tfrecord", "main.py"), "--root_path",
          os.path.join(data, "images"), "--json_file", os.path.join(data, list_file),
@@ -119,15 +123,19 @@ def run(images: int = 20000, repeats: int = 3, cache: str = None) -> List[Dict]:
                  ("(b) checking loop, 1 process", lambda: checking_loop(data,
                                                                         os.path.join(out, "b"))),
                  ("CLI, Beam 1 worker", lambda: cli(data, os.path.join(out, "c1"), 1)),
-                 ("CLI, Beam 2 workers", lambda: cli(data, os.path.join(out, "c2"), 2))]
+                 ("CLI, Beam 2 workers", lambda: cli(data, os.path.join(out, "c2"), 2)),
+                 ("CLI, Beam 2 workers, a file per worker (--num_shards=0)",
+                  lambda: cli(data, os.path.join(out, "c2s"), 2, num_shards=0))]
+        cli_rows = {2: (1, 1), 3: (2, 1), 4: (2, 0)}   # row -> (workers, num_shards)
         for name, fn in cases:
             seconds, count = _timed(fn, repeats)
             rows.append({"case": name, "images": count, "seconds": seconds,
                          "images_per_s": count / seconds, "mb_per_s": total_mb / seconds,
                          "steady_images_per_s": None})
-        for row, workers in ((rows[2], 1), (rows[3], 2)):
-            startup, _ = _timed(lambda: cli(data, os.path.join(out, "s"), workers, "head20.json"),
-                                repeats)
+        for index, (workers, shards) in cli_rows.items():
+            row = rows[index]
+            startup, _ = _timed(lambda: cli(data, os.path.join(out, "s"), workers, "head20.json",
+                                            shards), repeats)
             row["startup_seconds"] = startup
             row["steady_images_per_s"] = (row["images"] - 20) / max(1e-9, row["seconds"] - startup)
     baseline = rows[1]["images_per_s"]
@@ -135,21 +143,35 @@ def run(images: int = 20000, repeats: int = 3, cache: str = None) -> List[Dict]:
         row["vs_checking_loop"] = row["images_per_s"] / baseline
         steady = row["steady_images_per_s"]
         row["steady_vs_checking_loop"] = steady / baseline if steady else None
+        row["target_from_images"] = (break_even(row["startup_seconds"], steady, baseline)
+                                     if steady else None)
     return rows
+
+
+def break_even(startup: float, steady: float, loop_rate: float, factor: float = 1.6):
+    """The list size from which startup + N/steady <= N/(factor * loop_rate); None if never."""
+    margin = 1 / loop_rate - factor / steady
+    return factor * startup / margin if margin > 0 else None
 
 
 def markdown_table(rows: List[Dict]) -> str:
     lines = ["| ingest case | images | s (median) | images/s | MB/s | vs (b) | start-up s | "
-             "images/s without start-up | vs (b) without start-up |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "images/s without start-up | vs (b) without start-up | 1.6x (b) from |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         steady = r["steady_images_per_s"]
         lines.append(f"| {r['case']} | {r['images']} | {r['seconds']:.1f} | "
                      f"{r['images_per_s']:.0f} | {r['mb_per_s']:.1f} | "
                      f"{r['vs_checking_loop']:.2f}x | "
                      + (f"{r['startup_seconds']:.1f} | {steady:.0f} | "
-                        f"{r['steady_vs_checking_loop']:.2f}x |" if steady else "- | - | - |"))
+                        f"{r['steady_vs_checking_loop']:.2f}x | {_images(r)} |" if steady
+                        else "- | - | - | - |"))
     return "\n".join(lines)
+
+
+def _images(row) -> str:
+    n = row["target_from_images"]
+    return "never" if n is None else f"{n:,.0f} images"
 
 
 if __name__ == "__main__":

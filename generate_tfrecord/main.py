@@ -7,6 +7,14 @@ Writes O.tfrecord (uncompressed tf.Examples, the FaceExampleGen schema), O.tfrec
 and the label range, and exits with status 2 when more than --max_bad_fraction of the records were
 rejected (1 on other errors). Extra arguments go to Beam, e.g. --direct_num_workers=2
 --direct_running_mode=multi_processing, or --runner=DataflowRunner ....
+
+--num_shards=0 writes O.tfrecord-SSSSS-of-NNNNN, one file per worker bundle, instead of one file:
+every worker writes its own Examples, so no single process has to receive them all (the faster
+choice with several workers; TFRecord readers take the glob O.tfrecord-*).
+
+Without --runner, the pipeline runs on Beam's FnApiRunner (what DirectRunner runs it on offline):
+DirectRunner would first try to download and start the Prism runner, so the same command would run
+on a different runner depending on network access.
 """
 from __future__ import annotations
 
@@ -36,6 +44,9 @@ def parse_args(argv):
                         help="merge several lists that each label from 0: shift every list's "
                              "labels past the previous lists' (sorted by path)")
     parser.add_argument("--output", required=True, help="output TFRecord path")
+    parser.add_argument("--num_shards", type=int, default=1,
+                        help="1 (default): one file at --output; 0: one file per worker bundle "
+                             "(--output-SSSSS-of-NNNNN); N: exactly N files")
     parser.add_argument("--max_bad_fraction", type=float, default=0.01,
                         help="fail (exit 2) when more than this fraction is quarantined")
     parser.add_argument("--max_image_pixels", type=int, default=IngestOptions.max_image_pixels)
@@ -46,8 +57,19 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
+def with_default_runner(beam_args):
+    """FnApiRunner unless the arguments name a runner (see the module docstring for why)."""
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return list(beam_args)
+    return ["--runner=FnApiRunner", *beam_args]
+
+
 def run(argv=None) -> int:
     args, beam_args = parse_args(argv)
+    if args.num_shards < 0:
+        print("error: --num_shards must be 0 (one per bundle) or more", file=sys.stderr)
+        return 1
+    beam_args = with_default_runner(beam_args)
     options = IngestOptions(args.max_image_pixels, args.max_image_bytes, args.box_tolerance)
     quarantine_path = args.output + ".quarantine.jsonl"
     summary_path = args.output + ".summary.json"
@@ -57,7 +79,8 @@ def run(argv=None) -> int:
                 args.json_file, args.root_path, options, args.list_format, args.offset_labels)
             _ = (outputs["examples"]
                  | "WriteExamples" >> beam.io.WriteToTFRecord(
-                     args.output, num_shards=1, shard_name_template=""))
+                     args.output, num_shards=args.num_shards,
+                     shard_name_template="" if args.num_shards == 1 else None))
             beam_ingest.write_quarantine_and_summary(outputs, quarantine_path, summary_path)
         summary = beam_ingest.read_summary(summary_path)
     except beam_ingest.IngestError as e:
@@ -67,7 +90,8 @@ def run(argv=None) -> int:
     print(beam_ingest.format_summary(name, summary))
     for source, (first, last) in (summary["label_ranges"] or {}).items():
         print(f"labels {first}..{last} <- {source}")
-    print(f"examples: {args.output}\nquarantine: {quarantine_path}")
+    examples = args.output if args.num_shards == 1 else args.output + "-*"
+    print(f"examples: {examples}\nquarantine: {quarantine_path}")
     try:
         beam_ingest.check_summary(name, summary,
                                   args.max_bad_fraction, quarantine_path)

@@ -59,3 +59,34 @@ def test_cli_accepts_json_lines_and_beam_args(small_sample, tmp_path):
                      "--output", str(output), "--direct_num_workers=1")
     assert result.returncode == 0, result.stderr
     assert f"input={len(records)} valid={len(records)} quarantined=0" in result.stdout
+
+
+def test_a_file_per_worker_holds_every_example_once(small_sample, tmp_path):
+    with open(os.path.join(small_sample, "train.json")) as f:
+        records = json.load(f)
+    output = tmp_path / "o.tfrecord"
+    result = run_cli("--root_path", os.path.join(small_sample, "images"), "--json_file",
+                     os.path.join(small_sample, "train.json"), "--output", str(output),
+                     "--num_shards=0", "--direct_num_workers=2",
+                     "--direct_running_mode=multi_processing")
+    assert result.returncode == 0, result.stderr
+    assert f"examples: {output}-*" in result.stdout
+    shards = sorted(tf.io.gfile.glob(f"{output}-*"))
+    assert len(shards) >= 1 and not output.exists()
+    paths = [feature_value(tf.train.Example.FromString(r.numpy()), "path").decode()
+             for r in tf.data.TFRecordDataset(shards)]
+    assert sorted(paths) == sorted(records)
+
+
+def test_runs_on_the_fn_api_runner_unless_a_runner_is_named():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_tfrecord_main", CLI)
+    cli_main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli_main)
+    assert cli_main.with_default_runner(["--direct_num_workers=2"]) == [
+        "--runner=FnApiRunner", "--direct_num_workers=2"]
+    assert cli_main.with_default_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
+    assert cli_main.with_default_runner(["--runner", "PrismRunner"]) == ["--runner", "PrismRunner"]
+    assert cli_main.run(["--root_path", "r", "--json_file", "j", "--output", "o",
+                         "--num_shards=-1"]) == 1
