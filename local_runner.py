@@ -77,8 +77,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     run.add_argument("--last-stage", choices=configs.STAGES, default=None,
                      help="build the pipeline only up to this stage")
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
-    run.add_argument("--beam-args", nargs="*", default=None,
-                     help="Beam pipeline args (default: DirectRunner, multi_processing, 2 workers)")
+    run.add_argument("--beam-args", nargs=argparse.REMAINDER, default=None,
+                     help="last option: everything after it goes to Beam, e.g. --beam-args "
+                          "--direct_num_workers=4 (default: FnApiRunner, multi_processing, 2 "
+                          "workers; --beam-args alone: one in-process worker)")
     run.add_argument("-v", "--verbose", action="store_true", help="INFO logging from TFX")
     return parser.parse_args(argv)
 
@@ -182,7 +184,13 @@ def run(argv: Optional[List[str]] = None) -> configs.PipelineConfig:
         if interrupted:
             print(f"Recovered from an interrupted run: executions {interrupted} marked canceled; "
                   f"finished steps come from the cache.", flush=True)
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+        # TFX's Beam executors parse sys.argv with absl flags: this command's own options
+        # (e.g. -v, which absl reads as --verbosity) are parsed already and must not reach them.
+        saved_argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+        finally:
+            sys.argv = saved_argv
     print_outcome(config)
     return config
 

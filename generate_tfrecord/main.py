@@ -12,9 +12,8 @@ rejected (1 on other errors). Extra arguments go to Beam, e.g. --direct_num_work
 every worker writes its own Examples, so no single process has to receive them all (the faster
 choice with several workers; TFRecord readers take the glob O.tfrecord-*).
 
-Without --runner, the pipeline runs on Beam's FnApiRunner (what DirectRunner runs it on offline):
-DirectRunner would first try to download and start the Prism runner, so the same command would run
-on a different runner depending on network access.
+Without --runner, the pipeline runs on Beam's FnApiRunner, as the TFX pipeline does
+(pipeline/configs.py with_default_runner).
 """
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from components.face_example_gen import beam_ingest  # noqa: E402
 from components.face_example_gen.records import IngestOptions  # noqa: E402
+from pipeline import configs  # noqa: E402
 
 EXIT_TOO_MANY_BAD = 2
 
@@ -57,19 +57,12 @@ def parse_args(argv):
     return parser.parse_known_args(argv)
 
 
-def with_default_runner(beam_args):
-    """FnApiRunner unless the arguments name a runner (see the module docstring for why)."""
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
-        return list(beam_args)
-    return ["--runner=FnApiRunner", *beam_args]
-
-
 def run(argv=None) -> int:
     args, beam_args = parse_args(argv)
     if args.num_shards < 0:
         print("error: --num_shards must be 0 (one per bundle) or more", file=sys.stderr)
         return 1
-    beam_args = with_default_runner(beam_args)
+    beam_args = configs.with_default_runner(beam_args)
     options = IngestOptions(args.max_image_pixels, args.max_image_bytes, args.box_tolerance)
     quarantine_path = args.output + ".quarantine.jsonl"
     summary_path = args.output + ".summary.json"

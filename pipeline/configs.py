@@ -14,6 +14,18 @@ SAMPLE_DATA_DIR = os.path.join(REPO_ROOT, "data", "sample")
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "runs")
 
 
+def with_default_runner(beam_args: List[str]) -> List[str]:
+    """Beam args with --runner=FnApiRunner added unless they name a runner.
+
+    Beam's DirectRunner first tries to download and start the Prism runner and falls back to
+    FnApiRunner only when that fails (e.g. offline): the same pipeline would run on a different
+    runner depending on network access. FnApiRunner honours --direct_running_mode and
+    --direct_num_workers."""
+    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        return list(beam_args)
+    return ["--runner=FnApiRunner", *beam_args]
+
+
 @dataclasses.dataclass
 class IngestConfig:
     """FaceExampleGen: where the lists and images are and how strict to be."""
@@ -89,7 +101,8 @@ class PipelineConfig:
     enable_cache: bool = True
     last_stage: str = STAGES[-1]
     # Beam runs inside ExampleGen, StatisticsGen, Transform. DirectRunner parallelism needs
-    # multi_processing mode; other runners (Dataflow, Flink) are chosen here too.
+    # multi_processing mode; other runners (Dataflow, Flink) are chosen here too. Without a
+    # --runner, with_default_runner() picks FnApiRunner.
     beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
         "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
 

@@ -10,7 +10,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from components.face_example_gen.component import FaceExampleGen
 from components.guarded_pusher import executor as guarded_pusher
 from components.recall_evaluator.component import RecallEvaluator
-from pipeline.configs import STAGES, PipelineConfig, source_fingerprint
+from pipeline.configs import STAGES, PipelineConfig, source_fingerprint, with_default_runner
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -110,4 +110,4 @@ def create_pipeline(config: PipelineConfig,
         components=create_components(config),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=list(config.beam_pipeline_args))
+        beam_pipeline_args=with_default_runner(config.beam_pipeline_args))

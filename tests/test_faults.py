@@ -41,8 +41,8 @@ def runner_args(data, work, last_stage="push", epochs=6):
     training = {**TINY_TRAINING, "epochs": epochs, "checkpoint_every_steps": 2}
     return ["--data-root", data, "--image-size", "32", "--pipeline-root", str(work / "root"),
             "--metadata", str(work / "m.sqlite"), "--serving-dir", str(work / "serving"),
-            "--min-recall", "0", "--last-stage", last_stage, "--beam-args",
-            "--training", *[f"{k}={json.dumps(v)}" for k, v in training.items()]]
+            "--min-recall", "0", "--last-stage", last_stage,
+            "--training", *[f"{k}={json.dumps(v)}" for k, v in training.items()], "--beam-args"]
 
 
 def start(args, slow_ingest=False):

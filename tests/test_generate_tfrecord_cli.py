@@ -81,12 +81,14 @@ def test_a_file_per_worker_holds_every_example_once(small_sample, tmp_path):
 def test_runs_on_the_fn_api_runner_unless_a_runner_is_named():
     import importlib.util
 
+    from pipeline import configs
+
+    assert configs.with_default_runner(["--direct_num_workers=2"]) == [
+        "--runner=FnApiRunner", "--direct_num_workers=2"]
+    assert configs.with_default_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
+    assert configs.with_default_runner(["--runner", "PrismRunner"]) == ["--runner", "PrismRunner"]
     spec = importlib.util.spec_from_file_location("generate_tfrecord_main", CLI)
     cli_main = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli_main)
-    assert cli_main.with_default_runner(["--direct_num_workers=2"]) == [
-        "--runner=FnApiRunner", "--direct_num_workers=2"]
-    assert cli_main.with_default_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
-    assert cli_main.with_default_runner(["--runner", "PrismRunner"]) == ["--runner", "PrismRunner"]
     assert cli_main.run(["--root_path", "r", "--json_file", "j", "--output", "o",
                          "--num_shards=-1"]) == 1
