@@ -71,11 +71,11 @@ class ModelConfig:
 
 
 EMBEDDING = "embedding"
-GROUP_PROBS = "group_probs"
+GROUP_LOGITS = "group_logits"
 
 
 def build_embedding_model(config: ModelConfig, synchronized_bn: bool = False) -> keras.Model:
-    """image [b, s, s, 3] in [0, 1] -> {"embedding": [b, d] (not normalized), "group_probs"?}.
+    """image [b, s, s, 3] in [0, 1] -> {"embedding": [b, d] (not normalized), "group_logits"?}.
 
     `synchronized_bn`: batch statistics over all replicas (set when training on several devices).
     """
@@ -89,7 +89,7 @@ def build_embedding_model(config: ModelConfig, synchronized_bn: bool = False) ->
         pooled = keras.layers.GlobalAveragePooling2D(name="average_pool")(features)
     outputs = {}
     if config.loss == "GroupAware":
-        embedding, outputs[GROUP_PROBS] = layers.GroupFace(
+        embedding, outputs[GROUP_LOGITS] = layers.GroupFace(
             config.embedding_size, config.num_groups, config.group_intermediate,
             synchronized_bn, name="groupface")(pooled)
     else:
@@ -165,11 +165,12 @@ class FaceTrainingModel(keras.Model):
         if self.centers is not None:
             per_example += self.config.center_weight * losses.center_loss(embedding, labels,
                                                                           self.centers)
-        if GROUP_PROBS in outputs:
-            probs = tf.cast(outputs[GROUP_PROBS], tf.float32)
+        if GROUP_LOGITS in outputs:
+            group_logits = tf.cast(outputs[GROUP_LOGITS], tf.float32)
+            probs = tf.nn.softmax(group_logits, axis=-1)
             group_labels = losses.self_distributed_group_labels(probs, self._global_mean(probs))
-            group_ce = keras.losses.sparse_categorical_crossentropy(group_labels, probs)
-            per_example += self.config.group_weight * group_ce
+            per_example += self.config.group_weight * losses.softmax_cross_entropy(
+                group_logits, group_labels)
         correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
                                    tf.cast(labels, tf.int32)), tf.float32)
         return per_example, correct, embedding

@@ -117,8 +117,9 @@ class GroupFace(keras.layers.Layer):
     """GroupFace (Kim et al., CVPR 2020): v = v_instance + Σ_k p_k · v_k.
 
     A group decision network (FC-BN-PReLU -> K-way softmax) gives p = p(G_k | x); each of the K
-    groups has its own embedding FC. Returns (embedding [b, d], group probabilities [b, K]). The
-    group labels for the auxiliary loss are self-distributed (losses.self_distributed_group_labels).
+    groups has its own embedding FC. Returns (embedding [b, d], group logits [b, K]): the auxiliary
+    loss takes its cross-entropy from the logits, and p = softmax(logits) mixes the group
+    embeddings. The group labels are self-distributed (losses.self_distributed_group_labels).
     """
 
     def __init__(self, embedding_size: int, num_groups: int = 4, intermediate: int = 256,
@@ -134,7 +135,7 @@ class GroupFace(keras.layers.Layer):
         self.decision_fc = keras.layers.Dense(self.intermediate, name="decision_fc")
         self.decision_bn = batch_norm(self.synchronized_bn, name="decision_bn")
         self.decision_act = keras.layers.PReLU(name="decision_prelu")
-        # Group probabilities in float32: a softmax in float16 loses small probabilities.
+        # Group logits and probabilities in float32: a softmax in float16 loses small ones.
         self.decision_out = keras.layers.Dense(self.num_groups, dtype="float32",
                                                name="decision_logits")
 
@@ -143,10 +144,11 @@ class GroupFace(keras.layers.Layer):
         group_embeddings = tf.reshape(self.groups(features),
                                       [-1, self.num_groups, self.embedding_size])
         hidden = self.decision_act(self.decision_bn(self.decision_fc(features), training=training))
-        probs = tf.nn.softmax(self.decision_out(hidden), axis=-1)
+        logits = self.decision_out(hidden)
+        probs = tf.nn.softmax(logits, axis=-1)
         mixed = tf.reduce_sum(tf.cast(probs, group_embeddings.dtype)[..., tf.newaxis]
                               * group_embeddings, axis=1)
-        return instance + mixed, probs
+        return instance + mixed, logits
 
     def get_config(self):
         return {**super().get_config(), "embedding_size": self.embedding_size,

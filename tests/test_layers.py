@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from models import layers, losses
-from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_model
+from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_model, head_logits
 
 keras = tf.keras
 RNG = np.random.default_rng(1)
@@ -88,13 +88,14 @@ def test_groupface_combines_instance_and_probability_weighted_group_embeddings()
     k, d = 4, 6
     layer = layers.GroupFace(d, num_groups=k, intermediate=8)
     x = RNG.normal(size=(5, 10)).astype(np.float32)
-    embedding, probs = layer(x, training=False)
+    embedding, logits = layer(x, training=False)
     inst_w, inst_b = [v.numpy() for v in layer.instance.weights]
     grp_w, grp_b = [v.numpy() for v in layer.groups.weights]
     instance = x @ inst_w + inst_b
     groups = (x @ grp_w + grp_b).reshape(5, k, d)
-    p = probs.numpy()
-    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    z = logits.numpy()
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
     expected = instance + np.einsum("bk,bkd->bd", p, groups)
     np.testing.assert_allclose(embedding.numpy(), expected, rtol=1e-4, atol=1e-5)
 
@@ -112,6 +113,34 @@ def test_groupface_loss_is_mean_reduced_over_the_batch():
     mean_single = tf.nn.compute_average_loss(single).numpy()
     mean_doubled = tf.nn.compute_average_loss(doubled).numpy()
     assert mean_doubled == pytest.approx(mean_single, rel=1e-5)
+
+
+def test_groupface_loss_is_cross_entropy_from_logits_even_when_saturated():
+    """The group loss is -log softmax(z)[group label], computed from the logits. The original
+    applied cross-entropy to softmax probabilities: at saturation (a probability of exactly 0 in
+    float32) that clips to -log(1e-7) = 16.1 and loses both the loss value and its gradient."""
+    config = ModelConfig(loss="GroupAware", backbone="small_cnn", image_size=32, embedding_size=8,
+                         num_groups=4, group_intermediate=8, group_weight=1.0)
+    embedding_model = build_embedding_model(config)
+    model = FaceTrainingModel(embedding_model, config, num_classes=3)
+    images = RNG.uniform(size=(4, 32, 32, 3)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0])
+    model._per_example_losses(images, labels, training=False)       # builds every layer
+    decision = embedding_model.get_layer("groupface").decision_out
+    kernel, _ = decision.get_weights()
+    z = np.array([-40.0, 120.0, 0.0, 5.0], np.float32)
+    decision.set_weights([kernel * 0, z])     # every image gets the logits z
+
+    total, _, embedding = model._per_example_losses(images, labels, training=False)
+    class_logits = head_logits(config, model.head(embedding), labels)
+    class_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, class_logits).numpy()
+    group_loss = total.numpy() - class_ce
+
+    # Equal probabilities across the batch: the self-distributed labels tie, argmax -> group 0.
+    z64 = z.astype(np.float64)
+    log_p = z64 - (z64.max() + np.log(np.exp(z64 - z64.max()).sum()))
+    assert np.exp(np.float32(log_p[0])) == 0.0                      # saturated in float32
+    np.testing.assert_allclose(group_loss, -log_p[0], rtol=1e-4)    # 160, not a clipped 16.1
 
 
 @pytest.fixture
