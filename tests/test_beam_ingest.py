@@ -189,6 +189,26 @@ def test_bad_fraction_limit_names_top_reasons():
         beam_ingest.check_summary("train", broken, 1.0, "q.jsonl")
 
 
+def test_limit_message_orders_reasons_by_count_after_the_json_round_trip(tmp_path):
+    """The summary file is written with sorted keys: the message must not take its order."""
+    reasons = {"bad_box": 1, "bad_label": 2, "bad_path": 1, "duplicate_key": 3, "empty_file": 1,
+               "invalid_json": 1, "malformed_record": 1, "missing_field": 1, "missing_file": 50,
+               "path_escape": 4}
+    summary = {"input": 1000, "valid": 935, "quarantined": 65, "sources": ["x.json"],
+               "reasons": reasons, "label_min": 0, "label_max": 9, "groups": {"g": 935}}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary, sort_keys=True))
+    with pytest.raises(beam_ingest.IngestError) as info:
+        beam_ingest.check_summary("train", beam_ingest.read_summary(str(path)), 0.01, "q.jsonl")
+    message = str(info.value)
+    shown = [part.split(": ")[0] for part in
+             message.split("most frequent first: ")[1].split(". Every")[0].split(", ")[:8]]
+    assert shown[:3] == ["missing_file", "path_escape", "duplicate_key"]
+    assert shown[3] == "bad_label" and len(shown) == beam_ingest.MAX_REASONS_SHOWN
+    assert "and 2 more reasons with 2 records" in message
+    assert "missing_file=50, path_escape=4" in beam_ingest.format_summary("train", summary)
+
+
 def test_no_matching_list_file_is_a_clear_error(tmp_path):
     with pytest.raises(beam_ingest.IngestError, match="no face list file matches"):
         beam_ingest.IngestFaceRecords(str(tmp_path / "nothing*.json"), str(tmp_path))

@@ -24,6 +24,7 @@ from components.face_example_gen import records
 from components.face_example_gen.records import IngestOptions, Rejected
 
 QUARANTINE = "quarantine"
+MAX_REASONS_SHOWN = 8      # the error message names this many reasons, the most frequent first
 
 
 class IngestError(RuntimeError):
@@ -304,16 +305,25 @@ def check_summary(split: str, summary: Dict[str, Any], max_bad_fraction: float,
         raise IngestError(f"split {split!r}: the face list {summary['sources']} holds no records")
     bad_fraction = summary["quarantined"] / summary["input"]
     if bad_fraction > max_bad_fraction or summary["valid"] == 0:
-        top = ", ".join(f"{reason}: {count}" for reason, count in
-                        list(summary["reasons"].items())[:5])
+        reasons = by_count(summary["reasons"])
+        top = ", ".join(f"{reason}: {count}" for reason, count in reasons[:MAX_REASONS_SHOWN])
+        if len(reasons) > MAX_REASONS_SHOWN:
+            rest = reasons[MAX_REASONS_SHOWN:]
+            top += (f", and {len(rest)} more reasons with {sum(c for _, c in rest)} records")
         raise IngestError(
             f"split {split!r}: {summary['quarantined']} of {summary['input']} records "
             f"({bad_fraction:.1%}) were quarantined, over the limit of {max_bad_fraction:.1%}. "
-            f"Top reasons: {top}. Every rejected record and its reason is in {quarantine_path}")
+            f"Reasons, most frequent first: {top}. Every rejected record and its reason is in "
+            f"{quarantine_path}")
+
+
+def by_count(reasons: Dict[str, int]) -> List[Tuple[str, int]]:
+    """Reason counts, most frequent first (ties by name): the summary's JSON has sorted keys."""
+    return sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def format_summary(split: str, summary: Dict[str, Any]) -> str:
-    reasons = ", ".join(f"{r}={c}" for r, c in summary["reasons"].items()) or "none"
+    reasons = ", ".join(f"{r}={c}" for r, c in by_count(summary["reasons"])) or "none"
     labels = ("no labels" if summary["label_min"] is None
               else f"labels {summary['label_min']}..{summary['label_max']}")
     return (f"[{split}] input={summary['input']} valid={summary['valid']} "
