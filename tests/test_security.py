@@ -80,3 +80,38 @@ def test_trainer_scratch_files_are_removed(tmp_path, monkeypatch):
     # TensorFlow's autograph keeps generated sources there until the process exits; ours are gone.
     assert [f for f in os.listdir(scratch) if not f.startswith("__autograph_generated_file")] == []
     assert tf.io.gfile.exists(str(weights / trainer.WARMSTART_WEIGHTS))
+
+
+@pytest.mark.parametrize("key,reason", [("../secret.jpg", "path_escape"),
+                                        ("/tmp/secret.jpg", "path_escape"),
+                                        ("link/secret.jpg", "path_escape"),
+                                        ("bomb.png", "image_too_large")])
+def test_tools_read_lists_with_the_ingest_checks(tmp_path, key, reason):
+    """export_tflite / embedding_projector / loss_quality read images via face_lists: a list
+    that never went through the pipeline gets the same path and decompression-bomb checks."""
+    from tools import face_lists
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret.jpg").write_bytes(images.jpeg())
+    (root / "bomb.png").write_bytes(images.png_bomb())
+    (root / "ok.jpg").write_bytes(images.jpeg())
+    os.symlink(tmp_path, root / "link")
+    assert len(face_lists.read_images(["ok.jpg"], str(root))) == 1
+    with pytest.raises(ValueError, match=f"{re.escape(key)}.*{reason}"):
+        face_lists.read_images(["ok.jpg", key], str(root))
+
+
+def test_landmark_converter_rejects_symlinks_leaving_the_image_root(tmp_path):
+    from tools import landmarks_to_boxes
+
+    root = tmp_path / "root"
+    (root / "African").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "m.0abc_0001.jpg").write_bytes(images.jpeg(200, 200))
+    os.symlink(tmp_path / "outside", root / "African" / "m.0abc")
+    face = landmarks_to_boxes._Face("African/m.0abc/m.0abc_0001.jpg", "m.0abc", (10, 10, 90, 90),
+                                    "African_lmk.txt", 1, "line")
+    with pytest.raises(landmarks_to_boxes._LineError) as info:
+        landmarks_to_boxes._check_image(face, str(root), clip=False)
+    assert info.value.reason == "path_escape"

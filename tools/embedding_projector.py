@@ -29,7 +29,6 @@ import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -42,7 +41,7 @@ from PIL import Image  # noqa: E402
 from tensorboard.plugins import projector  # noqa: E402
 
 from models import preprocessing  # noqa: E402
-from tools.face_lists import group_of, read_face_list, read_images  # noqa: E402
+from tools.face_lists import group_of, model_tool_parser, read_face_list, read_images  # noqa: E402
 
 EMBED_IMAGES = "embed_images"          # = models.export.EMBED_IMAGES
 EMBEDDINGS_FILE = "embeddings.tsv"
@@ -165,12 +164,7 @@ def project(saved_model_dir: str, list_path: str, image_root: str, out_dir: str,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--model", required=True, help="SavedModel directory (a pushed version)")
-    parser.add_argument("--list", required=True, help="face list JSON (the eval split)")
-    parser.add_argument("--image-root", required=True, help="directory the list's keys are under")
+    parser = model_tool_parser(__doc__)
     parser.add_argument("--out", required=True, help="output directory (TensorBoard's logdir)")
     parser.add_argument("--max-images", type=int, default=2000)
     parser.add_argument("--thumbnail", type=int, default=32, help="sprite thumbnail side, pixels")

@@ -47,7 +47,6 @@ import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple  # noqa: E402
@@ -56,7 +55,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import preprocessing  # noqa: E402
-from tools.face_lists import load_crops, read_face_list  # noqa: E402
+from tools.face_lists import load_crops, model_tool_parser, read_face_list  # noqa: E402
 
 EMBED_TRANSFORMED = "embed_transformed"   # = models.export.EMBED_TRANSFORMED (kept light to import)
 LEVELS = (0, 1, 2)
@@ -299,12 +298,7 @@ def split_calibration_and_check(keys: Sequence[str], calibration_images: int, ch
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--model", required=True, help="SavedModel directory (a pushed version)")
-    parser.add_argument("--list", required=True, help="face list JSON (the eval split)")
-    parser.add_argument("--image-root", required=True, help="directory the list's keys are under")
+    parser = model_tool_parser(__doc__)
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS), choices=LEVELS)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--calibration-images", type=int, default=200)

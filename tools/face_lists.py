@@ -1,21 +1,35 @@
 """Reading a face list and cropping its faces, for the tools that work outside the pipeline
-(TFLite export, embedding projector, loss benchmark). The pipeline itself ingests lists with
-components/face_example_gen; these tools take lists that already passed it."""
+(TFLite export, embedding projector, loss benchmark). The pipeline ingests lists with
+components/face_example_gen; these tools apply the same per-image checks (records.py) before
+decoding anything."""
 from __future__ import annotations
 
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
+import argparse  # noqa: E402
 import json  # noqa: E402
 from typing import Dict, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from components.face_example_gen import records  # noqa: E402
 from models import preprocessing  # noqa: E402
 
 CROP_BATCH = 64   # images decoded per call: bounded memory on large lists
+
+
+def model_tool_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every tool that runs a pushed model over a face list shares."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=doc.split("\n\n", 1)[1])
+    parser.add_argument("--model", required=True, help="SavedModel directory (a pushed version)")
+    parser.add_argument("--list", required=True, help="face list JSON (the eval split)")
+    parser.add_argument("--image-root", required=True, help="directory the list's keys are under")
+    return parser
 
 
 def read_face_list(list_path: str) -> Dict[str, Dict]:
@@ -40,14 +54,28 @@ def group_of(key: str) -> str:
     return key.split("/", 1)[0] if "/" in key else "ungrouped"   # as the ingest names it
 
 
-def read_images(keys: Sequence[str], image_root: str) -> list:
+def read_images(keys: Sequence[str], image_root: str,
+                options: records.IngestOptions = records.IngestOptions()) -> list:
+    """The image files' bytes, after the ingest's own checks: the key stays inside the root
+    (symlinks included), the file is a JPEG/PNG within the byte and pixel limits (checked from
+    the header, before anything is decoded in full) and decodes. ValueError names the key."""
     images = []
     for key in keys:
         path = os.path.join(image_root, key)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image {key!r} of the list not found at {path!r}")
-        with open(path, "rb") as f:
-            images.append(f.read())
+        try:
+            records.check_key(key)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"image {key!r} of the list not found at {path!r}")
+            records.check_local_containment(image_root, path, key)
+            with open(path, "rb") as f:
+                data = f.read(options.max_image_bytes + 1)
+            if len(data) > options.max_image_bytes:
+                raise records.Rejected("image_too_large",
+                                       f"larger than the {options.max_image_bytes}-byte limit")
+            records.inspect_image(data, options)
+        except records.Rejected as e:
+            raise ValueError(f"image {key!r} of the list is rejected ({e.reason}): {e.detail}")
+        images.append(data)
     return images
 
 

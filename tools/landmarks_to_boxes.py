@@ -106,6 +106,7 @@ REASONS: Dict[str, str] = {
     "missing_box": "--boxes was given but has no usable box for this face",
     "unmatched_box": "a line of the box file for a face that has no landmark line",
     "missing_image": "--image-root was given and there is no file at the key",
+    "path_escape": "the key is a symlink leading outside --image-root",
     "unreadable_image": "the image's header cannot be read",
     "box_outside_image": "the box exceeds the image by more than the ingest's tolerance",
 }
@@ -294,22 +295,25 @@ def _rfw_race(path: str, group: Optional[str]) -> str:
     return match.group("race")
 
 
-def _rfw_faces(path: str, race: str, prefix: str, rejected: List[dict]) -> Iterator[_Face]:
-    layout = "path, label, 10 landmark coordinates"
+def _path_label_landmarks(text: str) -> Tuple[str, List[str], IntBox]:
+    """A "path label x1 y1 ... x5 y5" line (RFW, Trillion Pairs): (path, its parts, box)."""
+    fields = _whitespace_fields(text, 12, "path, label, 10 landmark coordinates")
+    _label_field(fields[1])
+    box = _landmark_box(_numbers(fields[2:], "coordinate"))
+    return fields[0], _relative_parts(fields[0]), box
 
+
+def _rfw_faces(path: str, race: str, prefix: str, rejected: List[dict]) -> Iterator[_Face]:
     def parse(text: str) -> Tuple[str, str, IntBox]:
-        fields = _whitespace_fields(text, 12, layout)
-        _label_field(fields[1])
-        box = _landmark_box(_numbers(fields[2:], "coordinate"))
-        parts = _relative_parts(fields[0])
+        image_path, parts, box = _path_label_landmarks(text)
         # Keep the path from the race folder on (drops e.g. "test/data/"), or add the race folder.
         parts = parts[parts.index(race):] if race in parts else [race] + parts
         if len(parts) < 2:
-            raise _LineError("malformed_line", f"path {fields[0]!r} names no image")
+            raise _LineError("malformed_line", f"path {image_path!r} names no image")
         if len(parts) == 2:   # "<race>/<person>_0003.jpg": RFW stores it in the person's folder
             match = _RFW_FILE_NAME.fullmatch(parts[1])
             if not match:
-                raise _LineError("malformed_line", f"no person folder in {fields[0]!r} and the "
+                raise _LineError("malformed_line", f"no person folder in {image_path!r} and the "
                                                    "file name is not <person>_NNNN.jpg")
             parts.insert(1, match.group("identity"))
         return _join_key(prefix, parts), parts[-2], box
@@ -319,15 +323,10 @@ def _rfw_faces(path: str, race: str, prefix: str, rejected: List[dict]) -> Itera
 
 
 def _trillion_faces(path: str, prefix: str, rejected: List[dict]) -> Iterator[_Face]:
-    layout = "path, label, 10 landmark coordinates"
-
     def parse(text: str) -> Tuple[str, str, IntBox]:
-        fields = _whitespace_fields(text, 12, layout)
-        _label_field(fields[1])
-        box = _landmark_box(_numbers(fields[2:], "coordinate"))
-        parts = _relative_parts(fields[0])
+        image_path, parts, box = _path_label_landmarks(text)
         if len(parts) < 2:
-            raise _LineError("malformed_line", f"path {fields[0]!r} has no identity folder")
+            raise _LineError("malformed_line", f"path {image_path!r} has no identity folder")
         return _join_key(prefix, parts), parts[-2], box
 
     for number, text, (key, identity, box) in _parse_file(path, parse, None, "landmarks", rejected):
@@ -427,6 +426,10 @@ def _check_image(face: _Face, image_root: str, clip: bool) -> IntBox:
     path = os.path.join(image_root, face.key)
     if not os.path.isfile(path):
         raise _LineError("missing_image", f"no file {path}")
+    try:   # the key passed check_key; a symlink may still lead outside the root
+        ingest_records.check_local_containment(image_root, path, face.key)
+    except ingest_records.Rejected as e:
+        raise _LineError("path_escape", e.detail)
     try:
         with Image.open(path) as image:    # reads the header only
             width, height = image.size
