@@ -69,7 +69,8 @@ def build_backbone(name: str, input_shape, weights: Optional[str] = None,
                    synchronized_bn: bool = False) -> keras.Model:
     """`weights`: None (random init), "imagenet", or a path to a no-top weights file.
 
-    `synchronized_bn` applies to small_cnn; the Keras applications keep per-replica statistics.
+    `synchronized_bn`: every BatchNormalization layer computes its batch statistics over all
+    replicas (the Keras applications are rebuilt with synchronized BN layers, weights kept).
     """
     key = name.lower()
     if key == "small_cnn":
@@ -94,5 +95,23 @@ def build_backbone(name: str, input_shape, weights: Optional[str] = None,
                 f"'no top' weights file elsewhere and pass its path as the backbone weights, or "
                 f"train from random init (weights=None).") from e
         raise
+    if synchronized_bn:
+        application = with_synchronized_batch_norm(application)
     outputs = application(keras.layers.Lambda(scale, name="scale")(inputs))
     return keras.Model(inputs, outputs, name=key)
+
+
+def with_synchronized_batch_norm(model: keras.Model) -> keras.Model:
+    """The same network and weights, every BatchNormalization layer synchronized across replicas:
+    with per-replica statistics, N devices would not make the update one device makes on the
+    same global batch."""
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["synchronized"] = True
+            config.pop("fused", None)        # the fused kernel cannot synchronize
+        return layer.__class__.from_config(config)
+
+    synced = keras.models.clone_model(model, clone_function=clone)
+    synced.set_weights(model.get_weights())
+    return synced
