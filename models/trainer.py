@@ -79,17 +79,20 @@ class TrainingConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
+def resolve_distribution(distribution: str, tf_config: Optional[str], gpus: int) -> str:
+    """auto: several workers in TF_CONFIG -> multi_worker; several GPUs -> mirrored; else
+    one_device. Other values are returned as they are."""
+    if distribution != "auto":
+        return distribution
+    cluster = json.loads(tf_config or "{}").get("cluster", {})
+    if len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1:
+        return "multi_worker"
+    return "mirrored" if gpus > 1 else "one_device"
+
+
 def choose_strategy(distribution: str) -> tf.distribute.Strategy:
-    """auto: several workers in TF_CONFIG -> multi-worker; several GPUs -> mirrored; else default."""
-    if distribution == "auto":
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-        workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-        if workers > 1:
-            distribution = "multi_worker"
-        elif len(tf.config.list_logical_devices("GPU")) > 1:
-            distribution = "mirrored"
-        else:
-            distribution = "one_device"
+    distribution = resolve_distribution(distribution, os.environ.get("TF_CONFIG"),
+                                        len(tf.config.list_logical_devices("GPU")))
     if distribution == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if distribution == "mirrored":
@@ -97,7 +100,8 @@ def choose_strategy(distribution: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(config: TrainingConfig, total_steps: int, steps_per_epoch: int):
+def learning_rate_schedule(config: TrainingConfig, total_steps: int, steps_per_epoch: int):
+    """The learning rate: a schedule of the optimizer step, or a constant."""
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "cosine":
         decay_steps = max(1, total_steps - warmup)
@@ -112,6 +116,11 @@ def make_optimizer(config: TrainingConfig, total_steps: int, steps_per_epoch: in
             [config.learning_rate, config.learning_rate * 0.1, config.learning_rate * 0.01])
     else:
         rate = config.learning_rate
+    return rate
+
+
+def make_optimizer(config: TrainingConfig, total_steps: int, steps_per_epoch: int):
+    rate = learning_rate_schedule(config, total_steps, steps_per_epoch)
     decay = config.weight_decay or None
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=True,

@@ -18,12 +18,13 @@ from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_mo
 
 keras = tf.keras
 IMAGE_SIZE, NUM_CLASSES, GLOBAL_BATCH, STEPS = 32, 6, 8, 1
+WORKER_STEPS = 3       # the two-process run trains a few steps
 
 
-def data(seed=0):
+def data(seed=0, steps=STEPS):
     rng = np.random.default_rng(seed)
-    images = rng.uniform(size=(GLOBAL_BATCH * STEPS, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, size=GLOBAL_BATCH * STEPS).astype(np.int64)
+    images = rng.uniform(size=(GLOBAL_BATCH * steps, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=GLOBAL_BATCH * steps).astype(np.int64)
     return images, labels
 
 
@@ -88,7 +89,7 @@ def mirrored(variants, out):
 
 def worker(loss, out):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    images, labels = data()
+    images, labels = data(steps=WORKER_STEPS)
     model = build(strategy, loss)
     # Same seeded initial weights on every worker (broadcast happens on the first step too).
     train(model, images, labels)

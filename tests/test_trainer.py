@@ -104,6 +104,50 @@ def test_warm_start_refuses_an_incompatible_model(trained):
         trainer.warm_start(model, "/nonexistent/Format-Serving")
 
 
+def test_tensorboard_logs_loss_accuracy_recall_and_learning_rate(trained):
+    """The ModelRun holds per-epoch scalars; Recall@1 equals what the model config recorded."""
+    run_dir = os.path.join(os.path.dirname(trained), "model_run", "1")
+    scalars = {}     # Keras writes "val_*" logs to validation/ without the prefix
+    for writer in ("train", "validation"):
+        for event_file in tf.io.gfile.glob(os.path.join(run_dir, writer, "events.out.*")):
+            for event in tf.compat.v1.train.summary_iterator(event_file):
+                for value in event.summary.value:
+                    scalars.setdefault(f"{writer}/{value.tag}", []).append(
+                        float(tf.make_ndarray(value.tensor)))
+    for tag in ("train/epoch_loss", "train/epoch_accuracy", "train/epoch_learning_rate",
+                "validation/epoch_recall@1", "validation/epoch_recall@1/north"):
+        assert len(scalars.get(tag, [])) == TINY_TRAINING["epochs"], (tag, sorted(scalars))
+    history = export.read_model_config(os.path.join(trained, "Format-Serving"))["recall_history"]
+    np.testing.assert_allclose(scalars["validation/epoch_recall@1"],
+                               [entry["overall"]["recall@1"] for entry in history], rtol=1e-6)
+    # Cosine decay from 2e-3 over 8 steps (36 images, batch 8), logged after steps 4 and 8.
+    peak = TINY_TRAINING["learning_rate"]
+    expected = [peak * 0.5 * (1 + np.cos(np.pi * step / 8)) for step in (4, 8)]
+    np.testing.assert_allclose(scalars["train/epoch_learning_rate"], expected, atol=1e-7)
+
+
+def test_run_fn_warm_starts_from_a_base_model_with_sgd_mixed_precision_and_accumulation(
+        trained, transformed_sample, tmp_path):
+    """The two-stage recipe through run_fn itself (the Trainer's base_model input). With a zero
+    learning rate every trainable backbone weight must still be the base model's after training,
+    which also runs the SGD + step schedule, mixed precision and gradient accumulation paths."""
+    config = {**TINY_TRAINING, "loss": "AngularMargin", "learning_rate": 0.0, "optimizer": "sgd",
+              "schedule": "step", "mixed_precision": True, "accumulation_steps": 2, "epochs": 1,
+              "checkpoint_every_steps": 100}
+    model_uri = run_trainer(transformed_sample, str(tmp_path), config,
+                            base_model_uri=trained)
+    base = _h5_layer_weights(os.path.join(trained, trainer.WARMSTART_DIR,
+                                          trainer.WARMSTART_WEIGHTS), "small_cnn")
+    tuned = _h5_layer_weights(os.path.join(model_uri, trainer.WARMSTART_DIR,
+                                           trainer.WARMSTART_WEIGHTS), "small_cnn")
+    trainable = [name for name in base if "moving" not in name]
+    assert len(trainable) > 5 and set(base) == set(tuned)
+    for name in trainable:
+        np.testing.assert_array_equal(tuned[name], base[name], err_msg=name)
+    summary = export.read_model_config(os.path.join(model_uri, "Format-Serving"))
+    assert summary["loss"] == "AngularMargin" and summary["total_steps"] == 4
+
+
 KILLER = """
 import os, signal, sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"

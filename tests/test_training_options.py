@@ -1,0 +1,159 @@
+"""Trainer options against their formulas: augmentation, optimizers, schedules, strategy choice."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import data, trainer
+from models.trainer import TrainingConfig
+
+RNG = np.random.default_rng(0)
+
+
+def images(batch=64, size=16):
+    return tf.constant(RNG.uniform(0.1, 0.9, size=(batch, size, size, 3)).astype(np.float32))
+
+
+def only(**switches):
+    flags = {"flip": False, "colour": False, "box_jitter": False, "cutout": False}
+    return {**flags, **switches}
+
+
+def test_no_augmentation_is_the_identity():
+    x = images()
+    out = data.augment(x, tf.random.Generator.from_seed(1), **only())
+    np.testing.assert_array_equal(out.numpy(), x.numpy())
+
+
+def test_flip_mirrors_about_half_of_the_images_and_leaves_the_rest():
+    x = images().numpy()
+    out = data.augment(tf.constant(x), tf.random.Generator.from_seed(1), **only(flip=True)).numpy()
+    same = [np.array_equal(o, i) for o, i in zip(out, x)]
+    mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 16 < sum(mirrored) < 48
+
+
+def test_colour_is_one_affine_map_per_image_on_grey_images():
+    """Contrast c and brightness b about the image mean m: out = (x - m) c + m + b (saturation
+    does nothing to grey pixels). Fit out against x per image: slope in [0.7, 1.3]."""
+    grey = np.repeat(RNG.uniform(0.3, 0.7, size=(32, 16, 16, 1)), 3, axis=3).astype(np.float32)
+    out = data.augment(tf.constant(grey), tf.random.Generator.from_seed(2),
+                       **only(colour=True)).numpy()
+    slopes = []
+    for o, x in zip(out, grey):
+        slope, intercept = np.polyfit(x.ravel(), o.ravel(), 1)
+        brightness = intercept - (1 - slope) * x.mean()
+        np.testing.assert_allclose(o, x * slope + intercept, atol=1e-5)
+        assert 0.7 - 1e-4 <= slope <= 1.3 + 1e-4 and -0.15 - 1e-4 <= brightness <= 0.15 + 1e-4
+        slopes.append(slope)
+    assert np.std(slopes) > 0.05            # a different draw per image
+
+
+def test_cutout_fills_one_square_with_the_image_mean_or_nothing():
+    x = images(batch=32, size=20).numpy()
+    out = data.augment(tf.constant(x), tf.random.Generator.from_seed(3),
+                       **only(cutout=True)).numpy()
+    cut = 0
+    for o, i in zip(out, x):
+        changed = np.any(o != i, axis=-1)
+        if not changed.any():
+            continue
+        cut += 1
+        rows, cols = np.nonzero(changed)
+        square = np.zeros_like(changed)
+        square[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        assert np.array_equal(changed, square)        # one axis-aligned rectangle
+        np.testing.assert_allclose(o[changed], i.mean(), atol=1e-6)
+    assert 4 < cut < 28
+
+
+def test_box_jitter_crops_a_sub_box_and_resizes_it_back():
+    """A horizontal ramp: a crop keeping 85-100 % of the height and 0.95-1.05 times that of the
+    width (at most all of it), resized back, is still a ramp whose slope is the kept width
+    fraction (between 0.8075 and 1) times the original's."""
+    size = 32
+    ramp = np.tile(np.linspace(0.0, 1.0, size, dtype=np.float32)[None, :, None], (size, 1, 3))
+    out = data.augment(tf.constant(np.stack([ramp] * 16)), tf.random.Generator.from_seed(4),
+                       **only(box_jitter=True)).numpy()
+    step = 1.0 / (size - 1)
+    for o in out:
+        row = o[size // 2, :, 0]
+        slopes = np.diff(row)
+        assert np.all(slopes > 0)
+        assert 0.85 * 0.95 * step - 1e-4 <= slopes.mean() <= step + 1e-4
+        assert row[0] >= -1e-6 and row[-1] <= 1 + 1e-6
+
+
+def test_cosine_schedule_with_warmup_follows_its_formula():
+    config = TrainingConfig(learning_rate=0.1, schedule="cosine", warmup_epochs=1.0)
+    rate = trainer.learning_rate_schedule(config, total_steps=100, steps_per_epoch=20)
+    for step in (0, 10, 20, 60, 100):
+        if step <= 20:
+            expected = 0.1 * step / 20
+        else:
+            expected = 0.1 * 0.5 * (1 + np.cos(np.pi * (step - 20) / 80))
+        assert float(rate(step)) == pytest.approx(expected, abs=1e-7), step
+
+
+def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
+    config = TrainingConfig(learning_rate=0.1, schedule="step", optimizer="sgd", momentum=0.8)
+    rate = trainer.learning_rate_schedule(config, total_steps=100, steps_per_epoch=10)
+    assert [float(rate(s)) for s in (0, 50, 51, 75, 76, 99)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    optimizer = trainer.make_optimizer(config, total_steps=100, steps_per_epoch=10)
+    assert isinstance(optimizer, tf.keras.optimizers.SGD)
+    assert optimizer.nesterov and optimizer.momentum == pytest.approx(0.8)
+
+
+def test_sgd_nesterov_step_matches_its_update_rule():
+    """v <- m v - lr g;  w <- w + m v - lr g  (Keras' Nesterov form), on w = [1, -2], g = w."""
+    config = TrainingConfig(learning_rate=0.1, schedule="constant", optimizer="sgd", momentum=0.9)
+    optimizer = trainer.make_optimizer(config, total_steps=10, steps_per_epoch=10)
+    w = tf.Variable([1.0, -2.0])
+    expected, velocity = np.array([1.0, -2.0]), np.zeros(2)
+    for _ in range(3):
+        optimizer.apply_gradients([(tf.identity(w), w)])
+        grad = expected.copy()
+        velocity = 0.9 * velocity - 0.1 * grad
+        expected = expected + 0.9 * velocity - 0.1 * grad
+        np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
+
+
+def test_adamw_decays_weights_and_mixed_precision_scales_the_loss():
+    config = TrainingConfig(optimizer="adamw", weight_decay=0.05, schedule="constant")
+    optimizer = trainer.make_optimizer(config, total_steps=10, steps_per_epoch=10)
+    assert isinstance(optimizer, tf.keras.optimizers.AdamW)
+    assert optimizer.weight_decay == pytest.approx(0.05)
+    w = tf.Variable([2.0])
+    optimizer.apply_gradients([(tf.constant([0.0]), w)])     # no gradient: decay alone
+    assert w.numpy()[0] == pytest.approx(2.0 * (1 - 1e-3 * 0.05), rel=1e-6)
+    mixed = trainer.make_optimizer(TrainingConfig(mixed_precision=True), 10, 10)
+    assert isinstance(mixed, tf.keras.mixed_precision.LossScaleOptimizer)
+
+
+@pytest.mark.parametrize("distribution,tf_config,gpus,expected", [
+    ("auto", None, 0, "one_device"),
+    ("auto", None, 1, "one_device"),
+    ("auto", None, 2, "mirrored"),
+    ("auto", {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}},
+     0, "multi_worker"),
+    ("auto", {"cluster": {"chief": ["a:1"], "worker": ["b:2"]}}, 4, "multi_worker"),
+    ("auto", {"cluster": {"worker": ["a:1"]}}, 2, "mirrored"),
+    ("one_device", None, 8, "one_device"),
+    ("mirrored", None, 0, "mirrored"),
+])
+def test_auto_distribution_picks_the_strategy_the_cluster_allows(distribution, tf_config, gpus,
+                                                                  expected):
+    text = json.dumps(tf_config) if tf_config is not None else None
+    assert trainer.resolve_distribution(distribution, text, gpus) == expected
+
+
+def test_bad_training_settings_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="adamw"):
+        TrainingConfig(optimizer="lamb")
+    with pytest.raises(ValueError, match="cosine"):
+        TrainingConfig(schedule="linear")
+    with pytest.raises(ValueError, match="multiple of accumulation_steps"):
+        TrainingConfig(batch_size=10, accumulation_steps=4)
