@@ -49,6 +49,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--training", default=None,
                         help="JSON object of Trainer settings over the production preset")
     parser.add_argument("--gate", default=None, help="JSON object of release-gate settings")
+    parser.add_argument("--tflite-levels", type=int, nargs="+", choices=(0, 1, 2), default=None,
+                        help="after the Pusher, convert the pushed model to TFLite at these "
+                             "quantization levels, each checked against the SavedModel")
     parser.add_argument("--ingest-cache", action="store_true",
                         help="let KFP cache FaceExampleGen (only for never-modified images)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="pipeline spec JSON to write")
@@ -71,6 +74,8 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     if args.gate:
         config.gate.update(json.loads(args.gate))
     config.beam_pipeline_args = list(args.beam_args or [])
+    if args.tflite_levels:
+        config.tflite_levels = list(args.tflite_levels)
     # Read inside the container: the schema as the image holds it.
     config.schema_path = os.path.join(CONTAINER_REPO_ROOT, "schema", "schema.pbtxt")
     config.trainer_resources = trainer_resources(args)

@@ -73,6 +73,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     run = parser.add_argument_group("run")
     run.add_argument("--pipeline-root", default=None)
     run.add_argument("--metadata", default=None, help="SQLite metadata file")
+    run.add_argument("--tflite-levels", type=int, nargs="+", choices=(0, 1, 2), default=None,
+                     help="after the Pusher, convert the pushed model to TFLite at these "
+                          "quantization levels, each checked against the SavedModel")
     run.add_argument("--serving-dir", default=None, help="where blessed models are pushed")
     run.add_argument("--last-stage", choices=configs.STAGES, default=None,
                      help="build the pipeline only up to this stage")
@@ -124,6 +127,8 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     if args.last_stage:
         config.last_stage = args.last_stage
     config.enable_cache = not args.no_cache
+    if args.tflite_levels:
+        config.tflite_levels = list(args.tflite_levels)
     if args.beam_args is not None:
         config.beam_pipeline_args = list(args.beam_args)
     return config
@@ -151,13 +156,16 @@ def print_outcome(config: configs.PipelineConfig) -> None:
     run = runs[-1]
     print(f"\nRun {run['run_id']} finished.")
     if run["recall_at_1"]:
-        recall = ", ".join(f"{scope} {value:.3f}" for scope, value in run["recall_at_1"].items()
-                           if value is not None)
-        print(f"Recall@1 on unseen identities: {recall}")
+        print(f"Recall@1 on unseen identities: {review.format_recall(run['recall_at_1'])}")
+        pixels = review.pixel_recall_at_1(review.read_metrics(run))
+        if pixels:
+            print(f"Raw-pixel nearest neighbour:    {review.format_recall(pixels)}")
         print(f"Blessed: {'yes' if run['blessed'] else 'no'}")
         print(f"Report: {run['report']}")
     if run["pushed"]:
         print(f"Pushed model: {run['pushed_to']}")
+        if run["tflite_uri"]:
+            print(f"TFLite models: {run['tflite_uri']}")
     elif run["pushed"] is not None:
         print(f"Nothing pushed (the model was not blessed); serving dir: "
               f"{config.serving_model_dir}")

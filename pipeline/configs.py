@@ -98,6 +98,10 @@ class PipelineConfig:
     trainer_resources: Optional[Any] = None
     # Pusher destination: blessed models land in versioned subdirectories.
     serving_model_dir: str = os.path.join(DEFAULT_WORK_DIR, "serving_model")
+    # After the Pusher, optionally: the pushed model as TFLite at these quantization levels
+    # (0 dynamic range, 1 full integer with float fallback, 2 integer only; see
+    # tools/export_tflite.py), each checked against the SavedModel. Empty: no TFLite step.
+    tflite_levels: List[int] = dataclasses.field(default_factory=list)
     enable_cache: bool = True
     last_stage: str = STAGES[-1]
     # Beam runs inside ExampleGen, StatisticsGen, Transform. DirectRunner parallelism needs

@@ -1,6 +1,7 @@
 """`create_pipeline`: the one factory both runners (local and Kubeflow) build the pipeline with."""
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 from tfx import v1 as tfx
@@ -10,6 +11,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from components.face_example_gen.component import FaceExampleGen
 from components.guarded_pusher import executor as guarded_pusher
 from components.recall_evaluator.component import RecallEvaluator
+from components.tflite_exporter.component import TFLiteExporter
 from pipeline.configs import STAGES, PipelineConfig, source_fingerprint, with_default_runner
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -96,6 +98,11 @@ def create_components(config: PipelineConfig):
                 base_directory=config.serving_model_dir)),
         custom_executor_spec=executor_spec.ExecutorClassSpec(guarded_pusher.Executor))
     components.append(pusher)
+    if config.tflite_levels:
+        components.append(TFLiteExporter(
+            pushed_model=pusher.outputs["pushed_model"],
+            transformed_examples=transform.outputs["transformed_examples"],
+            levels=json.dumps(sorted(set(config.tflite_levels)))))
     return components
 
 

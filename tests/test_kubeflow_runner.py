@@ -10,14 +10,16 @@ def test_compiles_spec_with_image_beam_args_and_trainer_gpu(tmp_path):
         "--image", "gcr.io/acme/ffem-tfx:1.2", "--pipeline-root", "gs://acme/ffem/root",
         "--data-root", "gs://acme/faces", "--serving-dir", "gs://acme/ffem/serving",
         "--trainer-gpus", "2", "--gpu-type", "NVIDIA_L4", "--output", str(output),
+        "--tflite-levels", "0", "2",
         "--beam-args", "--runner=DataflowRunner", "--project=acme", "--region=europe-west4"])
     spec = json.loads(output.read_text())
     pipeline = spec["pipelineSpec"]
     assert spec["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme/ffem/root"
     tasks = pipeline["root"]["dag"]["tasks"]
     for node in ("FaceExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-                 "Transform", "Trainer", "RecallEvaluator", "Pusher"):
+                 "Transform", "Trainer", "RecallEvaluator", "Pusher", "TFLiteExporter"):
         assert node in tasks, node
+    assert "[0, 2]" in json.dumps(tasks["TFLiteExporter"])
     assert any(name.startswith("latest_blessed_model_resolver") for name in tasks)
     executors = pipeline["deploymentSpec"]["executors"]
     containers = {name: e["container"] for name, e in executors.items() if "container" in e}

@@ -1,11 +1,13 @@
 """The whole pipeline with LocalDagRunner on a small generated set, three runs:
 
-1. first run: trains, blesses, pushes; the pushed model loads and embeds an image;
+1. first run: trains, blesses, pushes, converts to TFLite; the pushed model loads and embeds an
+   image;
 2. changed Trainer settings: upstream components come from the cache, the new model is evaluated
    against the first one as baseline;
 3. thresholds that cannot be met: not blessed, nothing new pushed.
 """
 import json
+import logging
 import os
 
 import numpy as np
@@ -27,7 +29,8 @@ def run_pipeline(work, data, training, gate):
         pipeline_root=str(work / "root"), metadata_path=str(work / "m.sqlite"),
         serving_model_dir=str(work / "serving"),
         ingest=configs.IngestConfig(data_root=data, image_root=os.path.join(data, "images")),
-        beam_pipeline_args=[], image_size=32, training=training, gate=gate)
+        beam_pipeline_args=[], image_size=32, training=training, gate=gate,
+        tflite_levels=[0])
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
     return open_store(config.metadata_path)
 
@@ -42,7 +45,7 @@ def read_metrics(store):
         return json.load(f), evaluation
 
 
-def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path):
+def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplog):
     gate = {"min_recall": 0.0, "max_drop": 1.0}
 
     # 1. First run.
@@ -76,6 +79,26 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path):
     assert served.shape == (1, TINY_TRAINING["embedding_size"])
     assert np.linalg.norm(served.numpy()) == pytest.approx(1.0, abs=1e-5)
 
+    # The optional TFLite step converted the pushed model and checked it against the SavedModel.
+    from tools import embedding_projector, export_tflite
+    [tflite] = output_artifacts(store, latest(store, "TFLiteExporter").id, "tflite_model")
+    assert tflite.custom_properties["exported"].int_value == 1
+    assert tflite.custom_properties["source_model"].string_value == pushed_dir
+    with open(os.path.join(tflite.uri, export_tflite.REPORT_FILE)) as f:
+        report = json.load(f)
+    assert list(report["levels"]) == ["0"] and report["passed"]
+    assert report["levels"]["0"]["cosine_mean"] >= export_tflite.MIN_MEAN_COSINE[0]
+    assert os.path.getsize(export_tflite.tflite_path(tflite.uri, 0)) > 1000
+
+    # The projector command runs on the real pushed model.
+    common = ["--model", pushed_dir, "--list", os.path.join(small_sample, "test.json"),
+              "--image-root", os.path.join(small_sample, "images")]
+    assert embedding_projector.main(common + ["--out", str(tmp_path / "projector")]) == 0
+    with open(os.path.join(small_sample, "test.json")) as f:
+        n_test = len(json.load(f))
+    with open(tmp_path / "projector" / "metadata.tsv") as f:
+        assert len(f.read().splitlines()) == n_test + 1          # a header, then a row per image
+
     # 2. New Trainer settings: upstream cached, the first model is the baseline.
     store = run_pipeline(tmp_path, small_sample, {**TINY_TRAINING, "seed": 1}, gate)
     for node in ("FaceExampleGen", "StatisticsGen", "Transform"):
@@ -90,9 +113,13 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path):
     assert any(v["rule"] == "max_drop" for v in metrics["verdicts"])
     versions_after_two = sorted(os.listdir(tmp_path / "serving"))
 
-    # 3. A bar this model cannot clear (perfect Recall@1 everywhere): not blessed, no push.
-    store = run_pipeline(tmp_path, small_sample, {**TINY_TRAINING, "seed": 2},
-                         {**gate, "min_recall": 1.0})
+    # 3. A bar this model cannot clear (perfect Recall@1 everywhere): not blessed, no push,
+    # and the log names the failed rules.
+    with caplog.at_level(logging.WARNING):
+        store = run_pipeline(tmp_path, small_sample, {**TINY_TRAINING, "seed": 2},
+                             {**gate, "min_recall": 1.0})
+    [failed_log] = [r.getMessage() for r in caplog.records if "NOT blessed" in r.getMessage()]
+    assert "Failed rules: overall: Recall@1" in failed_log and "< bar 1.0000" in failed_log
     metrics, _ = read_metrics(store)
     assert metrics["candidate"]["overall"]["recall@1"] < 1.0     # a tiny 2-epoch model
     assert not metrics["blessed"]
@@ -104,6 +131,8 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path):
     [push3] = output_artifacts(store, latest(store, "Pusher").id, "pushed_model")
     assert push3.custom_properties["pushed"].int_value == 0
     assert sorted(os.listdir(tmp_path / "serving")) == versions_after_two
+    [tflite3] = output_artifacts(store, latest(store, "TFLiteExporter").id, "tflite_model")
+    assert tflite3.custom_properties["exported"].int_value == 0     # nothing pushed, nothing made
 
     # The review command sees all three runs.
     runs = review.list_runs(store)
@@ -114,3 +143,14 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path):
     assert review.main(["--metadata", str(tmp_path / "m.sqlite"), "report", "-1"]) == 0
     table = review.format_compare(runs[0], runs[1])
     assert "west" in table and "change" in table
+    listing = review.format_list(runs).splitlines()
+    assert listing[0].split()[:4] == ["run", "started", "model", "overall"]
+    assert [line.split()[-2:] for line in listing[1:]] == [["yes", "yes"], ["yes", "yes"],
+                                                          ["no", "no"]]
+    overall = f"{metrics['candidate']['overall']['recall@1']:.3f}"
+    assert listing[3].split()[3] == overall
+    shown = review.format_show(runs[-1])
+    assert f"overall {overall}" in shown
+    pixels = metrics["pixel_baseline"]["overall"]["recall@1"]
+    assert "raw pixels" in shown and f"overall {pixels:.3f}" in shown.split("raw pixels")[1]
+    assert "FAIL  overall: Recall@1" in shown

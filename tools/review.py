@@ -25,6 +25,7 @@ from pipeline import configs
 NODE_TRAINER = "Trainer"
 NODE_EVALUATOR = "RecallEvaluator"
 NODE_PUSHER = "Pusher"
+NODE_TFLITE = "TFLiteExporter"
 
 
 def open_store(metadata_path: str) -> metadata_store.MetadataStore:
@@ -71,7 +72,7 @@ def list_runs(store) -> List[Dict[str, Any]]:
                    context.create_time_since_epoch / 1000).isoformat(timespec="seconds"),
                "model_id": None, "model_uri": None, "trainer": None, "recall_at_1": None,
                "blessed": None, "report": None, "pushed": None, "pushed_to": None,
-               "evaluation_uri": None, "failed_nodes": []}
+               "evaluation_uri": None, "tflite_uri": None, "failed_nodes": []}
         for execution in store.get_executions_by_context(context.id):
             node = _node_of(store, execution)
             state = _state(execution)
@@ -92,6 +93,10 @@ def list_runs(store) -> List[Dict[str, Any]]:
                 for push in _outputs(store, execution.id, "pushed_model"):
                     run["pushed"] = bool(_custom(push, "pushed", 0))
                     run["pushed_to"] = _custom(push, "pushed_destination")
+            elif node == NODE_TFLITE:
+                for tflite in _outputs(store, execution.id, "tflite_model"):
+                    if _custom(tflite, "exported", 0):
+                        run["tflite_uri"] = tflite.uri
         runs.append(run)
     return runs
 
@@ -152,15 +157,38 @@ def _text(value) -> str:
     return "-" if value is None else str(value)
 
 
+def read_metrics(run: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The run's metrics.json (every number the evaluator computed), or None without one."""
+    if not run["evaluation_uri"]:
+        return None
+    with open(os.path.join(run["evaluation_uri"], "metrics.json")) as f:
+        return json.load(f)
+
+
+def pixel_recall_at_1(metrics: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    """Recall@1 of the raw-pixel nearest neighbour per scope ({} when it was not computed)."""
+    baseline = (metrics or {}).get("pixel_baseline") or {}
+    return {scope: entry["recall@1"] for scope, entry in baseline.items()
+            if entry.get("recall@1") is not None}
+
+
+def format_recall(recall: Dict[str, float]) -> str:
+    return ", ".join(f"{scope} {value:.3f}" for scope, value in recall.items()
+                     if value is not None)
+
+
 def format_show(run: Dict[str, Any]) -> str:
     lines = [f"run        {run['run_id']} (started {run['started']})",
              f"model      {run['model_id']} {run['model_uri'] or ''} (Trainer {run['trainer']})",
              f"blessed    {_yes_no(run['blessed'])}",
              f"pushed     {_yes_no(run['pushed'])} {run['pushed_to'] or ''}",
              f"report     {run['report'] or '-'}"]
-    if run["evaluation_uri"]:
-        with open(os.path.join(run["evaluation_uri"], "metrics.json")) as f:
-            metrics = json.load(f)
+    metrics = read_metrics(run)
+    if metrics:
+        lines.append(f"recall@1   {format_recall(run['recall_at_1'] or {})}")
+        pixels = pixel_recall_at_1(metrics)
+        if pixels:
+            lines.append(f"raw pixels {format_recall(pixels)}")
         for verdict in metrics["verdicts"]:
             lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}")
     if run["failed_nodes"]:

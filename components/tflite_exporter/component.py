@@ -1,0 +1,86 @@
+"""TFLiteExporter: the pushed model as TFLite at the chosen quantization levels (optional step).
+
+Runs after the Pusher when `PipelineConfig.tflite_levels` is set. When the Pusher pushed nothing
+(the model was not blessed) it exports nothing and says so. Otherwise it converts the pushed
+SavedModel with tools/export_tflite.py (the same code as the command), calibrating on the
+Transform's eval-split crops and checking each level's embeddings against the SavedModel's on other
+eval crops; a level whose mean cosine is under its bound fails the step (the report is written
+first). Output: an `ffem.TFLiteModel` artifact holding model_q{level}.tflite and tflite_report.json.
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import json  # noqa: E402
+
+from absl import logging  # noqa: E402
+from tfx import types  # noqa: E402
+from tfx.dsl.component.experimental.annotations import (  # noqa: E402
+    InputArtifact, OutputArtifact, Parameter)
+from tfx.dsl.component.experimental.decorators import component  # noqa: E402
+from tfx.types import standard_artifacts  # noqa: E402
+
+EVAL_SPLIT = "eval"
+
+
+class TFLiteModel(types.Artifact):
+    """A directory of TFLite models (one per quantization level) and their check report."""
+    TYPE_NAME = "ffem.TFLiteModel"   # <namespace>.<Name>: what KFP v2 accepts
+
+
+def eval_crops(transformed_examples: types.Artifact, limit: int):
+    """Up to `limit` transformed eval crops, float32 [n, s, s, 3] in [0, 1], in file order."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.recall_evaluator.component import split_files
+    from models import preprocessing
+
+    files = split_files(transformed_examples, EVAL_SPLIT)
+    crops = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit):
+        values = tf.train.Example.FromString(record.numpy()).features.feature[
+            preprocessing.IMAGE].float_list.value
+        side = int(round((len(values) / 3) ** 0.5))
+        crops.append(np.asarray(values, np.float32).reshape(side, side, 3))
+    return np.stack(crops)
+
+
+@component
+def TFLiteExporter(
+        pushed_model: InputArtifact[standard_artifacts.PushedModel],
+        transformed_examples: InputArtifact[standard_artifacts.Examples],
+        tflite_model: OutputArtifact[TFLiteModel],
+        levels: Parameter[str] = "[0, 1, 2]",
+        calibration_images: Parameter[int] = 200,
+        check_images: Parameter[int] = 100) -> None:
+    if pushed_model.get_int_custom_property("pushed") != 1:
+        logging.info("TFLiteExporter: nothing was pushed, nothing to export")
+        tflite_model.set_int_custom_property("exported", 0)
+        return
+    from tools import export_tflite
+
+    source = pushed_model.get_string_custom_property("pushed_destination")
+    crops = eval_crops(transformed_examples, calibration_images + check_images)
+    keys = list(range(len(crops)))
+    calibration, check, disjoint = export_tflite.split_calibration_and_check(
+        keys, calibration_images, check_images)
+    report = export_tflite.export_tflite(
+        source, json.loads(levels), tflite_model.uri, crops[calibration], crops[check],
+        extra_report={"calibration": "Transform eval-split crops",
+                      "check_disjoint_from_calibration": disjoint})
+    tflite_model.set_int_custom_property("exported", 1)
+    tflite_model.set_string_custom_property("source_model", source)
+    tflite_model.set_string_custom_property("cosine_mean", json.dumps(
+        {level: entry["cosine_mean"] for level, entry in report["levels"].items()}))
+    failed = [f"level {level}: mean cosine {entry['cosine_mean']:.5f} < "
+              f"{entry['min_mean_cosine']}" for level, entry in report["levels"].items()
+              if not entry["passed"]]
+    if failed:
+        raise RuntimeError(f"TFLite export of {source} is not faithful to the SavedModel: "
+                           f"{'; '.join(failed)}. Report: "
+                           f"{os.path.join(tflite_model.uri, export_tflite.REPORT_FILE)}")
+    logging.info("TFLiteExporter: %s -> %s (%s)", source, tflite_model.uri,
+                 ", ".join(f"level {level} cosine {entry['cosine_mean']:.5f}"
+                           for level, entry in report["levels"].items()))
