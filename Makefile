@@ -23,7 +23,8 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# Tests marked slow (multi-worker training, SIGKILL fault injection, ...): not part of `make test`.
+# Tests marked slow (multi-worker training, every loss trained on the sample data): not part of
+# `make test`.
 test-slow: setup
 	$(PY) -m pytest tests -m slow $(PYTEST_ARGS)
 

@@ -204,3 +204,25 @@ def test_unreadable_lists_fail_with_their_reason(matrix_dir, tmp_path, capsys, n
         assert set(summary["reasons"]) == {reason}
     else:
         assert "holds no records" in captured.err and summary["input"] == 0
+
+
+@pytest.mark.parametrize("name,text,reason", [
+    ("truncated.json", '{"g0/id0/0.jpg": {"label": 0, "x1": 4, "y1"', "invalid_json"),
+    ("array.json", '[{"g0/id0/0.jpg": {"label": 0}}]', "bad_top_level"),
+])
+def test_unreadable_lists_stop_the_pipeline_with_their_reason(matrix_dir, tmp_path, name, text,
+                                                             reason):
+    base, _ = matrix_dir
+    (base / name).write_text(text)
+    config = configs.PipelineConfig(
+        pipeline_root=str(tmp_path / "root"), metadata_path=str(tmp_path / "m.sqlite"),
+        ingest=configs.IngestConfig(data_root=str(base), image_root=str(base / "images"),
+                                    list_files={"train": "mixed.json", "eval": name},
+                                    max_bad_fraction=0.9),
+        beam_pipeline_args=[], last_stage="transform", image_size=32)
+    with pytest.raises(Exception) as info:
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    message = str(info.value)
+    assert "split 'eval'" in message and f"{reason}: 1" in message
+    store = open_store(config.metadata_path)
+    assert node_executions(store, "Transform") == []
