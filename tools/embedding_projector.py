@@ -41,7 +41,8 @@ from PIL import Image  # noqa: E402
 from tensorboard.plugins import projector  # noqa: E402
 
 from models import preprocessing  # noqa: E402
-from tools.face_lists import group_of, model_tool_parser, read_face_list, read_images  # noqa: E402
+from tools.face_lists import (group_of, load_signature, model_tool_parser,  # noqa: E402
+                              read_face_list, read_images)
 
 EMBED_IMAGES = "embed_images"          # = models.export.EMBED_IMAGES
 EMBEDDINGS_FILE = "embeddings.tsv"
@@ -73,16 +74,7 @@ def choose_keys(records: Dict[str, Dict], max_images: int, seed: int = 0) -> Lis
 
 
 def load_embedder(saved_model_dir: str):
-    if not os.path.isdir(saved_model_dir):
-        raise FileNotFoundError(f"model directory {saved_model_dir!r} does not exist")
-    if not os.path.exists(os.path.join(saved_model_dir, "saved_model.pb")):
-        raise FileNotFoundError(f"{saved_model_dir!r} is not a SavedModel (no saved_model.pb); "
-                                f"pass a version directory such as runs/serving_model/<version>")
-    loaded = tf.saved_model.load(saved_model_dir)
-    if EMBED_IMAGES not in loaded.signatures:
-        raise KeyError(f"SavedModel {saved_model_dir!r} has no {EMBED_IMAGES!r} signature "
-                       f"(it has: {', '.join(sorted(loaded.signatures)) or 'none'})")
-    return loaded, loaded.signatures[EMBED_IMAGES]
+    return load_signature(saved_model_dir, EMBED_IMAGES)
 
 
 def embed_and_crop(signature, records: Dict[str, Dict], keys: Sequence[str], image_root: str,

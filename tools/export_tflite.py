@@ -55,7 +55,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import preprocessing  # noqa: E402
-from tools.face_lists import load_crops, model_tool_parser, read_face_list  # noqa: E402
+from tools.face_lists import (load_crops, load_signature, model_tool_parser,  # noqa: E402
+                              read_face_list)
 
 EMBED_TRANSFORMED = "embed_transformed"   # = models.export.EMBED_TRANSFORMED (kept light to import)
 LEVELS = (0, 1, 2)
@@ -76,17 +77,7 @@ def tflite_path(out_dir: str, level: int) -> str:
 
 def load_embed_transformed(saved_model_dir: str):
     """(loaded SavedModel, its embed_transformed signature, image size); clear errors otherwise."""
-    if not os.path.isdir(saved_model_dir):
-        raise FileNotFoundError(f"model directory {saved_model_dir!r} does not exist")
-    if not any(os.path.exists(os.path.join(saved_model_dir, name))
-               for name in ("saved_model.pb", "saved_model.pbtxt")):
-        raise FileNotFoundError(f"{saved_model_dir!r} is not a SavedModel (no saved_model.pb); "
-                                f"pass a version directory such as runs/serving_model/<version>")
-    loaded = tf.saved_model.load(saved_model_dir)
-    if EMBED_TRANSFORMED not in loaded.signatures:
-        raise KeyError(f"SavedModel {saved_model_dir!r} has no {EMBED_TRANSFORMED!r} signature "
-                       f"(it has: {', '.join(sorted(loaded.signatures)) or 'none'})")
-    signature = loaded.signatures[EMBED_TRANSFORMED]
+    loaded, signature = load_signature(saved_model_dir, EMBED_TRANSFORMED)
     specs = signature.structured_input_signature[1]
     if len(specs) != 1:
         raise ValueError(f"{EMBED_TRANSFORMED!r} of {saved_model_dir!r} should take one image "
