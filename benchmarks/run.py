@@ -117,7 +117,8 @@ def run(quick: bool, out: str) -> str:
         graph = pipeline_bench._latest(os.path.join(root, "Transform", "transform_graph", "*"))
         from pipeline import configs
         config = dict(configs.DEMO_TRAINING, batch_size=8 if quick else 64)
-        rows = train_bench.run(transformed, graph, config, steps=3 if quick else 40)
+        rows = train_bench.run(transformed, graph, config, steps=3 if quick else 40,
+                               repeats=1 if quick else 3)
         sections += ["## Training throughput", "", train_bench.markdown_table(rows, config), "",
                      f"Target: {TARGETS['train']}.", ""]
 

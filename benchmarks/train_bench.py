@@ -8,7 +8,9 @@ same global batch, on this machine's CPU:
     plain fit     a functional Keras model (image, label) -> ArcFace logits, compile(loss=CE), fit on
                   the same images held in memory as NumPy arrays
 
-Throughput is images/s over `steps` timed steps after one warm-up epoch (tracing excluded).
+Throughput is images/s over `steps` timed steps after one warm-up epoch (tracing excluded); the
+three cases run interleaved `repeats` times and each reports its median (a shared 2-core machine
+varies by several per cent from one run to the next).
 """
 from __future__ import annotations
 
@@ -118,15 +120,22 @@ def plain_fit(transformed_uri: str, config: Dict, steps: int) -> float:
     return batch * (steps - 1) / (timer.end - timer.start)
 
 
-def run(transformed_uri: str, transform_graph_uri: str, config: Dict, steps: int = 30) -> List[Dict]:
-    rows = [{"case": "plain tf.keras fit (in-memory arrays)",
-             "images_per_s": plain_fit(transformed_uri, config, steps)},
-            {"case": "run_fn step, augmentation off",
-             "images_per_s": run_fn_step(transformed_uri, transform_graph_uri, config, steps,
-                                         augment=False)},
-            {"case": "run_fn step, augmentation on (as trained)",
-             "images_per_s": run_fn_step(transformed_uri, transform_graph_uri, config, steps,
-                                         augment=True)}]
+def run(transformed_uri: str, transform_graph_uri: str, config: Dict, steps: int = 30,
+        repeats: int = 3) -> List[Dict]:
+    cases = [("plain tf.keras fit (in-memory arrays)",
+              lambda: plain_fit(transformed_uri, config, steps)),
+             ("run_fn step, augmentation off",
+              lambda: run_fn_step(transformed_uri, transform_graph_uri, config, steps,
+                                  augment=False)),
+             ("run_fn step, augmentation on (as trained)",
+              lambda: run_fn_step(transformed_uri, transform_graph_uri, config, steps,
+                                  augment=True))]
+    measured = {name: [] for name, _ in cases}
+    for _ in range(repeats):
+        for name, measure in cases:
+            measured[name].append(measure())
+    rows = [{"case": name, "images_per_s": float(np.median(measured[name])),
+             "runs": measured[name]} for name, _ in cases]
     for row in rows:
         row["vs_plain_fit"] = row["images_per_s"] / rows[0]["images_per_s"]
     return rows
@@ -134,7 +143,7 @@ def run(transformed_uri: str, transform_graph_uri: str, config: Dict, steps: int
 
 def markdown_table(rows: List[Dict], config: Dict) -> str:
     lines = [f"| training ({config['loss']}, {config['backbone']}, batch {config['batch_size']}) "
-             f"| images/s | vs plain fit |", "|---|---:|---:|"]
-    lines += [f"| {r['case']} | {r['images_per_s']:.0f} | {r['vs_plain_fit']:.2f}x |"
-              for r in rows]
+             f"| images/s (median) | vs plain fit | every run, images/s |", "|---|---:|---:|---|"]
+    lines += [f"| {r['case']} | {r['images_per_s']:.0f} | {r['vs_plain_fit']:.2f}x | "
+              f"{', '.join(f'{v:.0f}' for v in r['runs'])} |" for r in rows]
     return "\n".join(lines)
