@@ -85,10 +85,11 @@ def run_fn_step(transformed_uri: str, transform_graph_uri: str, config: Dict, st
 
 
 def _load_crops(transformed_uri: str):
+    from components.recall_evaluator.component import crop_side
+
     files = sorted(glob.glob(os.path.join(transformed_uri, "Split-train", "*")))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP"))
-    first = tf.train.Example.FromString(records[0].numpy())
-    size = int(round((len(first.features.feature["image"].float_list.value) / 3) ** 0.5))
+    size = crop_side(files)
     spec = {"image": tf.io.FixedLenFeature([size, size, 3], tf.float32),
             "class_index": tf.io.FixedLenFeature([], tf.int64)}
     parsed = tf.io.parse_example(tf.stack(records), spec)

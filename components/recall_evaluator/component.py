@@ -78,11 +78,16 @@ def embed_split(model_dir: str, files: List[str], batch_size: int) -> Dict[str, 
             "groups": np.array([g.decode("utf-8") for g in np.concatenate(groups)])}
 
 
-def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
-    """The transformed crops as flat pixel vectors (downsampled only if over the memory budget)."""
+def crop_side(files: List[str]) -> int:
+    """The side of the Transform's square crops, read from the first transformed Example."""
     first = tf.train.Example.FromString(next(iter(
         tf.data.TFRecordDataset(files[:1], compression_type="GZIP"))).numpy())
-    size = int(round((len(first.features.feature["image"].float_list.value) / 3) ** 0.5))
+    return int(round((len(first.features.feature["image"].float_list.value) / 3) ** 0.5))
+
+
+def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
+    """The transformed crops as flat pixel vectors (downsampled only if over the memory budget)."""
+    size = crop_side(files)
     spec = {"image": tf.io.FixedLenFeature([size, size, 3], tf.float32),
             "label": tf.io.FixedLenFeature([], tf.int64),
             "group": tf.io.FixedLenFeature([], tf.string)}

@@ -31,20 +31,16 @@ class TFLiteModel(types.Artifact):
 
 def eval_crops(transformed_examples: types.Artifact, limit: int):
     """Up to `limit` transformed eval crops, float32 [n, s, s, 3] in [0, 1], in file order."""
-    import numpy as np
     import tensorflow as tf
 
-    from components.recall_evaluator.component import split_files
+    from components.recall_evaluator.component import crop_side, split_files
     from models import preprocessing
 
     files = split_files(transformed_examples, EVAL_SPLIT)
-    crops = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit):
-        values = tf.train.Example.FromString(record.numpy()).features.feature[
-            preprocessing.IMAGE].float_list.value
-        side = int(round((len(values) / 3) ** 0.5))
-        crops.append(np.asarray(values, np.float32).reshape(side, side, 3))
-    return np.stack(crops)
+    side = crop_side(files)
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit).batch(limit)
+    spec = {preprocessing.IMAGE: tf.io.FixedLenFeature([side, side, 3], tf.float32)}
+    return tf.io.parse_example(next(iter(records)), spec)[preprocessing.IMAGE].numpy()
 
 
 @component
