@@ -12,7 +12,7 @@ ARGS ?=
 # Arguments for pytest, e.g.  make test PYTEST_ARGS="-k ingest"
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow test-all bench setup sample-data clean
+.PHONY: demo test lint test-slow test-all bench setup sample-data clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -20,8 +20,12 @@ setup:
 demo: setup
 	$(PY) local_runner.py $(ARGS)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ruff.toml: pyflakes, pycodestyle, sorted imports.
+lint: setup
+	$(VENV)/bin/ruff check .
 
 # Tests marked slow (multi-worker training, every loss trained on the sample data): not part of
 # `make test`.

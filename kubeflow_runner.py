@@ -16,16 +16,13 @@ under new paths with new lists), to let KFP cache the whole pipeline.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
+from typing import List, Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from typing import List, Optional  # noqa: E402
-
-from pipeline import configs  # noqa: E402
+from pipeline import configs
 
 DEFAULT_OUTPUT = "ffem_pipeline.json"
 CONTAINER_REPO_ROOT = "/pipeline"     # where the Dockerfile puts the repository
@@ -109,6 +106,7 @@ def disable_task_cache(spec_path: str, task: str) -> None:
 def run(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     from tfx import v1 as tfx
+
     from pipeline.pipeline import create_pipeline
 
     config = build_config(args)

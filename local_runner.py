@@ -9,17 +9,14 @@ printing where the evaluation report and the pushed model are.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import os
+import sys
+from typing import Dict, List, Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
-
-from pipeline import configs  # noqa: E402
+from pipeline import configs
 
 
 def _key_values(pairs: List[str], cast=str) -> Dict[str, object]:
@@ -179,6 +176,7 @@ def run(argv: Optional[List[str]] = None) -> configs.PipelineConfig:
     absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.WARNING)
 
     from tfx import v1 as tfx
+
     from pipeline import recovery
     from pipeline.pipeline import create_pipeline
 

@@ -11,7 +11,8 @@ setup(
     description="Face-embedding training pipeline (ArcFace, GroupFace, Center loss) on TFX",
     python_requires=">=3.10,<3.11",
     packages=find_packages(
-        include=["pipeline", "pipeline.*", "components", "components.*", "models", "models.*",
+        include=["core", "core.*", "pipeline", "pipeline.*", "components", "components.*", "models",
+                 "models.*",
                  "tools", "tools.*", "benchmarks",
                  "benchmarks.*", "schema"]),
     py_modules=["local_runner", "kubeflow_runner"],
@@ -33,6 +34,6 @@ setup(
     ],
     extras_require={
         "kfp": ["tfx[kfp]==1.16.0", "kfp>=2.5,<3"],
-        "dev": ["pytest", "pytest-timeout"],
+        "dev": ["pytest", "pytest-timeout", "ruff"],
     },
 )

@@ -1,0 +1,4 @@
+"""benchmarks."""
+from core import legacy_keras
+
+legacy_keras.enable()

@@ -24,10 +24,6 @@ import time
 from typing import Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 
 def ensure_images(cache: str, images: int) -> str:
@@ -65,7 +61,7 @@ def checking_loop(data: str, output: str) -> int:
     import tensorflow as tf
 
     from components.face_example_gen import beam_ingest
-    from components.face_example_gen.records import IngestOptions, Rejected
+    from core.records import IngestOptions, Rejected
 
     with open(os.path.join(data, "train.json")) as f:
         listing = json.load(f)

@@ -9,26 +9,21 @@ untrained network and of the trained one, and the raw-pixel nearest neighbour fo
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import time
+from typing import Dict, List
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Dict, List  # noqa: E402
+from core.recall import recall_at_k
+from models import data, trainer
+from models.face_model import LOSSES, FaceTrainingModel, ModelConfig, build_embedding_model, embed  # noqa: E501
+from tools import face_lists
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from components.recall_evaluator.recall import recall_at_k  # noqa: E402
-from models import data, trainer  # noqa: E402
-from tools import face_lists  # noqa: E402
-from models.face_model import LOSSES, FaceTrainingModel, ModelConfig, build_embedding_model, embed  # noqa: E402,E501
 
 
 def load_crops(data_dir: str, list_name: str, size: int):

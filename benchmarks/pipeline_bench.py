@@ -7,22 +7,17 @@
 """
 from __future__ import annotations
 
+import glob
+import json
 import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import glob  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Dict, List, Optional, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 
 def demo_runs(work: str, data_dir: Optional[str] = None,

@@ -27,8 +27,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from components.recall_evaluator.recall import (  # noqa: E402
-    brute_force_recall_at_k, per_row_loop_recall_at_1, recall_at_k)
+from core.recall import brute_force_recall_at_k, per_row_loop_recall_at_1, recall_at_k  # noqa: E402
 
 KS = (1, 5)
 IMAGES_PER_IDENTITY = 5

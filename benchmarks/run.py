@@ -9,22 +9,17 @@ serving latency, storage.
 """
 from __future__ import annotations
 
+import argparse
+import datetime
 import os
+import platform
+import sys
+import tempfile
+from typing import List
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from typing import List  # noqa: E402
+from benchmarks import ingest_bench, pipeline_bench, recall_bench, train_bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from benchmarks import ingest_bench, pipeline_bench, recall_bench, train_bench  # noqa: E402
 
 TARGETS = {
     "recall": "recall_at_k <= 0.75x the NumPy full-matrix time at N = 20,000; memory O(chunk x N)",

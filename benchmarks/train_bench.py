@@ -14,21 +14,13 @@ varies by several per cent from one run to the next).
 """
 from __future__ import annotations
 
+import glob
 import os
+import time
+from typing import Dict, List
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import glob  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Dict, List  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 keras = tf.keras
 
@@ -52,8 +44,8 @@ def _data_accessor(transformed_uri: str):
     examples = standard_artifacts.Examples()
     examples.uri = transformed_uri
     examples.split_names = '["train", "eval"]'
-    from tfx_bsl.tfxio import dataset_options  # noqa: F401  (loaded by the factory)
     from tfx.components.util import tfxio_utils
+    from tfx_bsl.tfxio import dataset_options  # noqa: F401  (loaded by the factory)
 
     return fn_args_utils.DataAccessor(
         tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),

@@ -17,19 +17,16 @@ Without --runner, the pipeline runs on Beam's FnApiRunner, as the TFX pipeline d
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-
-import apache_beam as beam  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-
-from components.face_example_gen import beam_ingest  # noqa: E402
-from components.face_example_gen.records import IngestOptions  # noqa: E402
-from pipeline import configs  # noqa: E402
+from components.face_example_gen import beam_ingest
+from core.records import IngestOptions
+from pipeline import configs
 
 EXIT_TOO_MANY_BAD = 2
 

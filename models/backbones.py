@@ -6,13 +6,9 @@ scaling it was designed for, so ImageNet weights see the inputs they were traine
 """
 from __future__ import annotations
 
-import os
+from typing import Callable, Dict, Optional, Tuple
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-from typing import Callable, Dict, Optional, Tuple  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 keras = tf.keras
 

@@ -7,16 +7,12 @@ cutout (a random square set to the image mean). Eval data is never augmented.
 """
 from __future__ import annotations
 
-import os
+from typing import List, Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+from tfx_bsl.public import tfxio
 
-from typing import List, Optional  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
-
-from models import preprocessing  # noqa: E402
+from models import preprocessing
 
 
 def _uniform(generator: tf.random.Generator, batch: tf.Tensor, low: float, high: float):

@@ -8,19 +8,16 @@ The first two run the Transform graph (TFT layer) inside, so they crop exactly a
 """
 from __future__ import annotations
 
+import json
 import os
+from typing import Dict
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
+import tensorflow_transform as tft
 
-import json  # noqa: E402
-from typing import Dict  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-
-from models import preprocessing  # noqa: E402
-from models.face_model import EMBEDDING  # noqa: E402
-from models.layers import l2_normalize  # noqa: E402
+from models import preprocessing
+from models.face_model import EMBEDDING
+from models.layers import l2_normalize
 
 SERVING_DEFAULT = "serving_default"
 EMBED_IMAGES = "embed_images"

@@ -12,16 +12,12 @@ per call over `accumulation_steps` micro-batches, with losses scaled to the glob
 """
 from __future__ import annotations
 
-import os
+import dataclasses
+from typing import Any, Dict, Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tensorflow as tf
 
-import dataclasses  # noqa: E402
-from typing import Any, Dict, Optional  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-
-from models import backbones, layers, losses  # noqa: E402
+from models import backbones, layers, losses
 
 keras = tf.keras
 

@@ -5,11 +5,7 @@ variables and the embedding is cast to float32 in `call` (never the other way ro
 """
 from __future__ import annotations
 
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 keras = tf.keras
 

@@ -7,11 +7,8 @@ precision the logits and the loss stay float32 (float16 overflows at scale 60 an
 from __future__ import annotations
 
 import math
-import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 # cos θ is clipped to [-1 + ε, 1 - ε] before sin θ = sqrt(1 - cos² θ): the square root's gradient
 # is infinite at 0, i.e. at |cos θ| = 1 (an embedding equal to its class weight), which turns into

@@ -10,14 +10,10 @@ Boxes are normalized by each image's real (decoded) size, never by an assumed on
 """
 from __future__ import annotations
 
-import os
+from typing import Any, Dict, Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-from typing import Any, Dict, Optional  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
+import tensorflow as tf
+import tensorflow_transform as tft
 
 # Transformed feature names.
 IMAGE = "image"                  # float32 [size, size, 3] in [0, 1]

@@ -13,27 +13,23 @@ when rerun with the same inputs and config.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
 import os
+import tempfile
+from typing import Any, Dict, List, Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
 
-import dataclasses  # noqa: E402
-import hashlib  # noqa: E402
-import tempfile  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-from typing import Any, Dict, List, Optional  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-from absl import logging  # noqa: E402
-
-from components.recall_evaluator.recall import recall_at_k  # noqa: E402
-from models import data, export, preprocessing  # noqa: E402
-from models.face_model import (EMBEDDING, FaceTrainingModel, ModelConfig,  # noqa: E402
-                               build_embedding_model)
-from models.layers import l2_normalize  # noqa: E402
+from core.recall import recall_at_k
+from models import data, export, preprocessing
+from models.face_model import EMBEDDING, FaceTrainingModel, ModelConfig, build_embedding_model
+from models.layers import l2_normalize
 
 keras = tf.keras
 WARMSTART_DIR = "warmstart"

@@ -1,5 +1,4 @@
 """Pipeline configuration and the create_pipeline factory."""
-import os
+from core import legacy_keras
 
-# TFT's feature layer and the Trainer's export need Keras 2 (tf_keras); set before TF is imported.
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+legacy_keras.enable()

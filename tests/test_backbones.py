@@ -5,7 +5,6 @@ import tensorflow as tf
 
 from models import backbones
 
-
 # Each application's documented input range: images in [0, 1] are mapped to it before the network.
 INPUT_RANGE = {"resnet50v2": lambda x: 2 * x - 1, "mobilenetv2": lambda x: 2 * x - 1,
                "mobilenetv3small": lambda x: 2 * x - 1, "mobilenetv3large": lambda x: 2 * x - 1,

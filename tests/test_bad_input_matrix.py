@@ -16,8 +16,13 @@ from pipeline import configs
 from pipeline.pipeline import create_pipeline
 from tests import image_factory as images
 from tests.conftest import REPO_ROOT
-from tests.pipeline_helpers import (examples_by_path, feature_value, node_executions, open_store,
-                                    output_artifacts)
+from tests.pipeline_helpers import (
+    examples_by_path,
+    feature_value,
+    node_executions,
+    open_store,
+    output_artifacts,
+)
 
 pytestmark = pytest.mark.pipeline
 BOX = {"x1": 4, "y1": 4, "x2": 40, "y2": 40}

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.face_example_gen import beam_ingest, records
+from components.face_example_gen import beam_ingest
+from core import records
 from tests import image_factory as images
 
 BOX = {"x1": 2, "y1": 3, "x2": 30, "y2": 40}
@@ -133,7 +134,7 @@ def test_mixed_list_every_record_accounted_for(tmp_path, mixed_dir):
     assert summary["label_min"] == 0 and summary["label_max"] == 1
     assert summary["groups"] == {"g1": 2, "g2": 2}
     # The details name the list file and the record's position.
-    detail = next(l["detail"] for l in quarantine if l["key"] == "bad/none.jpg")
+    detail = next(q["detail"] for q in quarantine if q["key"] == "bad/none.jpg")
     assert str(list_path) in detail and "record" in detail
 
 

@@ -23,5 +23,5 @@ def test_benchmark_command_runs_every_stage(tmp_path):
     assert "Machine: " in text and "Date: " in text
     for row in ("| (b) checking loop", "| CLI, Beam 2 workers", "| run_fn step, augmentation off",
                 "| 32 image(s)", "| transformed Examples"):
-        line = next(l for l in text.splitlines() if l.startswith(row))
+        line = next(x for x in text.splitlines() if x.startswith(row))
         assert any(ch.isdigit() for ch in line), line

@@ -2,7 +2,7 @@
 import pytest
 import tensorflow as tf
 
-from components.face_example_gen.example_codec import encode_example
+from core.example_codec import encode_example
 
 VALUES = [0, 1, 127, 128, 300, -1, -7, 2 ** 31, -(2 ** 31), 2 ** 63 - 1, -(2 ** 63)]
 

@@ -11,8 +11,14 @@ from components.face_example_gen.component import FaceExampleGen, ingest_paths
 from pipeline import configs
 from pipeline.pipeline import create_pipeline
 from tests import image_factory as images
-from tests.pipeline_helpers import (examples_by_path, feature_value, node_executions, open_store,
-                                    output_artifacts, state_name)
+from tests.pipeline_helpers import (
+    examples_by_path,
+    feature_value,
+    node_executions,
+    open_store,
+    output_artifacts,
+    state_name,
+)
 
 pytestmark = pytest.mark.pipeline
 

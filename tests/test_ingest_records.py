@@ -3,8 +3,9 @@ import os
 
 import pytest
 
-from components.face_example_gen import beam_ingest, records
-from components.face_example_gen.records import IngestOptions, Rejected
+from components.face_example_gen import beam_ingest
+from core import records
+from core.records import IngestOptions, Rejected
 from tests import image_factory as images
 
 BOX = {"label": 3, "x1": 4, "y1": 5, "x2": 40, "y2": 45}   # inside a 64x48 image

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from components.face_example_gen import json_stream as js
+from core import json_stream as js
 
 
 def read(text, fmt=js.JSON_OBJECT, chunk_size=1 << 16):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.face_example_gen import records as ingest_records
+from core import records as ingest_records
 from tools import landmarks_to_boxes as l2b
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

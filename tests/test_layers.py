@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import layers, losses
+from models import layers
 from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_model, head_logits
 
 keras = tf.keras

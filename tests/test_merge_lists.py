@@ -9,8 +9,13 @@ from tfx import v1 as tfx
 from components.face_example_gen.beam_ingest import label_offsets
 from components.face_example_gen.component import FaceExampleGen
 from tests import image_factory as images
-from tests.pipeline_helpers import (examples_by_path, feature_value, node_executions, open_store,
-                                    output_artifacts)
+from tests.pipeline_helpers import (
+    examples_by_path,
+    feature_value,
+    node_executions,
+    open_store,
+    output_artifacts,
+)
 from tests.test_bad_input_matrix import CLI
 
 BOX = {"x1": 2, "y1": 2, "x2": 30, "y2": 30}

@@ -66,8 +66,9 @@ def test_box_is_normalized_by_each_images_real_size():
 @pytest.mark.parametrize("fmt,mode", [("JPEG", "L"), ("PNG", "L"), ("PNG", "LA"), ("PNG", "RGBA"),
                                       ("PNG", "P"), ("PNG", "I;16"), ("PNG", "1")])
 def test_every_accepted_colour_mode_decodes_to_three_channels(fmt, mode):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     data = images.encode(images.pixels(32, 24, seed=5), fmt, mode=mode)
     crop = preprocessing.crop_faces(tf.constant([data]), tf.constant([(0, 0, 32, 24)]), 8).numpy()[0]

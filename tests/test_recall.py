@@ -14,9 +14,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from components.recall_evaluator import recall as recall_module
-from components.recall_evaluator.recall import (brute_force_recall_at_k, per_row_loop_recall_at_1,
-                                                recall_at_k)
+from core import recall as recall_module
+from core.recall import brute_force_recall_at_k, per_row_loop_recall_at_1, recall_at_k
 
 
 def at_angles(degrees):

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 
 from components.face_example_gen import beam_ingest
-from components.face_example_gen.records import IngestOptions, Rejected
+from core.records import IngestOptions, Rejected
 from tests import image_factory as images
 from tests.conftest import REPO_ROOT
 

@@ -1,0 +1,4 @@
+"""tools."""
+from core import legacy_keras
+
+legacy_keras.enable()

@@ -25,24 +25,19 @@ model sees, at another resolution. TensorBoard needs the sprite to be at most 81
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
+from typing import Dict, List, Sequence
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+from google.protobuf import text_format
+from PIL import Image
+from tensorboard.plugins import projector
 
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-from typing import Dict, List, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
-from PIL import Image  # noqa: E402
-from tensorboard.plugins import projector  # noqa: E402
-
-from models import preprocessing  # noqa: E402
-from tools.face_lists import (group_of, load_signature, model_tool_parser,  # noqa: E402
-                              read_face_list, read_images)
+from models import preprocessing
+from tools.face_lists import group_of, load_signature, model_tool_parser, read_face_list, read_images
 
 EMBED_IMAGES = "embed_images"          # = models.export.EMBED_IMAGES
 EMBEDDINGS_FILE = "embeddings.tsv"

@@ -43,20 +43,15 @@ about 0.04: the check separates a faithful export from a broken one by a wide ma
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
 
-import json  # noqa: E402
-import sys  # noqa: E402
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from models import preprocessing  # noqa: E402
-from tools.face_lists import (load_crops, load_signature, model_tool_parser,  # noqa: E402
-                              read_face_list)
+from tools.face_lists import load_crops, load_signature, model_tool_parser, read_face_list
 
 EMBED_TRANSFORMED = "embed_transformed"   # = models.export.EMBED_TRANSFORMED (kept light to import)
 LEVELS = (0, 1, 2)

@@ -4,19 +4,16 @@ components/face_example_gen; these tools apply the same per-image checks (record
 decoding anything."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
+from typing import Dict, Sequence
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-from typing import Dict, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from components.face_example_gen import records  # noqa: E402
-from models import preprocessing  # noqa: E402
+from core import records
+from models import preprocessing
 
 CROP_BATCH = 64   # images decoded per call: bounded memory on large lists
 

@@ -91,7 +91,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
-from components.face_example_gen import records as ingest_records
+from core import records as ingest_records
 
 FORMATS = ("rfw", "vggface2", "trillion")
 

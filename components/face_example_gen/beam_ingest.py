@@ -19,9 +19,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from components.face_example_gen import json_stream
-from components.face_example_gen import records
-from components.face_example_gen.records import IngestOptions, Rejected
+from core import json_stream, records
+from core.records import IngestOptions, Rejected
 
 QUARANTINE = "quarantine"
 MAX_REASONS_SHOWN = 8      # the error message names this many reasons, the most frequent first

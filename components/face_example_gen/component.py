@@ -31,7 +31,7 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
 from components.face_example_gen import beam_ingest
-from components.face_example_gen.records import IngestOptions
+from core.records import IngestOptions
 
 IMAGE_ROOT = "image_root"
 MAX_BAD_FRACTION = "max_bad_fraction"

@@ -8,24 +8,21 @@ raw-pixel anchor. Outputs: `evaluation` (metrics.json, report.html, PNG charts) 
 """
 from __future__ import annotations
 
+import json
 import os
+from typing import Any, Dict, List, Optional, Union
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-import json  # noqa: E402
-from typing import Any, Dict, List, Optional, Union  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import logging  # noqa: E402
-from tfx import types  # noqa: E402
-from tfx.dsl.components.base import base_component, base_executor, executor_spec  # noqa: E402
-from tfx.types import artifact_utils, standard_artifacts  # noqa: E402
-from tfx.types.component_spec import ChannelParameter, ExecutionParameter  # noqa: E402
-
-from components.recall_evaluator import gate as gate_lib  # noqa: E402
-from components.recall_evaluator import report  # noqa: E402
-from components.recall_evaluator.recall import recall_at_k  # noqa: E402
+from components.recall_evaluator import gate as gate_lib
+from components.recall_evaluator import report
+from core.recall import recall_at_k
 
 CURVE_KS = (1, 2, 5, 10, 20)
 SERVING_SIGNATURE = "serving_default"

@@ -141,7 +141,7 @@ Eval split: <code>{e(metrics['split'])}</code>, {metrics['candidate'][OVERALL]['
 
 def write_report(metrics: Dict[str, Any], output_dir: str) -> Dict[str, str]:
     """Writes report.html and the chart PNGs; returns their paths."""
-    import tensorflow as tf   # gfile: works for gs:// too
+    import tensorflow as tf  # gfile: works for gs:// too
 
     charts = {"recall_at_1_by_group": recall_bar_chart(metrics),
               "recall_at_k": recall_curve_chart(metrics)}

@@ -8,18 +8,14 @@ eval crops; a level whose mean cosine is under its bound fails the step (the rep
 first). Output: an `ffem.TFLiteModel` artifact holding model_q{level}.tflite and tflite_report.json.
 """
 
+import json
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-import json  # noqa: E402
-
-from absl import logging  # noqa: E402
-from tfx import types  # noqa: E402
-from tfx.dsl.component.experimental.annotations import (  # noqa: E402
-    InputArtifact, OutputArtifact, Parameter)
-from tfx.dsl.component.experimental.decorators import component  # noqa: E402
-from tfx.types import standard_artifacts  # noqa: E402
+from absl import logging
+from tfx import types
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
 
 EVAL_SPLIT = "eval"
 

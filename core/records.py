@@ -26,7 +26,7 @@ from typing import Any, Dict
 
 from PIL import Image
 
-from components.face_example_gen.example_codec import encode_example
+from core.example_codec import encode_example
 
 # The stable reason codes. Tests, the README and downstream tooling rely on these names.
 REASONS: Dict[str, str] = {
