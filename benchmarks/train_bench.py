@@ -77,7 +77,7 @@ def run_fn_step(transformed_uri: str, transform_graph_uri: str, config: Dict, st
 
 
 def _load_crops(transformed_uri: str):
-    from components.recall_evaluator.component import crop_side
+    from components.artifacts import crop_side
 
     files = sorted(glob.glob(os.path.join(transformed_uri, "Split-train", "*")))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP"))

@@ -25,6 +25,8 @@ from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from core.features import OVERALL
+
 # 2048 x 2048 float32 similarities = 16 MiB per block: large enough for BLAS to run at full speed,
 # small enough that the block and its candidate mask stay cheap to scan.
 DEFAULT_CHUNK_SIZE = 2048
@@ -32,7 +34,6 @@ DEFAULT_CHUNK_SIZE = 2048
 _BOUND_SLICES = 64
 # Row slices for the brute force's argpartition, so its int64 output is not a second N x N array.
 _BRUTE_FORCE_ROWS = 1024
-_OVERALL = "overall"
 # Width of the packed sort keys in _merge_candidates (tests set it to 0 to exercise the lexsort path).
 _KEY_BITS = 64
 
@@ -91,7 +92,7 @@ def per_row_loop_recall_at_1(embeddings, labels) -> Dict[str, Dict]:
         sims[i] = -np.inf
         hits += int(labels[int(np.argmax(sims))] == labels[i])
     n_queries = len(unit) - skipped
-    return {_OVERALL: {"n_queries": n_queries, "n_skipped": skipped,
+    return {OVERALL: {"n_queries": n_queries, "n_skipped": skipped,
                        "recall@1": hits / n_queries if n_queries else None}}
 
 
@@ -111,8 +112,8 @@ def _checked_inputs(embeddings, labels, groups, ks):
         groups = np.asarray(groups).astype(str)
         if groups.shape != (n,):
             raise ValueError(f"groups must be [N] = [{n}], got shape {groups.shape}")
-        if _OVERALL in groups:
-            raise ValueError(f"no group may be named {_OVERALL!r} (it would replace that entry)")
+        if OVERALL in groups:
+            raise ValueError(f"no group may be named {OVERALL!r} (it would replace that entry)")
     if any(int(k) != k for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks!r}")
     ks = tuple(sorted({int(k) for k in ks}))
@@ -133,7 +134,7 @@ def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
 
 
 def _entries(unit, labels, groups, entry) -> Dict[str, Dict]:
-    result = {_OVERALL: entry(unit, labels)}
+    result = {OVERALL: entry(unit, labels)}
     if groups is not None:
         for name, members in _group_members(groups):
             # Members keep their input order, so "lower index wins" means the same inside a group.

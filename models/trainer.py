@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
+from core.features import OVERALL
 from core.recall import recall_at_k
 from models import data, export, preprocessing
 from models.face_model import EMBEDDING, FaceTrainingModel, ModelConfig, build_embedding_model
@@ -163,7 +164,7 @@ class RecallCallback(keras.callbacks.Callback):
         if logs is not None:
             for name, entry in result.items():
                 if entry["recall@1"] is not None:
-                    key = "val_recall@1" if name == "overall" else f"val_recall@1/{name}"
+                    key = "val_recall@1" if name == OVERALL else f"val_recall@1/{name}"
                     logs[key] = entry["recall@1"]
         logging.info("epoch %d: eval Recall@1 %s", epoch + 1,
                      {k: v["recall@1"] for k, v in result.items()})

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from core.features import OVERALL
 from pipeline import configs
 
 NODE_TRAINER = "Trainer"
@@ -116,14 +117,14 @@ def _yes_no(value) -> str:
 
 
 def format_list(runs: List[Dict[str, Any]]) -> str:
-    groups = sorted({g for r in runs for g in (r["recall_at_1"] or {}) if g != "overall"})
-    header = ["run", "started", "model", "overall", *groups, "blessed", "pushed"]
+    groups = sorted({g for r in runs for g in (r["recall_at_1"] or {}) if g != OVERALL})
+    header = ["run", "started", "model", OVERALL, *groups, "blessed", "pushed"]
     lines = [header]
     for run in runs:
         recall = run["recall_at_1"] or {}
         cells = [run["run_id"], run["started"], str(run["model_id"] or "-")]
         cells += [f"{recall[g]:.3f}" if recall.get(g) is not None else "-"
-                  for g in ["overall", *groups]]
+                  for g in [OVERALL, *groups]]
         status = _yes_no(run["blessed"])
         if run["failed_nodes"]:
             status = f"failed ({', '.join(n for n in run['failed_nodes'] if n)})"
@@ -136,7 +137,7 @@ def format_list(runs: List[Dict[str, Any]]) -> str:
 
 def format_compare(a: Dict[str, Any], b: Dict[str, Any]) -> str:
     ra, rb = a["recall_at_1"] or {}, b["recall_at_1"] or {}
-    scopes = ["overall"] + sorted((set(ra) | set(rb)) - {"overall"})
+    scopes = [OVERALL] + sorted((set(ra) | set(rb)) - {OVERALL})
     lines = [f"{'Recall@1':<12}{a['run_id'][:24]:>26}{b['run_id'][:24]:>26}{'change':>10}"]
     for scope in scopes:
         va, vb = ra.get(scope), rb.get(scope)

@@ -20,6 +20,7 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from components.artifacts import crop_side, split_files
 from components.recall_evaluator import gate as gate_lib
 from components.recall_evaluator import report
 from core.recall import recall_at_k
@@ -47,14 +48,6 @@ class RecallEvaluatorSpec(types.ComponentSpec):
     }
 
 
-def split_files(examples: types.Artifact, split: str) -> List[str]:
-    pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise ValueError(f"no {split!r} split in {examples.uri}")
-    return files
-
-
 def serving_model_dir(model: types.Artifact) -> str:
     return os.path.join(model.uri, "Format-Serving")
 
@@ -73,13 +66,6 @@ def embed_split(model_dir: str, files: List[str], batch_size: int) -> Dict[str, 
         groups.append(parsed["group"].numpy()[:, 0])
     return {"embeddings": np.concatenate(embeddings), "labels": np.concatenate(labels),
             "groups": np.array([g.decode("utf-8") for g in np.concatenate(groups)])}
-
-
-def crop_side(files: List[str]) -> int:
-    """The side of the Transform's square crops, read from the first transformed Example."""
-    first = tf.train.Example.FromString(next(iter(
-        tf.data.TFRecordDataset(files[:1], compression_type="GZIP"))).numpy())
-    return int(round((len(first.features.feature["image"].float_list.value) / 3) ** 0.5))
 
 
 def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:

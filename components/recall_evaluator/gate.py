@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional
 
-OVERALL = "overall"
+from core.features import OVERALL
 
 
 @dataclasses.dataclass

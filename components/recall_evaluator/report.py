@@ -9,10 +9,11 @@ from typing import Any, Dict, List
 
 import matplotlib
 
+from core.features import OVERALL
+
 matplotlib.use("Agg")   # no display: render to files
 import matplotlib.pyplot as plt  # noqa: E402
 
-OVERALL = "overall"
 COLOURS = {"candidate": "#1f77b4", "baseline": "#ff7f0e", "pixels": "#9a9a9a"}
 
 

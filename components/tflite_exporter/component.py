@@ -29,7 +29,7 @@ def eval_crops(transformed_examples: types.Artifact, limit: int):
     """Up to `limit` transformed eval crops, float32 [n, s, s, 3] in [0, 1], in file order."""
     import tensorflow as tf
 
-    from components.recall_evaluator.component import crop_side, split_files
+    from components.artifacts import crop_side, split_files
     from models import preprocessing
 
     files = split_files(transformed_examples, EVAL_SPLIT)
