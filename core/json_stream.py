@@ -10,6 +10,9 @@ Two formats are read:
 Both yield ``Entry`` items: one per record, in file order. A syntax error that makes the rest of the
 file unreadable yields one ``FileError`` (counted as one input record, so the counts still add up)
 and ends the stream; a JSON Lines file goes on with its next line instead.
+
+A UTF-8 byte-order mark at the very start of the file (Windows tools write one) is skipped; anywhere
+else it is not JSON and is reported as such.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ JSON_LINES = "jsonl"
 _JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+UTF8_BOM = codecs.BOM_UTF8
 # One record's JSON text may not exceed this; beyond it the file is treated as malformed rather than
 # buffered without bound.
 MAX_RECORD_CHARS = 1 << 20
@@ -88,6 +92,8 @@ def _read_json_lines(stream: BinaryIO, name: str) -> Iterator[Item]:
     index = 0
     for line_number, raw_line in enumerate(stream, start=1):
         where = f"{name} line {line_number}"
+        if line_number == 1 and raw_line.startswith(UTF8_BOM):
+            raw_line = raw_line[len(UTF8_BOM):]
         try:
             line = raw_line.decode("utf-8").strip()
         except UnicodeDecodeError as e:
@@ -161,6 +167,13 @@ class _ObjectReader:
         self._buf += self._decoder.decode(chunk)
         return True
 
+    def _skip_byte_order_mark(self) -> None:
+        """Steps over U+FEFF when it is the file's first character (it may span several chunks)."""
+        while not self._buf and self._fill():
+            pass
+        if self._buf.startswith("\ufeff"):
+            self._pos = 1
+
     def _where(self) -> str:
         line = self._dropped_lines + self._buf.count("\n", 0, self._pos) + 1
         return f"{self._name} line {line} (character {self._dropped_chars + self._pos})"
@@ -199,6 +212,7 @@ class _ObjectReader:
     def entries(self) -> Iterator[Item]:
         index = 0
         try:
+            self._skip_byte_order_mark()
             first = self._peek()
         except UnicodeDecodeError as e:
             yield FileError(0, "invalid_json", f"{self._name}: not UTF-8 text ({e.reason})")

@@ -120,3 +120,33 @@ def test_format_detection():
     assert js.detect_format("x/list.json", "jsonl") == js.JSON_LINES
     with pytest.raises(ValueError):
         js.detect_format("x", "csv")
+
+
+BOM = b"\xef\xbb\xbf"   # U+FEFF in UTF-8, as Windows tools write it at the start of a text file
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 1 << 16])   # the mark split across chunks too
+def test_object_list_starting_with_a_byte_order_mark_is_read(chunk_size):
+    text = json.dumps(GOOD, indent=1, ensure_ascii=False)
+    items = read(BOM + text.encode("utf-8"), chunk_size=chunk_size)
+    assert as_pairs(items) == list(GOOD.items())
+    assert all(item.error is None for item in items)
+    assert read(BOM + b"{}", chunk_size=chunk_size) == []
+
+
+def test_json_lines_list_starting_with_a_byte_order_mark_is_read():
+    lines = [json.dumps({"path": "a.jpg", "label": 1}), json.dumps({"path": "b.jpg", "label": 2})]
+    items = read(BOM + "\n".join(lines).encode("utf-8"), fmt=js.JSON_LINES)
+    assert as_pairs(items) == [("a.jpg", {"label": 1}), ("b.jpg", {"label": 2})]
+    assert all(item.error is None for item in items)
+
+
+def test_a_byte_order_mark_after_the_start_is_still_invalid():
+    # Only the very first bytes of the file may be the mark: anywhere else it is not JSON.
+    items = read(b" " + BOM + b"{}")
+    assert len(items) == 1 and items[0].reason == "invalid_json"
+    items = read(BOM + BOM + b"{}")
+    assert len(items) == 1 and items[0].reason == "invalid_json"
+    line = json.dumps({"path": "a.jpg", "label": 1}).encode("utf-8")
+    items = read(line + b"\n" + BOM + line + b"\n", fmt=js.JSON_LINES)
+    assert [i.reason for i in items] == [None, "invalid_json"] and "line 2" in items[1].error
