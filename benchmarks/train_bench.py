@@ -100,7 +100,7 @@ def plain_fit(transformed_uri: str, config: Dict, steps: int) -> float:
     image = keras.Input((size, size, 3))
     label = keras.Input((), dtype=tf.int64)
     cosine = CosineClassifier(int(labels.max()) + 1)(embedding_model(image)[EMBEDDING])
-    logits = keras.layers.Lambda(lambda args: losses.angular_margin_logits(
+    logits = keras.layers.Lambda(lambda args: losses.arcface_logits(
         args[0], args[1], model_config.margin, model_config.scale))([cosine, label])
     model = keras.Model([image, label], logits)
     model.compile(optimizer=keras.optimizers.Adam(config.get("learning_rate", 1e-3)),

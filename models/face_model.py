@@ -1,7 +1,7 @@
 """The embedding network and the training models of the original, selectable by name.
 
     SoftmaxCenter     L2-softmax (α = 30) + center loss (weight 1e-3), Wen et al.'s center update
-    AngularMargin     ArcFace, s = 60, m = 0.5
+    ArcFace           s = 60, m = 0.5 ("AngularMargin", the original's name, is accepted too)
     GroupAware        GroupFace (4 groups, intermediate 256, group loss weight 0.1) + ArcFace
     CosFace           s = 60, m = 0.35
     SubCenterArcFace  ArcFace over K = 3 sub-centers per class
@@ -23,17 +23,19 @@ keras = tf.keras
 
 LOSS_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "SoftmaxCenter": {"scale": 30.0, "center_weight": 1e-3},
-    "AngularMargin": {"scale": 60.0, "margin": 0.5},
+    "ArcFace": {"scale": 60.0, "margin": 0.5},
     "GroupAware": {"scale": 60.0, "margin": 0.5},
     "CosFace": {"scale": 60.0, "margin": 0.35},
     "SubCenterArcFace": {"scale": 60.0, "margin": 0.5, "subcenters": 3},
 }
 LOSSES = tuple(LOSS_DEFAULTS)
+# Older names still accepted, mapped to the loss's name in LOSSES.
+LOSS_ALIASES: Dict[str, str] = {"AngularMargin": "ArcFace"}
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    loss: str = "AngularMargin"
+    loss: str = "ArcFace"
     backbone: str = "resnet50v2"
     backbone_weights: Optional[str] = None     # None, "imagenet" or a local no-top weights file
     image_size: int = 112
@@ -49,6 +51,7 @@ class ModelConfig:
     group_weight: float = 0.1
 
     def __post_init__(self):
+        self.loss = LOSS_ALIASES.get(self.loss, self.loss)
         if self.loss not in LOSS_DEFAULTS:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         for name, value in LOSS_DEFAULTS[self.loss].items():
@@ -109,7 +112,7 @@ def head_logits(config: ModelConfig, head_output: tf.Tensor, labels: tf.Tensor) 
         return tf.cast(head_output, tf.float32)
     if config.loss == "CosFace":
         return losses.cosface_logits(head_output, labels, config.margin, config.scale)
-    return losses.angular_margin_logits(head_output, labels, config.margin, config.scale)
+    return losses.arcface_logits(head_output, labels, config.margin, config.scale)
 
 
 def _replica_context():

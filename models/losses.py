@@ -27,8 +27,8 @@ def _target_mask(labels: tf.Tensor, cosine: tf.Tensor) -> tf.Tensor:
     return tf.equal(classes[tf.newaxis, :], tf.cast(labels, tf.int32)[:, tf.newaxis])
 
 
-def angular_margin_logits(cosine: tf.Tensor, labels: tf.Tensor, margin: float = 0.5,
-                          scale: float = 60.0) -> tf.Tensor:
+def arcface_logits(cosine: tf.Tensor, labels: tf.Tensor, margin: float = 0.5,
+                   scale: float = 60.0) -> tf.Tensor:
     """ArcFace (Deng et al., CVPR 2019): the target logit is s·cos(θ_y + m), the others s·cos θ_j.
 
     cos(θ + m) only penalizes while θ + m < π; past that it would rise again as θ grows, so the

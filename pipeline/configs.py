@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from typing import Any, Dict, List, Optional
 
@@ -12,18 +11,6 @@ PIPELINE_NAME = "ffem-tfx"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DATA_DIR = os.path.join(REPO_ROOT, "data", "sample")
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "runs")
-
-
-def with_default_runner(beam_args: List[str]) -> List[str]:
-    """Beam args with --runner=FnApiRunner added unless they name a runner.
-
-    Beam's DirectRunner first tries to download and start the Prism runner and falls back to
-    FnApiRunner only when that fails (e.g. offline): the same pipeline would run on a different
-    runner depending on network access. FnApiRunner honours --direct_running_mode and
-    --direct_num_workers."""
-    if any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
-        return list(beam_args)
-    return ["--runner=FnApiRunner", *beam_args]
 
 
 @dataclasses.dataclass
@@ -43,32 +30,16 @@ class IngestConfig:
     offset_labels: bool = False                      # merge lists: labels of each list shifted
 
 
-def source_fingerprint(*packages: str) -> str:
-    """Hash of the Python sources of `packages` (directories under the repo).
-
-    Transform and Trainer load their code by module name, which TFX's cache does not fingerprint:
-    this goes into their custom_config, so changed model code is never served from a stale cache.
-    """
-    digest = hashlib.sha256()
-    for package in packages:
-        folder = os.path.join(REPO_ROOT, package)
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".py"):
-                with open(os.path.join(folder, name), "rb") as f:
-                    digest.update(name.encode() + b"\0" + f.read())
-    return digest.hexdigest()[:16]
-
-
 # Trainer settings (custom_config) of the original: ResNet50V2, 512-d, ArcFace s=60 m=0.5.
 # Any ModelConfig (models/face_model.py) or TrainingConfig (models/trainer.py) field may be set.
 PRODUCTION_TRAINING: Dict[str, Any] = {
-    "loss": "AngularMargin", "backbone": "resnet50v2", "embedding_size": 512, "batch_size": 64,
+    "loss": "ArcFace", "backbone": "resnet50v2", "embedding_size": 512, "batch_size": 64,
     "epochs": 20, "optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine",
 }
 # The demo on the generated sample data: a small CNN on 64x64 crops that trains in minutes on
 # 2 CPU cores (Recall@1 ~0.8-0.9 per group on the unseen identities, raw pixels ~0.4-0.55).
 DEMO_TRAINING: Dict[str, Any] = {
-    "loss": "AngularMargin", "backbone": "small_cnn", "embedding_size": 128, "batch_size": 64,
+    "loss": "ArcFace", "backbone": "small_cnn", "embedding_size": 128, "batch_size": 64,
     "epochs": 15, "optimizer": "adam", "learning_rate": 2e-3, "schedule": "cosine",
     "warmup_epochs": 1, "scale": 30.0, "checkpoint_every_steps": 20,
 }
@@ -106,7 +77,7 @@ class PipelineConfig:
     last_stage: str = STAGES[-1]
     # Beam runs inside ExampleGen, StatisticsGen, Transform. DirectRunner parallelism needs
     # multi_processing mode; other runners (Dataflow, Flink) are chosen here too. Without a
-    # --runner, with_default_runner() picks FnApiRunner.
+    # --runner, pipeline.beam_options.with_default_runner() picks FnApiRunner.
     beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
         "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
 

@@ -150,7 +150,7 @@ def mixed_precision():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("loss", ["AngularMargin", "SoftmaxCenter", "GroupAware"])
+@pytest.mark.parametrize("loss", ["ArcFace", "SoftmaxCenter", "GroupAware"])
 def test_head_stays_float32_under_mixed_precision(mixed_precision, loss):
     config = ModelConfig(loss=loss, backbone="small_cnn", image_size=32, embedding_size=16)
     embedding_model = build_embedding_model(config)

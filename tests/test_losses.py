@@ -34,7 +34,7 @@ def test_arcface_both_branches_match_the_paper():
     labels = np.array([0, 1, 2, 3, 4, 0])
     cosine[0, 0], cosine[1, 1], cosine[2, 2] = 0.9, 0.1, -0.5          # θ + m < π
     cosine[3, 3], cosine[4, 4], cosine[5, 0] = -0.95, -0.99, -0.9      # θ + m ≥ π
-    got = losses.angular_margin_logits(cosine, labels, margin=m, scale=s).numpy()
+    got = losses.arcface_logits(cosine, labels, margin=m, scale=s).numpy()
     np.testing.assert_allclose(got, np_arcface(cosine, labels, m, s), rtol=1e-5, atol=1e-4)
     # The fallback branch is really used: cos(θ+m) would differ there.
     theta = math.acos(-0.95)
@@ -44,7 +44,7 @@ def test_arcface_both_branches_match_the_paper():
 def test_arcface_target_logit_decreases_monotonically_in_theta():
     theta = np.linspace(0.0, math.pi, 2001)
     cosine = np.cos(theta).astype(np.float32)[:, None].repeat(2, axis=1)
-    target = losses.angular_margin_logits(cosine, np.zeros(len(theta), int)).numpy()[:, 0]
+    target = losses.arcface_logits(cosine, np.zeros(len(theta), int)).numpy()[:, 0]
     assert np.all(np.diff(target) <= 1e-3)
 
 
@@ -69,7 +69,7 @@ def test_cross_entropy_is_computed_from_logits():
 
 
 @pytest.mark.parametrize("value", [1.0, -1.0, 1.0000001, -1.0000001])
-@pytest.mark.parametrize("fn", [losses.angular_margin_logits, losses.cosface_logits])
+@pytest.mark.parametrize("fn", [losses.arcface_logits, losses.cosface_logits])
 def test_finite_values_and_gradients_at_cosine_plus_minus_one(fn, value):
     cosine = tf.Variable([[value, 0.3, -0.2], [0.1, value, 0.5]], dtype=tf.float32)
     labels = tf.constant([0, 1])
@@ -90,7 +90,7 @@ def test_finite_gradient_when_embedding_equals_its_class_weight():
     embedding = tf.Variable(weights[:, 1:2].T.copy())     # exactly class 1's weight direction
     with tf.GradientTape() as tape:
         cosine = head(embedding)
-        loss = losses.softmax_cross_entropy(losses.angular_margin_logits(cosine, [1]), [1])
+        loss = losses.softmax_cross_entropy(losses.arcface_logits(cosine, [1]), [1])
     grads = tape.gradient(loss, [embedding, head.class_weights])
     assert cosine.numpy()[0, 1] == pytest.approx(1.0, abs=1e-6)
     assert all(np.isfinite(g.numpy()).all() for g in grads)

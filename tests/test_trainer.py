@@ -75,9 +75,9 @@ def _h5_layer_weights(path, layer):
     return arrays
 
 
-@pytest.mark.parametrize("target_loss", ["AngularMargin", "GroupAware"])
+@pytest.mark.parametrize("target_loss", ["ArcFace", "GroupAware"])
 def test_warm_start_copies_backbone_weights(trained, target_loss):
-    """SoftmaxCenter pretraining -> AngularMargin / GroupAware fine-tuning (the original's recipe)."""
+    """SoftmaxCenter pretraining -> ArcFace / GroupAware fine-tuning (the original's recipe)."""
     weights_file = os.path.join(trained, trainer.WARMSTART_DIR, trainer.WARMSTART_WEIGHTS)
     stored = _h5_layer_weights(weights_file, "small_cnn")
     config = ModelConfig(loss=target_loss, backbone="small_cnn", image_size=32, embedding_size=16)
@@ -95,7 +95,7 @@ def test_warm_start_copies_backbone_weights(trained, target_loss):
 
 
 def test_warm_start_refuses_an_incompatible_model(trained):
-    config = ModelConfig(loss="AngularMargin", backbone="small_cnn", image_size=32,
+    config = ModelConfig(loss="ArcFace", backbone="small_cnn", image_size=32,
                          embedding_size=8)
     model = build_embedding_model(config)
     loaded = trainer.warm_start(model, os.path.join(trained, "Format-Serving"))
@@ -131,7 +131,7 @@ def test_run_fn_warm_starts_from_a_base_model_with_sgd_mixed_precision_and_accum
     """The two-stage recipe through run_fn itself (the Trainer's base_model input). With a zero
     learning rate every trainable backbone weight must still be the base model's after training,
     which also runs the SGD + step schedule, mixed precision and gradient accumulation paths."""
-    config = {**TINY_TRAINING, "loss": "AngularMargin", "learning_rate": 0.0, "optimizer": "sgd",
+    config = {**TINY_TRAINING, "loss": "ArcFace", "learning_rate": 0.0, "optimizer": "sgd",
               "schedule": "step", "mixed_precision": True, "accumulation_steps": 2, "epochs": 1,
               "checkpoint_every_steps": 100}
     model_uri = run_trainer(transformed_sample, str(tmp_path), config,
@@ -145,7 +145,7 @@ def test_run_fn_warm_starts_from_a_base_model_with_sgd_mixed_precision_and_accum
     for name in trainable:
         np.testing.assert_array_equal(tuned[name], base[name], err_msg=name)
     summary = export.read_model_config(os.path.join(model_uri, "Format-Serving"))
-    assert summary["loss"] == "AngularMargin" and summary["total_steps"] == 4
+    assert summary["loss"] == "ArcFace" and summary["total_steps"] == 4
 
 
 KILLER = """

@@ -157,3 +157,15 @@ def test_bad_training_settings_are_refused_with_the_choices():
         TrainingConfig(schedule="linear")
     with pytest.raises(ValueError, match="multiple of accumulation_steps"):
         TrainingConfig(batch_size=10, accumulation_steps=4)
+
+
+def test_arcface_is_the_loss_name_and_angular_margin_an_alias_for_it():
+    from models.face_model import LOSSES, ModelConfig
+
+    assert "ArcFace" in LOSSES and "AngularMargin" not in LOSSES
+    old = ModelConfig(loss="AngularMargin", backbone="small_cnn")
+    assert old.loss == "ArcFace" and (old.scale, old.margin) == (60.0, 0.5)   # ArcFace's defaults
+    assert old == ModelConfig(loss="ArcFace", backbone="small_cnn")
+    assert ModelConfig().loss == "ArcFace"
+    with pytest.raises(ValueError, match="ArcFace"):
+        ModelConfig(loss="Arcface")
