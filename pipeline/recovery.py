@@ -15,11 +15,11 @@ import os
 from typing import Iterator, List
 
 from absl import logging
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
 
-_Execution = metadata_store_pb2.Execution
-_Artifact = metadata_store_pb2.Artifact
+from pipeline import metadata
+
+_Execution = metadata.Execution
+_Artifact = metadata.Artifact
 
 
 class MetadataLockedError(RuntimeError):
@@ -50,17 +50,14 @@ def abandon_interrupted_executions(metadata_path: str) -> List[int]:
     """
     if not os.path.exists(metadata_path):
         return []
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
-    store = metadata_store.MetadataStore(config)
+    store = metadata.open_store(metadata_path, mode="write")
     interrupted = [e for e in store.get_executions()
                    if e.last_known_state in (_Execution.RUNNING, _Execution.NEW)]
     if not interrupted:
         return []
     events = store.get_events_by_execution_ids([e.id for e in interrupted])
-    output_ids = {e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                                              metadata_store_pb2.Event.PENDING_OUTPUT)}
+    output_ids = {e.artifact_id for e in events if e.type in (metadata.Event.OUTPUT,
+                                                              metadata.Event.PENDING_OUTPUT)}
     pending = [a for a in store.get_artifacts_by_id(list(output_ids))
                if a.state in (_Artifact.PENDING, _Artifact.UNKNOWN)]
     for artifact in pending:

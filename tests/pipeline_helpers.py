@@ -4,37 +4,18 @@ import os
 from typing import Dict, List
 
 import tensorflow as tf
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import metadata
+from pipeline.metadata import node_executions, state_name  # noqa: F401 (re-exported)
 
 
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-    return metadata_store.MetadataStore(config)
+def open_store(metadata_path: str):
+    return metadata.open_store(metadata_path, mode="create")
 
 
-def node_executions(store, node_id: str) -> List[metadata_store_pb2.Execution]:
-    """Executions of one pipeline node, oldest first."""
-    result = []
-    for context in store.get_contexts_by_type("node"):
-        if context.name.endswith("." + node_id):
-            result.extend(store.get_executions_by_context(context.id))
-    return sorted(result, key=lambda e: e.id)
-
-
-def state_name(execution) -> str:
-    return metadata_store_pb2.Execution.State.Name(execution.last_known_state)
-
-
-def output_artifacts(store, execution_id: int, key: str = None) -> List[metadata_store_pb2.Artifact]:
-    events = store.get_events_by_execution_ids([execution_id])
-    ids = [e.artifact_id for e in events
-           if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT,
-                         metadata_store_pb2.Event.PENDING_OUTPUT)
-           and (key is None or any(s.key == key for s in e.path.steps))]
-    return store.get_artifacts_by_id(ids) if ids else []
+def output_artifacts(store, execution_id: int, key: str = None):
+    """Every output the execution recorded, pending ones included (the fault tests look at those)."""
+    return metadata.output_artifacts(store, execution_id, key, include_pending=True)
 
 
 def read_examples(split_uri: str) -> List[tf.train.Example]:

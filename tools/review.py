@@ -17,50 +17,18 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-
 from core.features import OVERALL
 from pipeline import configs
+from pipeline.metadata import custom_property as _custom
+from pipeline.metadata import node_of as _node_of
+from pipeline.metadata import open_store
+from pipeline.metadata import output_artifacts as _outputs
+from pipeline.metadata import state_name as _state
 
 NODE_TRAINER = "Trainer"
 NODE_EVALUATOR = "RecallEvaluator"
 NODE_PUSHER = "Pusher"
 NODE_TFLITE = "TFLiteExporter"
-
-
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
-    if not os.path.exists(metadata_path):
-        raise FileNotFoundError(f"no metadata store at {metadata_path}")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
-
-
-def _node_of(store, execution) -> Optional[str]:
-    for context in store.get_contexts_by_execution(execution.id):
-        if context.type == "node":
-            return context.name.split(".", 1)[-1]
-    return None
-
-
-def _outputs(store, execution_id: int, key: str) -> List[metadata_store_pb2.Artifact]:
-    events = store.get_events_by_execution_ids([execution_id])
-    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT
-           and any(step.key == key for step in e.path.steps)]
-    return store.get_artifacts_by_id(ids) if ids else []
-
-
-def _custom(artifact, name, default=None):
-    if name not in artifact.custom_properties:
-        return default
-    value = artifact.custom_properties[name]
-    return getattr(value, value.WhichOneof("value"))
-
-
-def _state(execution) -> str:
-    return metadata_store_pb2.Execution.State.Name(execution.last_known_state)
 
 
 def list_runs(store) -> List[Dict[str, Any]]:
