@@ -13,7 +13,7 @@ every worker writes its own Examples, so no single process has to receive them a
 choice with several workers; TFRecord readers take the glob O.tfrecord-*).
 
 Without --runner, the pipeline runs on Beam's FnApiRunner, as the TFX pipeline does
-(pipeline/configs.py with_default_runner).
+(pipeline/beam_options.py with_default_runner).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.face_example_gen import beam_ingest
 from core.records import IngestOptions
-from pipeline import configs
+from pipeline import beam_options
 
 EXIT_TOO_MANY_BAD = 2
 
@@ -59,7 +59,7 @@ def run(argv=None) -> int:
     if args.num_shards < 0:
         print("error: --num_shards must be 0 (one per bundle) or more", file=sys.stderr)
         return 1
-    beam_args = configs.with_default_runner(beam_args)
+    beam_args = beam_options.with_default_runner(beam_args)
     options = IngestOptions(args.max_image_pixels, args.max_image_bytes, args.box_tolerance)
     quarantine_path = args.output + ".quarantine.jsonl"
     summary_path = args.output + ".summary.json"

@@ -12,10 +12,21 @@ from components.face_example_gen.component import FaceExampleGen
 from components.guarded_pusher import executor as guarded_pusher
 from components.recall_evaluator.component import RecallEvaluator
 from components.tflite_exporter.component import TFLiteExporter
-from pipeline.configs import STAGES, PipelineConfig, source_fingerprint, with_default_runner
+from pipeline.beam_options import with_default_runner
+from pipeline.code_version import code_fingerprint
+from pipeline.configs import STAGES, PipelineConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
+# The module each component runs, whose import closure is its `code_version` (pipeline/code_version.py).
+CODE_MODULES = {
+    "FaceExampleGen": FaceExampleGen.__module__,
+    "Transform": PREPROCESSING_FN.rpartition(".")[0],
+    "Trainer": RUN_FN.rpartition(".")[0],
+    "RecallEvaluator": RecallEvaluator.__module__,
+    "Pusher": guarded_pusher.__name__,
+    "TFLiteExporter": TFLiteExporter.__module__,
+}
 
 
 def _upto(config: PipelineConfig, stage: str) -> bool:
@@ -37,7 +48,8 @@ def create_components(config: PipelineConfig):
         box_tolerance=ingest.box_tolerance,
         list_format=ingest.list_format,
         fingerprint_images=ingest.fingerprint_images,
-        offset_labels=ingest.offset_labels)
+        offset_labels=ingest.offset_labels,
+        code_version=code_fingerprint(CODE_MODULES["FaceExampleGen"]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(
@@ -45,11 +57,11 @@ def create_components(config: PipelineConfig):
     components = [example_gen, statistics_gen, schema_gen, example_validator]
     if not _upto(config, "transform"):
         return components
-    code_version = source_fingerprint("models", "components")
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"image_size": config.image_size, "code_version": code_version},
+        custom_config={"image_size": config.image_size,
+                       "code_version": code_fingerprint(CODE_MODULES["Transform"])},
         # Raw statistics come from StatisticsGen; statistics over 37k floats per image are not
         # worth their time here.
         disable_statistics=True)
@@ -77,7 +89,7 @@ def create_components(config: PipelineConfig):
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        custom_config={**config.training, "code_version": code_version},
+        custom_config={**config.training, "code_version": code_fingerprint(CODE_MODULES["Trainer"])},
         **trainer_inputs)
     if config.trainer_resources is not None:
         trainer.with_platform_config(config.trainer_resources)
@@ -87,7 +99,8 @@ def create_components(config: PipelineConfig):
     evaluator = RecallEvaluator(
         examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
         baseline_model=latest_blessed.outputs["model"],
-        transformed_examples=transform.outputs["transformed_examples"], gate=config.gate)
+        transformed_examples=transform.outputs["transformed_examples"], gate=config.gate,
+        code_version=code_fingerprint(CODE_MODULES["RecallEvaluator"]))
     components.append(evaluator)
     if not _upto(config, "push"):
         return components
@@ -96,13 +109,15 @@ def create_components(config: PipelineConfig):
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=config.serving_model_dir)),
-        custom_executor_spec=executor_spec.ExecutorClassSpec(guarded_pusher.Executor))
+        custom_executor_spec=executor_spec.ExecutorClassSpec(guarded_pusher.Executor),
+        custom_config={"code_version": code_fingerprint(CODE_MODULES["Pusher"])})
     components.append(pusher)
     if config.tflite_levels:
         components.append(TFLiteExporter(
             pushed_model=pusher.outputs["pushed_model"],
             transformed_examples=transform.outputs["transformed_examples"],
-            levels=json.dumps(sorted(set(config.tflite_levels)))))
+            levels=json.dumps(sorted(set(config.tflite_levels))),
+            code_version=code_fingerprint(CODE_MODULES["TFLiteExporter"])))
     return components
 
 

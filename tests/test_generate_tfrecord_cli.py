@@ -81,12 +81,12 @@ def test_a_file_per_worker_holds_every_example_once(small_sample, tmp_path):
 def test_runs_on_the_fn_api_runner_unless_a_runner_is_named():
     import importlib.util
 
-    from pipeline import configs
+    from pipeline import beam_options
 
-    assert configs.with_default_runner(["--direct_num_workers=2"]) == [
+    assert beam_options.with_default_runner(["--direct_num_workers=2"]) == [
         "--runner=FnApiRunner", "--direct_num_workers=2"]
-    assert configs.with_default_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
-    assert configs.with_default_runner(["--runner", "PrismRunner"]) == ["--runner", "PrismRunner"]
+    assert beam_options.with_default_runner(["--runner=DataflowRunner"]) == ["--runner=DataflowRunner"]
+    assert beam_options.with_default_runner(["--runner", "PrismRunner"]) == ["--runner", "PrismRunner"]
     spec = importlib.util.spec_from_file_location("generate_tfrecord_main", CLI)
     cli_main = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli_main)

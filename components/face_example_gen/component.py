@@ -41,6 +41,7 @@ BOX_TOLERANCE = "box_tolerance"
 LIST_FORMAT = "list_format"
 FINGERPRINT_IMAGES = "fingerprint_images"
 OFFSET_LABELS = "offset_labels"
+CODE_VERSION = "code_version"
 _OUTPUT_URI = "_face_examples_uri"   # passed from Do() to the per-split PTransform
 
 DEFAULT_LIST_FILES = {"train": "train.json", "eval": "test.json"}
@@ -57,6 +58,8 @@ class FaceExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
         LIST_FORMAT: ExecutionParameter(type=str, optional=True),
         FINGERPRINT_IMAGES: ExecutionParameter(type=int),
         OFFSET_LABELS: ExecutionParameter(type=int, optional=True),
+        # Hash of the ingest code (pipeline/code_version.py): changed code is a cache miss.
+        CODE_VERSION: ExecutionParameter(type=str, optional=True),
     }
 
 
@@ -189,6 +192,7 @@ class FaceExampleGen(FileBasedExampleGen):
       offset_labels: a split's pattern matches several lists (data sets merged, each labelled
         from 0): shift each list's labels past the previous ones'; the ranges used are recorded
         in the summary (`label_ranges`).
+      code_version: a fingerprint of the ingest code, only for TFX's cache key.
     """
 
     SPEC_CLASS = FaceExampleGenSpec
@@ -204,7 +208,8 @@ class FaceExampleGen(FileBasedExampleGen):
                  box_tolerance: float = IngestOptions.box_tolerance,
                  list_format: Optional[str] = None,
                  fingerprint_images: bool = True,
-                 offset_labels: bool = False):
+                 offset_labels: bool = False,
+                 code_version: Optional[str] = None):
         list_files = dict(list_files or DEFAULT_LIST_FILES)
         IngestOptions(max_image_pixels, max_image_bytes, box_tolerance)   # validates early
         input_config = example_gen_pb2.Input(splits=[
@@ -237,5 +242,6 @@ class FaceExampleGen(FileBasedExampleGen):
             list_format=list_format,
             fingerprint_images=int(bool(fingerprint_images)),
             offset_labels=int(bool(offset_labels)),
+            code_version=code_version,
         )
         base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

@@ -35,6 +35,8 @@ class RecallEvaluatorSpec(types.ComponentSpec):
         "gate_config": ExecutionParameter(type=str),     # JSON of gate.GateConfig
         "split": ExecutionParameter(type=str),
         "batch_size": ExecutionParameter(type=int),
+        # Hash of the evaluator code (pipeline/code_version.py): changed code is a cache miss.
+        "code_version": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -204,14 +206,14 @@ class RecallEvaluator(base_component.BaseComponent):
                  baseline_model: Optional[types.BaseChannel] = None,
                  transformed_examples: Optional[types.BaseChannel] = None,
                  gate: Union[gate_lib.GateConfig, Dict[str, Any], None] = None,
-                 split: str = "eval", batch_size: int = 256):
+                 split: str = "eval", batch_size: int = 256, code_version: Optional[str] = None):
         if not isinstance(gate, gate_lib.GateConfig):
             gate = gate_lib.GateConfig.from_dict(dict(gate or {}))
         spec = RecallEvaluatorSpec(
             examples=examples, model=model, baseline_model=baseline_model,
             transformed_examples=transformed_examples,
             gate_config=json.dumps(gate.to_dict(), sort_keys=True), split=split,
-            batch_size=batch_size,
+            batch_size=batch_size, code_version=code_version,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing))
         super().__init__(spec=spec)

@@ -2,7 +2,7 @@
 
 Runs after the Pusher when `PipelineConfig.tflite_levels` is set. When the Pusher pushed nothing
 (the model was not blessed) it exports nothing and says so. Otherwise it converts the pushed
-SavedModel with tools/export_tflite.py (the same code as the command), calibrating on the
+SavedModel with models/tflite.py (the same code as tools/export_tflite.py), calibrating on the
 Transform's eval-split crops and checking each level's embeddings against the SavedModel's on other
 eval crops; a level whose mean cosine is under its bound fails the step (the report is written
 first). Output: an `ffem.TFLiteModel` artifact holding model_q{level}.tflite and tflite_report.json.
@@ -46,19 +46,21 @@ def TFLiteExporter(
         tflite_model: OutputArtifact[TFLiteModel],
         levels: Parameter[str] = "[0, 1, 2]",
         calibration_images: Parameter[int] = 200,
-        check_images: Parameter[int] = 100) -> None:
+        check_images: Parameter[int] = 100,
+        code_version: Parameter[str] = "") -> None:
+    """`code_version` (a fingerprint of this code) only keys TFX's cache."""
     if pushed_model.get_int_custom_property("pushed") != 1:
         logging.info("TFLiteExporter: nothing was pushed, nothing to export")
         tflite_model.set_int_custom_property("exported", 0)
         return
-    from tools import export_tflite
+    from models import tflite
 
     source = pushed_model.get_string_custom_property("pushed_destination")
     crops = eval_crops(transformed_examples, calibration_images + check_images)
     keys = list(range(len(crops)))
-    calibration, check, disjoint = export_tflite.split_calibration_and_check(
+    calibration, check, disjoint = tflite.split_calibration_and_check(
         keys, calibration_images, check_images)
-    report = export_tflite.export_tflite(
+    report = tflite.export_tflite(
         source, json.loads(levels), tflite_model.uri, crops[calibration], crops[check],
         extra_report={"calibration": "Transform eval-split crops",
                       "check_disjoint_from_calibration": disjoint})
@@ -72,7 +74,7 @@ def TFLiteExporter(
     if failed:
         raise RuntimeError(f"TFLite export of {source} is not faithful to the SavedModel: "
                            f"{'; '.join(failed)}. Report: "
-                           f"{os.path.join(tflite_model.uri, export_tflite.REPORT_FILE)}")
+                           f"{os.path.join(tflite_model.uri, tflite.REPORT_FILE)}")
     logging.info("TFLiteExporter: %s -> %s (%s)", source, tflite_model.uri,
                  ", ".join(f"level {level} cosine {entry['cosine_mean']:.5f}"
                            for level, entry in report["levels"].items()))
