@@ -1,5 +1,7 @@
 """TFLite export: every level converts, its embeddings match the SavedModel within the stated bounds
-(cosines computed here with NumPy, not read from the report), and the CLI enforces the bounds."""
+(cosines computed here with NumPy, not read from the report), the CLI enforces the bounds, and the
+conversion core and the pipeline component import nothing from the tools above them."""
+import ast
 import json
 import os
 import subprocess
@@ -10,12 +12,14 @@ import pytest
 import tensorflow as tf
 
 from models import preprocessing
+from models import tflite as tflite_core
 from models.face_model import ModelConfig, build_embedding_model
 from tests.conftest import REPO_ROOT
 from tools import export_tflite
+from tools.face_lists import read_face_list
 
 IMAGE_SIZE = 32
-# The bounds the tool's docstring states; the tool's table must not drift below them silently.
+# The bounds models/tflite.py's docstring states; its table must not drift below them silently.
 STATED_BOUNDS = {0: 0.995, 1: 0.98, 2: 0.98}
 
 
@@ -73,8 +77,8 @@ def tiny(small_sample, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(tiny, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tflite"))
-    report = export_tflite.export_tflite(tiny["path"], [0, 1, 2], out,
-                                         calibration_crops=tiny["train"], check_crops=tiny["test"])
+    report = tflite_core.export_tflite(tiny["path"], [0, 1, 2], out,
+                                      calibration_crops=tiny["train"], check_crops=tiny["test"])
     return out, report
 
 
@@ -91,7 +95,7 @@ def interpreter_for(path):
 
 
 def test_the_stated_bounds_are_the_enforced_ones():
-    assert export_tflite.MIN_MEAN_COSINE == STATED_BOUNDS
+    assert tflite_core.MIN_MEAN_COSINE == STATED_BOUNDS
 
 
 def test_embeddings_match_the_saved_model_within_each_levels_bound(exported, tiny):
@@ -99,7 +103,7 @@ def test_embeddings_match_the_saved_model_within_each_levels_bound(exported, tin
     assert sorted(report["levels"]) == ["0", "1", "2"]
     for level, bound in STATED_BOUNDS.items():
         path = os.path.join(out, f"model_q{level}.tflite")
-        similarity = numpy_cosines(export_tflite.run_tflite(path, tiny["test"]), tiny["reference"])
+        similarity = numpy_cosines(tflite_core.run_tflite(path, tiny["test"]), tiny["reference"])
         assert similarity.mean() >= bound, (level, similarity.mean())
         entry = report["levels"][str(level)]
         assert entry["cosine_mean"] == pytest.approx(similarity.mean(), abs=1e-5)
@@ -114,8 +118,8 @@ def test_the_check_separates_matching_from_mismatched_crops(exported, tiny):
     """Fed the check crops in reverse order, every level falls far below every bound."""
     out, _ = exported
     for level in STATED_BOUNDS:
-        mismatched = export_tflite.run_tflite(os.path.join(out, f"model_q{level}.tflite"),
-                                              tiny["test"][::-1])
+        mismatched = tflite_core.run_tflite(os.path.join(out, f"model_q{level}.tflite"),
+                                            tiny["test"][::-1])
         assert numpy_cosines(mismatched, tiny["reference"]).mean() < 0.5
 
 
@@ -160,24 +164,24 @@ def test_convolutions_and_the_fc_compute_in_int8_from_level_1(exported):
 
 def test_integer_levels_need_calibration_crops(tiny, tmp_path):
     with pytest.raises(ValueError, match="calibration"):
-        export_tflite.export_tflite(tiny["path"], [1], str(tmp_path), calibration_crops=None,
-                                    check_crops=tiny["test"][:2])
+        tflite_core.export_tflite(tiny["path"], [1], str(tmp_path), calibration_crops=None,
+                                  check_crops=tiny["test"][:2])
 
 
 def test_errors_name_the_bad_input(tmp_path):
     missing = str(tmp_path / "no_such_model")
     with pytest.raises(FileNotFoundError, match="no_such_model"):
-        export_tflite.load_embed_transformed(missing)
+        tflite_core.load_embed_transformed(missing)
 
     other = tf.Module()
     other.f = tf.function(lambda x: {"y": x * 2.0}, input_signature=[tf.TensorSpec([None])])
     tf.saved_model.save(other, str(tmp_path / "other"), signatures={"serving_default": other.f})
     with pytest.raises(KeyError, match="embed_transformed.*serving_default"):
-        export_tflite.load_embed_transformed(str(tmp_path / "other"))
+        tflite_core.load_embed_transformed(str(tmp_path / "other"))
 
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(ValueError, match="empty.json.*empty"):
-        export_tflite.read_face_list(str(tmp_path / "empty.json"))
+        read_face_list(str(tmp_path / "empty.json"))
 
 
 def test_cli_end_to_end(tiny, tmp_path):
@@ -214,3 +218,42 @@ def test_cli_exits_non_zero_below_the_bound_and_on_bad_input(tiny, tmp_path, cap
     bad[1] = str(tmp_path / "missing_model")
     assert export_tflite.main(bad) == 2
     assert "missing_model" in capsys.readouterr().err
+
+
+LAYERED = ("models/tflite.py", "components/tflite_exporter/component.py")
+
+
+def imported_modules(path):
+    """Every module an `import` statement in the file names, function-local imports included."""
+    with open(os.path.join(REPO_ROOT, path)) as f:
+        tree = ast.parse(f.read(), path)
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_the_conversion_core_and_the_component_import_nothing_from_tools():
+    """tools/ sits above models/ and components/: imports point down only, also inside functions
+    and also transitively (a module they import must not pull tools in either)."""
+    for path in LAYERED:
+        upward = [name for name in imported_modules(path)
+                  if name == "tools" or name.startswith("tools.")]
+        assert not upward, (path, upward)
+    probe = ("import sys, models.tflite, components.tflite_exporter.component; "
+             "print(sorted(m for m in sys.modules if m == 'tools' or m.startswith('tools.')))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_import_check_sees_function_local_imports(tmp_path):
+    """The check above must catch the upward import the component used to make lazily."""
+    source = "def f():\n    from tools import export_tflite\n    import tools.face_lists\n"
+    (tmp_path / "probe.py").write_text(source)
+    names = imported_modules(str(tmp_path / "probe.py"))
+    assert "tools.export_tflite" in names and "tools.face_lists" in names

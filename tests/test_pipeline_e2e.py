@@ -80,15 +80,16 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplo
     assert np.linalg.norm(served.numpy()) == pytest.approx(1.0, abs=1e-5)
 
     # The optional TFLite step converted the pushed model and checked it against the SavedModel.
-    from tools import embedding_projector, export_tflite
+    from models import tflite as tflite_core
+    from tools import embedding_projector
     [tflite] = output_artifacts(store, latest(store, "TFLiteExporter").id, "tflite_model")
     assert tflite.custom_properties["exported"].int_value == 1
     assert tflite.custom_properties["source_model"].string_value == pushed_dir
-    with open(os.path.join(tflite.uri, export_tflite.REPORT_FILE)) as f:
+    with open(os.path.join(tflite.uri, tflite_core.REPORT_FILE)) as f:
         report = json.load(f)
     assert list(report["levels"]) == ["0"] and report["passed"]
-    assert report["levels"]["0"]["cosine_mean"] >= export_tflite.MIN_MEAN_COSINE[0]
-    assert os.path.getsize(export_tflite.tflite_path(tflite.uri, 0)) > 1000
+    assert report["levels"]["0"]["cosine_mean"] >= tflite_core.MIN_MEAN_COSINE[0]
+    assert os.path.getsize(tflite_core.tflite_path(tflite.uri, 0)) > 1000
 
     # The projector command runs on the real pushed model.
     common = ["--model", pushed_dir, "--list", os.path.join(small_sample, "test.json"),
