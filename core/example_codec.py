@@ -1,7 +1,7 @@
 """Serializes a flat tf.train.Example (one bytes or int64 value per feature) without TensorFlow.
 
-Ingest workers only build Examples; importing TensorFlow for its proto classes costs every Beam
-worker process ~3 s of start-up and ~100 MB. The wire format is small and stable
+Ingest workers only build Examples; importing TensorFlow for its proto classes would cost every Beam
+worker process seconds of start-up and a large share of its memory. The wire format is small and stable
 (tensorflow/core/example/example.proto, feature.proto):
 
     Example  { Features features = 1; }
