@@ -10,16 +10,15 @@ ENV TF_USE_LEGACY_KERAS=1 \
 
 WORKDIR /pipeline
 COPY constraints.txt setup.py ./
-COPY pipeline/ pipeline/
-COPY components/ components/
+# The library layers only: the containers run component executors, never the runners, tools or
+# benchmarks.
+COPY core/ core/
 COPY models/ models/
+COPY components/ components/
+COPY pipeline/ pipeline/
 COPY schema/ schema/
-COPY tools/ tools/
-COPY generate_tfrecord/ generate_tfrecord/
-COPY benchmarks/ benchmarks/
-COPY local_runner.py kubeflow_runner.py README.md ./
 
 # The pinned constraints keep the base image's TFX stack and add what the package needs
 # (dill for tfx-bsl with recent Beam, Pillow, matplotlib for the report).
 RUN pip install --no-cache-dir -c constraints.txt '.[kfp]' \
-    && python -c "import components.face_example_gen.component, models.trainer, components.recall_evaluator.component"
+    && python -c "import components.face_example_gen.component, models.trainer, components.recall_evaluator.component, pipeline.pipeline"

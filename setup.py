@@ -3,19 +3,26 @@
 The packages declared here are what Beam workers and the Kubeflow image install. Versions are pinned by
 `constraints.txt` (install with `pip install -c constraints.txt -e '.[dev,kfp]'`, as the Makefile does).
 """
+import os
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The library layers: what the Kubeflow image and Beam workers need.
+LIBRARY = ["core", "models", "components", "pipeline", "schema"]
+# The entry points (tools, benchmarks, the runners): installed from a repository checkout, left out
+# of the container image, which runs component executors only.
+ENTRY_PACKAGES = ["tools", "benchmarks"]
+ENTRY_MODULES = ["local_runner", "kubeflow_runner"]
 
 setup(
     name="ffem-tfx",
     version="0.1.0",
     description="Face-embedding training pipeline (ArcFace, GroupFace, Center loss) on TFX",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(
-        include=["core", "core.*", "pipeline", "pipeline.*", "components", "components.*", "models",
-                 "models.*",
-                 "tools", "tools.*", "benchmarks",
-                 "benchmarks.*", "schema"]),
-    py_modules=["local_runner", "kubeflow_runner"],
+    packages=find_packages(include=[name for package in LIBRARY + ENTRY_PACKAGES
+                                    for name in (package, package + ".*")]),
+    py_modules=[m for m in ENTRY_MODULES if os.path.exists(os.path.join(HERE, m + ".py"))],
     package_data={"schema": ["*.pbtxt"], "components": ["**/*.html"]},
     install_requires=[
         "tfx==1.16.0",

@@ -36,8 +36,8 @@ PRODUCTION_TRAINING: Dict[str, Any] = {
     "loss": "ArcFace", "backbone": "resnet50v2", "embedding_size": 512, "batch_size": 64,
     "epochs": 20, "optimizer": "adam", "learning_rate": 1e-3, "schedule": "cosine",
 }
-# The demo on the generated sample data: a small CNN on 64x64 crops that trains in minutes on
-# 2 CPU cores (Recall@1 ~0.8-0.9 per group on the unseen identities, raw pixels ~0.4-0.55).
+# The demo on the generated sample data: a small CNN on 64x64 crops, sized to train in minutes on
+# 2 CPU cores (its Recall@1 per group: benchmarks/results.md and the README).
 DEMO_TRAINING: Dict[str, Any] = {
     "loss": "ArcFace", "backbone": "small_cnn", "embedding_size": 128, "batch_size": 64,
     "epochs": 15, "optimizer": "adam", "learning_rate": 2e-3, "schedule": "cosine",
@@ -71,7 +71,7 @@ class PipelineConfig:
     serving_model_dir: str = os.path.join(DEFAULT_WORK_DIR, "serving_model")
     # After the Pusher, optionally: the pushed model as TFLite at these quantization levels
     # (0 dynamic range, 1 full integer with float fallback, 2 integer only; see
-    # tools/export_tflite.py), each checked against the SavedModel. Empty: no TFLite step.
+    # models/tflite.py), each checked against the SavedModel. Empty: no TFLite step.
     tflite_levels: List[int] = dataclasses.field(default_factory=list)
     enable_cache: bool = True
     last_stage: str = STAGES[-1]
