@@ -94,11 +94,19 @@ class GlobalNormAwarePooling(keras.layers.Layer):
 
     @staticmethod
     def reweight(features: tf.Tensor) -> tf.Tensor:
-        """[batch, h, w, c] -> [batch, c]: the norm-aware average, per image."""
-        norms = tf.norm(features, axis=-1, keepdims=True)                    # [b, h, w, 1]
-        mean_norm = tf.reduce_mean(norms, axis=[1, 2], keepdims=True)        # [b, 1, 1, 1]
-        weights = mean_norm / tf.maximum(norms, tf.cast(1e-6, norms.dtype))
-        return tf.reduce_mean(features * weights, axis=[1, 2])
+        """[batch, h, w, c] -> [batch, c] in the input's dtype: the norm-aware average, per image.
+
+        Computed in float32 whatever the input dtype: under mixed precision the sum of squares
+        over thousands of channels overflows float16 (largest value 65504), which would make
+        every weight inf/NaN. Norms are floored at 1e-6, which keeps the square root's gradient
+        finite at an all-zero position.
+        """
+        features32 = tf.cast(features, tf.float32)
+        squares = tf.reduce_sum(tf.square(features32), axis=-1, keepdims=True)       # [b, h, w, 1]
+        norms = tf.sqrt(tf.maximum(squares, 1e-12))
+        mean_norm = tf.reduce_mean(norms, axis=[1, 2], keepdims=True)                # [b, 1, 1, 1]
+        pooled = tf.reduce_mean(features32 * (mean_norm / norms), axis=[1, 2])       # [b, c]
+        return tf.cast(pooled, features.dtype)
 
     def call(self, features, training=None):
         return self.bn_out(self.reweight(self.bn_in(features, training=training)),

@@ -169,3 +169,33 @@ def test_head_stays_float32_under_mixed_precision(mixed_precision, loss):
     assert any(layer.compute_dtype == "float16" for layer in embedding_model.layers[1].layers)
     logits = model._per_example_losses(images, labels)[0]
     assert logits.dtype == tf.float32 and np.isfinite(logits.numpy()).all()
+
+
+def test_gnap_reweighting_of_float16_features_does_not_overflow():
+    """2048 channels, 1 in 32 active at about 32: Σ x² ≈ 64 · 32² = 65536 exceeds float16's
+    largest value (65504). The re-weighting must still give the float32 result (it computes in
+    float32), to float16's resolution, instead of inf/NaN."""
+    f = np.zeros((2, 3, 3, 2048), np.float32)
+    f[..., ::32] = RNG.uniform(31.0, 33.0, size=(2, 3, 3, 64))
+    f += RNG.normal(scale=0.01, size=f.shape).astype(np.float32)
+    half = tf.constant(f.astype(np.float16))
+    assert not np.isfinite(np.sum(np.square(f.astype(np.float16)), axis=-1, dtype=np.float16)).all()
+    got = layers.GlobalNormAwarePooling.reweight(half)
+    assert got.dtype == tf.float16
+    features = half.numpy().astype(np.float64)                 # the float16 values, exactly
+    norms = np.linalg.norm(features, axis=-1)
+    weights = norms.mean(axis=(1, 2), keepdims=True) / norms
+    expected = (features * weights[..., None]).mean(axis=(1, 2))
+    assert np.isfinite(got.numpy()).all()
+    np.testing.assert_allclose(got.numpy().astype(np.float64), expected, rtol=2e-3, atol=1e-3)
+
+
+def test_gnap_layer_under_mixed_precision_keeps_finite_batch_norm_statistics(mixed_precision):
+    gnap = layers.GlobalNormAwarePooling()
+    f = np.zeros((4, 3, 3, 2048), np.float32)
+    f[..., ::32] = RNG.uniform(31.0, 33.0, size=(4, 3, 3, 64))
+    gnap.bn_in.trainable = False          # inference-mode input BN (identity at its init)
+    out = gnap(tf.constant(f), training=True)
+    assert np.isfinite(out.numpy()).all()
+    assert np.isfinite(gnap.bn_out.moving_mean.numpy()).all()
+    assert np.isfinite(gnap.bn_out.moving_variance.numpy()).all()
