@@ -1,8 +1,10 @@
 """Checks one face record and turns it into a tf.train.Example, or rejects it with a reason code.
 
-Pure functions (no Beam here), shared by the FaceExampleGen component and the generate_tfrecord CLI
-through `beam_ingest.IngestFaceRecords`. A rejection carries a stable reason code (`REASONS`) and a
-detail that names what is wrong; `beam_ingest` writes it as a quarantine line.
+Pure functions (no Beam here). `check_record` is the one check chain: the FaceExampleGen component
+and the generate_tfrecord CLI run it through `beam_ingest.IngestFaceRecords`, the tools that read
+lists outside the pipeline (tools/face_lists.py) call it directly. A rejection carries a stable
+reason code (`REASONS`) and a detail that names what is wrong; `beam_ingest` writes it as a
+quarantine line.
 
 Decisions (README "Input format"):
 * Extra fields in a record are accepted and ignored (datasets carry landmarks, scores, ...).
@@ -11,6 +13,9 @@ Decisions (README "Input format"):
 * The box is (left, top, right, bottom) in pixels, right/bottom exclusive. It must have x1 < x2 and
   y1 < y2, and may lie outside the image by at most `box_tolerance` of the image side (default 2 %,
   at least 1 pixel): detectors and landmark-derived boxes overshoot a little at image borders.
+* Only regular files are opened under a local root: a named pipe, socket or device is rejected
+  (`not_a_regular_file`) from os.stat, since opening or reading it can block the run forever.
+  Roots on other filesystems (gs://, ...) have no such files and are read as they are.
 * JPEG (grayscale or RGB) and PNG (any bit depth / colour type) are accepted; CMYK/YCCK JPEGs are
   rejected (`unsupported_color_mode`) because `image_raw` keeps the file's bytes unchanged and the
   training decoder cannot convert them. Other formats are rejected as `unsupported_format`.
@@ -20,9 +25,10 @@ from __future__ import annotations
 import functools
 import io
 import os
+import stat
 import warnings
-from dataclasses import dataclass
-from typing import Any, Dict
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, Optional
 
 from PIL import Image
 
@@ -41,6 +47,7 @@ REASONS: Dict[str, str] = {
     "path_escape": "the key leaves the image root (.., absolute path, URL, symlink to outside)",
     "duplicate_key": "the same key appears more than once in the list",
     "missing_file": "no image file at the key",
+    "not_a_regular_file": "a named pipe, socket or device at the key (never opened: reading could block)",
     "read_error": "the image file exists but could not be read",
     "empty_file": "the image file is empty",
     "unsupported_format": "the file is an image format other than JPEG or PNG",
@@ -285,6 +292,77 @@ def check_local_containment(root: str, path: str, key: str, real_root: str = Non
 
 def is_local_path(path: str) -> bool:
     return "://" not in path
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
+               (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def check_regular_file(path: str, key: str) -> None:
+    """A local image must be a regular file, found with os.stat (which never blocks) before it is
+    opened: opening a named pipe waits for a writer forever, a device may never end. Symlinks are
+    followed (containment is checked before). A directory is a `missing_file`, as before."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise Rejected("missing_file", f"no image file at {path}")
+    except OSError as e:
+        raise Rejected("read_error", f"{path} cannot be read: {type(e).__name__}: {e}")
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise Rejected("missing_file", f"no image file at {path} (it is a directory)")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "special file")
+    raise Rejected("not_a_regular_file", f"key {key!r} is a {kind}, not a regular file; it is not "
+                                         f"opened (reading it could block forever)")
+
+
+def read_local_file(path: str, max_bytes: int) -> bytes:
+    """Up to max_bytes + 1 bytes of a local file (one more than the limit: the caller sees an
+    oversized file). The `read` default of `check_record`."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise Rejected("missing_file", f"no image file at {path}")
+    except OSError as e:
+        raise Rejected("read_error", f"{path} cannot be read: {type(e).__name__}: {e}")
+
+
+@dataclass(frozen=True)
+class CheckedRecord:
+    record: FaceRecord    # label already shifted by the label offset
+    data: bytes           # the image file's bytes, unchanged
+    info: ImageInfo
+
+
+def check_record(image_root: str, key: Any, value: Any, options: IngestOptions, *,
+                 local: Optional[bool] = None, real_root: Optional[str] = None,
+                 label_offset: int = 0,
+                 read: Callable[[str, int], bytes] = read_local_file) -> CheckedRecord:
+    """The one per-record check chain (ingest and the tools): key, fields, containment and
+    regular file (local roots only), bytes limit, image, box. Raises Rejected.
+
+    `local`: whether the root is a local directory (default: not a URL); only local roots get the
+    symlink and regular-file checks, which need the operating system's view of the file.
+    `read(path, max_bytes)`: returns at most max_bytes + 1 bytes or raises Rejected
+    (missing_file / read_error); ingest passes one reading through Beam FileSystems.
+    `real_root`: os.path.realpath(image_root), when the caller has it already."""
+    check_key(key)
+    record = check_fields(key, value)
+    if label_offset:
+        record = replace(record, label=record.label + label_offset)
+    path = join_root(image_root, key)
+    if is_local_path(image_root) if local is None else local:
+        check_local_containment(image_root, path, key, real_root)
+        check_regular_file(path, key)
+    data = read(path, options.max_image_bytes)
+    if len(data) > options.max_image_bytes:
+        raise Rejected("image_too_large", f"{path} is larger than the {options.max_image_bytes}-byte "
+                                          f"limit")
+    info = inspect_image(data, options)
+    check_box_inside(record, info.width, info.height, options.box_tolerance)
+    return CheckedRecord(record, data, info)
 
 
 def build_example(record: FaceRecord, data: bytes, info: ImageInfo) -> bytes:

@@ -23,6 +23,7 @@ from tests.pipeline_helpers import (
     open_store,
     output_artifacts,
 )
+from tests.test_ingest_records import fifo_watchdog
 
 pytestmark = pytest.mark.pipeline
 BOX = {"x1": 4, "y1": 4, "x2": 40, "y2": 40}
@@ -51,6 +52,7 @@ MATRIX = {
     "bad/box_strings.jpg": ({"label": 1, **BOX, "x1": "4"}, "jpeg", "bad_box"),
     "bad/box_outside.jpg": ({"label": 1, **BOX, "x2": 90}, "jpeg", "box_outside_image"),
     "bad/missing.jpg": ({"label": 1, **BOX}, None, "missing_file"),
+    "bad/pipe.jpg": ({"label": 1, **BOX}, "fifo", "not_a_regular_file"),
     "bad/empty.jpg": ({"label": 1, **BOX}, b"", "empty_file"),
     "bad/truncated.jpg": ({"label": 1, **BOX}, "truncated", "truncated_image"),
     "bad/text.jpg": ({"label": 1, **BOX}, b"just some text\n", "undecodable_image"),
@@ -68,6 +70,12 @@ MATRIX = {
     "bad/" + "n" * 300 + ".jpg": ({"label": 1, **BOX}, None, "bad_path"),
 }
 DUPLICATE = "bad/duplicate.jpg"
+
+
+def no_pipe_opened(base):
+    """A run that opens the named pipe fails (instead of waiting for a writer forever)."""
+    return fifo_watchdog([base / "images" / key for key, (_, kind, _) in MATRIX.items()
+                          if kind == "fifo"])
 
 
 def file_bytes(kind):
@@ -95,6 +103,8 @@ def matrix_dir(tmp_path_factory):
     for key, (_, kind, _) in MATRIX.items():
         if kind == "symlink":
             os.symlink(base / "outside.jpg", root / key)
+        elif kind == "fifo":
+            os.mkfifo(root / key)
         elif kind is not None and not key.startswith(("..", "/")) and "\udcff" not in key \
                 and len(key) < 200:
             (root / key).write_bytes(file_bytes(kind))
@@ -130,8 +140,9 @@ def quarantine_by_key(path):
 def test_matrix_through_the_cli(matrix_dir, tmp_path, capsys):
     base, good = matrix_dir
     output = str(tmp_path / "out.tfrecord")
-    status = CLI.run(["--root_path", str(base / "images"), "--json_file",
-                      str(base / "mixed.json"), "--output", output, "--max_bad_fraction", "0.9"])
+    with no_pipe_opened(base):
+        status = CLI.run(["--root_path", str(base / "images"), "--json_file",
+                          str(base / "mixed.json"), "--output", output, "--max_bad_fraction", "0.9"])
     assert status == 0
     n_input = len(good) + len(MATRIX) + 2
     n_valid = len(accepted(good))
@@ -161,7 +172,8 @@ def run_front(base, work, last_stage, max_bad_fraction):
 
 def test_matrix_through_the_pipeline(matrix_dir, tmp_path):
     base, good = matrix_dir
-    store = run_front(base, tmp_path, "ingest", 0.9)
+    with no_pipe_opened(base):
+        store = run_front(base, tmp_path, "ingest", 0.9)
     [execution] = node_executions(store, "FaceExampleGen")
     [examples] = output_artifacts(store, execution.id, "examples")
     summary = json.loads(examples.custom_properties["ingest_summary"].string_value)
@@ -231,3 +243,22 @@ def test_unreadable_lists_stop_the_pipeline_with_their_reason(matrix_dir, tmp_pa
     assert "split 'eval'" in message and f"{reason}: 1" in message
     store = open_store(config.metadata_path)
     assert node_executions(store, "Transform") == []
+
+
+@pytest.mark.parametrize("name", ["bom.json", "bom.jsonl"])
+def test_a_list_starting_with_a_byte_order_mark_is_read_by_the_cli(matrix_dir, tmp_path, capsys,
+                                                                   name):
+    """Windows tools start UTF-8 text with EF BB BF; the records after it are all read."""
+    base, good = matrix_dir
+    if name.endswith(".jsonl"):
+        text = "".join(json.dumps({"path": k, **v}) + "\n" for k, v in good.items())
+    else:
+        text = json.dumps(good)
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    output = str(tmp_path / "out.tfrecord")
+    assert CLI.run(["--root_path", str(base / "images"), "--json_file", str(tmp_path / name),
+                    "--output", output]) == 0
+    assert f"input={len(good)} valid={len(good)} quarantined=0" in capsys.readouterr().out
+    paths = {feature_value(tf.train.Example.FromString(r.numpy()), "path").decode()
+             for r in tf.data.TFRecordDataset(output)}
+    assert paths == set(good)

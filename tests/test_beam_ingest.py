@@ -10,6 +10,7 @@ from PIL import Image
 from components.face_example_gen import beam_ingest
 from core import records
 from tests import image_factory as images
+from tests.test_ingest_records import fifo_watchdog
 
 BOX = {"x1": 2, "y1": 3, "x2": 30, "y2": 40}
 
@@ -59,6 +60,7 @@ def mixed_dir(tmp_path):
         (root / key).write_bytes(data)
     (tmp_path / "outside.jpg").write_bytes(images.jpeg())
     os.symlink(tmp_path / "outside.jpg", root / "bad" / "link.jpg")
+    os.mkfifo(root / "bad" / "pipe.jpg")      # a named pipe: opening it would wait for a writer
     return root, files
 
 
@@ -79,6 +81,7 @@ BAD_RECORDS = {   # key -> (value, expected reason)
     "bad/link.jpg": ({"label": 2, **BOX}, "path_escape"),
     "../images/g1/a/0.jpg": ({"label": 2, **BOX}, "path_escape"),
     "bad/none.jpg": ({"label": 2, **BOX}, "missing_file"),
+    "bad/pipe.jpg": ({"label": 2, **BOX}, "not_a_regular_file"),
     "g1/a/0.jpg ": ({"label": "2", **BOX}, "bad_label"),
     "g1/a/1.png ": ({"label": 2, **BOX, "x1": 50}, "bad_box"),
     "g2/b/0.jpg ": ({"label": 2, "x1": 1}, "missing_field"),
@@ -98,7 +101,8 @@ def test_mixed_list_every_record_accounted_for(tmp_path, mixed_dir):
     list_path = tmp_path / "list.json"
     list_path.write_text("{\n" + ",\n".join(parts) + "\n}", encoding="utf-8")
 
-    examples, quarantine, summary = run_ingest(tmp_path, list_path, root)
+    with fifo_watchdog([root / "bad" / "pipe.jpg"]):     # a regression fails instead of hanging
+        examples, quarantine, summary = run_ingest(tmp_path, list_path, root)
 
     n_input = len(GOOD_RECORDS) + len(BAD_RECORDS) + 3
     assert summary["input"] == n_input

@@ -1,5 +1,8 @@
-"""Per-record checks (components/face_example_gen/records.py + beam_ingest.check_record)."""
+"""Per-record checks (core/records.py + beam_ingest.check_record)."""
+import contextlib
 import os
+import socket
+import threading
 
 import pytest
 
@@ -210,3 +213,85 @@ def test_every_reason_code_is_documented():
     assert all(isinstance(text, str) and text for text in records.REASONS.values())
     with pytest.raises(AssertionError):
         Rejected("not_a_reason", "x")
+
+
+def test_every_reason_code_has_a_row_in_the_readme_table():
+    from tests.conftest import REPO_ROOT
+
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Input format", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [r for r in records.REASONS if not any(f"`{r}`" in row.split("|")[1] for row in rows)] \
+        == []
+
+
+@contextlib.contextmanager
+def fifo_watchdog(fifos):
+    """Fails the test, instead of hanging it, when anything opens one of `fifos` for reading.
+
+    A writer end opened with O_NONBLOCK only succeeds while some reader has the pipe open (or is
+    blocked opening it); opening and closing it at once lets that reader see end of file and go
+    on, and the open is reported when the block ends."""
+    done, opened = threading.Event(), []
+
+    def watch():
+        while not done.wait(0.02):
+            for fifo in fifos:
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:        # ENXIO: nobody has it open for reading
+                    continue
+                opened.append(str(fifo))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    assert not opened, f"named pipes were opened for reading: {sorted(set(opened))}"
+
+
+def test_named_pipe_is_not_a_regular_file_and_is_never_opened(root, monkeypatch):
+    (root / "g").mkdir()
+    fifo = root / "g" / "pipe.jpg"
+    os.mkfifo(fifo)
+    os.symlink(fifo, root / "g" / "link.jpg")        # a symlink inside the root to the pipe
+    opened = []
+    real_open = beam_ingest.FileSystems.open
+    monkeypatch.setattr(beam_ingest.FileSystems, "open",
+                        lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    with fifo_watchdog([fifo]):
+        assert reason_of(root, "g/pipe.jpg") == "not_a_regular_file"
+        assert reason_of(root, "g/link.jpg") == "not_a_regular_file"
+    assert opened == []
+
+
+def test_socket_is_not_a_regular_file(tmp_path):
+    root = tmp_path / "r"           # AF_UNIX paths are limited to about 100 bytes
+    root.mkdir()
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(root / "s.jpg"))
+        assert reason_of(root, "s.jpg") == "not_a_regular_file"
+    finally:
+        server.close()
+
+
+def test_a_directory_at_the_key_is_still_a_missing_file(root):
+    (root / "g" / "x.jpg").mkdir(parents=True)
+    assert reason_of(root, "g/x.jpg") == "missing_file"
+
+
+def test_non_local_roots_are_not_checked_with_os_stat(root, monkeypatch):
+    """gs:// and other Beam filesystems have no os.stat: their images are read as before."""
+    write(root, "g/x.jpg", images.jpeg(64, 48))
+
+    def no_stat(*args, **kwargs):
+        raise AssertionError("os.stat on a non-local root")
+
+    monkeypatch.setattr(records.os, "stat", no_stat)
+    serialized, record = beam_ingest.check_record(str(root), "g/x.jpg", BOX, IngestOptions(),
+                                                  local_root=False)
+    assert record.key == "g/x.jpg" and serialized

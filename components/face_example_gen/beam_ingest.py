@@ -10,7 +10,6 @@ callers can check `valid + quarantined == input`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -88,7 +87,9 @@ class _ReadListFile(beam.DoFn):
                     yield item.key, (path, item.index, item.value)
 
 
-def read_image_bytes(path: str, key: str, max_bytes: int) -> bytes:
+def read_image_bytes(path: str, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes of the image, through Beam FileSystems (local, gs://, ...): the
+    `read` of records.check_record, which applies the limit."""
     try:
         with FileSystems.open(path, mime_type="application/octet-stream",
                               compression_type=CompressionTypes.UNCOMPRESSED) as stream:
@@ -100,26 +101,18 @@ def read_image_bytes(path: str, key: str, max_bytes: int) -> bytes:
         if "not found" in text.lower() or "No such file" in text or "404" in text:
             raise Rejected("missing_file", f"no image file at {path}")
         raise Rejected("read_error", f"{path} cannot be read: {type(e).__name__}: {text[:300]}")
-    if len(data) > max_bytes:
-        raise Rejected("image_too_large", f"{path} is larger than the {max_bytes}-byte limit")
     return data
 
 
 def check_record(image_root: str, key: str, value: Any, options: IngestOptions,
                  local_root: bool, label_offset: int = 0,
                  real_root: Optional[str] = None) -> Tuple[bytes, records.FaceRecord]:
-    """The whole per-record check. Returns (serialized Example, record) or raises Rejected."""
-    records.check_key(key)
-    record = records.check_fields(key, value)
-    if label_offset:
-        record = dataclasses.replace(record, label=record.label + label_offset)
-    path = records.join_root(image_root, key)
-    if local_root:
-        records.check_local_containment(image_root, path, key, real_root)
-    data = read_image_bytes(path, key, options.max_image_bytes)
-    info = records.inspect_image(data, options)
-    records.check_box_inside(record, info.width, info.height, options.box_tolerance)
-    return records.build_example(record, data, info), record
+    """records.check_record (the one check chain), reading through Beam FileSystems. Returns
+    (serialized Example, record) or raises Rejected."""
+    checked = records.check_record(image_root, key, value, options, local=local_root,
+                                   real_root=real_root, label_offset=label_offset,
+                                   read=read_image_bytes)
+    return records.build_example(checked.record, checked.data, checked.info), checked.record
 
 
 def _source_label(entry):
