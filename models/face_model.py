@@ -186,14 +186,27 @@ class FaceTrainingModel(keras.Model):
             count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
         return total / count
 
-    def _update_centers(self, embedding: tf.Tensor, labels: tf.Tensor) -> None:
+    def _update_centers(self, embedding: tf.Tensor, labels: tf.Tensor,
+                        gradients_finite: tf.Tensor) -> None:
+        """Wen et al.'s update from the global batch, only on a step whose gradients are finite
+        on every replica and whose embeddings are finite.
+
+        The loss-scale optimizer skips a step with non-finite gradients; updating the centers on
+        it anyway would write the NaN of one bad embedding into them for good. The update is
+        zeroed rather than put under a tf.cond: every replica runs the same collectives.
+        """
         ctx = _replica_context()
         embedding = tf.stop_gradient(tf.cast(embedding, tf.float32))
         labels = tf.cast(labels, tf.int32)
+        non_finite = 1.0 - tf.cast(gradients_finite, tf.float32)
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             embedding = ctx.all_gather(embedding, axis=0)
             labels = ctx.all_gather(labels, axis=0)
+            non_finite = ctx.all_reduce(tf.distribute.ReduceOp.SUM, non_finite)
+        finite = tf.logical_and(tf.equal(non_finite, 0.0),
+                                tf.reduce_all(tf.math.is_finite(embedding)))
         class_ids, delta = losses.center_update(embedding, labels, self.centers)
+        delta = tf.where(finite, delta, tf.zeros_like(delta))
         self.centers.scatter_sub(tf.IndexedSlices(self.config.center_alpha * delta, class_ids))
 
     def train_step(self, data):
@@ -226,11 +239,14 @@ class FaceTrainingModel(keras.Model):
             self.accuracy_tracker.update_state(correct)
             step_embeddings.append(embedding)
         steps = float(self.accumulation_steps)
-        self.optimizer.apply_gradients(zip([g / steps for g in accumulated], variables))
+        averaged = [g / steps for g in accumulated]
+        self.optimizer.apply_gradients(zip(averaged, variables))
         if self.centers is not None:
             # One center update per optimizer step, from the whole (accumulated, global) batch:
             # every micro-batch's center loss saw the same centers.
-            self._update_centers(tf.concat(step_embeddings, axis=0), labels)
+            gradients_finite = tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(g)) for g in averaged if g is not None])
+            self._update_centers(tf.concat(step_embeddings, axis=0), labels, gradients_finite)
         # Per-replica losses are fractions of the global loss: sum them for the logged value.
         ctx = _replica_context()
         logged = total_loss / steps

@@ -142,3 +142,52 @@ def test_self_distributed_labels_have_no_gradient():
         labels = losses.self_distributed_group_labels(probs)
         loss = tf.reduce_sum(tf.cast(labels, tf.float32))
     assert tape.gradient(loss, probs) is None
+
+
+def _center_loss_model(num_classes=3):
+    """SoftmaxCenter on a small CNN; SGD with learning rate 0 keeps every network weight fixed, so
+    the embeddings a step sees can be recomputed before it."""
+    from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_model
+
+    config = ModelConfig(loss="SoftmaxCenter", backbone="small_cnn", image_size=16,
+                         embedding_size=4, center_alpha=0.5)
+    model = FaceTrainingModel(build_embedding_model(config), config, num_classes=num_classes)
+    model.compile(optimizer=tf.keras.mixed_precision.LossScaleOptimizer(
+        tf.keras.optimizers.SGD(0.0)))
+    model.centers.assign(RNG.normal(size=(num_classes, 4)).astype(np.float32))
+    return model
+
+
+def test_centers_do_not_move_on_a_step_the_loss_scale_optimizer_skips():
+    """One NaN pixel makes every embedding (batch statistics) and gradient NaN under mixed
+    precision: the loss-scale optimizer skips the step (and halves its scale), and the centers
+    must stay as they were instead of becoming NaN for good."""
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _center_loss_model()
+        images = RNG.uniform(size=(6, 16, 16, 3)).astype(np.float32)
+        images[2, 5, 5, 1] = np.nan
+        labels = np.array([0, 1, 2, 0, 1, 2])
+        before = model.centers.numpy().copy()
+        scale_before = float(model.optimizer.loss_scale)
+        model.train_on_batch(images, labels)
+        assert float(model.optimizer.loss_scale) == scale_before / 2      # the step was skipped
+        np.testing.assert_array_equal(model.centers.numpy(), before)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_finite_step_updates_the_centers_by_wen_et_als_rule():
+    model = _center_loss_model()
+    images = RNG.uniform(size=(6, 16, 16, 3)).astype(np.float32)
+    labels = np.array([0, 2, 2, 0, 0, 2])                   # class 1 absent: its center stays
+    embeddings = model.embedding_model(images, training=True)["embedding"].numpy()
+    centers = model.centers.numpy().astype(np.float64)
+    expected = centers.copy()
+    for j in range(3):
+        members = embeddings[labels == j]
+        delta = (len(members) * centers[j] - members.sum(axis=0)) / (1 + len(members))
+        expected[j] -= 0.5 * delta
+    model.train_on_batch(images, labels)
+    np.testing.assert_allclose(model.centers.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(expected, centers)
