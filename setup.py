@@ -1,7 +1,8 @@
 """FFEM-TFX: a TFX pipeline that trains, evaluates and ships face-embedding models.
 
 The packages declared here are what Beam workers and the Kubeflow image install. Versions are pinned by
-`constraints.txt` (install with `pip install -c constraints.txt -e '.[dev,kfp]'`, as the Makefile does).
+`constraints.txt` (install with `pip install -c constraints.txt -e '.[dev,kfp,viewer]'`, as the Makefile
+does).
 """
 import os
 
@@ -42,5 +43,7 @@ setup(
     extras_require={
         "kfp": ["tfx[kfp]==1.16.0", "kfp>=2.5,<3"],
         "dev": ["pytest", "pytest-timeout", "ruff"],
+        # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers.
+        "viewer": ["tensorboard-plugin-fairness-indicators"],
     },
 )

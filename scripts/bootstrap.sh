@@ -27,7 +27,7 @@ fi
 echo "bootstrap: installing the pinned stack into $VENV (a few minutes the first time)" >&2
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "pip==$PIP_VERSION"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -c constraints.txt -e '.[dev,kfp]'
+  -c constraints.txt -e '.[dev,kfp,viewer]'
 "$VENV/bin/python" -m pip check >&2 || echo "bootstrap: warning: pip check reports conflicts (above)" >&2
 echo "$fingerprint" > "$stamp"
 echo "bootstrap: done" >&2

@@ -37,6 +37,10 @@ FAIRNESS_PREFIX = "fairness_indicators_metrics"
 METRICS_FILE = "metrics-00000-of-00001.tfrecord"
 VALIDATIONS_FILE = "validations-00000-of-00001.tfrecord"
 EVAL_CONFIG_FILE = "eval_config.json"
+# TensorBoard's Fairness Indicators plugin finds an evaluation through a summary, under this tag and
+# plugin name, whose value is the evaluation's directory.
+FAIRNESS_PLUGIN = "fairness_indicators"
+FAIRNESS_LOG_DIR = "fairness_indicators"
 
 # name -> (value, (lower, upper) or None)
 SliceMetrics = Dict[str, Tuple[float, Optional[Sequence[float]]]]
@@ -194,3 +198,21 @@ def write(metrics: Mapping[str, Any], output_dir: str, candidate_uri: str = "",
     _write_records(paths["metrics"], _metrics_for_slices(per_model, deltas))
     _write_records(paths["validations"], [_validation_result(metrics)])
     return paths
+
+
+def write_fairness_summary(output_dir: str, step: int = 0) -> str:
+    """A TensorBoard event file under `output_dir/fairness_indicators` that points the Fairness
+    Indicators plugin at the TFMA results in `output_dir` (the summary the plugin's own
+    `summary_v2.FairnessIndicators` writes, made here without importing the plugin, which the
+    pipeline's containers do not install). Returns the log directory."""
+    from tensorboard.compat.proto import summary_pb2
+
+    log_dir = os.path.join(output_dir, FAIRNESS_LOG_DIR)
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=FAIRNESS_PLUGIN))
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        tf.summary.write(tag=FAIRNESS_PLUGIN, tensor=tf.constant(output_dir), step=step,
+                         metadata=metadata)
+    writer.close()
+    return log_dir
