@@ -1,16 +1,26 @@
 """Exact Recall@K of embeddings under cosine similarity, computed in blocks of the similarity matrix.
 
-Definitions (all three functions below follow them):
+Definitions (every function below follows them):
 * Similarity is cosine: each row is L2-normalised in float32. An all-zero row stays zero (its norm is
   guarded by a tiny minimum), so its similarity to every image is 0, never NaN.
-* For query i the gallery is every OTHER image: all of them for the "overall" entry, those of the
-  same group for a group entry. The query itself is never in its gallery.
-* A query whose identity has no other image in its gallery cannot be answered: it is skipped and
-  counted in `n_skipped`, not in `n_queries`.
+* Two galleries per query, the query itself never in either:
+  - whole gallery ("mixed"): every other eval image, of every group. The `recall@k` of the overall
+    entry AND of every group entry use it: a group's figure is the recall of that group's queries
+    ranked against everyone, so confusions with other groups count against the group, and figures
+    of groups of different sizes are comparable.
+  - within group: the other images of the query's own group (the original's and RFW's protocol),
+    reported as `recall@k_within`. For the overall entry both galleries are the same.
+* A query whose identity has no other image in the gallery cannot be answered: it is skipped and
+  counted in `n_skipped` (whole gallery), not in `n_queries` (`n_queries_within` for the group gallery).
+  `n_identities` counts the identities with at least one answerable query.
 * The gallery is ranked by similarity, highest first; exact ties are broken by index (position in
   the input arrays): the image with the LOWER index ranks first. Recall@k of a query is 1 if one of
   the first k gallery images has the query's label, else 0. A k above the gallery size means the
   whole gallery.
+
+The per-query first-hit positions (`QueryRanks`) are computed once, by one blocked pass over the
+whole gallery and one per group for the within-group gallery; every recall figure, and the bootstrap
+intervals (core/intervals.py), are derived from them without ranking again.
 
 "Exact" means no approximation: `recall_at_k` returns what a full sort of every row of the float32
 similarity matrix under (-similarity, index) returns. The float32 products come from BLAS; a product
@@ -20,8 +30,9 @@ another implementation. Exact duplicates (the ties that happen in practice) tie 
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,50 +49,105 @@ _BRUTE_FORCE_ROWS = 1024
 _KEY_BITS = 64
 
 
+# Called after each block's ranking work with (row offset, column offset, block); the block may be
+# modified by the callback (core/verification.py counts pair scores from the same blocks).
+BlockVisitor = Callable[[int, int, np.ndarray], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryRanks:
+    """Per-query ranking results, computed once and reused by every figure and resample.
+
+    `mixed[i]` / `within[i]`: 0-based position of query i's first same-label image in its whole /
+    within-group gallery ranking; `k_max` when it is not among the first `k_max`; -1 when the query
+    cannot be answered in that gallery. Without groups `within` is `mixed`."""
+    labels: np.ndarray
+    groups: Optional[np.ndarray]
+    k_max: int
+    mixed: np.ndarray
+    within: np.ndarray
+
+    def scopes(self) -> List[Tuple[str, np.ndarray]]:
+        """[(OVERALL, all indices), (group, its member indices)...], groups sorted by name."""
+        scopes = [(OVERALL, np.arange(len(self.labels)))]
+        if self.groups is not None:
+            scopes += list(_group_members(self.groups))
+        return scopes
+
+    def summary(self, ks: Sequence[int]) -> Dict[str, Dict]:
+        """{scope: {"n_queries", "n_skipped", "n_identities", "recall@<k>"..., "n_queries_within",
+        "n_identities_within", "recall@<k>_within"...}} with plain Python numbers; a recall is None
+        when its gallery answers no query of the scope."""
+        ks = sorted({int(k) for k in ks})
+        if ks[-1] > self.k_max:
+            raise ValueError(f"k {ks[-1]} above the k_max {self.k_max} these ranks were computed for")
+        result = {}
+        for name, members in self.scopes():
+            entry = {}
+            # The overall scope's own "group" is the whole gallery: its two figures coincide.
+            within = self.mixed if name == OVERALL else self.within
+            for suffix, ranks in (("", self.mixed[members]), ("_within", within[members])):
+                answerable = ranks >= 0
+                n_queries = int(answerable.sum())
+                if suffix:
+                    entry["n_queries_within"] = n_queries
+                else:
+                    entry["n_queries"] = n_queries
+                    entry["n_skipped"] = int(len(members) - n_queries)
+                entry[f"n_identities{suffix}"] = int(len(np.unique(self.labels[members][answerable])))
+                for k in ks:
+                    hits = np.count_nonzero(answerable & (ranks < k))
+                    entry[f"recall@{k}{suffix}"] = float(hits / n_queries) if n_queries else None
+            result[name] = entry
+        return result
+
+
 def recall_at_k(embeddings, labels, groups=None, ks: Sequence[int] = (1,),
                 chunk_size: Optional[int] = None) -> Dict[str, Dict]:
-    """Recall@k for each k in `ks`, overall and (when `groups` is given) per group.
+    """Recall@k for each k in `ks`, overall and (when `groups` is given) per group, whole-gallery
+    (`recall@k`) and within-group (`recall@k_within`); see `QueryRanks.summary` for the keys.
 
-    embeddings [N, D] float, labels [N] int, groups [N] str or None. Returns
-    {"overall": {"n_queries", "n_skipped", "recall@<k>"...}, "<group>": {...}, ...} with plain Python
-    numbers; recall values are None when no query can be answered.
+    embeddings [N, D] float, labels [N] int, groups [N] str or None.
 
     The similarity matrix is symmetric, so only the blocks on and above the block diagonal are
     multiplied; block (i, j) updates the running top-k of the rows of block i and, read column-wise,
     of the rows of block j. Extra memory is O(chunk_size * N): one chunk x chunk block, its mask and
     the [N, k] running lists, never N x N.
     """
-    unit, labels, groups, ks = _checked_inputs(embeddings, labels, groups, ks)
-    chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    unit, labels, groups, ks = checked_inputs(embeddings, labels, groups, ks)
+    return first_hit_ranks(unit, labels, groups, max(ks), chunk_size).summary(ks)
 
-    def entry(rows, row_labels):
-        top_sims, top_idx = _chunked_top_k(rows, max(ks), chunk)
-        return _summary(row_labels, top_sims, top_idx, ks)
 
-    return _entries(unit, labels, groups, entry)
+def first_hit_ranks(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.ndarray], k_max: int,
+                    chunk_size: Optional[int] = None,
+                    visit: Optional[BlockVisitor] = None) -> QueryRanks:
+    """`QueryRanks` of inputs from `checked_inputs`: one blocked pass over the whole gallery (its
+    blocks also go to `visit`), then one per group for the within-group gallery."""
+    chunk = _chunk_size(chunk_size)
+    top_sims, top_idx = _chunked_top_k(unit, k_max, chunk, visit)
+    mixed = _first_hits(labels, top_sims, top_idx)
+    return _with_within(labels, groups, k_max, mixed,
+                        lambda members: _chunked_top_k(unit[members], k_max, chunk))
 
 
 def brute_force_recall_at_k(embeddings, labels, groups=None,
                             ks: Sequence[int] = (1,)) -> Dict[str, Dict]:
     """The straightforward reference: the full N x N similarity matrix, diagonal set to -inf, top-k of
-    every row with np.argpartition. Same definitions and output as `recall_at_k`; group entries use
-    each group's own sub-matrix."""
-    unit, labels, groups, ks = _checked_inputs(embeddings, labels, groups, ks)
-
-    def entry(rows, row_labels):
-        top_sims, top_idx = _full_matrix_top_k(rows, max(ks))
-        return _summary(row_labels, top_sims, top_idx, ks)
-
-    return _entries(unit, labels, groups, entry)
+    every row with np.argpartition. Same definitions and output as `recall_at_k`; within-group
+    figures use each group's own sub-matrix."""
+    unit, labels, groups, ks = checked_inputs(embeddings, labels, groups, ks)
+    top_sims, top_idx = _full_matrix_top_k(unit, max(ks))
+    mixed = _first_hits(labels, top_sims, top_idx)
+    ranks = _with_within(labels, groups, max(ks), mixed,
+                         lambda members: _full_matrix_top_k(unit[members], max(ks)))
+    return ranks.summary(ks)
 
 
 def per_row_loop_recall_at_1(embeddings, labels) -> Dict[str, Dict]:
     """Recall@1 the way a plain evaluation script does it: one query at a time, similarity to all,
     exclude itself, argmax (which returns the lowest index among ties). Overall entry only; kept
     as the benchmark's point of comparison."""
-    unit, labels, _, _ = _checked_inputs(embeddings, labels, None, (1,))
+    unit, labels, _, _ = checked_inputs(embeddings, labels, None, (1,))
     images_per_label = Counter(labels.tolist())
     hits = skipped = 0
     for i in range(len(unit)):
@@ -98,7 +164,7 @@ def per_row_loop_recall_at_1(embeddings, labels) -> Dict[str, Dict]:
 
 # ----------------------------------------------------------------------------- inputs and output
 
-def _checked_inputs(embeddings, labels, groups, ks):
+def checked_inputs(embeddings, labels, groups, ks):
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be [N, D], got shape {embeddings.shape}")
@@ -133,13 +199,22 @@ def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
     return unit
 
 
-def _entries(unit, labels, groups, entry) -> Dict[str, Dict]:
-    result = {OVERALL: entry(unit, labels)}
+def _chunk_size(chunk_size: Optional[int]) -> int:
+    chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    return chunk
+
+
+def _with_within(labels, groups, k_max, mixed, top_k_of) -> QueryRanks:
+    within = mixed
     if groups is not None:
-        for name, members in _group_members(groups):
+        within = np.full(len(labels), -1, dtype=np.int64)
+        for _, members in _group_members(groups):
             # Members keep their input order, so "lower index wins" means the same inside a group.
-            result[name] = entry(unit[members], labels[members])
-    return result
+            top_sims, top_idx = top_k_of(members)
+            within[members] = _first_hits(labels[members], top_sims, top_idx)
+    return QueryRanks(labels=labels, groups=groups, k_max=k_max, mixed=mixed, within=within)
 
 
 def _group_members(groups: np.ndarray) -> Iterator[Tuple[str, np.ndarray]]:
@@ -150,34 +225,28 @@ def _group_members(groups: np.ndarray) -> Iterator[Tuple[str, np.ndarray]]:
         yield str(name), members
 
 
-def _summary(labels: np.ndarray, top_sims: np.ndarray, top_idx: np.ndarray, ks: Iterable[int]) -> Dict:
-    """Recall from each query's ranked top list. Entries at -inf are padding or the query itself
-    (only present when the gallery is smaller than k) and never count."""
+def _first_hits(labels: np.ndarray, top_sims: np.ndarray, top_idx: np.ndarray) -> np.ndarray:
+    """Per query, the position of the first same-label image in its ranked top list (k_max if none),
+    -1 if its identity has no other image in the gallery. Entries at -inf are padding or the query
+    itself (only present when the gallery is smaller than k) and never count."""
     n = len(labels)
     _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
     answerable = counts[codes.reshape(-1)] > 1 if n else np.zeros(0, bool)
     real = np.isfinite(top_sims)
     hit = real & (labels[np.where(real, top_idx, 0)] == labels[:, None])
-    # Position of the first hit in the ranked list (k_max if none); recall@k is "first hit < k".
-    first_hit = np.where(hit.any(axis=1), hit.argmax(axis=1), hit.shape[1])[answerable]
-    n_queries = int(answerable.sum())
-    out = {"n_queries": n_queries, "n_skipped": int(n - n_queries)}
-    for k in ks:
-        out[f"recall@{k}"] = float(np.count_nonzero(first_hit < k) / n_queries) if n_queries else None
-    return out
+    first_hit = np.where(hit.any(axis=1), hit.argmax(axis=1), hit.shape[1])
+    return np.where(answerable, first_hit, -1).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- chunked top-k
 
-def _chunked_top_k(unit: np.ndarray, k: int, chunk: int) -> Tuple[np.ndarray, np.ndarray]:
-    """For every row, its k most similar other rows as ([N, k] similarities, [N, k] indices), ranked by
-    (-similarity, index). Missing entries (gallery smaller than k) are -inf."""
+def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, np.ndarray]]:
+    """(row offset, column offset, block) for every block on or above the block diagonal of
+    unit @ unit.T, row blocks in order; the diagonal of a diagonal block is -inf. The block lives in
+    one reused buffer: use it before asking for the next."""
     n = len(unit)
-    top_sims = np.full((n, k), -np.inf, dtype=np.float32)
-    top_idx = np.full((n, k), n, dtype=np.int64)  # n sorts after every real index
     side = min(chunk, n)
     block_buf = np.empty(side * side, dtype=np.float32)
-    mask_buf = np.zeros(-(-side * side // 8) * 8, dtype=bool)  # whole uint64 words, see _nonzero
     for i0 in range(0, n, chunk):
         rows_i = unit[i0:i0 + chunk]
         for j0 in range(i0, n, chunk):
@@ -186,11 +255,26 @@ def _chunked_top_k(unit: np.ndarray, k: int, chunk: int) -> Tuple[np.ndarray, np
             np.matmul(rows_i, rows_j.T, out=sims)
             if j0 == i0:
                 np.fill_diagonal(sims, -np.inf)  # the query is not in its own gallery
-            _merge_block(top_sims[i0:i0 + len(rows_i)], top_idx[i0:i0 + len(rows_i)],
-                         sims, j0, True, mask_buf)
-            if j0 != i0:  # the same block, read by columns, serves the rows of block j
-                _merge_block(top_sims[j0:j0 + len(rows_j)], top_idx[j0:j0 + len(rows_j)],
-                             sims, i0, False, mask_buf)
+            yield i0, j0, sims
+
+
+def _chunked_top_k(unit: np.ndarray, k: int, chunk: int,
+                   visit: Optional[BlockVisitor] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """For every row, its k most similar other rows as ([N, k] similarities, [N, k] indices), ranked by
+    (-similarity, index). Missing entries (gallery smaller than k) are -inf. Each block is handed
+    to `visit` once its ranking work is done."""
+    n = len(unit)
+    top_sims = np.full((n, k), -np.inf, dtype=np.float32)
+    top_idx = np.full((n, k), n, dtype=np.int64)  # n sorts after every real index
+    side = min(chunk, n)
+    mask_buf = mask_buffer(side * side)
+    for i0, j0, sims in similarity_blocks(unit, chunk):
+        rows_i, rows_j = slice(i0, i0 + sims.shape[0]), slice(j0, j0 + sims.shape[1])
+        _merge_block(top_sims[rows_i], top_idx[rows_i], sims, j0, True, mask_buf)
+        if j0 != i0:  # the same block, read by columns, serves the rows of block j
+            _merge_block(top_sims[rows_j], top_idx[rows_j], sims, i0, False, mask_buf)
+        if visit is not None:
+            visit(i0, j0, sims)
     return top_sims, top_idx
 
 
@@ -211,7 +295,7 @@ def _merge_block(top_sims, top_idx, sims, gallery_offset, queries_are_rows, mask
     # per query in its b-th block); only while it is weak (-inf at first) is the block bound worth it.
     if select(top_sims[:, -1]) > 2 * k * len(top_sims):
         select(np.maximum(top_sims[:, -1], _kth_largest_lower_bound(sims, k, queries_are_rows)))
-    rows, cols = _nonzero(mask_buf, sims.size, sims.shape[1])
+    rows, cols = nonzero_positions(mask_buf, sims.size, sims.shape[1])
     if rows.size == 0:
         return
     found_sims = sims[rows, cols]
@@ -238,7 +322,12 @@ def _kth_largest_lower_bound(sims, k, queries_are_rows) -> np.ndarray:
     return np.partition(slice_max, n_slices - k, axis=1)[:, n_slices - k]
 
 
-def _nonzero(mask_buf: np.ndarray, size: int, n_cols: int) -> Tuple[np.ndarray, np.ndarray]:
+def mask_buffer(size: int) -> np.ndarray:
+    """A bool buffer for `nonzero_positions`: whole uint64 words."""
+    return np.zeros(-(-size // 8) * 8, dtype=bool)
+
+
+def nonzero_positions(mask_buf: np.ndarray, size: int, n_cols: int) -> Tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of the True entries of the first `size` mask bytes, row-major order. The mask is
     sparse, so scan it as uint64 words (8 entries each) first: ~5x faster than np.nonzero on it."""
     padded = mask_buf[:-(-size // 8) * 8]

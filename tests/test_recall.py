@@ -9,7 +9,6 @@ exact ties and no rounding can make the implementation and the reference disagre
 import json
 import math
 import tracemalloc
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -33,27 +32,32 @@ def both(embeddings, labels, groups=None, ks=(1,), chunk_sizes=(None, 1, 2)):
     return results[0]
 
 
-def entry(n_queries, n_skipped, **recalls):
-    """entry(4, 0, r1=0.5, r5=1.0) == {"n_queries": 4, "n_skipped": 0, "recall@1": 0.5, ...}"""
-    return {"n_queries": n_queries, "n_skipped": n_skipped,
-            **{f"recall@{name[1:]}": value for name, value in recalls.items()}}
+def entry(n_queries, n_skipped, n_identities, within=None, **recalls):
+    """entry(4, 0, 2, r1=0.5, r5=1.0): one scope's summary whose within-group figures equal the
+    whole-gallery ones; within=(n_queries, n_identities, {"r1": ...}) gives them separately."""
+    mixed = {f"recall@{name[1:]}": value for name, value in recalls.items()}
+    w_queries, w_identities, w_recalls = within if within else (n_queries, n_identities, recalls)
+    return {"n_queries": n_queries, "n_skipped": n_skipped, "n_identities": n_identities, **mixed,
+            "n_queries_within": w_queries, "n_identities_within": w_identities,
+            **{f"recall@{name[1:]}_within": value for name, value in w_recalls.items()}}
 
 
 # ----------------------------------------------------------------------------- hand-made cases
 
-def test_group_entry_differs_from_overall_when_the_nearest_image_is_in_another_group():
+def test_group_figures_rank_against_the_whole_gallery_and_within_the_group_separately():
     #   index:    0    1    2    3
     #   angle:    0°   5°   40°  90°
     #   label:    A    B    A    B
     #   group:    g1   g2   g1   g2
-    # Overall, every query's nearest image has the other label: 0 -> 1 (5°), 1 -> 0 (5°),
+    # Whole gallery, every query's nearest image has the other label: 0 -> 1 (5°), 1 -> 0 (5°),
     # 2 -> 1 (35°), 3 -> 2 (50°). Second nearest: 0 -> 2 (A, hit), 1 -> 2 (A, miss; 3 is 85° away),
-    # 2 -> 0 (A, hit), 3 -> 1 (B, hit). Inside a group the only other image has the same label.
+    # 2 -> 0 (A, hit), 3 -> 1 (B, hit). So g1's queries (0, 2) hit at rank 2, g2's query 1 only at
+    # rank 3 and query 3 at rank 2. Inside a group the only other image has the same label.
     result = both(at_angles([0, 5, 40, 90]), [0, 1, 0, 1], ["g1", "g2", "g1", "g2"], ks=(1, 2))
     assert result == {
-        "overall": entry(4, 0, r1=0.0, r2=0.75),
-        "g1": entry(2, 0, r1=1.0, r2=1.0),
-        "g2": entry(2, 0, r1=1.0, r2=1.0),
+        "overall": entry(4, 0, 2, r1=0.0, r2=0.75),
+        "g1": entry(2, 0, 1, within=(2, 1, {"r1": 1.0, "r2": 1.0}), r1=0.0, r2=1.0),
+        "g2": entry(2, 0, 1, within=(2, 1, {"r1": 1.0, "r2": 1.0}), r1=0.0, r2=0.5),
     }
 
 
@@ -62,14 +66,15 @@ def test_identities_without_another_image_in_the_gallery_are_skipped_and_counted
     #   angle:  0°   10°  100°  95°  20°
     #   label:  A    A    B     C    C
     #   group:  x    x    x     x    y
-    # Overall B (one image) is skipped: queries 0 -> 1 (A, hit), 1 -> 0 (A, 10°; 4 is 10° too but
-    # 4 > 0, hit), 3 -> 2 (B at 5°, miss), 4 -> 1 (A at 10°, miss). Group x: B and C (3 is C's
-    # only image in x) are skipped, 0 and 1 hit. Group y: its only image is skipped.
+    # Whole gallery: B (one image) is skipped: queries 0 -> 1 (A, hit), 1 -> 0 (A, 10°; 4 is 10°
+    # too but 4 > 0, hit), 3 -> 2 (B at 5°, miss), 4 -> 1 (A at 10°, miss). Group x holds 0..3: B
+    # is skipped, C's image 3 is answerable against the whole gallery (4 is C) but not within x.
+    # Group y: its only image 4 is answerable against the whole gallery only.
     result = both(at_angles([0, 10, 100, 95, 20]), [0, 0, 1, 2, 2], ["x", "x", "x", "x", "y"])
     assert result == {
-        "overall": entry(4, 1, r1=0.5),
-        "x": entry(2, 2, r1=1.0),
-        "y": entry(0, 1, r1=None),
+        "overall": entry(4, 1, 2, r1=0.5),
+        "x": entry(3, 1, 2, within=(2, 1, {"r1": 1.0}), r1=2 / 3),
+        "y": entry(1, 0, 1, within=(0, 0, {"r1": None}), r1=0.0),
     }
 
 
@@ -83,7 +88,7 @@ def test_exact_ties_go_to_the_lower_index(duplicate_labels, expected_recall):
     embeddings = at_angles([0, 30, 30])
     labels = [0, *duplicate_labels]
     result = both(embeddings, labels, ks=(1, 2))
-    assert result == {"overall": entry(2, 1, r1=expected_recall, r2=1.0)}
+    assert result == {"overall": entry(2, 1, 1, r1=expected_recall, r2=1.0)}
     assert per_row_loop_recall_at_1(embeddings, labels)["overall"]["recall@1"] == expected_recall
 
 
@@ -95,7 +100,7 @@ def test_many_exact_ties_across_block_boundaries():
     embeddings = np.ones((25, 3))
     labels = [0] + [1] * 23 + [0]
     result = both(embeddings, labels, ks=(1, 2, 23, 24), chunk_sizes=(None, 1, 5, 7, 24))
-    assert result == {"overall": entry(25, 0, r1=1 / 25, r2=24 / 25, r23=24 / 25, r24=1.0)}
+    assert result == {"overall": entry(25, 0, 2, r1=1 / 25, r2=24 / 25, r23=24 / 25, r24=1.0)}
 
 
 def test_k_larger_than_the_gallery_uses_the_whole_gallery():
@@ -105,7 +110,7 @@ def test_k_larger_than_the_gallery_uses_the_whole_gallery():
     # Query 0: 1 (B) nearest, 2 (A) second: miss at 1, hit at 2 and at 5 (gallery of 2).
     # Query 2: 1 (B, 70°) nearest, then 0 (A, 80°): the same. Image 1 (B) is alone: skipped.
     result = both(at_angles([0, 10, 80]), [0, 1, 0], ["g", "g", "g"], ks=(1, 5, 1000))
-    expected = entry(2, 1, r1=0.0, r5=1.0, r1000=1.0)
+    expected = entry(2, 1, 1, r1=0.0, r5=1.0, r1000=1.0)
     assert result == {"overall": expected, "g": expected}
 
 
@@ -119,14 +124,14 @@ def test_zero_embedding_row_has_similarity_zero_to_everything_and_no_nan():
     # Query 3: 0 (A) and 2 (A) tie at 0, 1 (B) at -1: hit at 3.
     embeddings = np.array([[0, 0], [1, 0], [0, 1], [-1, 0]], dtype=np.float32)
     result = both(embeddings, [0, 1, 0, 1], ks=(1, 2, 3))
-    assert result == {"overall": entry(4, 0, r1=0.25, r2=0.5, r3=1.0)}
+    assert result == {"overall": entry(4, 0, 2, r1=0.25, r2=0.5, r3=1.0)}
     assert per_row_loop_recall_at_1(embeddings, [0, 1, 0, 1])["overall"]["recall@1"] == 0.25
 
 
 def test_no_images_and_a_single_image():
     for n in (0, 1):
         result = both(np.ones((n, 4)), np.zeros(n, dtype=int), ["g"] * n, ks=(1, 5))
-        expected = {"overall": entry(0, n, r1=None, r5=None)}
+        expected = {"overall": entry(0, n, 0, r1=None, r5=None)}
         if n:
             expected["g"] = expected["overall"]
         assert result == expected
@@ -138,9 +143,11 @@ def test_output_is_plain_json_serialisable_python():
                          ks=[5, 1, 5])
     assert list(result) == ["overall", "a", "b"]
     for value in result.values():
-        assert list(value) == ["n_queries", "n_skipped", "recall@1", "recall@5"]
-        assert type(value["n_queries"]) is int and type(value["n_skipped"]) is int
-        assert type(value["recall@1"]) is float
+        assert list(value) == ["n_queries", "n_skipped", "n_identities", "recall@1", "recall@5",
+                               "n_queries_within", "n_identities_within", "recall@1_within",
+                               "recall@5_within"]
+        assert all(type(value[key]) is int for key in value if key.startswith("n_"))
+        assert all(type(value[key]) is float for key in value if key.startswith("recall@"))
     assert json.loads(json.dumps(result)) == result
 
 
@@ -174,40 +181,54 @@ def test_bad_input_is_rejected(call, message):
 # ----------------------------------------------------------------------------- random cases
 
 def reference_recall(embeddings, labels, groups, ks):
-    """Recall@k straight from the definition: for each query sort its gallery by (-similarity,
-    index) in float64, hit if a first-k image has its label. Also returns, per entry and k, how many
-    queries are "fragile": their best same-label image is within 1e-5 of another gallery image, so
-    float32 rounding could decide them differently (never the case for the exact random data)."""
+    """Recall@k straight from the definition: for each query sort its gallery (every other image,
+    or the other images of its group) by (-similarity, index) in float64, hit if a first-k image
+    has its label. Also returns, per entry, how many queries are "fragile" in either gallery: their
+    best same-label image is within 1e-5 of another gallery image, so float32 rounding could decide
+    them differently (never the case for the exact random data)."""
     x = np.asarray(embeddings, dtype=np.float64)
     norms = np.sqrt((x * x).sum(axis=1))
     unit = x / np.maximum(norms, np.finfo(np.float32).tiny)[:, None]
     sims = unit @ unit.T
     labels = [int(label) for label in labels]
+    n = len(labels)
 
-    def one_entry(members):
-        per_label = Counter(labels[i] for i in members)
-        hits = {k: 0 for k in ks}
-        n_queries = fragile = 0
-        for i in members:
-            if per_label[labels[i]] < 2:
-                continue
-            n_queries += 1
-            gallery = sorted((j for j in members if j != i), key=lambda j: (-sims[i, j], j))
-            first_hit = next(rank for rank, j in enumerate(gallery) if labels[j] == labels[i])
+    def first_hit(i, gallery):
+        """(0-based rank of the first same-label image or None if there is none, fragile)."""
+        gallery = sorted((j for j in gallery if j != i), key=lambda j: (-sims[i, j], j))
+        rank = next((r for r, j in enumerate(gallery) if labels[j] == labels[i]), None)
+        if rank is None:
+            return None, False
+        best = sims[i, gallery[rank]]
+        return rank, sum(abs(sims[i, j] - best) < 1e-5 for j in gallery) > 1
+
+    whole = [first_hit(i, range(n)) for i in range(n)]
+    within = whole if groups is None else [
+        first_hit(i, [j for j in range(n) if groups[j] == groups[i]]) for i in range(n)]
+
+    def one_entry(members, own_group=within):
+        result, fragile = {}, 0
+        for suffix, ranks in (("", whole), ("_within", own_group)):
+            answered = [i for i in members if ranks[i][0] is not None]
+            if suffix:
+                result["n_queries_within"] = len(answered)
+            else:
+                result["n_queries"] = len(answered)
+                result["n_skipped"] = len(members) - len(answered)
+            result[f"n_identities{suffix}"] = len({labels[i] for i in answered})
             for k in ks:
-                hits[k] += first_hit < k
-            best = sims[i, gallery[first_hit]]
-            fragile += sum(abs(sims[i, j] - best) < 1e-5 for j in gallery) > 1
-        result = {"n_queries": n_queries, "n_skipped": len(members) - n_queries}
-        for k in ks:
-            result[f"recall@{k}"] = hits[k] / n_queries if n_queries else None
+                hits = sum(ranks[i][0] < k for i in answered)
+                result[f"recall@{k}{suffix}"] = hits / len(answered) if answered else None
+            fragile += sum(ranks[i][1] for i in answered)
         return result, fragile
 
-    entries = {"overall": one_entry(range(len(labels)))}
+    entries = {"overall": one_entry(list(range(n)), whole)}  # overall's "group" is everyone
     if groups is not None:
         for name in sorted(set(groups)):
-            entries[name] = one_entry([i for i in range(len(labels)) if groups[i] == name])
-    return ({name: value[0] for name, value in entries.items()},
+            entries[name] = one_entry([i for i in range(n) if groups[i] == name])
+    # Key order as the implementation's (n_identities comes before the recalls).
+    order = lambda e: {key: e[key] for key in entry(0, 0, 0, **{f"r{k}": 0 for k in ks})}  # noqa: E731
+    return ({name: order(value[0]) for name, value in entries.items()},
             {name: value[1] for name, value in entries.items()})
 
 
@@ -286,11 +307,13 @@ def test_random_gaussian_data_matches_the_definition(seed):
         result = recall_at_k(embeddings, labels, groups, ks, chunk_size)
         assert result == brute
         for name, value in expected.items():
-            for k in ks:  # float32 vs float64 may only differ on near-tied queries
-                assert (math.isclose(result[name][f"recall@{k}"], value[f"recall@{k}"])
-                        or abs(result[name][f"recall@{k}"] - value[f"recall@{k}"]) * value["n_queries"]
-                        <= fragile[name] + 1e-9), (name, k)
+            for key in [f"recall@{k}{suffix}" for k in ks for suffix in ("", "_within")]:
+                # float32 vs float64 may only differ on near-tied queries
+                assert (math.isclose(result[name][key], value[key])
+                        or abs(result[name][key] - value[key]) * value["n_queries"]
+                        <= fragile[name] + 1e-9), (name, key)
             assert result[name]["n_queries"] == value["n_queries"]
+            assert result[name]["n_queries_within"] == value["n_queries_within"]
     assert 0.2 < expected["overall"]["recall@1"] < 0.95  # neither trivial nor hopeless
 
 
@@ -319,3 +342,43 @@ def test_packed_similarity_keys_sort_floats_descending_and_decode_back():
     assert keys[3] == keys[6]  # -0.0 and 0.0 compare equal, so they must tie
     decoded = recall_module._from_descending_keys(keys)
     assert decoded.tobytes() == np.where(values == 0, np.float32(0), values).tobytes()  # bit for bit
+
+
+@pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:3])
+def test_per_query_first_hit_ranks_match_the_definition(seed, n, dim):
+    # The ranks every figure and every bootstrap resample are derived from, query by query.
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    unit = np.asarray(embeddings, dtype=np.float64)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1), np.finfo(np.float32).tiny)[:, None]
+    sims = unit @ unit.T
+    k_max = 4
+
+    def expected(i, gallery):
+        ranked = sorted((j for j in gallery if j != i), key=lambda j: (-sims[i, j], j))
+        same = [r for r, j in enumerate(ranked) if labels[j] == labels[i]]
+        return -1 if not same else min(same[0], k_max)
+
+    unit_rows, checked_labels, checked_groups, _ = recall_module.checked_inputs(
+        embeddings, labels, groups, (1,))
+    for chunk_size in (7, None):
+        ranks = recall_module.first_hit_ranks(unit_rows, checked_labels, checked_groups, k_max,
+                                              chunk_size)
+        assert ranks.mixed.tolist() == [expected(i, range(n)) for i in range(n)]
+        assert ranks.within.tolist() == [expected(i, np.flatnonzero(groups == groups[i]))
+                                         for i in range(n)]
+
+
+def test_every_upper_block_is_visited_once_after_its_ranking():
+    rng = np.random.default_rng(8)
+    embeddings, labels = rng.standard_normal((23, 5)), rng.integers(0, 6, 23)
+    seen = np.zeros((23, 23), dtype=int)
+
+    def visit(i0, j0, sims):
+        seen[i0:i0 + sims.shape[0], j0:j0 + sims.shape[1]] += 1
+        sims[:] = np.nan     # a visitor may scribble on the block: ranking is already done
+
+    unit, checked, _, _ = recall_module.checked_inputs(embeddings, labels, None, (1,))
+    ranks = recall_module.first_hit_ranks(unit, checked, None, 3, chunk_size=5, visit=visit)
+    blocks = np.arange(23) // 5
+    assert (seen == (blocks[:, None] <= blocks[None, :])).all()
+    assert ranks.summary((1, 3)) == recall_at_k(embeddings, labels, ks=(1, 3), chunk_size=5)
