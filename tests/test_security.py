@@ -1,5 +1,6 @@
 """Security properties: nothing outside the image root is opened, no code runs from input data,
 temporary files are cleaned up."""
+import json
 import os
 import re
 import tempfile
@@ -97,9 +98,10 @@ def test_tools_read_lists_with_the_ingest_checks(tmp_path, key, reason):
     (root / "bomb.png").write_bytes(images.png_bomb())
     (root / "ok.jpg").write_bytes(images.jpeg())
     os.symlink(tmp_path, root / "link")
-    assert len(face_lists.read_images(["ok.jpg"], str(root))) == 1
+    listing = {name: {"label": 0, "x1": 1, "y1": 1, "x2": 9, "y2": 9} for name in ("ok.jpg", key)}
+    assert len(face_lists.read_images(listing, ["ok.jpg"], str(root))) == 1
     with pytest.raises(ValueError, match=f"{re.escape(key)}.*{reason}"):
-        face_lists.read_images(["ok.jpg", key], str(root))
+        face_lists.read_images(listing, ["ok.jpg", key], str(root))
 
 
 def test_landmark_converter_rejects_symlinks_leaving_the_image_root(tmp_path):
@@ -115,3 +117,80 @@ def test_landmark_converter_rejects_symlinks_leaving_the_image_root(tmp_path):
     with pytest.raises(landmarks_to_boxes._LineError) as info:
         landmarks_to_boxes._check_image(face, str(root), clip=False)
     assert info.value.reason == "path_escape"
+
+
+def test_tools_never_open_a_named_pipe_in_a_list(tmp_path):
+    """A FIFO under the image root: the tools' list reader names it, and opens nothing."""
+    from tests.test_ingest_records import fifo_watchdog
+    from tools import face_lists
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "ok.jpg").write_bytes(images.jpeg())
+    os.mkfifo(root / "pipe.jpg")
+    listing = {name: {"label": 0, "x1": 1, "y1": 1, "x2": 9, "y2": 9} for name in ("ok.jpg",
+                                                                                 "pipe.jpg")}
+    with fifo_watchdog([root / "pipe.jpg"]):
+        with pytest.raises(ValueError, match="'pipe.jpg'.*not_a_regular_file"):
+            face_lists.read_images(listing, ["ok.jpg", "pipe.jpg"], str(root))
+
+
+@pytest.mark.parametrize("value,reason", [
+    ({"label": "0", "x1": 1, "y1": 1, "x2": 9, "y2": 9}, "bad_label"),
+    ({"label": 0, "x1": 9, "y1": 1, "x2": 1, "y2": 9}, "bad_box"),
+    ({"label": 0, "x1": 1, "y1": 1, "x2": 90, "y2": 9}, "box_outside_image"),   # 64x48 image
+])
+def test_tools_reject_records_as_ingest_does(tmp_path, value, reason):
+    """The tools run ingest's whole check chain, fields and box included, not a subset of it."""
+    from tools import face_lists
+
+    (tmp_path / "x.jpg").write_bytes(images.jpeg(64, 48))
+    with pytest.raises(Rejected) as info:
+        beam_ingest.check_record(str(tmp_path), "x.jpg", value, IngestOptions(), local_root=True)
+    assert info.value.reason == reason
+    with pytest.raises(ValueError, match=f"'x.jpg'.*{reason}"):
+        face_lists.read_images({"x.jpg": value}, ["x.jpg"], str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["list.json", "list.jsonl"])
+def test_tools_read_a_list_starting_with_a_byte_order_mark(tmp_path, name):
+    from tools import face_lists
+
+    listing = {"g/a.jpg": {"label": 0, "x1": 1, "y1": 2, "x2": 9, "y2": 9},
+               "g/b.jpg": {"label": 1, "x1": 3, "y1": 4, "x2": 19, "y2": 29}}
+    if name.endswith(".jsonl"):
+        text = "".join(json.dumps({"path": k, **v}) + "\n" for k, v in listing.items())
+    else:
+        text = json.dumps(listing, indent=1)
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert list(face_lists.read_face_list(str(tmp_path / name)).items()) == list(listing.items())
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"a.jpg": {"label": 0, "x1": 1, "y1": 1, "x2": 9, "y2": 9}, '
+     '"a.jpg": {"label": 1, "x1": 1, "y1": 1, "x2": 9, "y2": 9}}', "'a.jpg'.*duplicate_key"),
+    ('[{"a.jpg": {"label": 0}}]', "bad_top_level"),
+    ('{"a.jpg": {"label": 0, "x1": 1', "invalid_json"),
+    ('{"a.jpg": {"label": 0}}', "'a.jpg'.*has no x1, y1, x2, y2"),
+])
+def test_tools_name_the_list_and_the_reason_of_a_bad_list(tmp_path, text, message):
+    from tools import face_lists
+
+    (tmp_path / "l.json").write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        face_lists.read_face_list(str(tmp_path / "l.json"))
+    assert str(tmp_path / "l.json") in str(info.value)
+
+
+def test_landmark_converter_names_a_named_pipe_and_does_not_open_it(tmp_path):
+    from tests.test_ingest_records import fifo_watchdog
+    from tools import landmarks_to_boxes
+
+    (tmp_path / "African" / "m.0abc").mkdir(parents=True)
+    fifo = tmp_path / "African" / "m.0abc" / "m.0abc_0001.jpg"
+    os.mkfifo(fifo)
+    face = landmarks_to_boxes._Face("African/m.0abc/m.0abc_0001.jpg", "m.0abc", (10, 10, 90, 90),
+                                    "African_lmk.txt", 1, "line")
+    with fifo_watchdog([fifo]), pytest.raises(landmarks_to_boxes._LineError) as info:
+        landmarks_to_boxes._check_image(face, str(tmp_path), clip=False)
+    assert info.value.reason == "unreadable_image" and "named pipe" in info.value.detail

@@ -78,7 +78,7 @@ def embed_and_crop(signature, records: Dict[str, Dict], keys: Sequence[str], ima
     embeddings, thumbnails = [], []
     for start in range(0, len(keys), batch_size):
         chunk = keys[start:start + batch_size]
-        image_bytes = tf.constant(read_images(chunk, image_root))
+        image_bytes = tf.constant(read_images(records, chunk, image_root))
         box = {k: tf.constant([records[key][k] for key in chunk], tf.int64)
                for k in preprocessing.BOX_KEYS}
         embeddings.append(signature(image_bytes=image_bytes, **box)["embedding"].numpy())

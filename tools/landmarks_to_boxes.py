@@ -107,7 +107,7 @@ REASONS: Dict[str, str] = {
     "unmatched_box": "a line of the box file for a face that has no landmark line",
     "missing_image": "--image-root was given and there is no file at the key",
     "path_escape": "the key is a symlink leading outside --image-root",
-    "unreadable_image": "the image's header cannot be read",
+    "unreadable_image": "the image's header cannot be read, or it is a named pipe, socket or device",
     "box_outside_image": "the box exceeds the image by more than the ingest's tolerance",
 }
 
@@ -424,12 +424,15 @@ def _unused_box_lines(boxes: Dict[str, Union[_BoxLine, str]], kept: List[_Face],
 
 def _check_image(face: _Face, image_root: str, clip: bool) -> IntBox:
     path = os.path.join(image_root, face.key)
-    if not os.path.isfile(path):
-        raise _LineError("missing_image", f"no file {path}")
     try:   # the key passed check_key; a symlink may still lead outside the root
         ingest_records.check_local_containment(image_root, path, face.key)
     except ingest_records.Rejected as e:
         raise _LineError("path_escape", e.detail)
+    try:   # ingest's own test: only a regular file is opened (a named pipe would block)
+        ingest_records.check_regular_file(path, face.key)
+    except ingest_records.Rejected as e:
+        raise _LineError("missing_image" if e.reason == "missing_file" else "unreadable_image",
+                         e.detail)
     try:
         with Image.open(path) as image:    # reads the header only
             width, height = image.size
