@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from core.recall import recall_at_k
 from models import data, trainer
-from models.face_model import LOSSES, FaceTrainingModel, ModelConfig, build_embedding_model, embed  # noqa: E501
+from models.face_model import LOSSES, FaceTrainingModel, build_embedding_model, embed
 from tools import face_lists
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,8 +55,7 @@ def run(data_dir: str, epochs: int, image_size: int, losses: List[str]) -> List[
     settings = dict(configs.DEMO_TRAINING, epochs=epochs)
     for loss in losses:
         tf.keras.utils.set_random_seed(0)
-        config = ModelConfig.from_dict({**settings, "loss": loss, "image_size": image_size})
-        training = trainer.TrainingConfig.from_dict(settings)
+        config, training = trainer.configs_from_settings({**settings, "loss": loss}, image_size)
         embedding_model = build_embedding_model(config)
         untrained = evaluate(embedding_model, test_x, test_y, test_g)
         model = FaceTrainingModel(embedding_model, config, int(train_y.max()) + 1)

@@ -58,12 +58,11 @@ def run_fn_step(transformed_uri: str, transform_graph_uri: str, config: Dict, st
     import tensorflow_transform as tft
 
     from models import data, preprocessing, trainer
-    from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_model
+    from models.face_model import FaceTrainingModel, build_embedding_model
 
     output = tft.TFTransformOutput(transform_graph_uri)
     size = int(output.transformed_feature_spec()[preprocessing.IMAGE].shape[0])
-    model_config = ModelConfig.from_dict({**config, "image_size": size})
-    training = trainer.TrainingConfig.from_dict(config)
+    model_config, training = trainer.configs_from_settings(config, size)
     classes = output.vocabulary_size_by_name(preprocessing.IDENTITY_VOCABULARY)
     model = FaceTrainingModel(build_embedding_model(model_config), model_config, classes)
     model.compile(optimizer=trainer.make_optimizer(training, 10 * steps, steps))
@@ -90,12 +89,12 @@ def _load_crops(transformed_uri: str):
 
 def plain_fit(transformed_uri: str, config: Dict, steps: int) -> float:
     """images/s of a textbook Keras fit of the same network and loss, data in memory."""
-    from models import losses
-    from models.face_model import EMBEDDING, ModelConfig, build_embedding_model
+    from models import losses, trainer
+    from models.face_model import EMBEDDING, build_embedding_model
     from models.layers import CosineClassifier
 
     images, labels, size = _load_crops(transformed_uri)
-    model_config = ModelConfig.from_dict({**config, "image_size": size})
+    model_config, _ = trainer.configs_from_settings(config, size)
     embedding_model = build_embedding_model(model_config)
     image = keras.Input((size, size, 3))
     label = keras.Input((), dtype=tf.int64)

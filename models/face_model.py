@@ -13,7 +13,8 @@ per call over `accumulation_steps` micro-batches, with losses scaled to the glob
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional
+import difflib
+from typing import Any, Dict, Iterable, Optional
 
 import tensorflow as tf
 
@@ -31,6 +32,22 @@ LOSS_DEFAULTS: Dict[str, Dict[str, Any]] = {
 LOSSES = tuple(LOSS_DEFAULTS)
 # Older names still accepted, mapped to the loss's name in LOSSES.
 LOSS_ALIASES: Dict[str, str] = {"AngularMargin": "ArcFace"}
+
+
+def refuse_unknown_settings(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """ValueError naming every key of `given` that is not in `known`, each with the closest
+    known names: a misspelt setting must not be dropped silently and train with the default."""
+    known = sorted(set(known))
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    described = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=3)
+        described.append(f"{key!r} (did you mean {' or '.join(map(repr, close))}?)" if close
+                         else f"{key!r}")
+    raise ValueError(f"unknown {kind} setting(s): {', '.join(described)}; known settings: "
+                     f"{', '.join(known)}")
 
 
 @dataclasses.dataclass
@@ -62,8 +79,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        """Every key must be a field (models.trainer.configs_from_settings splits the Trainer's
+        mixed settings)."""
+        refuse_unknown_settings("model", values, (f.name for f in dataclasses.fields(cls)))
+        return cls(**values)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +29,13 @@ from absl import logging
 from core.features import OVERALL
 from core.recall import recall_at_k
 from models import data, export, preprocessing
-from models.face_model import EMBEDDING, FaceTrainingModel, ModelConfig, build_embedding_model
+from models.face_model import (
+    EMBEDDING,
+    FaceTrainingModel,
+    ModelConfig,
+    build_embedding_model,
+    refuse_unknown_settings,
+)
 from models.layers import l2_normalize
 
 keras = tf.keras
@@ -67,13 +73,70 @@ class TrainingConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {DISTRIBUTIONS}")
-        if self.batch_size % self.accumulation_steps:
-            raise ValueError("batch_size must be a multiple of accumulation_steps")
+        check_batch_split(self.batch_size, self.accumulation_steps)
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "TrainingConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        """Every key must be a field (configs_from_settings splits the Trainer's mixed
+        settings)."""
+        refuse_unknown_settings("training", values, (f.name for f in dataclasses.fields(cls)))
+        return cls(**values)
+
+
+MODEL_SETTINGS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+TRAINING_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainingConfig))
+# Keys the pipeline adds to the Trainer's custom_config that are not settings.
+PIPELINE_KEYS = frozenset({"code_version"})
+
+
+def check_batch_split(batch_size: int, accumulation_steps: int,
+                      replicas: Optional[int] = None) -> None:
+    """The global batch is split evenly over the replicas, then each replica's share into
+    `accumulation_steps` micro-batches (tf.split): batch_size must be a multiple of
+    replicas × accumulation_steps. Without `replicas` only the accumulation split is checked."""
+    for name, value in (("batch_size", batch_size), ("accumulation_steps", accumulation_steps),
+                        ("replicas", replicas)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if replicas is None:
+        if batch_size % accumulation_steps:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of accumulation_steps "
+                             f"{accumulation_steps}: each optimizer step splits the batch into "
+                             f"{accumulation_steps} equal micro-batches")
+        return
+    if batch_size % (replicas * accumulation_steps):
+        raise ValueError(
+            f"batch_size {batch_size} does not split over {replicas} replicas with "
+            f"accumulation_steps {accumulation_steps}: the batch is divided evenly over the "
+            f"replicas, then each replica's share into {accumulation_steps} micro-batches, so "
+            f"batch_size must be a multiple of {replicas} × {accumulation_steps} = "
+            f"{replicas * accumulation_steps}")
+
+
+def configs_from_settings(settings: Dict[str, Any], image_size: Optional[int] = None
+                          ) -> Tuple[ModelConfig, TrainingConfig]:
+    """The Trainer's custom_config (ModelConfig and TrainingConfig fields, plus PIPELINE_KEYS)
+    -> the two configs. Unknown keys are refused; `image_size`, when given, replaces the
+    setting (run_fn takes it from the Transform's output)."""
+    refuse_unknown_settings("Trainer", settings, MODEL_SETTINGS | TRAINING_SETTINGS | PIPELINE_KEYS)
+    model_values = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
+    if image_size is not None:
+        model_values["image_size"] = int(image_size)
+    training_values = {k: v for k, v in settings.items() if k in TRAINING_SETTINGS}
+    return ModelConfig.from_dict(model_values), TrainingConfig.from_dict(training_values)
+
+
+def check_training_settings(settings: Dict[str, Any], replicas: Optional[int] = None) -> None:
+    """Raises ValueError for settings the Trainer would refuse, before any pipeline runs:
+    unknown keys (with the closest known names), values the configs refuse, and a batch that
+    does not split over `replicas` (when given) and into accumulation_steps micro-batches."""
+    refuse_unknown_settings("Trainer", settings, MODEL_SETTINGS | TRAINING_SETTINGS | PIPELINE_KEYS)
+    # Before the configs are built: TrainingConfig's own check cannot name the replicas.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+    check_batch_split(settings.get("batch_size", defaults["batch_size"]),
+                      settings.get("accumulation_steps", defaults["accumulation_steps"]), replicas)
+    configs_from_settings(settings)
 
 
 def resolve_distribution(distribution: str, tf_config: Optional[str], gpus: int) -> str:
@@ -253,11 +316,16 @@ def warm_start(embedding_model: keras.Model, base_model_dir: str) -> List[str]:
 
 def run_fn(fn_args) -> None:
     custom_config = dict(fn_args.custom_config or {})
-    training = TrainingConfig.from_dict(custom_config)
+    _, training = configs_from_settings(custom_config)
+    # Checked before any data is read: a batch that does not split fails otherwise deep inside
+    # the first train step's tf.split.
+    strategy = choose_strategy(training.distribution)
+    check_batch_split(training.batch_size, training.accumulation_steps,
+                      strategy.num_replicas_in_sync)
     tf.keras.utils.set_random_seed(training.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     image_shape = tf_transform_output.transformed_feature_spec()[preprocessing.IMAGE].shape
-    model_config = ModelConfig.from_dict({**custom_config, "image_size": int(image_shape[0])})
+    model_config, _ = configs_from_settings(custom_config, image_size=int(image_shape[0]))
     num_classes = tf_transform_output.vocabulary_size_by_name(
         preprocessing.IDENTITY_VOCABULARY)
     schema = tf_transform_output.transformed_metadata.schema
@@ -270,7 +338,6 @@ def run_fn(fn_args) -> None:
                  model_config.loss, model_config.backbone, train_count, num_classes, epochs,
                  steps_per_epoch, training.batch_size)
 
-    strategy = choose_strategy(training.distribution)
     if training.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -169,3 +169,76 @@ def test_arcface_is_the_loss_name_and_angular_margin_an_alias_for_it():
     assert ModelConfig().loss == "ArcFace"
     with pytest.raises(ValueError, match="ArcFace"):
         ModelConfig(loss="Arcface")
+
+
+def test_unknown_training_settings_are_refused_with_the_closest_known_names():
+    with pytest.raises(ValueError) as error:
+        trainer.check_training_settings({"loss": "ArcFace", "epohcs": 3, "batch_sise": 32,
+                                         "zzzz": 1, "code_version": "abc"})
+    message = str(error.value)
+    for expected in ("'epohcs'", "'epochs'", "'batch_sise'", "'batch_size'", "'zzzz'"):
+        assert expected in message
+    assert "code_version" not in message.split("known")[0]      # the pipeline's key is allowed
+    with pytest.raises(ValueError, match="'embedding_size'"):
+        trainer.check_training_settings({"embeding_size": 8})
+
+
+def test_the_pipelines_training_settings_pass_the_check():
+    from pipeline import configs
+
+    for settings in (configs.PRODUCTION_TRAINING, configs.DEMO_TRAINING):
+        trainer.check_training_settings({**settings, "code_version": "0123"})
+        trainer.check_training_settings(settings, replicas=1)
+
+
+def test_config_from_dict_refuses_keys_that_are_not_its_fields():
+    from models.face_model import ModelConfig
+
+    with pytest.raises(ValueError, match="'embedding_size'"):
+        ModelConfig.from_dict({"embeding_size": 8})
+    with pytest.raises(ValueError, match="'learning_rate'"):
+        TrainingConfig.from_dict({"learning_rte": 0.1})
+    with pytest.raises(ValueError, match="'epochs'"):               # a TrainingConfig field
+        ModelConfig.from_dict({"loss": "ArcFace", "epochs": 3})
+    assert TrainingConfig.from_dict({"epochs": 3}).epochs == 3
+
+
+@pytest.mark.parametrize("batch_size", [8, 12, 24, 36, 60, 64, 96])
+@pytest.mark.parametrize("replicas", [None, 1, 2, 3, 4])
+@pytest.mark.parametrize("accumulation_steps", [1, 2, 3, 4, 32])
+def test_batch_must_split_over_replicas_then_into_micro_batches(batch_size, replicas,
+                                                                  accumulation_steps):
+    """The global batch is split evenly over the replicas, then each replica's share into
+    accumulation_steps micro-batches (tf.split): both divisions must be exact."""
+    per_replica, remainder = divmod(batch_size, replicas or 1)
+    valid = remainder == 0 and per_replica % accumulation_steps == 0
+    settings = {"batch_size": batch_size, "accumulation_steps": accumulation_steps}
+    if valid:
+        trainer.check_training_settings(settings, replicas=replicas)
+        trainer.check_batch_split(batch_size, accumulation_steps, replicas)
+        return
+    for check in (lambda: trainer.check_training_settings(settings, replicas=replicas),
+                  lambda: trainer.check_batch_split(batch_size, accumulation_steps, replicas)):
+        with pytest.raises(ValueError) as error:
+            check()
+        message = str(error.value)
+        assert f"batch_size {batch_size}" in message
+        assert f"accumulation_steps {accumulation_steps}" in message
+        if replicas is not None:
+            assert f"{replicas} replicas" in message
+
+
+def test_run_fn_refuses_a_batch_that_does_not_split_before_reading_anything(monkeypatch):
+    """Batch 64 on 3 replicas with 2 micro-batches used to fail deep inside tf.split."""
+    import types
+
+    monkeypatch.setattr(trainer, "choose_strategy",
+                        lambda distribution: types.SimpleNamespace(num_replicas_in_sync=3))
+    fn_args = types.SimpleNamespace(
+        custom_config={"batch_size": 64, "accumulation_steps": 2, "backbone": "small_cnn"},
+        transform_output="/nonexistent/transform_graph", train_files=["/nonexistent/*"])
+    with pytest.raises(ValueError, match="batch_size 64.*3 replicas.*accumulation_steps 2"):
+        trainer.run_fn(fn_args)
+    fn_args.custom_config = {"batch_size": 64, "epohcs": 2}
+    with pytest.raises(ValueError, match="'epochs'"):
+        trainer.run_fn(fn_args)
