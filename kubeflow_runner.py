@@ -13,6 +13,11 @@ Caching: KFP decides cache hits before a container runs, from the list files' fi
 it cannot see replaced images. FaceExampleGen therefore always runs on Kubeflow (its output feeds
 every later step); pass --ingest-cache when images are never changed in place (new images arrive
 under new paths with new lists), to let KFP cache the whole pipeline.
+
+Settings use the local runner's syntax (pipeline/overrides.py): `--config FILE.json` of
+PipelineConfig overrides, `--training KEY=JSON ...`, `--gate KEY=JSON ...`; a flag wins over the
+file. --image, --pipeline-root, --data-root and --serving-dir may come from the file too
+("pipeline_root", "serving_model_dir", "ingest": {"data_root": ...}), the image only as a flag.
 """
 from __future__ import annotations
 
@@ -20,9 +25,9 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
-from pipeline import configs
+from pipeline import configs, overrides
 
 DEFAULT_OUTPUT = "ffem_pipeline.json"
 CONTAINER_REPO_ROOT = "/pipeline"     # where the Dockerfile puts the repository
@@ -33,46 +38,60 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", required=True, help="container image built from Dockerfile")
-    parser.add_argument("--pipeline-root", required=True, help="gs://... pipeline root")
-    parser.add_argument("--data-root", required=True, help="gs://... holding the face lists")
+    parser.add_argument("--pipeline-root", default=None,
+                        help="gs://... pipeline root (required, here or in --config)")
+    parser.add_argument("--data-root", default=None,
+                        help="gs://... holding the face lists (required, here or in --config)")
     parser.add_argument("--image-root", default=None, help="default: <data-root>/images")
-    parser.add_argument("--serving-dir", required=True, help="gs://... push destination")
-    parser.add_argument("--list-files", nargs="+", default=None, metavar="SPLIT=PATTERN")
-    parser.add_argument("--pipeline-name", default=configs.PIPELINE_NAME)
+    parser.add_argument("--serving-dir", default=None,
+                        help="gs://... push destination (required, here or in --config)")
+    parser.add_argument("--pipeline-name", default=None,
+                        help=f"default: {configs.PIPELINE_NAME}")
     parser.add_argument("--trainer-gpus", type=int, default=0, help="GPUs for the Trainer")
     parser.add_argument("--gpu-type", default="NVIDIA_TESLA_T4")
     parser.add_argument("--trainer-cpus", type=float, default=8.0)
     parser.add_argument("--trainer-memory-gb", type=float, default=32.0)
-    parser.add_argument("--training", default=None,
-                        help="JSON object of Trainer settings over the production preset")
-    parser.add_argument("--gate", default=None, help="JSON object of release-gate settings")
-    parser.add_argument("--tflite-levels", type=int, nargs="+", choices=(0, 1, 2), default=None,
-                        help="after the Pusher, convert the pushed model to TFLite at these "
-                             "quantization levels, each checked against the SavedModel")
     parser.add_argument("--ingest-cache", action="store_true",
                         help="let KFP cache FaceExampleGen (only for never-modified images)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="pipeline spec JSON to write")
     parser.add_argument("--beam-args", nargs=argparse.REMAINDER, default=None,
                         help="Beam args for the distributed runner (Dataflow, Flink, ...); "
                              "must come last")
+    overrides.add_arguments(parser)
     return parser.parse_args(argv)
 
 
+def flag_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """This command's flags as an overrides dict (pipeline/overrides.py): only flags given."""
+    ingest = {key: getattr(args, key) for key in ("data_root", "image_root")
+              if getattr(args, key)}
+    top = {key: getattr(args, flag) for flag, key in (
+        ("pipeline_name", "pipeline_name"), ("pipeline_root", "pipeline_root"),
+        ("serving_dir", "serving_model_dir")) if getattr(args, flag)}
+    if args.beam_args is not None:
+        top["beam_pipeline_args"] = list(args.beam_args)
+    return overrides.merge({"ingest": ingest, **top}, overrides.from_arguments(args))
+
+
+# Settings without a usable default on Kubeflow: flag, overrides key.
+_REQUIRED = (("--pipeline-root", "pipeline_root"), ("--serving-dir", "serving_model_dir"),
+             ("--data-root", "ingest.data_root"))
+
+
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
-    config = configs.PipelineConfig(pipeline_name=args.pipeline_name,
-                                    pipeline_root=args.pipeline_root, metadata_path=None,
-                                    serving_model_dir=args.serving_dir)
-    config.ingest.data_root = args.data_root
-    config.ingest.image_root = args.image_root or args.data_root.rstrip("/") + "/images"
-    if args.list_files:
-        config.ingest.list_files = dict(p.split("=", 1) for p in args.list_files)
-    if args.training:
-        config.training.update(json.loads(args.training))
-    if args.gate:
-        config.gate.update(json.loads(args.gate))
-    config.beam_pipeline_args = list(args.beam_args or [])
-    if args.tflite_levels:
-        config.tflite_levels = list(args.tflite_levels)
+    """The production preset without Beam args or metadata path, then --config FILE, then the
+    flags: each layer wins over the one before."""
+    file_layer = overrides.load_file(args.config) if args.config else {}
+    flags = flag_overrides(args)
+    overrides.check_keys(flags, "command line")
+    layers = overrides.merge(file_layer, flags)
+    for flag, key in _REQUIRED:
+        section, _, name = key.rpartition(".")
+        if name not in (layers.get(section, {}) if section else layers):
+            raise ValueError(f"{flag} is required (or {key!r} in --config)")
+    base = configs.PipelineConfig(metadata_path=None, beam_pipeline_args=[])
+    config = overrides.apply(base, layers,
+                             f"--config {args.config}" if args.config else "command line")
     # Read inside the container: the schema as the image holds it.
     config.schema_path = os.path.join(CONTAINER_REPO_ROOT, "schema", "schema.pbtxt")
     config.trainer_resources = trainer_resources(args)
@@ -105,11 +124,15 @@ def disable_task_cache(spec_path: str, task: str) -> None:
 
 def run(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
+    try:
+        config = build_config(args)
+        overrides.check_training(config.training, replicas=args.trainer_gpus or None)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     from tfx import v1 as tfx
 
     from pipeline.pipeline import create_pipeline
 
-    config = build_config(args)
     output_dir, output_file = os.path.split(os.path.abspath(args.output))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=args.image),

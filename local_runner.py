@@ -3,30 +3,23 @@
     python local_runner.py                        # the README's main command (via `make demo`)
     python local_runner.py --loss GroupAware --epochs 20 --min-recall 0.7
     python local_runner.py --data-root /data/rfw --image-root /data/rfw/images --preset production
+    python local_runner.py --config experiments/cosface.json --epochs 5
 
-The sample data is generated first when it is missing (tools/make_sample_data.py). The run ends by
-printing where the evaluation report and the pushed model are.
+The sample data is generated first when it is missing (tools/make_sample_data.py). The run prints
+one line per component as it finishes and one per training epoch; everything else (TensorFlow, Beam
+and TFX logs) goes to <pipeline root>/logs/run-<time>.log, or to the terminal with -v. The run ends
+by printing where the evaluation report and the pushed model are.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
-from pipeline import configs
-
-
-def _key_values(pairs: List[str], cast=str) -> Dict[str, object]:
-    result = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"error: expected name=value, got {pair!r}")
-        result[key] = cast(value)
-    return result
+from pipeline import configs, overrides, progress
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -41,26 +34,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                            "when missing)")
     data.add_argument("--image-root", default=None,
                       help="directory the list keys are relative to (default: <data-root>/images)")
-    data.add_argument("--list-files", nargs="+", default=None, metavar="SPLIT=PATTERN",
-                      help="list file per split (default: train=train.json eval=test.json)")
-    data.add_argument("--identity-split", nargs="+", default=None, metavar="SPLIT=BUCKETS",
-                      help="split one list by label hash, e.g. train=9 eval=1")
     data.add_argument("--max-bad-fraction", type=float, default=None)
     data.add_argument("--offset-labels", action="store_true",
                       help="a list pattern matches several data sets, each labelled from 0: "
                            "shift each one's labels so identities never collide")
     data.add_argument("--sample-seed", type=int, default=0, help="seed of the sample data")
     model = parser.add_argument_group("model and training (default: the preset's)")
-    model.add_argument("--loss", choices=("SoftmaxCenter", "AngularMargin", "GroupAware",
-                                          "CosFace", "SubCenterArcFace"))
+    model.add_argument("--loss", help="a loss of models/face_model.py, e.g. ArcFace, CosFace, "
+                                      "GroupAware")
     model.add_argument("--backbone")
     model.add_argument("--embedding-size", type=int)
     model.add_argument("--epochs", type=int)
     model.add_argument("--batch-size", type=int)
-    model.add_argument("--image-size", type=int, help="Transform's crop size")
-    model.add_argument("--training", nargs="+", default=None, metavar="KEY=JSON",
-                       help="any other Trainer setting, e.g. optimizer='\"sgd\"' "
-                            "mixed_precision=true")
     model.add_argument("--warm-start", default=None,
                        help="'latest_blessed' or a model directory to warm start from")
     gate = parser.add_argument_group("release gate (default: the preset's)")
@@ -70,9 +55,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     run = parser.add_argument_group("run")
     run.add_argument("--pipeline-root", default=None)
     run.add_argument("--metadata", default=None, help="SQLite metadata file")
-    run.add_argument("--tflite-levels", type=int, nargs="+", choices=(0, 1, 2), default=None,
-                     help="after the Pusher, convert the pushed model to TFLite at these "
-                          "quantization levels, each checked against the SavedModel")
     run.add_argument("--serving-dir", default=None, help="where blessed models are pushed")
     run.add_argument("--last-stage", choices=configs.STAGES, default=None,
                      help="build the pipeline only up to this stage")
@@ -81,58 +63,70 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      help="last option: everything after it goes to Beam, e.g. --beam-args "
                           "--direct_num_workers=4 (default: FnApiRunner, multi_processing, 2 "
                           "workers; --beam-args alone: one in-process worker)")
-    run.add_argument("-v", "--verbose", action="store_true", help="INFO logging from TFX")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="every log line on the terminal (default: progress lines only, the "
+                          "rest in <pipeline root>/logs/run-<time>.log)")
+    overrides.add_arguments(parser)
     return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
-    config = configs.demo_config() if args.preset == "demo" else configs.PipelineConfig()
-    ingest = config.ingest
-    if args.data_root:
-        ingest.data_root = os.path.abspath(args.data_root)
-        ingest.image_root = os.path.abspath(args.image_root or os.path.join(args.data_root,
-                                                                           "images"))
-    elif args.image_root:
-        ingest.image_root = os.path.abspath(args.image_root)
-    if args.list_files:
-        ingest.list_files = _key_values(args.list_files)
-    if args.identity_split:
-        ingest.identity_split = _key_values(args.identity_split, int)
-    if args.max_bad_fraction is not None:
-        ingest.max_bad_fraction = args.max_bad_fraction
-    ingest.offset_labels = args.offset_labels
-    for flag, key in (("loss", "loss"), ("backbone", "backbone"),
-                      ("embedding_size", "embedding_size"), ("epochs", "epochs"),
-                      ("batch_size", "batch_size")):
-        if getattr(args, flag) is not None:
-            config.training[key] = getattr(args, flag)
-    if args.training:
-        config.training.update(_key_values(args.training, json.loads))
-    if args.image_size:
-        config.image_size = args.image_size
-    if args.min_recall is not None:
-        config.gate["min_recall"] = args.min_recall
-    if args.group_min_recall:
-        config.gate["group_min_recall"] = _key_values(args.group_min_recall, float)
-    if args.max_drop is not None:
-        config.gate["max_drop"] = args.max_drop
-    config.warm_start = args.warm_start
-    for flag, attribute in (("pipeline_root", "pipeline_root"), ("metadata", "metadata_path"),
-                            ("serving_dir", "serving_model_dir")):
+def flag_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """This command's flags as an overrides dict (pipeline/overrides.py): only flags given. The
+    named Trainer and gate flags come first, so `--training`/`--gate` pairs win over them."""
+    ingest: Dict[str, Any] = {}
+    for flag, key in (("data_root", "data_root"), ("image_root", "image_root")):
         if getattr(args, flag):
-            setattr(config, attribute, os.path.abspath(getattr(args, flag)))
+            ingest[key] = os.path.abspath(getattr(args, flag))
+    if args.max_bad_fraction is not None:
+        ingest["max_bad_fraction"] = args.max_bad_fraction
+    if args.offset_labels:
+        ingest["offset_labels"] = True
+    training = {key: getattr(args, key) for key in ("loss", "backbone", "embedding_size",
+                                                    "epochs", "batch_size")
+                if getattr(args, key) is not None}
+    gate = {key: getattr(args, key) for key in ("min_recall", "max_drop")
+            if getattr(args, key) is not None}
+    if args.group_min_recall:
+        gate["group_min_recall"] = overrides.parse_pairs(
+            args.group_min_recall, "--group-min-recall", "float", "GROUP=BAR")
+    top: Dict[str, Any] = {}
+    for flag, key in (("pipeline_root", "pipeline_root"), ("metadata", "metadata_path"),
+                      ("serving_dir", "serving_model_dir")):
+        if getattr(args, flag):
+            top[key] = os.path.abspath(getattr(args, flag))
+    if args.warm_start:
+        top["warm_start"] = args.warm_start
     if args.last_stage:
-        config.last_stage = args.last_stage
-    config.enable_cache = not args.no_cache
-    if args.tflite_levels:
-        config.tflite_levels = list(args.tflite_levels)
+        top["last_stage"] = args.last_stage
+    if args.no_cache:
+        top["enable_cache"] = False
     if args.beam_args is not None:
-        config.beam_pipeline_args = list(args.beam_args)
+        top["beam_pipeline_args"] = list(args.beam_args)
+    return overrides.merge({"ingest": ingest, "training": training, "gate": gate, **top},
+                           overrides.from_arguments(args))
+
+
+def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
+    """The preset, then --config FILE, then the flags: each layer wins over the one before.
+    Local paths from the file are taken relative to the working directory, as flags are."""
+    config = configs.demo_config() if args.preset == "demo" else configs.PipelineConfig()
+    file_layer = overrides.load_file(args.config) if args.config else {}
+    flags = flag_overrides(args)
+    overrides.check_keys(flags, "command line")
+    config = overrides.apply(config, overrides.merge(file_layer, flags),
+                             f"--config {args.config}" if args.config else "command line")
+    for owner, name in ((config, "pipeline_root"), (config, "metadata_path"),
+                        (config, "serving_model_dir"), (config.ingest, "data_root"),
+                        (config.ingest, "image_root")):
+        value = getattr(owner, name)
+        if value and "://" not in value:
+            setattr(owner, name, os.path.abspath(value))
     return config
 
 
-def ensure_sample_data(config: configs.PipelineConfig, seed: int) -> None:
-    """Generates the sample data when the default data root is used and its lists are missing."""
+def ensure_sample_data(config: configs.PipelineConfig, seed: int, say=print) -> None:
+    """Generates the sample data when the default data root is used and its lists are missing;
+    `say` tells the user (a console line)."""
     if config.ingest.data_root != configs.SAMPLE_DATA_DIR:
         return
     lists = [os.path.join(config.ingest.data_root, p) for p in config.ingest.list_files.values()]
@@ -140,7 +134,7 @@ def ensure_sample_data(config: configs.PipelineConfig, seed: int) -> None:
         return
     from tools import make_sample_data
 
-    print(f"Generating the sample data in {config.ingest.data_root} ...", flush=True)
+    say(f"Generating the sample data in {config.ingest.data_root} ...")
     make_sample_data.generate(config.ingest.data_root, seed=seed)
 
 
@@ -169,38 +163,73 @@ def print_outcome(config: configs.PipelineConfig) -> None:
     print(f"Review runs: python -m tools.review --metadata {config.metadata_path} list")
 
 
-def run(argv: Optional[List[str]] = None) -> configs.PipelineConfig:
+def run(argv: Optional[List[str]] = None, keep_log_until_exit: bool = False
+        ) -> configs.PipelineConfig:
+    """Builds the config, runs the pipeline, prints the outcome.
+
+    Without -v, fds 1 and 2 go to <pipeline root>/logs/run-<time>.log for the run (see
+    pipeline/progress.py) and only progress lines reach the terminal. `keep_log_until_exit`
+    (the command line) leaves them on the log afterwards, for what TensorFlow prints while the
+    interpreter shuts down. Configuration errors exit before anything starts."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        config = build_config(args)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    console = progress.Console(None if args.verbose else progress.log_path(config.pipeline_root))
+    if not args.verbose:
+        progress.quiet_library_noise()
+        console.print(f"Log: {console.log_file}")
+    console.start()
+    try:
+        _run_pipeline(args, config, console)
+    except BaseException as error:
+        console.report_failure(error)
+        console.stop(keep_redirected=keep_log_until_exit)
+        raise
+    with contextlib.redirect_stdout(console.terminal):
+        print_outcome(config)
+    if console.log_file:
+        console.print(f"Full log: {console.log_file}")
+    console.stop(keep_redirected=keep_log_until_exit)
+    return config
+
+
+def _run_pipeline(args: argparse.Namespace, config: configs.PipelineConfig,
+                  console: progress.Console) -> None:
+    # INFO in both modes: it is the log file's content without -v.
+    logging.basicConfig(level=logging.INFO)
     from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.INFO if args.verbose else absl_logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.INFO)
 
     from tfx import v1 as tfx
 
     from pipeline import recovery
     from pipeline.pipeline import create_pipeline
 
-    config = build_config(args)
-    ensure_sample_data(config, args.sample_seed)
+    try:
+        overrides.check_training(config.training)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    ensure_sample_data(config, args.sample_seed, say=console.print)
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-    print(f"Running pipeline {config.pipeline_name!r}: root {config.pipeline_root}, "
-          f"metadata {config.metadata_path}", flush=True)
+    console.print(f"Running pipeline {config.pipeline_name!r}: root {config.pipeline_root}, "
+                  f"metadata {config.metadata_path}")
     with recovery.exclusive_run(config.metadata_path):
         interrupted = recovery.abandon_interrupted_executions(config.metadata_path)
         if interrupted:
-            print(f"Recovered from an interrupted run: executions {interrupted} marked canceled; "
-                  f"finished steps come from the cache.", flush=True)
+            console.print(f"Recovered from an interrupted run: executions {interrupted} marked "
+                          f"canceled; finished steps come from the cache.")
         # TFX's Beam executors parse sys.argv with absl flags: this command's own options
         # (e.g. -v, which absl reads as --verbosity) are parsed already and must not reach them.
         saved_argv, sys.argv = sys.argv, sys.argv[:1]
         try:
-            tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+            with progress.Reporter(console, config.metadata_path):
+                tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
         finally:
             sys.argv = saved_argv
-    print_outcome(config)
-    return config
 
 
 if __name__ == "__main__":
-    run()
+    run(keep_log_until_exit=True)
     sys.exit(0)

@@ -219,6 +219,7 @@ class RecallCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_epochs:
+            self.report_progress(epoch, logs, None)
             return
         embedded = embed_dataset(self.embedding_model, self.dataset_fn())
         result = recall_at_k(embedded["embeddings"], embedded["labels"], embedded["groups"],
@@ -231,6 +232,18 @@ class RecallCallback(keras.callbacks.Callback):
                     logs[key] = entry["recall@1"]
         logging.info("epoch %d: eval Recall@1 %s", epoch + 1,
                      {k: v["recall@1"] for k, v in result.items()})
+        self.report_progress(epoch, logs, result[OVERALL]["recall@1"])
+
+    def report_progress(self, epoch, logs, recall):
+        """One line per epoch on the `ffem.progress` logger (the local runner's console, see
+        pipeline/progress.py): epoch n/N, training loss, validation Recall@1 when computed."""
+        import logging as python_logging
+
+        loss = (logs or {}).get("loss")
+        python_logging.getLogger("ffem.progress").info(
+            "epoch %d/%s: loss %s, validation Recall@1 %s", epoch + 1,
+            (self.params or {}).get("epochs", "?"), "n/a" if loss is None else f"{loss:.4f}",
+            "n/a" if recall is None else f"{recall:.3f}")
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -1,7 +1,11 @@
 """kubeflow_runner compiles the pipeline spec offline: components, image, Beam args, Trainer GPU."""
 import json
 
+import pytest
+
 import kubeflow_runner
+import local_runner
+from pipeline import configs
 
 
 def test_compiles_spec_with_image_beam_args_and_trainer_gpu(tmp_path):
@@ -37,3 +41,59 @@ def test_compiles_spec_with_image_beam_args_and_trainer_gpu(tmp_path):
     assert tasks["FaceExampleGen"]["cachingOptions"]["enableCache"] is False
     params = json.dumps(tasks)
     assert "gs://acme/faces/images" in params and "/pipeline/schema/schema.pbtxt" in params
+
+
+REQUIRED = ["--image", "gcr.io/acme/ffem-tfx:1.2", "--pipeline-root", "gs://acme/root",
+            "--data-root", "gs://acme/faces", "--serving-dir", "gs://acme/serving"]
+
+
+def test_same_overrides_give_the_same_config_as_the_local_runner(tmp_path):
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps({"training": {"epochs": 3, "loss": "CosFace"},
+                                "gate": {"min_recall": 0.7}, "image_size": 48,
+                                "ingest": {"max_bad_fraction": 0.05}}))
+    shared = ["--config", str(path), "--training", "epochs=5", "optimizer=sgd",
+              "--gate", "max_drop=0.1", "group_min_recall={\"north\": 0.8}",
+              "--list-files", "train=train-*.json", "eval=test.json",
+              "--identity-split", "train=9", "eval=1", "--tflite-levels", "0", "2"]
+    kubeflow = kubeflow_runner.build_config(kubeflow_runner.parse_args(REQUIRED + shared))
+    local = local_runner.build_config(local_runner.parse_args(["--preset", "production"] + shared))
+    expected_training = {**configs.PRODUCTION_TRAINING, "epochs": 5, "loss": "CosFace",
+                         "optimizer": "sgd"}
+    expected_gate = {**configs.PipelineConfig().gate, "min_recall": 0.7, "max_drop": 0.1,
+                     "group_min_recall": {"north": 0.8}}
+    for config in (kubeflow, local):
+        assert config.training == expected_training
+        assert config.gate == expected_gate
+        assert config.image_size == 48 and config.tflite_levels == [0, 2]
+        assert config.ingest.max_bad_fraction == 0.05
+        assert config.ingest.list_files == {"train": "train-*.json", "eval": "test.json"}
+        assert config.ingest.identity_split == {"train": 9, "eval": 1}
+
+
+def test_json_object_form_of_training_and_gate_still_accepted():
+    args = kubeflow_runner.parse_args(REQUIRED + ["--training", '{"epochs": 3, "batch_size": 32}',
+                                                  "--gate", '{"min_recall": 0.6}'])
+    config = kubeflow_runner.build_config(args)
+    assert config.training["epochs"] == 3 and config.training["batch_size"] == 32
+    assert config.gate["min_recall"] == 0.6
+
+
+def test_locations_come_from_flags_or_config_file_and_are_required(tmp_path):
+    path = tmp_path / "cloud.json"
+    path.write_text(json.dumps({"pipeline_root": "gs://file/root", "serving_model_dir":
+                                "gs://file/serving", "ingest": {"data_root": "gs://file/faces"}}))
+    config = kubeflow_runner.build_config(kubeflow_runner.parse_args(
+        ["--image", "i", "--config", str(path), "--pipeline-root", "gs://flag/root"]))
+    assert config.pipeline_root == "gs://flag/root"
+    assert config.serving_model_dir == "gs://file/serving"
+    assert config.ingest.image_root == "gs://file/faces/images"
+    assert config.metadata_path is None and config.beam_pipeline_args == []
+    with pytest.raises(ValueError, match=r"--serving-dir is required \(or 'serving_model_dir' in "
+                                         r"--config\)"):
+        kubeflow_runner.build_config(kubeflow_runner.parse_args(
+            ["--image", "i", "--pipeline-root", "gs://a", "--data-root", "gs://b"]))
+    path.write_text(json.dumps({"pipline_root": "gs://typo"}))
+    with pytest.raises(SystemExit, match="unknown setting 'pipline_root'; closest known: "
+                                         "pipeline_root"):
+        kubeflow_runner.run(["--image", "i", "--config", str(path)])

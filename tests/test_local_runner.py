@@ -1,5 +1,8 @@
 """local_runner's options reach the config, and TFX's Beam executors never see them."""
+import json
 import sys
+
+import pytest
 
 import local_runner
 from pipeline import configs
@@ -31,7 +34,7 @@ def test_runner_options_are_hidden_from_tfx_executors(tmp_path, monkeypatch):
             seen["beam_args"] = list(pipeline.beam_pipeline_args)
 
     monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", RecordingRunner)
-    monkeypatch.setattr(local_runner, "ensure_sample_data", lambda config, seed: None)
+    monkeypatch.setattr(local_runner, "ensure_sample_data", lambda config, seed, say: None)
     monkeypatch.setattr(local_runner, "print_outcome", lambda config: None)
     argv = ["local_runner.py", "-v", "--pipeline-root", str(tmp_path / "root"), "--metadata",
             str(tmp_path / "m.sqlite"), "--beam-args", "--direct_num_workers=2"]
@@ -40,3 +43,107 @@ def test_runner_options_are_hidden_from_tfx_executors(tmp_path, monkeypatch):
     assert seen["argv"] == ["local_runner.py"]
     assert sys.argv == argv
     assert seen["beam_args"] == ["--runner=FnApiRunner", "--direct_num_workers=2"]
+
+
+def write_config(tmp_path, values, name="experiment.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(values))
+    return str(path)
+
+
+def test_config_file_sets_fields_and_flags_win_over_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path, {
+        "training": {"epochs": 3, "batch_size": 16}, "gate": {"min_recall": 0.7, "max_drop": 0.1},
+        "image_size": 48, "ingest": {"data_root": "faces", "offset_labels": True},
+        "enable_cache": False, "last_stage": "train"})
+    config = local_runner.build_config(local_runner.parse_args([
+        "--config", path, "--epochs", "7", "--min-recall", "0.8", "--gate", "max_drop=0.2"]))
+    # Flags win; the file's other settings stay; the preset's untouched settings stay.
+    assert config.training == {**configs.DEMO_TRAINING, "epochs": 7, "batch_size": 16}
+    assert config.gate == {**configs.DEMO_GATE, "min_recall": 0.8, "max_drop": 0.2}
+    assert config.image_size == 48 and config.last_stage == "train"
+    # Flags not given do not reset the file's settings.
+    assert config.enable_cache is False and config.ingest.offset_labels is True
+    # Relative paths resolve against the working directory; image root follows the data root.
+    assert config.ingest.data_root == str(tmp_path / "faces")
+    assert config.ingest.image_root == str(tmp_path / "faces" / "images")
+    without_file = local_runner.build_config(local_runner.parse_args([]))
+    assert without_file.enable_cache is True and without_file.image_size == configs.DEMO_IMAGE_SIZE
+
+
+def test_pair_options_read_json_values_and_plain_strings():
+    config = local_runner.build_config(local_runner.parse_args([
+        "--training", "optimizer=sgd", "mixed_precision=true", "epochs=3", "margin=0.4",
+        "--list-files", "train=lists/train-*.json", "eval=3.json",
+        "--identity-split", "train=9", "eval=1", "--group-min-recall", "north=0.75",
+        "--training", '{"schedule": "constant"}']))
+    assert config.training["optimizer"] == "sgd" and config.training["mixed_precision"] is True
+    assert config.training["epochs"] == 3 and config.training["margin"] == 0.4
+    assert config.training["schedule"] == "constant"   # a repeated --training adds to the first
+    assert config.ingest.list_files == {"train": "lists/train-*.json", "eval": "3.json"}
+    assert config.ingest.identity_split == {"train": 9, "eval": 1}
+    assert config.gate["group_min_recall"] == {"north": 0.75}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--training", "epochs"], "--training: expected KEY=JSON, got 'epochs'"),
+    (["--group-min-recall", "north=high"], "--group-min-recall north=high: 'high' is not a number"),
+    (["--identity-split", "train=0.9"], "--identity-split train=0.9: '0.9' is not an integer"),
+    (["--gate", "min_recal=0.5"], "command line, gate: unknown setting 'min_recal'; closest known: "
+                                  "min_recall"),
+    (["--gate", "min_recall=1.5"], "command line, gate: "),
+])
+def test_bad_options_are_errors_naming_option_and_reason(argv, message):
+    with pytest.raises(ValueError) as error:
+        local_runner.build_config(local_runner.parse_args(argv))
+    assert message in str(error.value)
+    if "min_recall=1.5" in argv:
+        assert "min_recall" in str(error.value) and "1.5" in str(error.value)
+
+
+def test_unknown_trainer_setting_stops_the_run_before_the_pipeline(tmp_path, monkeypatch, capfd):
+    """Trainer keys are checked by models.trainer before anything runs; without -v the message
+    reaches the terminal and the log file keeps the traceback."""
+    from tfx import v1 as tfx
+
+    class FailingRunner:
+        def run(self, pipeline):
+            raise AssertionError("the pipeline must not start")
+
+    monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", FailingRunner)
+    root = tmp_path / "root"
+    with pytest.raises(SystemExit) as error:
+        local_runner.run(["--pipeline-root", str(root), "--metadata", str(tmp_path / "m.sqlite"),
+                          "--training", "epochz=3"])
+    assert "epochz" in str(error.value) and "epochs" in str(error.value)
+    out = capfd.readouterr().out
+    [log] = (root / "logs").iterdir()
+    assert out.splitlines() == [f"Log: {log}", str(error.value), f"Full log: {log}"]
+    assert "Traceback" in log.read_text() and "epochz" in log.read_text()
+
+
+@pytest.mark.parametrize("values, key, closest", [
+    ({"trainng": {"epochs": 3}}, "trainng", "training"),
+    ({"image_sise": 64}, "image_sise", "image_size"),
+    ({"ingest": {"data_rot": "x"}}, "data_rot", "data_root"),
+    ({"gate": {"max_dorp": 0.1}}, "max_dorp", "max_drop"),
+])
+def test_unknown_config_key_names_it_and_the_closest_known(tmp_path, values, key, closest):
+    path = write_config(tmp_path, values)
+    with pytest.raises(SystemExit) as error:
+        local_runner.run(["--config", path])
+    text = str(error.value)
+    assert f"unknown setting {key!r}" in text and closest in text.split("closest known:")[1]
+    assert path in text
+
+
+def test_config_file_values_must_have_the_settings_type(tmp_path):
+    path = write_config(tmp_path, {"image_size": "64"})
+    with pytest.raises(ValueError, match=r"image_size must be an integer, got '64'"):
+        local_runner.build_config(local_runner.parse_args(["--config", path]))
+    path = write_config(tmp_path, {"training": ["epochs", 3]})
+    with pytest.raises(ValueError, match=r"'training' must be a JSON object"):
+        local_runner.build_config(local_runner.parse_args(["--config", path]))
+    with pytest.raises(ValueError, match="no such file"):
+        local_runner.build_config(local_runner.parse_args(["--config", str(tmp_path / "no.json")]))
