@@ -165,7 +165,7 @@ class _TopScores:
 
     def _compact(self):
         values, firsts, seconds = self._concatenated()
-        if len(values) >= self.size:
+        if self.size and len(values) >= self.size:
             cut = np.partition(values, len(values) - self.size)[len(values) - self.size]
             if cut > self.tie_value:     # the old ties fall below `size` larger values
                 self.tie_value, self.tie_count = cut, 0

@@ -1,0 +1,245 @@
+"""Exact 1:1 verification (core/verification.py) against a NumPy brute force written from the
+definitions: all pairs from the full float64 similarity matrix, sorted impostor scores, counts.
+
+Random cases use tests.test_recall.exact_random_data: similarities are multiples of 1/16, exact in
+float32 and float64 alike, with many exact ties (duplicates across identities, zero rows), so the
+threshold often sits on a tie and the tie rule (>= matches) is exercised.
+"""
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from core import verification as verification_module
+from core.intervals import identity_units
+from core.recall import recall_at_k
+from core.verification import far_key, ranks_and_verification, verification
+from tests.test_recall import exact_random_data
+
+FARS = (1e-1, 1e-2, 1e-3)
+
+
+def reference(embeddings, labels, groups, target_fmr, fars=FARS):
+    """Every figure from the full matrix: pairs i < j, genuine = same label."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1), np.finfo(np.float32).tiny)[:, None]
+    n = len(labels)
+    i, j = np.triu_indices(n, 1)
+    scores = (unit @ unit.T)[i, j]
+    genuine = labels[i] == labels[j]
+    impostor_scores = np.sort(scores[~genuine])[::-1]
+    threshold = (impostor_scores[math.ceil(target_fmr * len(impostor_scores)) - 1]
+                 if len(impostor_scores) else None)
+    names = ["overall"] + (sorted(set(groups.tolist())) if groups is not None else [])
+    result = {"threshold": threshold}
+    for name in names:
+        scope = (np.ones(len(i), bool) if name == "overall"
+                 else (groups[i] == name) & (groups[j] == name))
+        gen, imp = scores[scope & genuine], np.sort(scores[scope & ~genuine])[::-1]
+        entry = {"n_genuine": len(gen), "n_impostor": len(imp),
+                 "fnmr": float(np.mean(gen < threshold)) if len(gen) and threshold is not None else None,
+                 "fmr": float(np.mean(imp >= threshold)) if len(imp) and threshold is not None else None}
+        for far in fars:
+            k = math.ceil(far * len(imp))
+            entry[far_key(far)] = (float(np.mean(gen >= imp[k - 1]))
+                                   if k >= verification_module.MIN_FALSE_ACCEPTS and len(gen) else None)
+        result[name] = entry
+    group_entries = [result[name] for name in names[1:]]
+    fmrs = [e["fmr"] for e in group_entries if e["fmr"] is not None]
+    fnmrs = [e["fnmr"] for e in group_entries if e["fnmr"] is not None]
+    result["fmr_differential"] = max(fmrs) / target_fmr if fmrs else None
+    if not fnmrs:
+        result["skewed_error_ratio"] = None
+    elif min(fnmrs) == 0:
+        result["skewed_error_ratio"] = 1.0 if max(fnmrs) == 0 else None
+    else:
+        result["skewed_error_ratio"] = max(fnmrs) / min(fnmrs)
+    return result, (i, j, scores, genuine)
+
+
+def assert_matches(summary, expected):
+    for key in ("threshold", "fmr_differential", "skewed_error_ratio"):
+        assert summary[key] == pytest.approx(expected[key], abs=1e-12) if expected[key] is not None \
+            else summary[key] is None, key
+    for name, entry in expected.items():
+        if not isinstance(entry, dict):
+            continue
+        for key, value in entry.items():
+            assert summary[name][key] == (pytest.approx(value, abs=1e-12) if value is not None
+                                          else None), (name, key)
+
+
+CASES = [(0, 60, 8, 0.05), (1, 150, 16, 1e-2), (2, 211, 8, 1e-3), (3, 300, 16, 0.2)]
+
+
+@pytest.mark.parametrize("seed, n, dim, target_fmr", CASES)
+def test_every_figure_matches_the_brute_force_with_ties_at_every_chunk_size(seed, n, dim, target_fmr):
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    expected, _ = reference(embeddings, labels, groups, target_fmr)
+    for chunk_size in (7, n - 1, None):
+        result = verification(embeddings, labels, groups, target_fmr, FARS, chunk_size)
+        assert_matches(result.summary, expected)
+
+
+@pytest.mark.parametrize("seed, n, dim, target_fmr", CASES[1:3])
+def test_tied_scores_are_counted_not_stored_when_the_selection_is_small(monkeypatch, seed, n, dim,
+                                                                        target_fmr):
+    # Keep only the few largest impostor scores: the running selection compacts many times and the
+    # scores tied with its cut become counts. The figures must not change.
+    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 3)
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    expected, _ = reference(embeddings, labels, groups, target_fmr)
+    assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 7).summary, expected)
+
+
+def test_identical_embeddings_all_tie_at_the_threshold():
+    # Every pair scores 1.0: the threshold is 1.0, every impostor matches (FMR 1, not target_fmr:
+    # ties count as matches) and no genuine pair is below it.
+    labels = np.repeat(np.arange(30), 3)
+    groups = np.array(["a", "b"])[labels % 2]
+    result = verification(np.ones((90, 4)), labels, groups, 1e-2, FARS, chunk_size=16).summary
+    assert result["threshold"] == 1.0
+    for scope in ("overall", "a", "b"):
+        assert result[scope]["fmr"] == 1.0 and result[scope]["fnmr"] == 0.0
+    assert result["skewed_error_ratio"] == 1.0      # every FNMR is 0
+    assert result["fmr_differential"] == pytest.approx(100.0)
+
+
+def test_singletons_one_group_and_groups_without_pairs():
+    #   labels:  0 0 1 2 3 3   groups: x x x x y z
+    # Group y holds one image (no pair at all), z one image too; x holds labels 0, 0, 1, 2.
+    rng = np.random.default_rng(4)
+    embeddings = rng.choice([-1.0, 1.0], size=(6, 4))     # norm 2: similarities exact in float32
+    labels = np.array([0, 0, 1, 2, 3, 3])
+    groups = np.array(["x", "x", "x", "x", "y", "z"])
+    expected, _ = reference(embeddings, labels, groups, 0.3)
+    result = verification(embeddings, labels, groups, 0.3, FARS).summary
+    assert_matches(result, expected)
+    for name in ("y", "z"):
+        assert result[name]["n_genuine"] == 0 and result[name]["fnmr"] is None
+        assert result[name]["n_impostor"] == 0 and result[name]["fmr"] is None
+    # One group only, and no groups at all: the group entry equals overall.
+    one = verification(embeddings, labels, np.array(["g"] * 6), 0.3, FARS).summary
+    none = verification(embeddings, labels, None, 0.3, FARS).summary
+    assert {k: v for k, v in one["g"].items()} == one["overall"] == none["overall"]
+    assert set(none) == {"target_fmr", "threshold", "fmr_differential", "skewed_error_ratio", "overall"}
+
+
+def test_no_impostor_pair_means_no_threshold_and_no_rates():
+    result = verification(np.eye(3), [5, 5, 5], None, 1e-3).summary
+    assert result["threshold"] is None
+    assert result["overall"]["fnmr"] is None and result["overall"]["fmr"] is None
+    assert result["overall"]["n_genuine"] == 3 and result["overall"]["n_impostor"] == 0
+
+
+def test_skewed_error_ratio_when_the_lowest_fnmr_is_zero():
+    assert verification_module.skewed_error_ratio([0.0, 0.0, None]) == 1.0
+    assert verification_module.skewed_error_ratio([0.0, 0.1]) is None      # unbounded
+    assert verification_module.skewed_error_ratio([0.05, 0.2]) == pytest.approx(4.0)
+    assert verification_module.skewed_error_ratio([]) is None
+
+
+def test_tar_needs_enough_impostor_pairs_for_its_far():
+    # 60 images of 20 identities: 1,710 impostor pairs. FAR 1e-2 -> k = 18 >= 10: reported;
+    # FAR 1e-3 -> k = 2 < 10: None.
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(20), 3)
+    embeddings = rng.normal(size=(20, 8))[labels] + 0.7 * rng.normal(size=(60, 8))
+    result = verification(embeddings, labels, None, 1e-2, (1e-2, 1e-3)).summary["overall"]
+    assert result["n_impostor"] == 1710
+    assert result["tar@far=1e-2"] is not None and result["tar@far=1e-3"] is None
+
+
+@pytest.mark.parametrize("seed, n, dim, target_fmr", CASES[2:])
+def test_sampled_starting_floors_and_the_second_pass_when_one_is_too_high(monkeypatch, seed, n, dim,
+                                                                         target_fmr):
+    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 20)
+    monkeypatch.setattr(verification_module, "SAMPLED_ROWS", 40)
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    expected, _ = reference(embeddings, labels, groups, target_fmr)
+    floors = []
+    original = verification_module._sampled_floor
+    monkeypatch.setattr(verification_module, "_sampled_floor",
+                        lambda *args: floors.append(original(*args)) or floors[-1])
+    assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 16).summary, expected)
+    assert any(np.isfinite(floors))                  # the sampled floors were used
+    # A floor above the needed scores leaves a selection short: detected, and a second pass
+    # without floors gives the exact figures.
+    monkeypatch.setattr(verification_module, "_sampled_floor", lambda *args: 0.99)
+    assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 16).summary, expected)
+
+
+def test_per_identity_counts_for_the_bootstrap():
+    embeddings, labels, groups = exact_random_data(5, 120, 8)
+    result = verification(embeddings, labels, groups, 0.05, FARS, chunk_size=11)
+    _, (i, j, scores, genuine) = reference(embeddings, labels, groups, 0.05)
+    threshold = result.summary["threshold"]
+    units, _ = identity_units(labels, groups)
+    n_units = units.max() + 1
+    for name in ["overall"] + sorted(set(groups.tolist())):
+        scope = np.ones(len(i), bool) if name == "overall" else (groups[i] == name) & (groups[j] == name)
+        # Each pair counts once for the unit of each of its two images.
+        def per_unit(select):
+            return (np.bincount(units[i[select]], minlength=n_units)
+                    + np.bincount(units[j[select]], minlength=n_units))
+        counts = result.unit_counts[name]
+        assert counts["genuine"].tolist() == per_unit(scope & genuine).tolist()
+        assert counts["false_non_match"].tolist() == per_unit(scope & genuine & (scores < threshold)).tolist()
+        assert counts["impostor"].tolist() == per_unit(scope & ~genuine).tolist()
+        assert counts["false_match"].tolist() == per_unit(scope & ~genuine & (scores >= threshold)).tolist()
+
+
+def test_det_points_are_exact_rates_at_impostor_score_thresholds():
+    embeddings, labels, groups = exact_random_data(6, 200, 16)
+    result = verification(embeddings, labels, groups, 1e-2, FARS, chunk_size=32).summary
+    _, (i, j, scores, genuine) = reference(embeddings, labels, groups, 1e-2)
+    for name in ("overall", "north"):
+        scope = np.ones(len(i), bool) if name == "overall" else (groups[i] == name) & (groups[j] == name)
+        impostors = np.sort(scores[scope & ~genuine])[::-1]
+        det = result[name]["det"]
+        assert len(det["fmr"]) >= 10 and det["fmr"] == sorted(det["fmr"])
+        for fmr, fnmr in zip(det["fmr"], det["fnmr"]):
+            # Some threshold t among the scope's impostor scores gives both rates.
+            matches = [t for t in np.unique(impostors) if np.mean(impostors >= t) == pytest.approx(fmr)]
+            assert matches, fmr
+            assert fnmr == pytest.approx(np.mean(scores[scope & genuine] < matches[0]))
+
+
+def test_one_pass_gives_the_same_ranks_and_figures_as_separate_calls():
+    embeddings, labels, groups = exact_random_data(7, 150, 16)
+    ranks, result = ranks_and_verification(embeddings, labels, groups, ks=(1, 5), target_fmr=0.01,
+                                           chunk_size=20)
+    assert ranks.summary((1, 5)) == recall_at_k(embeddings, labels, groups, ks=(1, 5))
+    alone = verification(embeddings, labels, groups, 0.01, chunk_size=33).summary
+    assert result.summary == alone
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: verification(np.ones((3, 2)), [0, 1, 2], None, 0.0), "target_fmr"),
+    (lambda: verification(np.ones((3, 2)), [0, 1, 2], None, 1e-3, (2.0,)), "fars"),
+    (lambda: verification(np.ones((2, 2)), [0, 1], ["threshold", "a"]), "threshold"),
+    (lambda: verification(np.ones((2, 2)), [0, 1], ["overall", "a"]), "overall"),
+])
+def test_bad_settings_are_rejected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_extra_memory_is_blocks_not_all_pairs(monkeypatch):
+    # The DET keeps at least DET_MIN_KEPT scores per scope whatever N is (a constant 100,000); at
+    # this small N that constant would dominate, so it is lowered to see how memory grows with N.
+    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 2000)
+    rng = np.random.default_rng(5)
+    n, dim = 3000, 16
+    embeddings = rng.standard_normal((n, dim)).astype(np.float32)
+    labels = rng.integers(0, 600, size=n)
+    groups = np.array(["a", "b", "c"])[labels % 3]
+    tracemalloc.start()
+    try:
+        verification(embeddings, labels, groups, 1e-3, chunk_size=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    all_pairs = n * (n - 1) // 2 * 4      # every pair's float32 score: 18 MB
+    assert peak < all_pairs / 3, peak
