@@ -97,3 +97,79 @@ def test_single_group_regression_with_better_overall_is_never_pushed(tmp_path):
     model = make_model(tmp_path, 9)
     pushed = push(tmp_path, model, make_blessing(int(metrics["blessed"]), 9))
     assert pushed.get_int_custom_property("pushed") == 0 and versions(tmp_path) == []
+
+
+def unnamed_blessing(blessed=1):
+    """A blessing without a current_model_id property (a resolver or wiring mistake)."""
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = "/unused"
+    blessing.id = 99
+    blessing.set_int_custom_property("blessed", blessed)
+    return blessing
+
+
+@pytest.mark.parametrize("model_id,blessing", [
+    (0, lambda: unnamed_blessing()),       # unset on both sides: 0 == 0 must not count
+    (0, lambda: make_blessing(1, 0)),      # a blessing naming model 0, for a model without an id
+    (7, lambda: unnamed_blessing()),       # a blessing naming no model
+    (0, lambda: make_blessing(1, 7)),      # a model without an id is refused whatever the blessing
+], ids=["both_unset", "blessing_names_0", "blessing_names_none", "model_without_id"])
+def test_a_missing_or_zero_model_id_never_matches(tmp_path, model_id, blessing):
+    model = make_model(tmp_path, model_id)
+    pushed = push(tmp_path, model, blessing())
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert versions(tmp_path) == []
+
+
+def numeric_versions(tmp_path):
+    return sorted(int(v) for v in versions(tmp_path))
+
+
+def served_model(tmp_path):
+    """What TF Serving loads: the highest numeric version directory."""
+    with open(tmp_path / "serving" / str(numeric_versions(tmp_path)[-1]) / "saved_model.pb") as f:
+        return f.read()
+
+
+def test_a_reblessed_older_model_is_pushed_again_as_the_newest_version(tmp_path):
+    """A (v1), then B (v2), then A re-blessed: serving would keep B if A were only recorded at
+    v1, so A is copied to v3 > v2 and the artifact names v3. All three within the same second:
+    TFX's timestamp versions would collide."""
+    model_a, model_b = make_model(tmp_path, 7), make_model(tmp_path, 8)
+    first = push(tmp_path, model_a, make_blessing(1, 7))
+    second = push(tmp_path, model_b, make_blessing(1, 8))
+    v1, v2 = numeric_versions(tmp_path)
+    assert v1 < v2 and served_model(tmp_path) == "model 8"
+    assert first.get_string_custom_property("pushed_version") == str(v1)
+    assert second.get_string_custom_property("pushed_version") == str(v2)
+
+    again = push(tmp_path, model_a, make_blessing(1, 7))
+    assert again.get_int_custom_property("pushed") == 1
+    assert numeric_versions(tmp_path)[:2] == [v1, v2]
+    [v3] = numeric_versions(tmp_path)[2:]
+    assert v3 > v2
+    assert served_model(tmp_path) == "model 7"
+    assert again.get_string_custom_property("pushed_version") == str(v3)
+    assert again.get_string_custom_property("pushed_destination") == str(tmp_path / "serving" /
+                                                                          str(v3))
+    with open(tmp_path / "serving" / str(v3) / PUSH_MARKER) as f:
+        assert json.load(f) == {"model_id": 7, "model_uri": model_a.uri}
+    with open(tmp_path / "serving" / str(v3) / "variables" / "variables.index") as f:
+        assert f.read() == "model 7"
+    # A is now the newest: re-blessed once more, it is recorded at v3 and not copied again.
+    last = push(tmp_path, model_a, make_blessing(1, 7))
+    assert last.get_string_custom_property("pushed_version") == str(v3)
+    assert numeric_versions(tmp_path) == [v1, v2, v3]
+
+
+def test_a_new_version_is_above_every_existing_one_even_within_the_same_second(tmp_path,
+                                                                               monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)    # the clock does not move
+    (tmp_path / "serving" / "1800000000").mkdir(parents=True)     # a version from a faster clock
+    (tmp_path / "serving" / "notes").mkdir()                      # not a version: ignored
+    pushed = push(tmp_path, make_model(tmp_path, 7), make_blessing(1, 7))
+    assert pushed.get_string_custom_property("pushed_version") == "1800000001"
+    pushed = push(tmp_path, make_model(tmp_path, 8), make_blessing(1, 8))
+    assert pushed.get_string_custom_property("pushed_version") == "1800000002"

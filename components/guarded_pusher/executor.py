@@ -1,23 +1,48 @@
-"""TFX Pusher executor with two more guarantees.
+"""TFX Pusher executor with three more guarantees.
 
 1. The blessing must name the model being pushed. TFX's Pusher looks only at the blessing's
    `blessed` flag: a blessing produced for another model (a wiring mistake, or a stale artifact
    picked by a resolver) would push an unevaluated model. Here the blessing's `current_model_id`
-   must equal the pushed Model artifact's id.
-2. A model already pushed to the destination is not pushed again as a new version (a rerun that
-   re-blesses the same model). Each pushed version holds `ffem_pushed_model.json` naming its model.
+   must equal the pushed Model artifact's id, and an unset or 0 id on either side never matches
+   (two unset ids would otherwise compare equal). `blessing_names_model` is the one place ids are
+   compared.
+2. A model that is already the newest pushed version is not pushed again (a rerun that re-blesses
+   the same model). Each pushed version holds `ffem_pushed_model.json` naming its model.
+3. A model pushed earlier but no longer the newest (A, then B, then A re-blessed) is pushed again as
+   a new version above every existing one: TF Serving serves the highest version, so recording A
+   at its old directory would say A is served while B is. Versions are TFX's Unix-timestamp
+   seconds, raised above the highest existing version when the clock has not passed it (two
+   pushes within one second would otherwise share, or invert, a version).
 """
 import json
 import os
+import time
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
 from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import proto_utils
+from tfx.utils import io_utils, proto_utils
 
 PUSH_MARKER = "ffem_pushed_model.json"
+_TIMESTAMP_VERSIONING = (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP)
+
+
+def blessing_names_model(blessing, model) -> Optional[str]:
+    """None when `blessing` was issued for exactly `model`, else the reason it was not.
+
+    Ids are ML Metadata artifact ids; 0 is what an unset id or property reads as, so it names no
+    model. The only place a blessing's model id is read and compared."""
+    blessed_id = blessing.get_int_custom_property("current_model_id")
+    if not model.id:
+        return "the model artifact has no id (0 or unset), so no blessing can name it"
+    if not blessed_id:
+        return f"its blessing {blessing.id} names no model (current_model_id is unset or 0)"
+    if blessed_id != model.id:
+        return f"its blessing {blessing.id} was issued for model {blessed_id}"
+    return None
 
 
 class Executor(pusher_executor.Executor):
@@ -31,44 +56,78 @@ class Executor(pusher_executor.Executor):
             return False
         blessing = artifact_utils.get_single_instance(blessings)
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
-        blessed_id = blessing.get_int_custom_property("current_model_id")
-        if blessed_id != model.id:
-            logging.error("Refusing to push model %d: its blessing %d was issued for model %d",
-                          model.id, blessing.id, blessed_id)
+        problem = blessing_names_model(blessing, model)
+        if problem:
+            logging.error("Refusing to push model %d (%s): %s", model.id, model.uri, problem)
             return False
         return True
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
-        model_push = artifact_utils.get_single_instance(
-            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY],
                                   destination)
-        base = destination.filesystem.base_directory
-        if base and self.CheckBlessing(input_dict):
-            existing = find_pushed_version(base, model.uri)
-            if existing:
-                logging.info("Model %d is already pushed at %s; not pushing it again", model.id,
-                             existing)
-                self._MarkPushed(model_push, pushed_destination=existing,
-                                 pushed_version=os.path.basename(existing))
-                return
-        super().Do(input_dict, output_dict, exec_properties)
-        if model_push.get_int_custom_property("pushed") == 1:
-            serving_path = model_push.get_string_custom_property("pushed_destination")
-            with tf.io.gfile.GFile(os.path.join(serving_path, PUSH_MARKER), "w") as f:
-                json.dump({"model_id": model.id, "model_uri": model.uri}, f)
+        filesystem = destination.filesystem
+        if (destination.WhichOneof("destination") != "filesystem" or not filesystem.base_directory
+                or filesystem.versioning not in _TIMESTAMP_VERSIONING):
+            super().Do(input_dict, output_dict, exec_properties)   # TFX's handling and errors
+            return
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return
+        base = filesystem.base_directory
+        versions = _versions(base)
+        existing = find_pushed_version(base, model.uri)
+        if existing and existing == os.path.join(base, versions[-1][1]):
+            logging.info("Model %d is already the newest pushed version, %s; not pushing it again",
+                         model.id, existing)
+            self._MarkPushed(model_push, pushed_destination=existing,
+                             pushed_version=os.path.basename(existing))
+            return
+        if existing:
+            logging.info("Model %d was pushed at %s, but version %s is newer and is what serving "
+                         "loads: pushing it again as a new version", model.id, existing,
+                         versions[-1][1])
+        version = next_version(versions[-1][0] if versions else None)
+        serving_path = os.path.join(base, str(version))
+        model_path = self.GetModelPath(input_dict)
+        # saved_model.pb last, as TFX's Pusher does: model servers take it as "the version is whole".
+        io_utils.copy_dir(model_path, serving_path, deny_regex_patterns=[r"saved_model\.pb"])
+        saved_model = os.path.join(model_path, "saved_model.pb")
+        if tf.io.gfile.exists(saved_model):
+            io_utils.copy_file(saved_model, os.path.join(serving_path, "saved_model.pb"))
+        with tf.io.gfile.GFile(os.path.join(serving_path, PUSH_MARKER), "w") as f:
+            json.dump({"model_id": model.id, "model_uri": model.uri}, f)
+        io_utils.copy_dir(model_path, model_push.uri)    # TFX's archive copy in the artifact
+        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
+        logging.info("Model %d pushed to %s", model.id, serving_path)
 
 
-def find_pushed_version(base_directory: str, model_uri: str):
-    """The version directory already holding this model, if any."""
+def _versions(base_directory: str) -> List[Tuple[int, str]]:
+    """(number, directory name) of every version under `base_directory`, lowest first: the
+    all-digit directory names, which are what model servers load (the highest is served)."""
     if not tf.io.gfile.isdir(base_directory):
-        return None
-    for version in sorted(tf.io.gfile.listdir(base_directory)):
-        marker = os.path.join(base_directory, version.rstrip("/"), PUSH_MARKER)
+        return []
+    names = (name.rstrip("/") for name in tf.io.gfile.listdir(base_directory))
+    return sorted((int(name), name) for name in names if name.isascii() and name.isdigit())
+
+
+def next_version(newest: Optional[int]) -> int:
+    """The current Unix time in seconds (TFX's versioning), or newest + 1 when the clock has not
+    passed the newest existing version: every push is strictly above all before it."""
+    now = int(time.time())
+    return now if newest is None or now > newest else newest + 1
+
+
+def find_pushed_version(base_directory: str, model_uri: str) -> Optional[str]:
+    """The highest version directory already holding this model, if any."""
+    for _, name in reversed(_versions(base_directory)):
+        marker = os.path.join(base_directory, name, PUSH_MARKER)
         if tf.io.gfile.exists(marker):
             with tf.io.gfile.GFile(marker) as f:
                 if json.load(f).get("model_uri") == model_uri:
-                    return os.path.join(base_directory, version.rstrip("/"))
+                    return os.path.join(base_directory, name)
     return None
