@@ -4,9 +4,13 @@ The same `crop_faces` runs inside the Transform graph, hence inside every export
 TFT layer), so training, evaluation and serving crop identically.
 
 Box geometry: the box (x1, y1, x2, y2) covers pixel columns x1..x2-1 and rows y1..y2-1. Output pixel
-i of `size` samples the box at x1 + (i + 0.5) * (x2 - x1) / size - 0.5 in pixel-centre coordinates,
-exactly as resizing the crop with half-pixel centres would, and regions outside the image are black.
-Boxes are normalized by each image's real (decoded) size, never by an assumed one.
+i of `size` samples the box bilinearly at x1 + (i + 0.5) * (x2 - x1) / size - 0.5 in pixel-centre
+coordinates (pixel k's centre is k), exactly as resizing the crop with half-pixel centres would:
+  * a position within the image's extent, -0.5 <= p <= side - 0.5, reads the image, clamped to the
+    outermost pixel centres, so a box touching the border gets the edge pixels there (as that resize
+    does), not a black frame;
+  * a position beyond the extent (the box really overshoots the image) is black.
+Boxes are taken in each image's real (decoded) size, never in an assumed one.
 """
 from __future__ import annotations
 
@@ -30,21 +34,45 @@ def _squeeze(tensor: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tensor, [-1])
 
 
+def _axis_samples(start: tf.Tensor, end: tf.Tensor, extent: tf.Tensor, size):
+    """Bilinear sampling along one axis for boxes [start, end) of each image: [b, size] lower and
+    upper pixel indices, the upper one's float32 weight, and whether the position is in the image."""
+    extent = tf.cast(extent, tf.float32)
+    centres = tf.range(size, dtype=tf.float32)[tf.newaxis, :] + 0.5
+    positions = start[:, tf.newaxis] + centres * ((end - start) / tf.cast(size, tf.float32)
+                                                  )[:, tf.newaxis] - 0.5
+    inside = (positions >= -0.5) & (positions <= extent - 0.5)
+    clamped = tf.clip_by_value(positions, 0.0, extent - 1.0)
+    low = tf.floor(clamped)
+    high = tf.minimum(low + 1.0, extent - 1.0)
+    return tf.cast(low, tf.int32), tf.cast(high, tf.int32), clamped - low, inside
+
+
+def sample_boxes(images: tf.Tensor, boxes: tf.Tensor, size) -> tf.Tensor:
+    """images [b, h, w, c], pixel boxes [b, 4] (x1, y1, x2, y2) -> float32 [b, size, size, c].
+
+    The module's box contract (half-pixel centres, edge clamping within the image, black beyond
+    it), bilinear and separable: rows first, then columns. Used for the Transform's face crop and
+    for the box jitter of train-time augmentation, so both sample alike.
+    """
+    images = tf.cast(images, tf.float32)
+    boxes = tf.cast(boxes, tf.float32)
+    shape = tf.shape(images)
+    y_low, y_high, y_weight, y_inside = _axis_samples(boxes[:, 1], boxes[:, 3], shape[1], size)
+    x_low, x_high, x_weight, x_inside = _axis_samples(boxes[:, 0], boxes[:, 2], shape[2], size)
+    top = tf.gather(images, y_low, axis=1, batch_dims=1)                    # [b, size, w, c]
+    bottom = tf.gather(images, y_high, axis=1, batch_dims=1)
+    rows = top + (bottom - top) * y_weight[:, :, tf.newaxis, tf.newaxis]
+    left = tf.gather(rows, x_low, axis=2, batch_dims=1)                     # [b, size, size, c]
+    right = tf.gather(rows, x_high, axis=2, batch_dims=1)
+    sampled = left + (right - left) * x_weight[:, tf.newaxis, :, tf.newaxis]
+    inside = y_inside[:, :, tf.newaxis, tf.newaxis] & x_inside[:, tf.newaxis, :, tf.newaxis]
+    return tf.where(inside, sampled, tf.zeros_like(sampled))
+
+
 def _crop_one(image_bytes: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8)
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    x1, y1, x2, y2 = box[0], box[1], box[2], box[3]
-    step_x, step_y = (x2 - x1) / size, (y2 - y1) / size
-    # First and last sample positions (pixel centres), normalized the way crop_and_resize expects:
-    # coordinate c maps to c * (side - 1).
-    first_x, last_x = x1 + 0.5 * step_x - 0.5, x1 + (size - 0.5) * step_x - 0.5
-    first_y, last_y = y1 + 0.5 * step_y - 0.5, y1 + (size - 0.5) * step_y - 0.5
-    span_x, span_y = tf.maximum(width - 1.0, 1.0), tf.maximum(height - 1.0, 1.0)
-    normalized = tf.stack([first_y / span_y, first_x / span_x, last_y / span_y, last_x / span_x])
-    crop = tf.image.crop_and_resize(tf.cast(image, tf.float32)[tf.newaxis], normalized[tf.newaxis],
-                                    box_indices=[0], crop_size=[size, size], method="bilinear",
-                                    extrapolation_value=0.0)[0]
+    crop = sample_boxes(image[tf.newaxis], box[tf.newaxis], size)[0]
     return tf.clip_by_value(crop / 255.0, 0.0, 1.0)
 
 
