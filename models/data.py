@@ -2,8 +2,9 @@
 
 Augmentation works on the transformed face crops (the same crops serving sees), per image and
 vectorized over the batch: horizontal flip, colour (brightness, contrast, saturation), box jitter
-(a random sub-box keeping 85-100 % of each side, resized back: scale and position jitter) and
-cutout (a random square set to the image mean). Eval data is never augmented.
+(`jitter_boxes`: the crop resampled from a box around it, scaled either way so that on average the
+face keeps the size serving sees, and moved a little) and cutout (a random square set to the image
+mean). Eval data is never augmented.
 """
 from __future__ import annotations
 
@@ -19,19 +20,40 @@ def _uniform(generator: tf.random.Generator, batch: tf.Tensor, low: float, high:
     return generator.uniform([batch], low, high)
 
 
+# Box jitter: sampling box side / crop side, and centre shift / crop side (uniform ranges).
+JITTER_SCALE = (0.9, 1.1)
+JITTER_ASPECT = (0.95, 1.05)      # width scale = height scale × this
+JITTER_SHIFT = (-0.05, 0.05)
+
+
+def jitter_boxes(generator: tf.random.Generator, batch: tf.Tensor, size) -> tf.Tensor:
+    """[batch, 4] float32 boxes (x1, y1, x2, y2) in the crop's pixels, around the crop (0, 0, s, s).
+
+    Height scale ~ U(JITTER_SCALE), width scale = height scale × U(JITTER_ASPECT) (both mean 1:
+    zooming in and out alike, so training faces keep serving's size on average), centre moved by
+    U(JITTER_SHIFT) × s along each axis. Sampled with preprocessing.sample_boxes, so the parts of
+    a box beyond the crop are handled as the serving crop handles parts beyond the image.
+    """
+    side = tf.cast(size, tf.float32)
+    scale_h = _uniform(generator, batch, *JITTER_SCALE)
+    scale_w = scale_h * _uniform(generator, batch, *JITTER_ASPECT)
+    centre_x = side * (0.5 + _uniform(generator, batch, *JITTER_SHIFT))
+    centre_y = side * (0.5 + _uniform(generator, batch, *JITTER_SHIFT))
+    half_w, half_h = 0.5 * side * scale_w, 0.5 * side * scale_h
+    return tf.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h],
+                    axis=1)
+
+
 def augment(images: tf.Tensor, generator: tf.random.Generator, flip: bool = True,
             colour: bool = True, box_jitter: bool = True, cutout: bool = True) -> tf.Tensor:
     """images [b, s, s, 3] in [0, 1] -> augmented images, same shape and range."""
     batch = tf.shape(images)[0]
     size = tf.shape(images)[1]
     if box_jitter:
-        keep_h = _uniform(generator, batch, 0.85, 1.0)
-        keep_w = keep_h * _uniform(generator, batch, 0.95, 1.05)
-        keep_w = tf.minimum(keep_w, 1.0)
-        top = _uniform(generator, batch, 0.0, 1.0) * (1.0 - keep_h)
-        left = _uniform(generator, batch, 0.0, 1.0) * (1.0 - keep_w)
-        boxes = tf.stack([top, left, top + keep_h, left + keep_w], axis=1)
-        images = tf.image.crop_and_resize(images, boxes, tf.range(batch), [size, size])
+        static_size = images.shape[1]
+        jittered = preprocessing.sample_boxes(
+            images, jitter_boxes(generator, batch, size), static_size or size)
+        images = tf.ensure_shape(jittered, images.shape)
     if flip:
         flipped = generator.uniform([batch]) < 0.5
         images = tf.where(flipped[:, None, None, None], tf.reverse(images, axis=[2]), images)

@@ -69,21 +69,47 @@ def test_cutout_fills_one_square_with_the_image_mean_or_nothing():
     assert 4 < cut < 28
 
 
-def test_box_jitter_crops_a_sub_box_and_resizes_it_back():
-    """A horizontal ramp: a crop keeping 85-100 % of the height and 0.95-1.05 times that of the
-    width (at most all of it), resized back, is still a ramp whose slope is the kept width
-    fraction (between 0.8075 and 1) times the original's."""
+def test_box_jitter_samples_each_image_from_its_jitter_box_like_the_serving_crop():
+    """The augmented crop is the input sampled (NumPy: half-pixel centres, edge clamping, black
+    beyond the crop) from the box jitter_boxes draws first from the same generator state."""
+    from tests.test_preprocessing import numpy_sample
+
+    x = images(batch=8, size=20).numpy()
+    out = data.augment(tf.constant(x), tf.random.Generator.from_seed(5),
+                       **only(box_jitter=True)).numpy()
+    boxes = data.jitter_boxes(tf.random.Generator.from_seed(5), 8, 20).numpy()
+    for o, i, box in zip(out, x, boxes):
+        np.testing.assert_allclose(o, np.clip(numpy_sample(i, box, 20), 0, 1), atol=2e-5)
+
+
+def test_jitter_boxes_zoom_in_and_out_around_the_serving_crop_with_mean_scale_one():
+    size = 112
+    boxes = data.jitter_boxes(tf.random.Generator.from_seed(6), 20000, size).numpy().astype(float)
+    widths, heights = (boxes[:, 2] - boxes[:, 0]) / size, (boxes[:, 3] - boxes[:, 1]) / size
+    centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2 / size, (boxes[:, 1] + boxes[:, 3]) / 2 / size
+    assert heights.min() >= 0.9 - 1e-6 and heights.max() <= 1.1 + 1e-6
+    assert widths.min() >= 0.9 * 0.95 - 1e-6 and widths.max() <= 1.1 * 1.05 + 1e-6
+    assert (heights < 0.95).mean() > 0.2 and (heights > 1.05).mean() > 0.2      # both directions
+    # Uniform draws: the mean scale is 1 (the serving crop's size), to sampling error.
+    assert abs(heights.mean() - 1.0) < 0.003 and abs(widths.mean() - 1.0) < 0.003
+    assert np.all(np.abs(centre_x - 0.5) <= 0.05 + 1e-6) and abs(centre_x.mean() - 0.5) < 0.002
+    assert np.all(np.abs(centre_y - 0.5) <= 0.05 + 1e-6) and abs(centre_y.mean() - 0.5) < 0.002
+    ratio = widths / heights
+    assert ratio.min() >= 0.95 - 1e-6 and ratio.max() <= 1.05 + 1e-6
+
+
+def test_box_jitter_keeps_the_face_size_of_serving_crops_on_average():
+    """A horizontal ramp resampled from a box w times the crop's width is a ramp whose slope is
+    w times the original's (in the crop's interior): one output pixel spans w input pixels. The
+    slopes must go both ways and average E[w] = 1; a sub-box jitter (w <= 1) only zooms in."""
     size = 32
     ramp = np.tile(np.linspace(0.0, 1.0, size, dtype=np.float32)[None, :, None], (size, 1, 3))
-    out = data.augment(tf.constant(np.stack([ramp] * 16)), tf.random.Generator.from_seed(4),
+    out = data.augment(tf.constant(np.stack([ramp] * 256)), tf.random.Generator.from_seed(4),
                        **only(box_jitter=True)).numpy()
     step = 1.0 / (size - 1)
-    for o in out:
-        row = o[size // 2, :, 0]
-        slopes = np.diff(row)
-        assert np.all(slopes > 0)
-        assert 0.85 * 0.95 * step - 1e-4 <= slopes.mean() <= step + 1e-4
-        assert row[0] >= -1e-6 and row[-1] <= 1 + 1e-6
+    slopes = np.array([np.diff(o[size // 2, 8:24, 0]).mean() / step for o in out])
+    assert (slopes > 1.02).any() and (slopes < 0.98).any()
+    assert abs(slopes.mean() - 1.0) < 0.01
 
 
 def test_cosine_schedule_with_warmup_follows_its_formula():
