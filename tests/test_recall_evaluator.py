@@ -1,52 +1,17 @@
-"""The release gate, the evaluation's numbers and its HTML report (no pipeline needed)."""
+"""The evaluation's numbers, intervals and verdicts (`component.evaluate`, no pipeline needed) and
+its HTML report. Expected values come from tests.test_recall.reference_recall and
+tests.test_verification.reference (written from the definitions), or from reasoning."""
+import html
+import json
 import re
 
 import numpy as np
 import pytest
 
 from components.recall_evaluator import component, gate, report
-
-
-def result(**scopes):
-    """{'overall': (n_queries, r1), 'a': (...)} -> a recall_at_k-shaped dict."""
-    return {s: {"n_queries": n, "n_skipped": 0, "recall@1": r, "recall@5": r}
-            for s, (n, r) in scopes.items()}
-
-
-def failed(verdicts):
-    return sorted((v["rule"], v["scope"]) for v in verdicts if not v["passed"])
-
-
-def test_every_group_must_clear_its_bar():
-    config = gate.GateConfig(min_recall=0.6, group_min_recall={"b": 0.8})
-    candidate = result(overall=(30, 0.9), a=(10, 0.65), b=(10, 0.79), c=(10, 0.59))
-    assert failed(gate.evaluate_gate(candidate, config)) == [("min_recall", "b"),
-                                                            ("min_recall", "c")]
-    passing = result(overall=(30, 0.9), a=(10, 0.6), b=(10, 0.8), c=(10, 0.6))
-    assert failed(gate.evaluate_gate(passing, config)) == []      # bars are inclusive
-
-
-def test_a_single_group_regression_blocks_even_when_overall_improves():
-    config = gate.GateConfig(min_recall=0.5, max_drop=0.02)
-    baseline = result(overall=(30, 0.80), a=(10, 0.90), b=(10, 0.70))
-    candidate = result(overall=(30, 0.85), a=(10, 0.97), b=(10, 0.67))   # b drops 0.03
-    assert failed(gate.evaluate_gate(candidate, config, baseline)) == [("max_drop", "b")]
-    within = result(overall=(30, 0.85), a=(10, 0.97), b=(10, 0.681))     # drops 0.019
-    assert failed(gate.evaluate_gate(within, config, baseline)) == []
-
-
-def test_small_groups_are_reported_not_gated_and_named_groups_must_exist():
-    config = gate.GateConfig(min_recall=0.5, min_group_queries=5, group_min_recall={"z": 0.5})
-    candidate = result(overall=(20, 0.9), a=(16, 0.9), tiny=(4, 0.0))
-    assert failed(gate.evaluate_gate(candidate, config)) == [("group_evaluated", "z")]
-
-
-def test_gate_config_validation():
-    with pytest.raises(ValueError, match="unknown gate settings"):
-        gate.GateConfig.from_dict({"min_recal": 0.5})
-    with pytest.raises(ValueError):
-        gate.GateConfig(min_recall=1.5)
-    assert gate.GateConfig(ks=[5]).ks == [1, 5]             # Recall@1 is always computed
+from core import intervals
+from tests.test_recall import exact_random_data, reference_recall
+from tests.test_verification import reference as reference_verification
 
 
 def clustered(rng, identities, per_identity, noise, groups):
@@ -57,7 +22,105 @@ def clustered(rng, identities, per_identity, noise, groups):
     return {"embeddings": embeddings, "labels": labels, "groups": group_names}
 
 
-def test_evaluate_numbers_deltas_and_blessing():
+def failed(verdicts):
+    return sorted((v["rule"], v["scope"]) for v in verdicts if not v["passed"])
+
+
+def cross_group_example():
+    """20 identities x 2 images in group a and 20 in group b. Identity j of b has both images on
+    either side of a's image a_j1 (at distance eps), a's second image a_j2 is closer to a_j1 (delta
+    < eps) in an orthogonal direction. Within each group every query's nearest image is its own
+    identity's; against the whole gallery b's queries find a_j1 first, except b's last identity,
+    which sits apart: 1 identity of 20 -> b's whole-gallery Recall@1 is 2 / 40 = 0.05."""
+    rng = np.random.default_rng(0)
+    dim, eps, delta = 64, 0.1, 0.05
+    centres = rng.normal(size=(21, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rows, labels, groups = [], [], []
+    for j in range(20):
+        u, v = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T      # orthonormal directions
+        rows += [centres[j], centres[j] + delta * v]
+        labels += [j, j]
+        groups += ["a", "a"]
+        b_centre = centres[20] * 3 + centres[j] if j == 19 else centres[j]
+        rows += [b_centre + eps * u, b_centre - eps * u]
+        labels += [100 + j, 100 + j]
+        groups += ["b", "b"]
+    return {"embeddings": np.array(rows), "labels": np.array(labels), "groups": np.array(groups)}
+
+
+def test_cross_group_confusions_are_not_blessed_under_the_default_gate():
+    data = cross_group_example()
+    metrics = component.evaluate(data, gate.GateConfig())
+    expected, _ = reference_recall(data["embeddings"], data["labels"], data["groups"], (1,))
+    assert expected["b"]["recall@1_within"] == expected["a"]["recall@1_within"] == 1.0
+    assert expected["b"]["recall@1"] == pytest.approx(0.05)
+    for scope in ("overall", "a", "b"):
+        for key in ("recall@1", "recall@1_within"):
+            assert metrics["candidate"][scope][key] == pytest.approx(expected[scope][key])
+    assert not metrics["blessed"]
+    assert ("min_recall", "b") in failed(metrics["verdicts"])
+    # The original protocol (within-group galleries) would have blessed it.
+    assert component.evaluate(data, gate.GateConfig(gallery="within"))["blessed"]
+
+
+def test_every_number_matches_the_brute_force_and_the_keys_are_as_documented():
+    embeddings, labels, groups = exact_random_data(3, 211, 8)
+    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
+    config = gate.GateConfig(ks=[1, 5], target_fmr=0.01, min_recall=0.0, min_group_identities=1)
+    metrics = component.evaluate(data, config)
+    json.dumps(metrics, allow_nan=False)                          # plain JSON for scripts
+    expected, _ = reference_recall(embeddings, labels, groups, (1, 2, 5, 10, 20))
+    expected_1to1, _ = reference_verification(embeddings, labels, groups, 0.01, (1e-2, 1e-3, 1e-4))
+    assert metrics["verification"]["threshold"] == pytest.approx(expected_1to1["threshold"])
+    for scope in ("overall", "east", "north", "south"):
+        entry = metrics["candidate"][scope]
+        assert {"recall@1", "recall@1_ci", "recall@1_within", "recall@5_ci", "n_queries",
+                "n_identities"} <= set(entry)
+        for key in ("n_queries", "n_identities", "recall@1", "recall@5", "recall@1_within",
+                    "recall@5_within"):
+            assert entry[key] == pytest.approx(expected[scope][key]), (scope, key)
+        for key in ("recall@1", "recall@5", "recall@1_within"):
+            lo, hi = entry[f"{key}_ci"]
+            assert lo <= entry[key] <= hi
+        one = metrics["verification"][scope]
+        for key in ("fnmr", "fmr", "tar@far=1e-2", "tar@far=1e-3", "tar@far=1e-4"):
+            assert one[key] == (pytest.approx(expected_1to1[scope][key])
+                                if expected_1to1[scope][key] is not None else None), (scope, key)
+        assert one["fnmr_ci"][0] <= one["fnmr"] <= one["fnmr_ci"][1]
+        assert one["fmr_ci"][0] <= one["fmr"] <= one["fmr_ci"][1]
+        assert metrics["deltas"][scope]["recall@1"] is None            # no baseline
+        assert metrics["curves"]["candidate"][scope]["20"] == pytest.approx(expected[scope]["recall@20"])
+    assert {"target_fmr", "threshold", "fmr_differential", "skewed_error_ratio"} <= set(
+        metrics["verification"])
+    assert metrics["blessed"] is True and metrics["failed_rules"] == []
+
+
+def test_recall_intervals_resample_identities_with_the_configured_seed():
+    # The interval of group north's whole-gallery Recall@1, recomputed here from per-identity hits
+    # of the reference ranking with the same resampling weights.
+    embeddings, labels, groups = exact_random_data(4, 150, 16)
+    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
+    config = gate.GateConfig(bootstrap_seed=7, bootstrap_resamples=500)
+    metrics = component.evaluate(data, config)
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1), 1e-30)[:, None]
+    sims = x @ x.T
+    units, unit_groups = intervals.identity_units(labels, groups)
+    hits = np.zeros(units.max() + 1)
+    queries = np.zeros(units.max() + 1)
+    for i in np.flatnonzero(groups == "north"):
+        others = [j for j in range(len(labels)) if j != i]
+        if not any(labels[j] == labels[i] for j in others):
+            continue
+        best = min(others, key=lambda j: (-sims[i, j], j))
+        queries[units[i]] += 1
+        hits[units[i]] += labels[best] == labels[i]
+    weights = intervals.resample_weights(unit_groups, 500, seed=7)
+    assert metrics["candidate"]["north"]["recall@1_ci"] == pytest.approx(
+        intervals.ratio_interval(weights, hits, queries))
+
+
+def test_paired_deltas_and_regressions_against_the_baseline():
     rng = np.random.default_rng(0)
     good = clustered(rng, 20, 4, 0.05, ["a", "b"])
     noisy = dict(good, embeddings=good["embeddings"] + 3.0 * rng.normal(size=(80, 16)))
@@ -65,37 +128,70 @@ def test_evaluate_numbers_deltas_and_blessing():
     config = gate.GateConfig(min_recall=0.9, max_drop=0.02)
     metrics = component.evaluate(good, config, baseline=noisy, pixels=pixels)
     assert metrics["candidate"]["overall"]["recall@1"] == 1.0
-    assert metrics["candidate"]["a"]["n_queries"] == 40
+    assert metrics["candidate"]["a"]["n_queries"] == 40 and metrics["candidate"]["a"]["n_identities"] == 10
     base = metrics["baseline"]["a"]["recall@1"]
     assert base < 0.9
     assert metrics["deltas"]["a"]["recall@1"] == pytest.approx(1.0 - base)
+    lo, hi = metrics["deltas"]["a"]["recall@1_ci"]
+    assert 0 < lo <= 1.0 - base <= hi
     assert metrics["blessed"] and metrics["failed_rules"] == []
     assert metrics["pixel_baseline"]["overall"]["recall@1"] < 0.9
     assert set(metrics["curves"]["candidate"]["overall"]) >= {"1", "2", "5", "10", "20"}
-    # The other way round the candidate regressed everywhere: not blessed, every rule named.
+    # The other way round the candidate regressed everywhere, beyond noise: not blessed.
     worse = component.evaluate(noisy, config, baseline=good)
     assert not worse["blessed"]
     assert {("max_drop", "a"), ("max_drop", "b"), ("min_recall", "overall")} <= set(
         failed(worse["verdicts"]))
+    # The same model as its own baseline: every difference and its interval are exactly 0.
+    same = component.evaluate(good, config, baseline=good)
+    assert same["deltas"]["b"]["recall@1"] == 0.0 and same["deltas"]["b"]["recall@1_ci"] == [0.0, 0.0]
 
 
-def test_report_shows_every_group_and_the_verdict():
+def test_a_baseline_of_other_images_is_refused():
+    rng = np.random.default_rng(1)
+    data = clustered(rng, 12, 3, 0.5, ["a"])
+    other = dict(data, labels=data["labels"][::-1].copy())
+    with pytest.raises(ValueError, match="baseline.*labels differ"):
+        component.evaluate(data, gate.GateConfig(), baseline=other)
+
+
+def test_small_groups_fail_closed_unless_ungated():
+    rng = np.random.default_rng(2)
+    data = clustered(rng, 24, 3, 0.05, ["big", "big", "big", "tiny"])    # 18 and 6 identities
+    metrics = component.evaluate(data, gate.GateConfig())
+    assert failed(metrics["verdicts"]) == [("min_group_identities", "tiny")]
+    assert not metrics["blessed"]
+    exempt = component.evaluate(data, gate.GateConfig(ungated_groups=["tiny"]))
+    assert exempt["blessed"] and exempt["ungated"] == ["tiny"]
+
+
+def test_report_shows_every_group_intervals_the_1to1_table_and_the_verdict():
     rng = np.random.default_rng(1)
     data = clustered(rng, 12, 3, 0.8, ["east", "north", "south", "west"])
-    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.99), baseline=data,
-                                 pixels=dict(data, resolution="8x8x3"))
+    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.99, target_fmr=0.01),
+                                 baseline=data, pixels=dict(data, resolution="8x8x3"))
     metrics.update(split="eval", model={"uri": "/m/1", "id": 1},
                    baseline_model={"uri": "/m/0", "id": 0})
-    charts = {"recall_at_1_by_group": report.recall_bar_chart(metrics),
-              "recall_at_k": report.recall_curve_chart(metrics)}
+    charts = report.charts_of(metrics)
+    assert set(charts) == {"recall_at_1_by_group", "recall_at_k", "det"}
     assert all(png.startswith(b"\x89PNG") for png in charts.values())
     page = report.render_html(metrics, charts)
     assert "NOT BLESSED" in page
+    recall_table, one_to_one = page.split("<h2>1:1 verification")
     for scope in ("overall", "east", "north", "south", "west"):
         entry = metrics["candidate"][scope]
-        row = re.search(rf"<tr><td>{scope}</td>(.*?)</tr>", page).group(1)
+        row = re.search(rf"<tr><td>{scope}</td>(.*?)</tr>", recall_table.split("Recall per group")[1],
+                        re.S).group(1)
         assert f"<td>{entry['n_queries']}</td>" in row
         assert f"{entry['recall@1']:.4f}" in row and f"{entry['recall@5']:.4f}" in row
+        assert f"{entry['recall@1_within']:.4f}" in row
+        assert f"[{entry['recall@1_ci'][0]:.4f}, {entry['recall@1_ci'][1]:.4f}]" in row
         assert f"{metrics['thresholds'][scope]:.4f}" in row
-    assert page.count("data:image/png;base64,") == 2
+        one = metrics["verification"][scope]
+        row = re.search(rf"<tr><td>{scope}</td>(.*?)</tr>", one_to_one, re.S).group(1)
+        assert f"<td>{one['n_genuine']}</td>" in row and f"{one['fnmr']:.4f}" in row
+    for verdict in metrics["verdicts"]:
+        assert html.escape(verdict["message"]) in page
+    assert "within noise" in page or "<td>yes</td>" in page
+    assert page.count("data:image/png;base64,") == 3
     assert "http://" not in page and "https://" not in page      # self-contained

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tfx import types
-from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.components.evaluator import executor as tfx_evaluator_executor
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import gate as gate_lib
 from components.recall_evaluator import report
-from core.recall import recall_at_k
+from core import intervals
+from core import verification as verification_lib
+from core.features import OVERALL
+from core.recall import QueryRanks, recall_at_k
 
 CURVE_KS = (1, 2, 5, 10, 20)
 SERVING_SIGNATURE = "serving_default"
@@ -96,50 +100,180 @@ def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
                                                  if factor > 1 else "")}
 
 
-def _split_curve(result: Dict[str, Dict], ks) -> Dict[str, Dict[str, float]]:
-    return {scope: {str(k): entry[f"recall@{k}"] for k in ks} for scope, entry in result.items()}
+def _split_curve(result: Dict[str, Dict], ks, suffix: str = "") -> Dict[str, Dict[str, float]]:
+    return {scope: {str(k): entry[f"recall@{k}{suffix}"] for k in ks} for scope, entry in result.items()}
 
 
 def _pick(result: Dict[str, Dict], ks) -> Dict[str, Dict]:
-    keep = {"n_queries", "n_skipped"} | {f"recall@{k}" for k in ks}
+    keep = {"n_queries", "n_skipped", "n_identities", "n_queries_within", "n_identities_within"}
+    keep |= {f"recall@{k}{suffix}" for k in ks for suffix in ("", "_within")}
     return {scope: {k: v for k, v in entry.items() if k in keep}
             for scope, entry in result.items()}
+
+
+def _statistic_sums(ranks: QueryRanks, verification: verification_lib.VerificationResult, units: np.ndarray,
+                    n_units: int, ks) -> Tuple[np.ndarray, np.ndarray, List[Tuple[str, str]]]:
+    """Per-unit numerators and denominators [U, M] of every statistic that gets an interval, and
+    each column's (scope, key): recall@k and recall@k_within (hits / answerable queries), fnmr and
+    fmr (core/verification.py's per-unit pair counts)."""
+    numerators, denominators, columns = [], [], []
+    for scope, members in ranks.scopes():
+        within = ranks.mixed if scope == OVERALL else ranks.within   # as QueryRanks.summary
+        for suffix, ranked in (("", ranks.mixed), ("_within", within)):
+            found = ranked[members]
+            answerable = found >= 0
+            owners = units[members][answerable]
+            queries = np.bincount(owners, minlength=n_units).astype(np.float64)
+            for k in ks:
+                numerators.append(np.bincount(owners, weights=(found[answerable] < k).astype(np.float64),
+                                              minlength=n_units))
+                denominators.append(queries)
+                columns.append((scope, f"recall@{k}{suffix}"))
+        counts = verification.unit_counts[scope]
+        for key, top, bottom in (("fnmr", "false_non_match", "genuine"),
+                                 ("fmr", "false_match", "impostor")):
+            numerators.append(counts[top])
+            denominators.append(counts[bottom])
+            columns.append((scope, key))
+    return np.stack(numerators, axis=1), np.stack(denominators, axis=1), columns
+
+
+def _measure(embedded: Dict[str, np.ndarray], config: gate_lib.GateConfig, curve_ks, weights,
+             units) -> Dict[str, Any]:
+    """One model on the eval split: recall (whole gallery and within group), 1:1 verification and
+    the bootstrap replicates of every statistic, from one ranking/scoring pass."""
+    ranks, verification = verification_lib.ranks_and_verification(embedded["embeddings"], embedded["labels"],
+                                                 embedded["groups"], ks=curve_ks,
+                                                 target_fmr=config.target_fmr)
+    numerators, denominators, columns = _statistic_sums(ranks, verification, units,
+                                                        weights.shape[1], config.ks)
+    return {"full": ranks.summary(curve_ks), "verification": verification,
+            "replicates": intervals.ratio_replicates(weights, numerators, denominators),
+            "columns": columns}
+
+
+def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tuple[Dict, Dict]:
+    """metrics.json's recall entries and verification summary of one model, with `<key>_ci`."""
+    recall = _pick(measured["full"], config.ks)
+    summary = {key: value for key, value in measured["verification"].summary.items()}
+    for column, ci in zip(measured["columns"],
+                          intervals.percentile_intervals(measured["replicates"], config.confidence)):
+        scope, key = column
+        target = summary[scope] if key in ("fnmr", "fmr") else recall[scope]
+        target[f"{key}_ci"] = ci
+    # The ratios over the gated groups, each with its interval from the same replicates.
+    gated = [scope for scope in recall if scope != OVERALL and config.gated(scope)]
+    summary["ratio_groups"] = gated
+    summary["fmr_differential"] = verification_lib.fmr_differential([summary[g]["fmr"] for g in gated],
+                                                   config.target_fmr)
+    summary["skewed_error_ratio"] = verification_lib.skewed_error_ratio([summary[g]["fnmr"] for g in gated])
+    index = {column: i for i, column in enumerate(measured["columns"])}
+    reps = measured["replicates"]
+    fmr = np.stack([reps[:, index[(g, "fmr")]] for g in gated], axis=1) if gated else None
+    fnmr = np.stack([reps[:, index[(g, "fnmr")]] for g in gated], axis=1) if gated else None
+    summary["fmr_differential_ci"] = summary["skewed_error_ratio_ci"] = None
+    if gated:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            differential = np.where(np.isnan(fmr).all(axis=1), np.nan,
+                                    np.nanmax(np.where(np.isnan(fmr), -np.inf, fmr), axis=1))
+            high = np.nanmax(np.where(np.isnan(fnmr), -np.inf, fnmr), axis=1)
+            low = np.nanmin(np.where(np.isnan(fnmr), np.inf, fnmr), axis=1)
+            ratio = np.where(low > 0, high / np.where(low > 0, low, 1.0),
+                             np.where(high == 0, 1.0, np.nan))   # unbounded: undefined
+            ratio[~np.isfinite(high)] = np.nan
+        summary["fmr_differential_ci"] = intervals.percentile_interval(
+            differential / config.target_fmr, config.confidence)
+        summary["skewed_error_ratio_ci"] = intervals.percentile_interval(ratio, config.confidence)
+    return recall, summary
+
+
+def _deltas(candidate: Dict[str, Any], baseline: Optional[Dict[str, Any]],
+            config: gate_lib.GateConfig) -> Dict[str, Dict[str, Any]]:
+    """candidate - baseline per scope for recall@k and recall@k_within, each with the interval of
+    the paired bootstrap (the same resampled identities for both models); None without a baseline."""
+    index = {column: i for i, column in enumerate(candidate["columns"])}
+    result = {}
+    for scope, entry in candidate["full"].items():
+        result[scope] = {}
+        for k in config.ks:
+            for suffix in ("", "_within"):
+                key = f"recall@{k}{suffix}"
+                mine = entry.get(key)
+                theirs = baseline["full"][scope].get(key) if baseline is not None else None
+                both = mine is not None and theirs is not None
+                result[scope][key] = mine - theirs if both else None
+                result[scope][f"{key}_ci"] = intervals.percentile_interval(
+                    candidate["replicates"][:, index[(scope, key)]]
+                    - baseline["replicates"][:, index[(scope, key)]], config.confidence) if both else None
+    return result
+
+
+def _same_images(candidate: Dict[str, np.ndarray], other: Dict[str, np.ndarray], name: str):
+    for key in ("labels", "groups"):
+        if not np.array_equal(np.asarray(candidate[key]), np.asarray(other[key])):
+            raise ValueError(f"{name} must be the candidate's eval images in the same order: its "
+                             f"{key} differ")
 
 
 def evaluate(candidate: Dict[str, np.ndarray], config: gate_lib.GateConfig,
              baseline: Optional[Dict[str, np.ndarray]] = None,
              pixels: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """All numbers, thresholds, deltas and verdicts of one evaluation (no I/O)."""
+    """All numbers, intervals, thresholds, deltas and verdicts of one evaluation (no I/O).
+
+    Each model is ranked and scored once (core/verification.py's single blocked pass plus the
+    within-group passes); every interval comes from resampling identities over per-identity sums
+    (core/intervals.py), with the same resamples for the candidate and the baseline."""
     curve_ks = sorted(set(CURVE_KS) | set(config.ks))
-
-    def recall(embedded):
-        return recall_at_k(embedded["embeddings"], embedded["labels"], embedded["groups"],
-                           ks=curve_ks)
-
-    candidate_full = recall(candidate)
-    baseline_full = recall(baseline) if baseline is not None else None
+    if baseline is not None:
+        _same_images(candidate, baseline, "the baseline's embedded split")
+    units, unit_groups = intervals.identity_units(candidate["labels"], candidate["groups"])
+    weights = intervals.resample_weights(unit_groups, config.bootstrap_resamples, config.bootstrap_seed)
+    measured = _measure(candidate, config, curve_ks, weights, units)
+    measured_baseline = (_measure(baseline, config, curve_ks, weights, units)
+                         if baseline is not None else None)
+    candidate_recall, candidate_verification = _with_intervals(measured, config)
     metrics = {
         "gate_config": config.to_dict(),
-        "candidate": _pick(candidate_full, config.ks),
-        "baseline": _pick(baseline_full, config.ks) if baseline_full else None,
+        "candidate": candidate_recall,
+        "baseline": None,
         "pixel_baseline": None,
-        "curves": {"candidate": _split_curve(candidate_full, curve_ks)},
-        "thresholds": {scope: config.bar(scope) for scope in candidate_full},
+        "curves": {"candidate": _split_curve(measured["full"], curve_ks),
+                   "candidate_within": _split_curve(measured["full"], curve_ks, "_within")},
+        "thresholds": {scope: config.bar(scope) for scope in measured["full"]},
+        "ungated": [scope for scope in measured["full"] if not config.gated(scope)],
+        "verification": candidate_verification,
+        "baseline_verification": None,
+        "confidence": config.confidence,
     }
-    if baseline_full:
-        metrics["curves"]["baseline"] = _split_curve(baseline_full, curve_ks)
+    if measured_baseline is not None:
+        metrics["baseline"], metrics["baseline_verification"] = _with_intervals(measured_baseline,
+                                                                                config)
+        metrics["curves"]["baseline"] = _split_curve(measured_baseline["full"], curve_ks)
+        metrics["curves"]["baseline_within"] = _split_curve(measured_baseline["full"], curve_ks,
+                                                            "_within")
     if pixels is not None:
-        metrics["pixel_baseline"] = _pick(recall(pixels), config.ks)
+        metrics["pixel_baseline"] = _pick(recall_at_k(pixels["embeddings"], pixels["labels"],
+                                                      pixels["groups"], ks=config.ks), config.ks)
         metrics["pixel_baseline_resolution"] = pixels["resolution"]
-    metrics["deltas"] = gate_lib.deltas(metrics["candidate"], metrics["baseline"], config.ks)
-    metrics["verdicts"] = gate_lib.evaluate_gate(metrics["candidate"], config,
-                                                 metrics["baseline"])
+    metrics["deltas"] = _deltas(measured, measured_baseline, config)
+    metrics["verdicts"] = gate_lib.evaluate_gate(
+        metrics["candidate"], config, metrics["deltas"] if baseline is not None else None,
+        metrics["verification"])
     metrics["failed_rules"] = [v["message"] for v in metrics["verdicts"] if not v["passed"]]
     metrics["blessed"] = not metrics["failed_rules"]
     return metrics
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(tfx_evaluator_executor.Executor):
+    """The RecallEvaluator's executor: embeds the eval split, evaluates, writes the blessing.
+
+    It subclasses TFX's Evaluator executor (and overrides all it does) for one reason: on Kubeflow
+    Pipelines v2 / Vertex AI, artifacts are named by resource names, and TFX's container entrypoint
+    turns a blessing's integer `current_model_id` / `baseline_model_id` into the Model's resource
+    name only for subclasses of that executor (`kubeflow_v2_run_executor`). The compiled
+    latest-blessed resolver matches the Model by that name, so without it no baseline would ever
+    resolve there. Under LocalDagRunner the ids stay MLMD's integers.
+    """
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         config = gate_lib.GateConfig.from_dict(json.loads(exec_properties["gate_config"]))
@@ -200,7 +334,7 @@ class Executor(base_executor.BaseExecutor):
 
 class RecallEvaluator(base_component.BaseComponent):
     SPEC_CLASS = RecallEvaluatorSpec
-    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
                  baseline_model: Optional[types.BaseChannel] = None,

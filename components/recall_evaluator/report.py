@@ -22,39 +22,69 @@ def _scopes(metrics: Dict[str, Any]) -> List[str]:
     return [OVERALL] + sorted(s for s in candidate if s != OVERALL)
 
 
+def _yerr(values: Dict[str, Any], scopes: List[str], key: str):
+    """Asymmetric error bars [[below], [above]] from `<key>_ci` (0 where there is none)."""
+    below, above = [], []
+    for scope in scopes:
+        entry = values.get(scope) or {}
+        value, ci = entry.get(key), entry.get(f"{key}_ci")
+        if value is None or not ci:
+            below.append(0.0)
+            above.append(0.0)
+        else:
+            below.append(max(0.0, value - ci[0]))
+            above.append(max(0.0, ci[1] - value))
+    return [below, above]
+
+
 def recall_bar_chart(metrics: Dict[str, Any]) -> bytes:
-    """Recall@1 per group: candidate, baseline model and raw pixels, with each group's bar."""
+    """Recall@1 per group with 95 % error bars, whole gallery and within group side by side:
+    candidate, baseline model and raw pixels, with each group's bar."""
     scopes = _scopes(metrics)
     rows = [("candidate", metrics["candidate"]), ("baseline", metrics.get("baseline")),
             ("pixels", metrics.get("pixel_baseline"))]
     rows = [(name, values) for name, values in rows if values]
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(scopes)), 4.0), dpi=100)
-    for i, (name, values) in enumerate(rows):
-        heights = [(values.get(s) or {}).get("recall@1") or 0.0 for s in scopes]
-        positions = [x + (i - (len(rows) - 1) / 2) * width for x in range(len(scopes))]
-        ax.bar(positions, heights, width, label=name, color=COLOURS[name])
-    for x, scope in enumerate(scopes):
-        bar = metrics["thresholds"].get(scope)
-        if bar is not None:
-            ax.hlines(bar, x - 0.45, x + 0.45, colors="#d62728", linestyles="--",
-                      label="bar" if x == 0 else None)
-    ax.set_xticks(range(len(scopes)), scopes)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("Recall@1")
-    ax.set_title("Recall@1 per group")
-    ax.legend(loc="lower right", fontsize=8)
+    gated = metrics.get("gate_config", {}).get("gallery", "mixed")
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 2.4 * len(scopes)), 4.0), dpi=100, sharey=True)
+    for ax, suffix, title in ((axes[0], "", "whole gallery"), (axes[1], "_within", "within group")):
+        key = f"recall@1{suffix}"
+        for i, (name, values) in enumerate(rows):
+            heights = [(values.get(s) or {}).get(key) or 0.0 for s in scopes]
+            positions = [x + (i - (len(rows) - 1) / 2) * width for x in range(len(scopes))]
+            ax.bar(positions, heights, width, yerr=_yerr(values, scopes, key), capsize=3,
+                   label=name, color=COLOURS[name], error_kw={"elinewidth": 1})
+        if (suffix == "_within") == (gated == "within"):
+            for x, scope in enumerate(scopes):
+                bar = metrics["thresholds"].get(scope)
+                if bar is not None:
+                    ax.hlines(bar, x - 0.45, x + 0.45, colors="#d62728", linestyles="--",
+                              label="bar" if x == 0 else None)
+        ax.set_xticks(range(len(scopes)), scopes)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"Recall@1, {title}" + (" (gated)" if (suffix == "_within") == (gated == "within")
+                                             else ""))
+    axes[0].set_ylabel("Recall@1 (95 % interval)")
+    axes[0].legend(loc="lower right", fontsize=8)
     return _png(fig)
 
 
 def recall_curve_chart(metrics: Dict[str, Any]) -> bytes:
-    """Recall@K against K for every group (candidate solid, baseline dashed)."""
+    """Recall@K against K for every group (candidate solid, baseline dashed), whole gallery;
+    95 % error bars at the gate's ks."""
     curves = metrics["curves"]
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
     for scope in _scopes(metrics):
         points = curves["candidate"].get(scope, {})
         ks = sorted(int(k) for k in points)
         line, = ax.plot(ks, [points[str(k)] for k in ks], marker="o", label=scope)
+        entry = metrics["candidate"].get(scope, {})
+        bars = [(k, entry[f"recall@{k}"], entry.get(f"recall@{k}_ci")) for k in ks
+                if entry.get(f"recall@{k}") is not None and entry.get(f"recall@{k}_ci")]
+        if bars:
+            ax.errorbar([k for k, _, _ in bars], [v for _, v, _ in bars],
+                        yerr=[[v - ci[0] for _, v, ci in bars], [ci[1] - v for _, v, ci in bars]],
+                        fmt="none", ecolor=line.get_color(), capsize=3)
         baseline = curves.get("baseline", {}).get(scope)
         if baseline:
             ax.plot(ks, [baseline.get(str(k)) for k in ks], linestyle="--",
@@ -63,7 +93,38 @@ def recall_curve_chart(metrics: Dict[str, Any]) -> bytes:
     ax.set_xlabel("K")
     ax.set_ylabel("Recall@K")
     ax.set_ylim(0, 1.05)
-    ax.set_title("Recall@K (dashed: baseline model)")
+    ax.set_title("Recall@K, whole gallery (dashed: baseline model)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def det_chart(metrics: Dict[str, Any]) -> bytes:
+    """DET curve per group (FNMR against FMR, log axes) from the exact kept impostor scores, with
+    the operating point at the global threshold and its 95 % error bars in both directions."""
+    verification = metrics.get("verification") or {}
+    fig, ax = plt.subplots(figsize=(6.0, 4.5), dpi=100)
+    floor = 1e-5
+    for scope in _scopes(metrics):
+        entry = verification.get(scope) or {}
+        det = entry.get("det") or {}
+        if not det.get("fmr"):
+            continue
+        fmr = [max(x, floor) for x in det["fmr"]]
+        fnmr = [max(x, floor) for x in det["fnmr"]]
+        line, = ax.plot(fmr, fnmr, label=scope, linewidth=2 if scope == OVERALL else 1)
+        if entry.get("fmr") is not None and entry.get("fnmr") is not None:
+            x, y = max(entry["fmr"], floor), max(entry["fnmr"], floor)
+            xci, yci = entry.get("fmr_ci") or [x, x], entry.get("fnmr_ci") or [y, y]
+            ax.errorbar([x], [y], xerr=[[max(0.0, x - max(xci[0], floor))], [max(0.0, xci[1] - x)]],
+                        yerr=[[max(0.0, y - max(yci[0], floor))], [max(0.0, yci[1] - y)]],
+                        fmt="o", color=line.get_color(), capsize=3, markersize=4)
+    if verification.get("target_fmr"):
+        ax.axvline(verification["target_fmr"], color="#777777", linestyle=":", label="target FMR")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("FMR (impostor pairs matching)")
+    ax.set_ylabel("FNMR (genuine pairs not matching)")
+    ax.set_title("DET per group (points: global threshold, 95 % intervals)")
     ax.legend(fontsize=8)
     return _png(fig)
 
@@ -82,34 +143,79 @@ def _fmt(value, signed=False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def render_html(metrics: Dict[str, Any], charts: Dict[str, bytes]) -> str:
-    blessed = metrics["blessed"]
-    ks = metrics["gate_config"]["ks"]
-    e = html.escape
+def _ci(interval, signed=False) -> str:
+    if not interval:
+        return ""
+    return (f" <span class='ci'>[{_fmt(interval[0], signed)}, {_fmt(interval[1], signed)}]</span>")
+
+
+def _noise(verdict) -> str:
+    beyond = verdict.get("beyond_noise")
+    return "&ndash;" if beyond is None else ("yes" if beyond else "no (within noise)")
+
+
+def _recall_rows(metrics: Dict[str, Any], ks) -> str:
     rows = []
+    ungated = set(metrics.get("ungated") or [])
     for scope in _scopes(metrics):
         candidate = metrics["candidate"][scope]
         baseline = (metrics.get("baseline") or {}).get(scope, {})
         pixels = (metrics.get("pixel_baseline") or {}).get(scope, {})
-        cells = [f"<td>{e(scope)}</td>", f"<td>{candidate['n_queries']}</td>",
-                 f"<td>{candidate['n_skipped']}</td>"]
+        delta = metrics["deltas"].get(scope, {})
+        cells = [f"<td>{html.escape(scope)}{' (ungated)' if scope in ungated else ''}</td>",
+                 f"<td>{candidate.get('n_identities', '&ndash;')}</td>",
+                 f"<td>{candidate['n_queries']}</td>", f"<td>{candidate['n_skipped']}</td>"]
         for k in ks:
             key = f"recall@{k}"
-            cells.append(f"<td>{_fmt(candidate.get(key))}</td>")
+            cells.append(f"<td>{_fmt(candidate.get(key))}{_ci(candidate.get(key + '_ci'))}</td>")
+            cells.append(f"<td>{_fmt(candidate.get(key + '_within'))}"
+                         f"{_ci(candidate.get(key + '_within_ci'))}</td>")
         cells += [f"<td>{_fmt(baseline.get('recall@1'))}</td>",
-                  f"<td>{_fmt(metrics['deltas'].get(scope, {}).get('recall@1'), True)}</td>",
+                  f"<td>{_fmt(delta.get('recall@1'), True)}{_ci(delta.get('recall@1_ci'), True)}</td>",
                   f"<td>{_fmt(pixels.get('recall@1'))}</td>",
                   f"<td>{_fmt(metrics['thresholds'].get(scope))}</td>"]
         rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "".join(rows)
+
+
+def _verification_rows(metrics: Dict[str, Any]) -> str:
+    verification = metrics.get("verification") or {}
+    rows = []
+    for scope in _scopes(metrics):
+        entry = verification.get(scope)
+        if not entry:
+            continue
+        fars = [key for key in entry if key.startswith("tar@far=")]
+        cells = [f"<td>{html.escape(scope)}</td>", f"<td>{entry['n_genuine']}</td>",
+                 f"<td>{entry['n_impostor']}</td>",
+                 f"<td>{_fmt(entry.get('fnmr'))}{_ci(entry.get('fnmr_ci'))}</td>",
+                 f"<td>{_fmt(entry.get('fmr'))}{_ci(entry.get('fmr_ci'))}</td>"]
+        cells += [f"<td>{_fmt(entry.get(key))}</td>" for key in fars]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "".join(rows)
+
+
+def render_html(metrics: Dict[str, Any], charts: Dict[str, bytes]) -> str:
+    blessed = metrics["blessed"]
+    ks = metrics["gate_config"]["ks"]
+    gallery = metrics["gate_config"].get("gallery", "mixed")
+    e = html.escape
+    verification = metrics.get("verification") or {}
     rules = "".join(
         f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{'PASS' if r['passed'] else 'FAIL'}"
-        f"</td><td>{e(r['rule'])}</td><td>{e(r['scope'])}</td><td>{e(r['message'])}</td></tr>"
+        f"</td><td>{e(r['rule'])}</td><td>{e(r['scope'])}</td><td>{_noise(r)}</td>"
+        f"<td>{e(r['message'])}</td></tr>"
         for r in metrics["verdicts"])
     images = "".join(
         f"<figure><img alt='{e(name)}' src='data:image/png;base64,"
         f"{base64.b64encode(data).decode()}'><figcaption>{e(name)}.png</figcaption></figure>"
         for name, data in charts.items())
-    k_headers = "".join(f"<th>Recall@{k}</th>" for k in ks)
+    k_headers = "".join(f"<th>Recall@{k}</th><th>Recall@{k} within</th>" for k in ks)
+    any_scope = next((v for v in verification.values() if isinstance(v, dict)), {})
+    far_headers = "".join(f"<th>TAR @ FAR {e(key.split('=', 1)[1])}</th>"
+                          for key in any_scope if key.startswith("tar@far="))
+    threshold = verification.get("threshold")
+    level = metrics.get("confidence", 0.95)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>FFEM-TFX evaluation</title>
 <style>
@@ -117,6 +223,7 @@ body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
+.ci {{ color: #666; font-size: 0.85em; }}
 .verdict {{ font-size: 1.4em; padding: 0.5em 1em; display: inline-block; color: white; }}
 .blessed {{ background: #2e7d32; }} .not-blessed {{ background: #c62828; }}
 tr.fail td {{ background: #fdecea; }} tr.pass td:first-child {{ color: #2e7d32; }}
@@ -129,23 +236,43 @@ figure {{ display: inline-block; margin: 0 1em 1em 0; }}
 Baseline: <code>{e((metrics.get('baseline_model') or {}).get('uri') or 'none (first model)')}</code><br>
 Eval split: <code>{e(metrics['split'])}</code>, {metrics['candidate'][OVERALL]['n_queries']} queries</p>
 <h2>Release rules</h2>
-<table><tr><th>verdict</th><th>rule</th><th>scope</th><th>detail</th></tr>{rules}</table>
+<p>Gated Recall@1: {'within group' if gallery == 'within' else 'whole gallery'}. Intervals:
+{level:.0%}, bootstrap over identities. "Beyond noise": the whole interval lies on the verdict's side
+of the threshold.</p>
+<table><tr><th>verdict</th><th>rule</th><th>scope</th><th>beyond noise</th><th>detail</th></tr>{rules}</table>
 <h2>Recall per group</h2>
-<table><tr><th>group</th><th>queries</th><th>skipped</th>{k_headers}<th>baseline R@1</th>
-<th>&Delta; R@1</th><th>raw pixels R@1</th><th>bar</th></tr>{''.join(rows)}</table>
+<p>Recall@K ranks each query against the whole eval gallery (every group); "within" ranks it against
+its own group only. Brackets: {level:.0%} intervals.</p>
+<table><tr><th>group</th><th>identities</th><th>queries</th><th>skipped</th>{k_headers}
+<th>baseline R@1</th><th>&Delta; R@1</th><th>raw pixels R@1</th><th>bar</th></tr>
+{_recall_rows(metrics, ks)}</table>
 <p>Raw pixels: nearest neighbour by cosine on the normalized crops ({e(str(metrics.get(
         'pixel_baseline_resolution', 'n/a')))}), a sanity anchor the model must clearly beat.</p>
+<h2>1:1 verification at one global threshold</h2>
+<p>Threshold {_fmt(threshold)}: the score that {_fmt(verification.get('target_fmr'))} of all impostor
+pairs reach (target FMR). FNMR: genuine pairs of the group below it; FMR: impostor pairs with both
+images in the group at or above it. FMR differential (max FMR / target):
+{_fmt(verification.get('fmr_differential'))}{_ci(verification.get('fmr_differential_ci'))};
+skewed error ratio (max / min FNMR): {_fmt(verification.get('skewed_error_ratio'))}{_ci(
+        verification.get('skewed_error_ratio_ci'))}.</p>
+<table><tr><th>group</th><th>genuine pairs</th><th>impostor pairs</th><th>FNMR</th><th>FMR</th>
+{far_headers}</tr>{_verification_rows(metrics)}</table>
 <h2>Charts</h2>{images}
 </body></html>
 """
+
+
+def charts_of(metrics: Dict[str, Any]) -> Dict[str, bytes]:
+    return {"recall_at_1_by_group": recall_bar_chart(metrics),
+            "recall_at_k": recall_curve_chart(metrics),
+            "det": det_chart(metrics)}
 
 
 def write_report(metrics: Dict[str, Any], output_dir: str) -> Dict[str, str]:
     """Writes report.html and the chart PNGs; returns their paths."""
     import tensorflow as tf  # gfile: works for gs:// too
 
-    charts = {"recall_at_1_by_group": recall_bar_chart(metrics),
-              "recall_at_k": recall_curve_chart(metrics)}
+    charts = charts_of(metrics)
     paths = {}
     for name, data in charts.items():
         paths[name] = os.path.join(output_dir, f"{name}.png")
