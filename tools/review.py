@@ -1,8 +1,9 @@
 """Review what pipeline runs produced, from the metadata store.
 
     python -m tools.review list                    # every run: when, model, Recall@1, blessed, pushed
-    python -m tools.review show RUN                # one run in detail (RUN: id, unique prefix, or -1)
-    python -m tools.review compare RUN_A RUN_B     # per-group Recall@1 side by side
+    python -m tools.review show RUN                # one run in detail (RUN: id, unique prefix, or -1):
+                                                   # Recall@1 and 1:1 FNMR/FMR with 95 % intervals
+    python -m tools.review compare RUN_A RUN_B     # per-group Recall@1 side by side, with intervals
     python -m tools.review report RUN              # path of the run's HTML report
 
 Options: --metadata PATH (SQLite, default runs/metadata.sqlite) or --pipeline-root DIR (uses
@@ -104,16 +105,46 @@ def format_list(runs: List[Dict[str, Any]]) -> str:
 
 
 def format_compare(a: Dict[str, Any], b: Dict[str, Any]) -> str:
+    """Per-group Recall@1 of two runs with their 95 % intervals. The change gets the paired
+    interval when run B was evaluated against run A's model as its baseline (the same resampled
+    identities for both); otherwise two separate intervals are all there is."""
     ra, rb = a["recall_at_1"] or {}, b["recall_at_1"] or {}
+    ma, mb = _metrics_or_none(a), _metrics_or_none(b)
+    paired = bool(mb and a["model_id"] is not None
+                  and (mb.get("baseline_model") or {}).get("id") == a["model_id"])
     scopes = [OVERALL] + sorted((set(ra) | set(rb)) - {OVERALL})
-    lines = [f"{'Recall@1':<12}{a['run_id'][:24]:>26}{b['run_id'][:24]:>26}{'change':>10}"]
+    lines = [f"{'Recall@1':<12}{a['run_id'][:24]:>26}{b['run_id'][:24]:>26}{'change':>28}"]
     for scope in scopes:
         va, vb = ra.get(scope), rb.get(scope)
         change = f"{vb - va:+.3f}" if va is not None and vb is not None else "-"
-        lines.append(f"{scope:<12}{_num(va):>26}{_num(vb):>26}{change:>10}")
+        if paired and va is not None and vb is not None:
+            change += _interval(((mb.get("deltas") or {}).get(scope) or {}).get("recall@1_ci"), True)
+        lines.append(f"{scope:<12}{_num(va) + _interval(_ci(ma, scope)):>26}"
+                     f"{_num(vb) + _interval(_ci(mb, scope)):>26}{change:>28}")
     for label, key in (("model", "model_id"), ("blessed", "blessed"), ("pushed", "pushed")):
         lines.append(f"{label:<12}{_text(a[key]):>26}{_text(b[key]):>26}")
+    lines.append("intervals: 95 % bootstrap over identities; change: "
+                 + ("paired (run B's baseline is run A's model)" if paired
+                    else "no paired interval (run B was not evaluated against run A's model)"))
     return "\n".join(lines)
+
+
+def _metrics_or_none(run: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    try:
+        return read_metrics(run)
+    except (OSError, ValueError):
+        return None
+
+
+def _ci(metrics: Optional[Dict[str, Any]], scope: str, key: str = "recall@1"):
+    return (((metrics or {}).get("candidate") or {}).get(scope) or {}).get(f"{key}_ci")
+
+
+def _interval(interval, signed: bool = False) -> str:
+    if not interval:
+        return ""
+    spec = "+.3f" if signed else ".3f"
+    return f" [{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
 def _num(value) -> str:
@@ -146,6 +177,32 @@ def format_recall(recall: Dict[str, float]) -> str:
                      if value is not None)
 
 
+def format_recall_intervals(recall: Dict[str, float], metrics: Dict[str, Any]) -> str:
+    """"scope value [lo, hi]" per scope: Recall@1 against the whole gallery with its interval."""
+    return ", ".join(f"{scope} {value:.3f}{_interval(_ci(metrics, scope))}"
+                     for scope, value in recall.items() if value is not None)
+
+
+def format_verification(metrics: Dict[str, Any]) -> List[str]:
+    """The 1:1 view at the global threshold: FNMR and FMR per scope with intervals."""
+    verification = metrics.get("verification") or {}
+    if verification.get("threshold") is None:
+        return []
+    lines = [f"1:1        threshold {verification['threshold']:.4f} "
+             f"(target FMR {verification['target_fmr']:g})"]
+    for scope, entry in verification.items():
+        if isinstance(entry, dict) and "fnmr" in entry:
+            fnmr = "-" if entry["fnmr"] is None else f"{entry['fnmr']:.4f}"
+            fmr = "-" if entry["fmr"] is None else f"{entry['fmr']:.5f}"
+            lines.append(f"  {scope:<10} FNMR {fnmr}{_interval4(entry.get('fnmr_ci'))}  "
+                         f"FMR {fmr}{_interval4(entry.get('fmr_ci'), 5)}")
+    return lines
+
+
+def _interval4(interval, digits: int = 4) -> str:
+    return f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else ""
+
+
 def format_show(run: Dict[str, Any]) -> str:
     lines = [f"run        {run['run_id']} (started {run['started']})",
              f"model      {run['model_id']} {run['model_uri'] or ''} (Trainer {run['trainer']})",
@@ -154,10 +211,12 @@ def format_show(run: Dict[str, Any]) -> str:
              f"report     {run['report'] or '-'}"]
     metrics = read_metrics(run)
     if metrics:
-        lines.append(f"recall@1   {format_recall(run['recall_at_1'] or {})}")
+        lines.append(f"recall@1   {format_recall_intervals(run['recall_at_1'] or {}, metrics)}")
+        lines.append("           (whole gallery, 95 % interval over identities)")
         pixels = pixel_recall_at_1(metrics)
         if pixels:
             lines.append(f"raw pixels {format_recall(pixels)}")
+        lines += format_verification(metrics)
         for verdict in metrics["verdicts"]:
             lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}")
     if run["failed_nodes"]:

@@ -1,0 +1,59 @@
+"""tools.review's `show` and `compare` print the evaluation's intervals (no metadata store needed:
+runs are the dicts `list_runs` returns, metrics.json is written here)."""
+import json
+
+from tools import review
+
+
+def run(tmp_path, name, model_id, recall, metrics):
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+    return {"run_id": name, "started": "2026-01-01T00:00:00", "model_id": model_id,
+            "model_uri": f"/models/{model_id}", "trainer": "COMPLETE", "recall_at_1": recall,
+            "blessed": True, "report": None, "pushed": True, "pushed_to": None,
+            "evaluation_uri": str(directory), "tflite_uri": None, "failed_nodes": []}
+
+
+def metrics(recall_ci, baseline_id=None, deltas=None):
+    return {"candidate": {scope: {"recall@1": None, "recall@1_ci": ci} for scope, ci in recall_ci.items()},
+            "baseline_model": {"id": baseline_id} if baseline_id else None, "deltas": deltas or {},
+            "pixel_baseline": None,
+            "verification": {"target_fmr": 0.001, "threshold": 0.4321,
+                             "overall": {"fnmr": 0.05, "fnmr_ci": [0.04, 0.061], "fmr": 0.00105,
+                                         "fmr_ci": [0.0008, 0.0013]},
+                             "east": {"fnmr": None, "fnmr_ci": None, "fmr": 0.002, "fmr_ci": None}},
+            "verdicts": [{"passed": False, "message": "east: Recall@1 0.5000 < bar 0.6000 (...)"}]}
+
+
+def test_show_prints_recall_and_1to1_intervals(tmp_path):
+    shown = review.format_show(run(tmp_path, "r1", 3, {"overall": 0.8, "east": 0.5},
+                                   metrics({"overall": [0.75, 0.85], "east": [0.4, 0.61]})))
+    assert "overall 0.800 [0.750, 0.850], east 0.500 [0.400, 0.610]" in shown
+    assert "threshold 0.4321 (target FMR 0.001)" in shown
+    assert "overall    FNMR 0.0500 [0.0400, 0.0610]  FMR 0.00105 [0.00080, 0.00130]" in shown
+    assert "east       FNMR -  FMR 0.00200" in shown
+    assert "FAIL  east: Recall@1 0.5000 < bar 0.6000" in shown
+
+
+def test_compare_prints_both_intervals_and_the_paired_change_only_when_paired(tmp_path):
+    a = run(tmp_path, "a", 3, {"overall": 0.8}, metrics({"overall": [0.75, 0.85]}))
+    b = run(tmp_path, "b", 4, {"overall": 0.7},
+            metrics({"overall": [0.6, 0.8]}, baseline_id=3,
+                    deltas={"overall": {"recall@1": -0.1, "recall@1_ci": [-0.15, -0.05]}}))
+    table = review.format_compare(a, b)
+    overall = [line for line in table.splitlines() if line.startswith("overall")][0]
+    assert "0.800 [0.750, 0.850]" in overall and "0.700 [0.600, 0.800]" in overall
+    assert "-0.100 [-0.150, -0.050]" in overall
+    assert "paired" in table.splitlines()[-1]
+    unpaired = review.format_compare(b, a)          # a was not evaluated against b's model
+    overall = [line for line in unpaired.splitlines() if line.startswith("overall")][0]
+    assert overall.rstrip().endswith("+0.100")
+    assert "no paired interval" in unpaired
+
+
+def test_compare_without_metrics_files_still_prints_points(tmp_path):
+    a = run(tmp_path, "a", 3, {"overall": 0.8}, metrics({}))
+    b = dict(a, run_id="b", evaluation_uri=None, recall_at_1={"overall": 0.9})
+    line = [x for x in review.format_compare(a, b).splitlines() if x.startswith("overall")][0]
+    assert line.split() == ["overall", "0.800", "0.900", "+0.100"]
