@@ -1,4 +1,5 @@
-"""Times `recall_at_k` against the full-matrix NumPy brute force and a per-query Python loop.
+"""Times `recall_at_k` and the evaluator's whole `evaluate()` against the full-matrix NumPy brute
+force and a per-query Python loop.
 
     python -m benchmarks.recall_bench                      # N = 5,000 and 20,000, D = 512
     python -m benchmarks.recall_bench --quick              # N = 500, D = 64, one repeat (smoke test)
@@ -9,6 +10,8 @@ identity (identity centre + noise, so recall is neither 0 nor 1), identities spr
 Times are medians of `repeats` runs of ks=(1, 5) with the groups (the loop: overall recall@1 only,
 one run, only for N <= 5,000). Peak extra memory is measured in a separate pass under tracemalloc
 (which sees NumPy's allocations, not BLAS's internal buffers), so tracing does not distort timings.
+`evaluate()` is the RecallEvaluator's pure entry point with the default gate: whole-gallery and
+within-group recall, exact 1:1 verification, bootstrap intervals (one model, no baseline).
 The brute force's answers must equal recall_at_k's (asserted). Prints a Markdown table; writes nothing.
 """
 from __future__ import annotations
@@ -28,6 +31,14 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.recall import brute_force_recall_at_k, per_row_loop_recall_at_1, recall_at_k  # noqa: E402
+
+
+def _evaluate_fn(embeddings, labels, groups):
+    from components.recall_evaluator import component, gate  # TensorFlow: import only when timed
+
+    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
+    config = gate.GateConfig(ks=list(KS))
+    return lambda: component.evaluate(data, config)
 
 KS = (1, 5)
 IMAGES_PER_IDENTITY = 5
@@ -78,6 +89,7 @@ def run(sizes: Sequence[int] = (5000, 20000), dim: int = 512, repeats: int = 3,
         chunked = lambda: recall_at_k(embeddings, labels, groups, ks=KS)  # noqa: E731
         numpy_full = lambda: brute_force_recall_at_k(embeddings, labels, groups, ks=KS)  # noqa: E731
         loop = lambda: per_row_loop_recall_at_1(embeddings, labels)  # noqa: E731
+        evaluate = _evaluate_fn(embeddings, labels, groups)
         with_loop = n <= LOOP_MAX_N
 
         result = chunked()  # also warms up BLAS threads and page caches
@@ -95,6 +107,9 @@ def run(sizes: Sequence[int] = (5000, 20000), dim: int = 512, repeats: int = 3,
             "loop_s": _median_seconds(loop, 1) if with_loop else None,
         }
         row["ratio"] = row["recall_at_k_s"] / row["numpy_s"]
+        row["evaluate_s"] = _median_seconds(evaluate, repeats)
+        row["evaluate_ratio"] = row["evaluate_s"] / row["numpy_s"]
+        row["evaluate_peak_mb"] = _peak_extra_mb(evaluate)
         row["recall_at_k_peak_mb"] = _peak_extra_mb(chunked)
         row["numpy_peak_mb"] = _peak_extra_mb(numpy_full)
         row["loop_peak_mb"] = _peak_extra_mb(loop) if with_loop else None
@@ -111,15 +126,17 @@ def markdown_table(rows: List[Dict]) -> str:
         return "—" if value is None else format(value, fmt)
 
     lines = [
-        "| N | D | recall_at_k s | NumPy full s | ratio | loop s | peak MB recall_at_k | peak MB NumPy "
+        "| N | D | recall_at_k s | NumPy full s | ratio | evaluate() s | ratio | loop s "
+        "| peak MB recall_at_k | peak MB evaluate() | peak MB NumPy "
         "| peak MB loop | recall@1 / @5 (overall) | loop agrees |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']:,} | {r['dim']} | {r['recall_at_k_s']:.3f} | {r['numpy_s']:.3f} "
-            f"| {r['ratio']:.2f} | {num(r['loop_s'], '.2f')} | {r['recall_at_k_peak_mb']:.1f} "
-            f"| {r['numpy_peak_mb']:.1f} "
+            f"| {r['ratio']:.2f} | {r['evaluate_s']:.3f} | {r['evaluate_ratio']:.2f} "
+            f"| {num(r['loop_s'], '.2f')} | {r['recall_at_k_peak_mb']:.1f} "
+            f"| {r['evaluate_peak_mb']:.1f} | {r['numpy_peak_mb']:.1f} "
             f"| {num(r['loop_peak_mb'], '.1f')} | {r['recall@1']:.3f} / {r['recall@5']:.3f} "
             f"| {'—' if r['loop_agrees'] is None else ('yes' if r['loop_agrees'] else 'NO')} |")
     return "\n".join(lines)
