@@ -3,9 +3,10 @@
 1. The blessing must name the model being pushed. TFX's Pusher looks only at the blessing's
    `blessed` flag: a blessing produced for another model (a wiring mistake, or a stale artifact
    picked by a resolver) would push an unevaluated model. Here the blessing's `current_model_id`
-   must equal the pushed Model artifact's id, and an unset or 0 id on either side never matches
-   (two unset ids would otherwise compare equal). `blessing_names_model` is the one place ids are
-   compared.
+   must name the pushed Model artifact: its ML Metadata id under LocalDagRunner, its resource name
+   on KFP v2 / Vertex (where the executor sees the id TFX's entrypoint derives from that name). An
+   unset or 0 id on either side never matches (two unset ids would otherwise compare equal).
+   `blessing_names_model` is the one place the reference is compared.
 2. A model that is already the newest pushed version is not pushed again (a rerun that re-blesses
    the same model). Each pushed version holds `ffem_pushed_model.json` naming its model.
 3. A model pushed earlier but no longer the newest (A, then B, then A re-blessed) is pushed again as
@@ -14,10 +15,11 @@
    seconds, raised above the highest existing version when the clock has not passed it (two
    pushes within one second would otherwise share, or invert, a version).
 """
+import hashlib
 import json
 import os
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import tensorflow as tf
 from absl import logging
@@ -30,18 +32,44 @@ PUSH_MARKER = "ffem_pushed_model.json"
 _TIMESTAMP_VERSIONING = (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP)
 
 
+def resource_name_id(name: str) -> int:
+    """The integer id TFX's KFP v2 container entrypoint gives an artifact named `name` (a Vertex ML
+    Metadata resource name): SHA-256 of the name modulo 2**63. The executor sees only that id, so a
+    blessing that names its model by resource name is matched through it."""
+    return int(hashlib.sha256(name.encode("utf-8")).hexdigest(), 16) % (1 << 63)
+
+
+def blessed_model_ref(blessing) -> Union[int, str, None]:
+    """The blessing's `current_model_id`: an ML Metadata integer id (LocalDagRunner), or the Model's
+    resource name (KFP v2 / Vertex, where TFX's entrypoint rewrites it; it arrives as JSON metadata).
+    None when unset."""
+    properties = blessing.mlmd_artifact.custom_properties
+    if "current_model_id" not in properties:
+        return None
+    value = properties["current_model_id"]
+    kind = value.WhichOneof("value")
+    if kind == "struct_value":
+        decoded = blessing.get_json_value_custom_property("current_model_id")
+        return int(decoded) if isinstance(decoded, float) and decoded.is_integer() else decoded
+    return getattr(value, kind) if kind in ("int_value", "string_value") else None
+
+
 def blessing_names_model(blessing, model) -> Optional[str]:
     """None when `blessing` was issued for exactly `model`, else the reason it was not.
 
-    Ids are ML Metadata artifact ids; 0 is what an unset id or property reads as, so it names no
-    model. The only place a blessing's model id is read and compared."""
-    blessed_id = blessing.get_int_custom_property("current_model_id")
+    0, an empty name or an unset property names no model; a model without an id (0 or unset) is
+    named by no blessing. The only place a blessing's model reference is read and compared."""
+    ref = blessed_model_ref(blessing)
     if not model.id:
         return "the model artifact has no id (0 or unset), so no blessing can name it"
-    if not blessed_id:
-        return f"its blessing {blessing.id} names no model (current_model_id is unset or 0)"
-    if blessed_id != model.id:
-        return f"its blessing {blessing.id} was issued for model {blessed_id}"
+    if ref is None or ref == 0 or ref == "":
+        return f"its blessing {blessing.id} names no model (current_model_id is unset, 0 or empty)"
+    if isinstance(ref, str):
+        if resource_name_id(ref) != model.id:
+            return f"its blessing {blessing.id} was issued for model {ref}"
+        return None
+    if not isinstance(ref, int) or ref != model.id:
+        return f"its blessing {blessing.id} was issued for model {ref!r}"
     return None
 
 
