@@ -176,7 +176,109 @@ def test_the_resolver_filter_reader_matches_names_not_numbers():
     Vertex) does not match any resource name, so the defect would show."""
     store = kfp_harness.VertexStore()
     model = store.add({"name": store.new_name(), "uri": "/m", "type": {"schemaTitle": "tfx.Model"}})
-    query = 'schema_title="tfx.Model" AND state=LIVE AND name="{{$.inputs.artifacts[\'input\'].metadata[\'current_model_id\']}}"'
+    query = ('schema_title="tfx.Model" AND state=LIVE AND '
+             'name="{{$.inputs.artifacts[\'input\'].metadata[\'current_model_id\']}}"')
     assert store.query(query, {"input": {"metadata": {"current_model_id": model["name"]}}}) == model
     assert store.query(query, {"input": {"metadata": {"current_model_id": 1001.0}}}) is None
     np.testing.assert_equal(store.query('schema_title="tfx.Model" AND state=LIVE'), model)
+
+
+CROP_SIDE = 16
+
+
+class CropModel(tf.Module):
+    """A stand-in pushed model with `embed_transformed` (crops in, L2-normalized embedding out), the
+    signature the TFLite step converts: a fixed random projection of 4x4-average-pooled crops."""
+
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.projection = tf.Variable(rng.normal(size=[(CROP_SIDE // 4) ** 2 * 3, 32]),
+                                      dtype=tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, CROP_SIDE, CROP_SIDE, 3], tf.float32,
+                                                name="image")])
+    def embed_transformed(self, image):
+        pooled = tf.nn.avg_pool2d(image, 4, 4, "VALID")
+        flat = tf.reshape(pooled, [-1, (CROP_SIDE // 4) ** 2 * 3])
+        return {"embedding": tf.math.l2_normalize(tf.matmul(flat, self.projection), axis=1)}
+
+
+@pytest.fixture(scope="module")
+def transformed_examples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("transformed")
+    (root / "Split-eval").mkdir()
+    rng = np.random.default_rng(1)
+    with tf.io.TFRecordWriter(str(root / "Split-eval" / "data.gz"), options="GZIP") as writer:
+        for i in range(40):
+            example = tf.train.Example()
+            example.features.feature[features.IMAGE].float_list.value.extend(
+                rng.uniform(size=CROP_SIDE * CROP_SIDE * 3).astype(np.float32))
+            example.features.feature[features.LABEL].int64_list.value.append(i // 2)
+            writer.write(example.SerializeToString())
+    return str(root)
+
+
+@pytest.mark.pipeline
+@pytest.mark.parametrize("pushed", [1, 0])
+def test_tflite_step_reads_its_custom_artifact_type_and_exports_only_what_was_pushed(
+        vertex, transformed_examples, pushed):
+    destination = os.path.join(vertex.root, "serving", "1")
+    module = CropModel()
+    tf.saved_model.save(module, destination,
+                        signatures={"embed_transformed": module.embed_transformed})
+    store = vertex.store
+    pushed_model = store.add({"name": store.new_name(), "uri": os.path.join(vertex.root, "push"),
+                              "type": {"schemaTitle": "tfx.PushedModel"},
+                              "metadata": {"pushed": pushed, "pushed_destination": destination}})
+    examples = store.add({"name": store.new_name(), "uri": transformed_examples,
+                          "type": {"schemaTitle": "tfx.Examples"},
+                          "metadata": {"split_names": json.dumps(["eval"])}})
+    work = os.path.join(vertex.root, "tflite")
+    outputs = kfp_harness.run_component(
+        vertex.spec, "TFLiteExporter", store, work,
+        {"pushed_model": pushed_model, "transformed_examples": examples},
+        {"tflite_model": os.path.join(work, "tflite_model")})
+    tflite = outputs["tflite_model"]
+    assert kfp_harness.schema_title(tflite["type"]) == "components.TFLiteModel"
+    assert tflite["metadata"]["exported"] == pushed
+    files = os.listdir(tflite["uri"]) if os.path.isdir(tflite["uri"]) else []
+    assert ("model_q0.tflite" in files) == bool(pushed)
+    if pushed:
+        assert tflite["metadata"]["source_model"] == destination
+        assert json.loads(tflite["metadata"]["cosine_mean"])["0"] > 0.99
+
+
+@pytest.mark.pipeline
+def test_face_example_gen_runs_after_tfx_driver_and_writes_splits_and_quarantine(
+        spec, small_sample, tmp_path):
+    """FaceExampleGen as Vertex runs it: TFX's file-based ExampleGen driver (the pre-cache check)
+    computes span, version and fingerprint, then the executor ingests; one record is bad."""
+    data = tmp_path / "data"
+    import shutil
+    shutil.copytree(small_sample, data)
+    with open(data / "test.json") as f:
+        records = json.load(f)
+    bad_key = sorted(records)[0]
+    records[bad_key]["x2"] = records[bad_key]["x1"]            # an empty box: quarantined
+    with open(data / "test.json", "w") as f:
+        json.dump(records, f)
+    store = kfp_harness.VertexStore()
+    parameters = {"input_base": {"stringValue": str(data)},
+                  "image_root": {"stringValue": str(data / "images")},
+                  "max_bad_fraction": {"doubleValue": 0.5}}
+    outputs = kfp_harness.run_component(spec, "FaceExampleGen", store, str(tmp_path / "work"), {},
+                                        {"examples": str(tmp_path / "examples")}, parameters)
+    examples = outputs["examples"]
+    assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval"]
+    summary = json.loads(examples["metadata"]["ingest_summary"])
+    with open(data / "train.json") as f:
+        train = json.load(f)
+    assert summary["train"]["valid"] == len(train) and summary["train"]["quarantined"] == 0
+    assert summary["eval"]["valid"] == len(records) - 1 and summary["eval"]["quarantined"] == 1
+    for split in ("train", "eval"):
+        assert tf.io.gfile.glob(os.path.join(examples["uri"], f"Split-{split}", "*.gz"))
+    quarantine = os.path.join(examples["uri"], "ingest", "eval.quarantine.jsonl")
+    with open(quarantine) as f:
+        [line] = [json.loads(row) for row in f]
+    assert line["key"] == bad_key and line["reason"] == "bad_box"

@@ -5,7 +5,7 @@ Runs after the Pusher when `PipelineConfig.tflite_levels` is set. When the Pushe
 SavedModel with models/tflite.py (the same code as tools/export_tflite.py), calibrating on the
 Transform's eval-split crops and checking each level's embeddings against the SavedModel's on other
 eval crops; a level whose mean cosine is under its bound fails the step (the report is written
-first). Output: an `ffem.TFLiteModel` artifact holding model_q{level}.tflite and tflite_report.json.
+first). Output: a `components.TFLiteModel` artifact holding model_q{level}.tflite and tflite_report.json.
 """
 
 import json
@@ -21,8 +21,14 @@ EVAL_SPLIT = "eval"
 
 
 class TFLiteModel(types.Artifact):
-    """A directory of TFLite models (one per quantization level) and their check report."""
-    TYPE_NAME = "ffem.TFLiteModel"   # <namespace>.<Name>: what KFP v2 accepts
+    """A directory of TFLite models (one per quantization level) and their check report.
+
+    The type name is also an import path: KFP v2 compiles a custom artifact type to its schema
+    title, which must read `<module>.<Name>` (one dot, a short lower-case module), and TFX's
+    container entrypoint imports the class by that title. `components/__init__.py` serves
+    `components.TFLiteModel` lazily.
+    """
+    TYPE_NAME = "components.TFLiteModel"
 
 
 def eval_crops(transformed_examples: types.Artifact, limit: int):
