@@ -12,7 +12,7 @@ ARGS ?=
 # Arguments for pytest, e.g.  make test PYTEST_ARGS="-k ingest"
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint test-slow test-all bench setup sample-data clean
+.PHONY: demo test lint test-slow test-all bench setup sample-data clean pretrained
 
 setup:
 	@scripts/bootstrap.sh
@@ -37,6 +37,11 @@ test-all: setup
 
 bench: setup
 	$(PY) -m benchmarks.run $(ARGS)
+
+# The pretrained face-api networks (npm package, sha256-pinned) and their JS runtime, into .cache/face-api/
+# (or $FFEM_FACE_API_CACHE); needs Node.js and npm. The tests run it themselves when they need it.
+pretrained: setup
+	$(PY) -m tools.fetch_face_api --js-runtime
 
 sample-data: setup
 	$(PY) -m tools.make_sample_data --out data/sample --seed 0

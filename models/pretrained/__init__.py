@@ -7,8 +7,8 @@ landmarks relative to the crop. The weights are read from the package cached by
 without the cached package these raise `PretrainedUnavailable` saying how to get it. Licence and
 attribution: models/pretrained/LICENSE-face-api.txt.
 """
-from models.pretrained.face_recognition_net import face_recognition_net
 from models.pretrained.fetch import PretrainedUnavailable
 from models.pretrained.landmark_net import face_landmark_68_net
+from models.pretrained.recognition_net import face_recognition_net
 
 __all__ = ["face_recognition_net", "face_landmark_68_net", "PretrainedUnavailable"]

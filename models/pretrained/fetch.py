@@ -113,7 +113,12 @@ def _unpack(tarball: str, destination: str) -> None:
                         ".." in member.name.split("/"):
                     raise PretrainedUnavailable(f"{tarball}: unexpected member {member.name!r}")
             archive.extractall(staging)
-        os.replace(os.path.join(staging, "package"), destination)
+        try:
+            os.replace(os.path.join(staging, "package"), destination)
+        except OSError:
+            if not os.path.isfile(os.path.join(destination, "package.json")):
+                raise
+            # another process unpacked the same verified tarball first
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -86,7 +86,8 @@ def face_landmark_68_net(pretrained: bool = True, cache: Optional[str] = None):
     With `pretrained` the weights come from the cached npm package (raises PretrainedUnavailable,
     saying how to fetch it, when it is not there); without, they are freshly initialized.
     """
+    weights = loading.package_weights(MODEL_NAME, cache) if pretrained else None
     model, mapping = build()
-    if pretrained:
-        loading.assign(model, loading.package_weights(MODEL_NAME, cache), mapping, MODEL_NAME)
+    if weights is not None:
+        loading.assign(model, weights, mapping, MODEL_NAME)
     return model

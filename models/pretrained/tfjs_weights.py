@@ -6,7 +6,7 @@ A group's shards, concatenated in `paths` order, hold its weights back to back i
 little-endian. A weight without `quantization` is stored in its own dtype (float32, int32, bool).
 A quantized one is stored as `quantization.dtype`:
   - uint8 / uint16: value = q * scale + min (computed in double, then rounded to float32 as
-    TensorFlow.js's decodeWeights does; int32 weights are rounded to the nearest integer);
+    TensorFlow.js's decodeWeights does; int32 weights are rounded as JS Math.round, halves up);
   - float16: IEEE 754 half precision, widened to float32.
 Each weight's values fill its shape in row-major order.
 """
@@ -71,11 +71,13 @@ def _decode_one(spec: Mapping, data: memoryview, offset: int, source: str):
         values = raw.astype(np.float32)
     else:
         real = raw.astype(np.float64) * float(quantization["scale"]) + float(quantization["min"])
-        values = np.round(real).astype(np.int32) if dtype == "int32" else real.astype(np.float32)
+        # int32: JavaScript's Math.round (halves toward +infinity), not NumPy's half-to-even.
+        values = np.floor(real + 0.5).astype(np.int32) if dtype == "int32" else real.astype(np.float32)
     return values.reshape(shape), size
 
 
-def decode_weights(data: bytes, specs: Sequence[Mapping], source: str = "weights") -> "OrderedDict[str, np.ndarray]":
+def decode_weights(data: bytes, specs: Sequence[Mapping],
+                   source: str = "weights") -> "OrderedDict[str, np.ndarray]":
     """The weights of one group, in manifest order, from its concatenated shard bytes.
 
     Raises WeightsFormatError (naming `source` and the weight) on an unsupported dtype or

@@ -1,0 +1,94 @@
+"""The face-api package's own JavaScript, run in Node on given tensors: the parity reference.
+
+Runs tests/js/face_api_reference.js (which loads the cached package's `dist/face-api.node-wasm.js`
+on TensorFlow.js's CPU backend and the package's model files, offline) on float32 tensors handed
+over as raw files, and returns what the package computes: `computeFaceDescriptor` descriptors and
+`detectLandmarks` positions. Needs `fetch.fetch(js_runtime=True)` to have run.
+
+With `reuse=True` a result is kept under `<cache>/reference/`, keyed by the sha256 of the script,
+the package version, the job and the tensor's bytes, so a rerun on the same inputs is instant (the
+CPU backend takes about a second per descriptor). Timings (`seconds`) are only meaningful with
+`reuse=False`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from models.pretrained import fetch
+
+SCRIPT = os.path.join(fetch.REPO_ROOT, "tests", "js", "face_api_reference.js")
+
+
+def _key(kind: str, images: np.ndarray, batch: bool) -> str:
+    digest = hashlib.sha256()
+    with open(SCRIPT, "rb") as f:
+        digest.update(f.read())
+    digest.update(json.dumps([fetch.VERSION, fetch.JS_RUNTIME, kind, list(images.shape), batch]).encode())
+    digest.update(np.ascontiguousarray(images, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def run(kind: str, images: np.ndarray, batch: bool = False, reuse: bool = True,
+        cache: Optional[str] = None, timeout: float = 1800) -> dict:
+    """The package's result for `images` (float32 [n, h, w, 3], RGB 0..255).
+
+    kind "descriptor" -> {"descriptors": [n, 128], "seconds"}; "landmarks" -> {"positions":
+    [n, 68, 2] in pixels of each input, "seconds"}. `batch` hands the n tensors to the package in
+    one call. Raises PretrainedUnavailable when Node, the package or its runtime is missing.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be [n, height, width, 3], got shape {list(images.shape)}")
+    if shutil.which("node") is None:
+        raise fetch.PretrainedUnavailable(fetch.tools_available() or "node not found on PATH")
+    cache = os.path.abspath(cache or fetch.cache_dir())
+    package = fetch.package_dir(cache)
+    if not os.path.isfile(SCRIPT):
+        raise fetch.PretrainedUnavailable(f"{SCRIPT} is missing: the JS reference ships with the "
+                                          "repository's tests, not with the library")
+    stored = os.path.join(cache, "reference", _key(kind, images, batch) + ".json")
+    if reuse and os.path.isfile(stored):
+        with open(stored) as f:
+            return json.load(f)
+    with tempfile.TemporaryDirectory(prefix="face-api-ref-") as work:
+        tensor = os.path.join(work, "input.f32")
+        np.ascontiguousarray(images, dtype="<f4").tofile(tensor)
+        request = os.path.join(work, "request.json")
+        with open(request, "w") as f:
+            json.dump({"package_dir": package, "jobs": [
+                {"kind": kind, "tensor": tensor, "shape": list(images.shape), "batch": batch}]}, f)
+        done = subprocess.run(["node", SCRIPT, request], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise fetch.PretrainedUnavailable(f"node {SCRIPT} failed (exit {done.returncode}): "
+                                          f"{done.stderr.strip()[-2000:]} (has `python -m "
+                                          "tools.fetch_face_api --js-runtime` run?)")
+    output = json.loads(done.stdout)
+    result = dict(output["results"][0], tfjs_backend=output["tfjs_backend"])
+    if reuse:
+        os.makedirs(os.path.dirname(stored), exist_ok=True)
+        partial = stored + ".tmp"
+        with open(partial, "w") as f:
+            json.dump(result, f)
+        os.replace(partial, stored)
+    return result
+
+
+def descriptors(images: np.ndarray, **kwargs) -> Tuple[np.ndarray, float]:
+    """(face-api's descriptors [n, 128], seconds) for 150 x 150 crops."""
+    result = run("descriptor", images, **kwargs)
+    return np.asarray(result["descriptors"], dtype=np.float64), float(result["seconds"])
+
+
+def landmarks(images: np.ndarray, **kwargs) -> Tuple[np.ndarray, float]:
+    """(face-api's landmarks [n, 68, 2] in pixels of each crop, seconds) for 112 x 112 crops."""
+    result = run("landmarks", images, **kwargs)
+    positions: List = result["positions"]
+    return np.asarray(positions, dtype=np.float64), float(result["seconds"])
