@@ -47,31 +47,15 @@ def run(kind: str, images: np.ndarray, batch: bool = False, reuse: bool = True,
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [n, height, width, 3], got shape {list(images.shape)}")
-    if shutil.which("node") is None:
-        raise fetch.PretrainedUnavailable(fetch.tools_available() or "node not found on PATH")
-    cache = os.path.abspath(cache or fetch.cache_dir())
-    package = fetch.package_dir(cache)
     if not os.path.isfile(SCRIPT):
         raise fetch.PretrainedUnavailable(f"{SCRIPT} is missing: the JS reference ships with the "
                                           "repository's tests, not with the library")
+    cache = os.path.abspath(cache or fetch.cache_dir())
     stored = os.path.join(cache, "reference", _key(kind, images, batch) + ".json")
     if reuse and os.path.isfile(stored):
         with open(stored) as f:
             return json.load(f)
-    with tempfile.TemporaryDirectory(prefix="face-api-ref-") as work:
-        tensor = os.path.join(work, "input.f32")
-        np.ascontiguousarray(images, dtype="<f4").tofile(tensor)
-        request = os.path.join(work, "request.json")
-        with open(request, "w") as f:
-            json.dump({"package_dir": package, "jobs": [
-                {"kind": kind, "tensor": tensor, "shape": list(images.shape), "batch": batch}]}, f)
-        done = subprocess.run(["node", SCRIPT, request], capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise fetch.PretrainedUnavailable(f"node {SCRIPT} failed (exit {done.returncode}): "
-                                          f"{done.stderr.strip()[-2000:]} (has `python -m "
-                                          "tools.fetch_face_api --js-runtime` run?)")
-    output = json.loads(done.stdout)
-    result = dict(output["results"][0], tfjs_backend=output["tfjs_backend"])
+    result = run_jobs([(kind, images, batch)], cache, timeout)[0]
     if reuse:
         os.makedirs(os.path.dirname(stored), exist_ok=True)
         partial = stored + ".tmp"
@@ -79,6 +63,35 @@ def run(kind: str, images: np.ndarray, batch: bool = False, reuse: bool = True,
             json.dump(result, f)
         os.replace(partial, stored)
     return result
+
+
+def run_jobs(jobs: List[Tuple[str, np.ndarray, bool]], cache: Optional[str] = None,
+             timeout: float = 1800) -> List[dict]:
+    """Runs (kind, images, batch) jobs in one Node process, in order (so a first job can warm the
+    backend up for the timing of the next ones); nothing is reused. Results as `run` returns them."""
+    if shutil.which("node") is None:
+        raise fetch.PretrainedUnavailable(fetch.tools_available() or "node not found on PATH")
+    package = fetch.package_dir(cache)
+    if not os.path.isfile(SCRIPT):
+        raise fetch.PretrainedUnavailable(f"{SCRIPT} is missing: the JS reference ships with the "
+                                          "repository's tests, not with the library")
+    with tempfile.TemporaryDirectory(prefix="face-api-ref-") as work:
+        requests = []
+        for i, (kind, images, batch) in enumerate(jobs):
+            images = np.ascontiguousarray(images, dtype="<f4")
+            tensor = os.path.join(work, f"input{i}.f32")
+            images.tofile(tensor)
+            requests.append({"kind": kind, "tensor": tensor, "shape": list(images.shape), "batch": batch})
+        request = os.path.join(work, "request.json")
+        with open(request, "w") as f:
+            json.dump({"package_dir": package, "jobs": requests}, f)
+        done = subprocess.run(["node", SCRIPT, request], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise fetch.PretrainedUnavailable(f"node {SCRIPT} failed (exit {done.returncode}): "
+                                          f"{done.stderr.strip()[-2000:]} (has `python -m "
+                                          "tools.fetch_face_api --js-runtime` run?)")
+    output = json.loads(done.stdout)
+    return [dict(result, tfjs_backend=output["tfjs_backend"]) for result in output["results"]]
 
 
 def descriptors(images: np.ndarray, **kwargs) -> Tuple[np.ndarray, float]:
