@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
+from tfx import v1 as tfx_v1
 
 from core.features import OVERALL
 from core.recall import recall_at_k
@@ -85,8 +86,13 @@ class TrainingConfig:
 
 MODEL_SETTINGS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 TRAINING_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainingConfig))
-# Keys the pipeline adds to the Trainer's custom_config that are not settings.
-PIPELINE_KEYS = frozenset({"code_version"})
+# Keys the pipeline adds to the Trainer's custom_config that are not settings: the code fingerprint,
+# and the job settings of TFX's Vertex Trainer extension (multi-node training), which run_fn receives
+# with the rest of custom_config.
+_VERTEX = tfx_v1.extensions.google_cloud_ai_platform
+PIPELINE_KEYS = frozenset({"code_version", _VERTEX.ENABLE_VERTEX_KEY, _VERTEX.VERTEX_REGION_KEY,
+                           _VERTEX.TRAINING_ARGS_KEY, _VERTEX.JOB_ID_KEY, _VERTEX.LABELS_KEY,
+                           _VERTEX.ENABLE_UCAIP_KEY, _VERTEX.UCAIP_REGION_KEY})
 
 
 def check_batch_split(batch_size: int, accumulation_steps: int,

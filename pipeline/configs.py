@@ -45,6 +45,39 @@ DEMO_TRAINING: Dict[str, Any] = {
 }
 
 
+@dataclasses.dataclass
+class VertexTraining:
+    """The Trainer as a Vertex AI custom job on several nodes (TFX's Vertex Trainer extension): a
+    chief and `workers - 1` workers, each `machine_type` with `accelerator_count` GPUs, all running
+    `image`. Vertex sets TF_CONFIG in every replica, so the Trainer's `auto` distribution picks
+    MultiWorkerMirroredStrategy."""
+    project: str
+    region: str
+    image: str
+    workers: int = 2
+    machine_type: str = "n1-standard-8"
+    accelerator_type: Optional[str] = None       # e.g. "NVIDIA_TESLA_T4"
+    accelerator_count: int = 0
+    service_account: Optional[str] = None
+
+    def __post_init__(self):
+        if int(self.workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.accelerator_count and not self.accelerator_type:
+            raise ValueError("accelerator_count needs accelerator_type (e.g. NVIDIA_TESLA_T4)")
+
+    def worker_pool_specs(self) -> List[Dict[str, Any]]:
+        machine: Dict[str, Any] = {"machine_type": self.machine_type}
+        if self.accelerator_count:
+            machine.update(accelerator_type=self.accelerator_type,
+                           accelerator_count=int(self.accelerator_count))
+        pool = {"machine_spec": machine, "container_spec": {"image_uri": self.image}}
+        specs = [{**pool, "replica_count": 1}]                     # the chief
+        if self.workers > 1:
+            specs.append({**pool, "replica_count": int(self.workers) - 1})
+        return specs
+
+
 # The pipeline's stages in order; `PipelineConfig.last_stage` builds the pipeline up to one of them.
 STAGES = ("ingest", "transform", "train", "evaluate", "push")
 
@@ -67,6 +100,8 @@ class PipelineConfig:
         "ks": [1, 5], "min_recall": 0.5, "max_drop": 0.02})
     # Kubeflow: the Trainer's container resources (a KFP ResourceSpec proto; GPUs), None locally.
     trainer_resources: Optional[Any] = None
+    # Vertex AI: run the Trainer as a multi-node custom job instead (None: in the pipeline's pod).
+    vertex_training: Optional[VertexTraining] = None
     # Pusher destination: blessed models land in versioned subdirectories.
     serving_model_dir: str = os.path.join(DEFAULT_WORK_DIR, "serving_model")
     # After the Pusher, optionally: the pushed model as TFLite at these quantization levels

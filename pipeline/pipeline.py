@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -14,7 +14,7 @@ from components.recall_evaluator.component import RecallEvaluator
 from components.tflite_exporter.component import TFLiteExporter
 from pipeline.beam_options import with_default_runner
 from pipeline.code_version import code_fingerprint
-from pipeline.configs import STAGES, PipelineConfig
+from pipeline.configs import STAGES, PipelineConfig, VertexTraining
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -27,6 +27,17 @@ CODE_MODULES = {
     "Pusher": guarded_pusher.__name__,
     "TFLiteExporter": TFLiteExporter.__module__,
 }
+
+
+def vertex_training_settings(vertex: VertexTraining) -> Dict[str, Any]:
+    """The custom_config keys of TFX's Vertex Trainer extension: a custom job in `vertex.project` /
+    `vertex.region` with a chief and workers (`VertexTraining.worker_pool_specs`)."""
+    extension = tfx.extensions.google_cloud_ai_platform
+    job_spec: Dict[str, Any] = {"worker_pool_specs": vertex.worker_pool_specs()}
+    if vertex.service_account:
+        job_spec["service_account"] = vertex.service_account
+    return {extension.ENABLE_VERTEX_KEY: True, extension.VERTEX_REGION_KEY: vertex.region,
+            extension.TRAINING_ARGS_KEY: {"project": vertex.project, "job_spec": job_spec}}
 
 
 def _upto(config: PipelineConfig, stage: str) -> bool:
@@ -85,13 +96,18 @@ def create_components(config: PipelineConfig):
                                       reimport=False).with_id("warm_start_model")
         components.append(base_model)
         trainer_inputs["base_model"] = base_model.outputs["model"]
-    trainer = tfx.components.Trainer(
+    trainer_config = {**config.training, "code_version": code_fingerprint(CODE_MODULES["Trainer"])}
+    trainer_class = tfx.components.Trainer
+    if config.vertex_training is not None:
+        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        trainer_config.update(vertex_training_settings(config.vertex_training))
+    trainer = trainer_class(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        custom_config={**config.training, "code_version": code_fingerprint(CODE_MODULES["Trainer"])},
+        custom_config=trainer_config,
         **trainer_inputs)
-    if config.trainer_resources is not None:
+    if config.trainer_resources is not None and config.vertex_training is None:
         trainer.with_platform_config(config.trainer_resources)
     components.append(trainer)
     if not _upto(config, "evaluate"):
