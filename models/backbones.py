@@ -2,10 +2,13 @@
 
 Keras applications (random init by default; ImageNet weights or a local weights file on request)
 and `small_cnn`, a light network for CPU runs and tests. Each Keras application gets the input
-scaling it was designed for, so ImageNet weights see the inputs they were trained on.
+scaling it was designed for, so ImageNet weights see the inputs they were trained on. A local
+weights file for a Keras application is taken to be a copy of its ImageNet "no top" weights
+(e.g. downloaded elsewhere for an offline machine) and gets exactly the ImageNet input mapping.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
@@ -37,6 +40,41 @@ _APPLICATIONS: Dict[str, Tuple[Callable, Callable, dict]] = {
     "efficientnetb3": (lambda **kw: keras.applications.EfficientNetB3(**kw), _to_0_255, {}),
 }
 BACKBONES = tuple(_APPLICATIONS) + ("small_cnn",)
+
+# tf_keras' EfficientNet stem normalizes (x - mean) / sqrt(variance) and, only when built with
+# weights="imagenet", multiplies by 1 / sqrt(stddev) per channel: the original implementation
+# divided by the variance (tensorflow/tensorflow#49930). Weights from a file need that multiply too.
+IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+
+
+@keras.utils.register_keras_serializable("ffem")
+class ImageNetStemNormalization(keras.layers.Normalization):
+    """Normalization, then × 1/sqrt(stddev) per channel: EfficientNet's ImageNet stem in one
+    layer, with the same weights (mean, variance, count) as the Normalization it replaces."""
+
+    def call(self, inputs):
+        normalized = super().call(inputs)
+        factors = tf.constant([1.0 / math.sqrt(s) for s in IMAGENET_STDDEV_RGB], tf.float32)
+        return normalized * tf.cast(factors, normalized.dtype)
+
+
+def _efficientnet_from_file(constructor: Callable, weights: str, input_shape, extra: dict):
+    """EfficientNet with the ImageNet stem, weights loaded from a local file."""
+    plain = constructor(include_top=False, weights=None, input_shape=input_shape, **extra)
+    replaced = []
+
+    def clone(layer):
+        if type(layer) is keras.layers.Normalization and not replaced:
+            replaced.append(layer.name)
+            return ImageNetStemNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    application = keras.models.clone_model(plain, clone_function=clone)
+    if len(replaced) != 1:
+        raise RuntimeError("EfficientNet has no Normalization layer in its stem: this tf_keras "
+                           "version builds it differently; update _efficientnet_from_file")
+    application.load_weights(weights)
+    return application
 
 
 def _conv_block(x, filters: int, stride: int, name: str, synchronized_bn: bool):
@@ -81,8 +119,11 @@ def build_backbone(name: str, input_shape, weights: Optional[str] = None,
         raise BackboneWeightsError(f"backbone weights file {weights!r} does not exist")
     inputs = keras.Input(shape=input_shape, name="image")
     try:
-        application = constructor(include_top=False, weights=weights, input_shape=input_shape,
-                                  **extra)
+        if key.startswith("efficientnet") and weights not in (None, "imagenet"):
+            application = _efficientnet_from_file(constructor, weights, input_shape, extra)
+        else:
+            application = constructor(include_top=False, weights=weights,
+                                      input_shape=input_shape, **extra)
     except Exception as e:
         if weights == "imagenet":
             raise BackboneWeightsError(

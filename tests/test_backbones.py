@@ -70,3 +70,48 @@ def test_keras_application_backbones_get_synchronized_batch_norm_with_the_same_w
     built = backbones.build_backbone("mobilenetv2", (32, 32, 3), synchronized_bn=True)
     assert all(layer.synchronized for layer in built.layers[-1].layers
                if isinstance(layer, tf.keras.layers.BatchNormalization))
+
+
+def test_efficientnet_with_a_local_weights_file_maps_inputs_as_with_imagenet_weights(
+        monkeypatch, tmp_path):
+    """tf_keras builds EfficientNet's ImageNet stem (rescale, normalize, then × 1/sqrt(stddev))
+    only when weights == "imagenet"; a copy of those weights passed as a file must see the same
+    inputs. ImageNet weights cannot be downloaded here, so the "imagenet" model is tf_keras' own
+    imagenet code path with only its download replaced by a local file holding the same
+    weights: equal outputs prove the two builds map inputs alike given equal weights (not that
+    the real ImageNet file loads)."""
+    from tf_keras.src.applications import efficientnet
+
+    shape = (32, 32, 3)
+    source = tf.keras.applications.EfficientNetB3(include_top=False, weights=None,
+                                                  input_shape=shape)
+    normalization = next(layer for layer in source.layers
+                         if isinstance(layer, tf.keras.layers.Normalization))
+    # ImageNet statistics, as in the real weights file (random init has mean 0, variance 1).
+    mean, variance, count = normalization.get_weights()
+    normalization.set_weights([np.reshape([0.485, 0.456, 0.406], mean.shape),
+                               np.reshape(np.square([0.229, 0.224, 0.225]), variance.shape),
+                               count])
+    weights_file = str(tmp_path / "efficientnetb3_notop.h5")
+    source.save_weights(weights_file)
+
+    requested = []
+
+    def local_copy(fname, origin=None, **kwargs):
+        requested.append(fname)
+        return weights_file
+
+    monkeypatch.setattr(efficientnet.data_utils, "get_file", local_copy)
+    imagenet = backbones.build_backbone("efficientnetb3", shape, weights="imagenet")
+    local = backbones.build_backbone("efficientnetb3", shape, weights=weights_file)
+    assert requested == ["efficientnetb3_notop.h5"]        # the imagenet path really ran
+
+    x = tf.random.uniform([2, 32, 32, 3], seed=3)
+    expected = imagenet(x, training=False).numpy()
+    size = np.abs(expected).max()
+    np.testing.assert_allclose(local(x, training=False).numpy(), expected, rtol=1e-4,
+                               atol=1e-4 * size)
+    # Not vacuous: the bare weights=None structure with those weights maps inputs differently.
+    bare = tf.keras.applications.EfficientNetB3(include_top=False, weights=weights_file,
+                                                input_shape=shape)
+    assert np.abs(bare(255.0 * x, training=False).numpy() - expected).max() > 0.01 * size
