@@ -134,6 +134,19 @@ def test_blessing_names_the_model_so_the_compiled_resolver_and_the_pusher_find_i
     assert os.path.exists(os.path.join(blessing["uri"], "BLESSED"))
     # The compiled latest-blessed query resolves exactly the candidate.
     assert vertex.latest_blessed()["name"] == model["name"]
+    # TFMA's own readers load the evaluation: one slice per group, validation equal to the blessing.
+    import tensorflow_model_analysis as tfma
+
+    evaluation = outputs["evaluation"]["uri"]
+    assert tfma.load_validation_result(evaluation).validation_ok is True
+    slices = {tuple(key): values[""][""] for key, values in
+              tfma.load_eval_result(evaluation).slicing_metrics}
+    assert set(slices) == {(), (("group", "a"),), (("group", "b"),)}
+    with open(os.path.join(evaluation, "metrics.json")) as f:
+        recall = json.load(f)["candidate"]
+    for key, values in slices.items():
+        scope = key[0][1] if key else "overall"
+        assert values["recall@1"]["boundedValue"]["value"] == recall[scope]["recall@1"]
     pushed = vertex.push(model, blessing)
     assert pushed["metadata"]["pushed"] == 1
     assert os.path.exists(os.path.join(pushed["metadata"]["pushed_destination"], "saved_model.pb"))

@@ -23,7 +23,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import gate as gate_lib
-from components.recall_evaluator import report
+from components.recall_evaluator import report, tfma_results
 from core import intervals
 from core import verification as verification_lib
 from core.features import OVERALL
@@ -305,6 +305,12 @@ class Executor(tfx_evaluator_executor.Executor):
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1, sort_keys=True)
         paths = report.write_report(metrics, evaluation.uri)
+        # The same numbers in TFMA's format (tfma.load_eval_result / load_validation_result) and a
+        # summary that points TensorBoard's Fairness Indicators at them.
+        tfma_results.write(metrics, evaluation.uri, candidate_uri=model.uri,
+                           baseline_uri=baseline_model.uri if baseline_model is not None else None,
+                           data_uri=examples.uri)
+        tfma_results.write_fairness_summary(evaluation.uri)
         recall_at_1 = {scope: entry["recall@1"] for scope, entry in metrics["candidate"].items()}
         evaluation.set_string_custom_property("recall_at_1", json.dumps(recall_at_1,
                                                                         sort_keys=True))

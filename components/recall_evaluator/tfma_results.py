@@ -93,8 +93,8 @@ def model_slices(metrics: Mapping[str, Any], model: str) -> Dict[str, SliceMetri
             if "fmr" in rates:
                 values[fpr] = rates["fmr"]
         slices[scope] = values
-    if _number(threshold) and OVERALL in slices:
-        slices[OVERALL]["threshold"] = (float(threshold), None)
+    if OVERALL in slices:   # the global numbers (threshold, FMR differential, skewed error ratio)
+        slices[OVERALL].update(entry_metrics(verification))
     return slices
 
 
