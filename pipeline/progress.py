@@ -80,13 +80,12 @@ class Console:
         _flush()
         with open(self.log_file, "a") as log:     # sys.stderr may not be fd 2 (e.g. pytest)
             traceback.print_exception(type(error), error, error.__traceback__, file=log)
-        message = (str(error).strip().splitlines() or [""])[0]
         if isinstance(error, SystemExit):
-            self.print(message or f"exit status {error.code}")
+            self.print(str(error) or f"exit status {error.code}")
         elif isinstance(error, KeyboardInterrupt):
             self.print("interrupted")
         else:
-            self.print(f"error: {type(error).__name__}: {message}".rstrip(": "))
+            self.print(f"error: {type(error).__name__}: {error_summary(error)}".rstrip(": "))
         self.print(f"Full log: {self.log_file}")
 
     def stop(self, keep_redirected: bool = False) -> None:
@@ -104,6 +103,17 @@ class Console:
         self._saved = {}
         self.terminal.close()
         self.terminal = sys.stdout
+
+
+def error_summary(error: BaseException) -> str:
+    """One line of an error's message: the first, or the last when the first only introduces
+    the rest (TensorFlow's "in user code:" followed by the graph's stack and the real error)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if lines[0].endswith(":") else lines[0]
+    prefix = f"{type(error).__name__}: "
+    return line[len(prefix):] if line.startswith(prefix) else line
 
 
 def _flush() -> None:
