@@ -13,6 +13,7 @@ COPY constraints.txt setup.py ./
 # The library layers only: the containers run component executors, never the runners, tools or
 # benchmarks.
 COPY core/ core/
+COPY system/ system/
 COPY models/ models/
 COPY components/ components/
 COPY pipeline/ pipeline/

@@ -10,7 +10,7 @@ from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The library layers: what the Kubeflow image and Beam workers need.
-LIBRARY = ["core", "models", "components", "pipeline", "schema"]
+LIBRARY = ["core", "system", "models", "components", "pipeline", "schema"]
 # The entry points (tools, benchmarks, the runners): installed from a repository checkout, left out
 # of the container image, which runs component executors only.
 ENTRY_PACKAGES = ["tools", "benchmarks"]

@@ -106,7 +106,8 @@ def run_component(spec: Dict[str, Any], component: str, store: VertexStore, work
     """Runs one component's container command in-process; returns its output artifacts as Vertex
     records them (from the executor-output file), after adding them to `store`.
 
-    `inputs`: input key -> a stored artifact (from `store`). `parameters`: overrides of compiled
+    `inputs`: input key -> a stored artifact (from `store`); `output_uris`: output key -> URI (default
+    under `work_dir`). `parameters`: overrides of compiled
     parameter constants, in the spec's Value form (e.g. {"gate_config": {"stringValue": ...}})."""
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 
@@ -121,7 +122,8 @@ def run_component(spec: Dict[str, Any], component: str, store: VertexStore, work
     outputs = {}
     for key, output in definition["outputDefinitions"]["artifacts"].items():
         outputs[key] = {"artifacts": [{"name": store.new_name(), "type": output["artifactType"],
-                                       "uri": output_uris[key]}]}
+                                       "uri": output_uris.get(key) or os.path.join(
+                                           work_dir, component, key)}]}
     executor_input = {
         "inputs": {
             "artifacts": {key: {"artifacts": [{

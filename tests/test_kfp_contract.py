@@ -147,6 +147,16 @@ def test_blessing_names_the_model_so_the_compiled_resolver_and_the_pusher_find_i
     for key, values in slices.items():
         scope = key[0][1] if key else "overall"
         assert values["recall@1"]["boundedValue"]["value"] == recall[scope]["recall@1"]
+    # What the KFP UI shows: the report as a system.HTML page (the file at its URI) and Recall@1
+    # per group as system.Metrics.
+    page, numbers = outputs["report"], outputs["recall_metrics"]
+    assert kfp_harness.schema_title(page["type"]) == "system.HTML"
+    with open(page["uri"]) as f:
+        assert f.read().lstrip().lower().startswith("<!doctype html")
+    assert kfp_harness.schema_title(numbers["type"]) == "system.Metrics"
+    for scope in ("overall", "a", "b"):
+        assert numbers["metadata"][f"recall@1/{scope}"] == recall[scope]["recall@1"]
+    assert numbers["metadata"]["blessed"] == 1
     pushed = vertex.push(model, blessing)
     assert pushed["metadata"]["pushed"] == 1
     assert os.path.exists(os.path.join(pushed["metadata"]["pushed_destination"], "saved_model.pb"))

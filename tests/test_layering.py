@@ -13,7 +13,7 @@ from typing import Iterator, List, Tuple
 
 from tests.conftest import REPO_ROOT
 
-LAYERS = {"core": 0, "schema": 0, "models": 1, "components": 2, "pipeline": 3,
+LAYERS = {"core": 0, "schema": 0, "system": 0, "models": 1, "components": 2, "pipeline": 3,
           "local_runner": 4, "kubeflow_runner": 4, "generate_tfrecord": 4, "tools": 4,
           "benchmarks": 4}
 SHARED_COMPONENT_MODULES = {"components", "components.artifacts"}

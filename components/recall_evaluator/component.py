@@ -21,6 +21,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+import system as kfp_types
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import gate as gate_lib
 from components.recall_evaluator import report, tfma_results
@@ -51,6 +52,9 @@ class RecallEvaluatorSpec(types.ComponentSpec):
     OUTPUTS = {
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+        # For the Kubeflow Pipelines UI: the report as a page, Recall@1 per group as metrics.
+        "report": ChannelParameter(type=kfp_types.HTML),
+        "recall_metrics": ChannelParameter(type=kfp_types.Metrics),
     }
 
 
@@ -264,6 +268,38 @@ def evaluate(candidate: Dict[str, np.ndarray], config: gate_lib.GateConfig,
     return metrics
 
 
+def ui_metrics(metrics: Dict[str, Any]) -> Dict[str, float]:
+    """The numbers a pipeline UI shows as the run's metrics: per scope Recall@1 with its interval,
+    FNMR and FMR at the gate's threshold, and the verdict."""
+    result: Dict[str, float] = {"blessed": float(bool(metrics["blessed"]))}
+    for scope, entry in metrics["candidate"].items():
+        if entry.get("recall@1") is not None:
+            result[f"recall@1/{scope}"] = float(entry["recall@1"])
+        interval = entry.get("recall@1_ci")
+        if interval and None not in interval:
+            result[f"recall@1_lower/{scope}"] = float(interval[0])
+            result[f"recall@1_upper/{scope}"] = float(interval[1])
+    for scope, entry in (metrics.get("verification") or {}).items():
+        if isinstance(entry, dict):
+            for rate in ("fnmr", "fmr"):
+                if entry.get(rate) is not None:
+                    result[f"{rate}/{scope}"] = float(entry[rate])
+    return result
+
+
+def write_ui_artifacts(metrics: Dict[str, Any], report_path: str, output_dict) -> None:
+    """The report page (a copy of report.html as the HTML artifact's file) and the metrics."""
+    for page in output_dict.get("report") or []:
+        with tf.io.gfile.GFile(report_path) as f:
+            html = f.read()
+        tf.io.gfile.makedirs(os.path.dirname(page.uri))
+        with tf.io.gfile.GFile(page.uri, "w") as f:
+            f.write(html)
+    for artifact in output_dict.get("recall_metrics") or []:
+        for name, value in ui_metrics(metrics).items():
+            artifact.set_float_custom_property(name, value)
+
+
 class Executor(tfx_evaluator_executor.Executor):
     """The RecallEvaluator's executor: embeds the eval split, evaluates, writes the blessing.
 
@@ -311,6 +347,7 @@ class Executor(tfx_evaluator_executor.Executor):
                            baseline_uri=baseline_model.uri if baseline_model is not None else None,
                            data_uri=examples.uri)
         tfma_results.write_fairness_summary(evaluation.uri)
+        write_ui_artifacts(metrics, paths["report"], output_dict)
         recall_at_1 = {scope: entry["recall@1"] for scope, entry in metrics["candidate"].items()}
         evaluation.set_string_custom_property("recall_at_1", json.dumps(recall_at_1,
                                                                         sort_keys=True))
@@ -355,5 +392,7 @@ class RecallEvaluator(base_component.BaseComponent):
             gate_config=json.dumps(gate.to_dict(), sort_keys=True), split=split,
             batch_size=batch_size, code_version=code_version,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
-            blessing=types.Channel(type=standard_artifacts.ModelBlessing))
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            report=types.Channel(type=kfp_types.HTML),
+            recall_metrics=types.Channel(type=kfp_types.Metrics))
         super().__init__(spec=spec)
