@@ -5,6 +5,8 @@
     embed_transformed image: float32 [n, s, s, 3] in [0, 1] (the Transform output; for evaluation)
 
 The first two run the Transform graph (TFT layer) inside, so they crop exactly as training did.
+They refuse (InvalidArgumentError naming the request indices and boxes) an empty or inverted box,
+x2 <= x1 or y2 <= y1, as ingest does: cropped anyway it would give a mirrored or degenerate face.
 """
 from __future__ import annotations
 
@@ -40,6 +42,17 @@ def _serving_feature_spec(raw_feature_spec: Dict) -> Dict:
     return spec
 
 
+def _assert_boxes_valid(raw_features: Dict[str, tf.Tensor]) -> tf.Operation:
+    """Fails the request unless every box has x1 < x2 and y1 < y2 (core.records' box rule)."""
+    x1, y1, x2, y2 = (tf.reshape(raw_features[k], [-1]) for k in preprocessing.BOX_KEYS)
+    bad = tf.logical_or(x2 <= x1, y2 <= y1)
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        ["face box must have x1 < x2 and y1 < y2; request indices", tf.where(bad)[:, 0],
+         "have boxes (x1, y1, x2, y2)", tf.boolean_mask(tf.stack([x1, y1, x2, y2], axis=1), bad)],
+        summarize=20, name="box_check")
+
+
 class EmbeddingExport(tf.Module):
     def __init__(self, embedding_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                  image_size: int):
@@ -53,6 +66,8 @@ class EmbeddingExport(tf.Module):
         return l2_normalize(self.embedding_model(images, training=False)[EMBEDDING])
 
     def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        with tf.control_dependencies([_assert_boxes_valid(raw_features)]):
+            raw_features = {k: tf.identity(v) for k, v in raw_features.items()}
         transformed = self.tft_layer(raw_features)
         return {OUTPUT: self._embed(transformed[preprocessing.IMAGE])}
 
