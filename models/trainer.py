@@ -2,8 +2,9 @@
 
 custom_config carries ModelConfig fields (loss, backbone, embedding_size, ...) and TrainingConfig
 fields (batch size, optimizer, schedule, epochs, mixed precision, accumulation, distribution, ...),
-all defaulting to the original's values. The number of identities comes from the Transform's
-identity vocabulary, never from a constant.
+all defaulting to the original's values; any other key (but the pipeline's code_version) is refused,
+and check_training_settings applies the same checks when the pipeline is built. The number of
+identities comes from the Transform's identity vocabulary, never from a constant.
 
 Outputs in the Model artifact: the SavedModel (models/export.py) and `warmstart/embedding.h5`, the
 embedding network's weights by layer name, which a later Trainer loads from `base_model`.
