@@ -23,8 +23,8 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 import system as kfp_types
 from components.artifacts import crop_side, split_files
+from components.recall_evaluator import beam_embed, report, tfma_results
 from components.recall_evaluator import gate as gate_lib
-from components.recall_evaluator import report, tfma_results
 from core import intervals
 from core import verification as verification_lib
 from core.features import OVERALL
@@ -62,20 +62,13 @@ def serving_model_dir(model: types.Artifact) -> str:
     return os.path.join(model.uri, "Format-Serving")
 
 
-def embed_split(model_dir: str, files: List[str], batch_size: int) -> Dict[str, np.ndarray]:
-    """Embeds serialized raw Examples with the model's serving signature."""
-    embed = tf.saved_model.load(model_dir).signatures[SERVING_SIGNATURE]
-    spec = {"label": tf.io.FixedLenFeature([1], tf.int64),
-            "group": tf.io.FixedLenFeature([1], tf.string)}
-    embeddings, labels, groups = [], [], []
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
-    for serialized in dataset:
-        embeddings.append(embed(examples=serialized)["embedding"].numpy())
-        parsed = tf.io.parse_example(serialized, spec)
-        labels.append(parsed["label"].numpy()[:, 0])
-        groups.append(parsed["group"].numpy()[:, 0])
-    return {"embeddings": np.concatenate(embeddings), "labels": np.concatenate(labels),
-            "groups": np.array([g.decode("utf-8") for g in np.concatenate(groups)])}
+def embed_split(model_dirs: Dict[str, str], files: List[str], batch_size: int, make_pipeline,
+                work_dir: str) -> Dict[str, Dict[str, np.ndarray]]:
+    """Each named model's embeddings of the serialized raw Examples in `files` (its serving
+    signature), from one Beam pipeline of `make_pipeline` (beam_embed.embed_split: the order
+    contract, and where the work happens)."""
+    return beam_embed.embed_split(model_dirs, files, batch_size, make_pipeline, work_dir,
+                                  signature=SERVING_SIGNATURE)
 
 
 def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
@@ -323,9 +316,14 @@ class Executor(tfx_evaluator_executor.Executor):
             baseline_model = None    # re-evaluating the blessed model itself: nothing to compare
         files = split_files(examples, split)
 
-        candidate = embed_split(serving_model_dir(model), files, batch_size)
-        baseline = (embed_split(serving_model_dir(baseline_model), files, batch_size)
-                    if baseline_model is not None else None)
+        # One Beam pipeline on the pipeline's runner embeds the split for both models; the
+        # records go through a scratch folder of the evaluation artifact (workers can write there).
+        model_dirs = {"candidate": serving_model_dir(model)}
+        if baseline_model is not None:
+            model_dirs["baseline"] = serving_model_dir(baseline_model)
+        embedded = embed_split(model_dirs, files, batch_size, self._make_beam_pipeline,
+                               artifact_utils.get_single_instance(output_dict["evaluation"]).uri)
+        candidate, baseline = embedded["candidate"], embedded.get("baseline")
         transformed = input_dict.get("transformed_examples") or []
         pixels = (pixel_split(split_files(transformed[0], split), batch_size)
                   if transformed else None)
