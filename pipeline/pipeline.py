@@ -12,6 +12,7 @@ from components.face_example_gen.component import FaceExampleGen
 from components.guarded_pusher import executor as guarded_pusher
 from components.recall_evaluator.component import RecallEvaluator
 from components.tflite_exporter.component import TFLiteExporter
+from models.trainer import check_training_settings
 from pipeline.beam_options import with_default_runner
 from pipeline.code_version import code_fingerprint
 from pipeline.configs import STAGES, PipelineConfig, VertexTraining
@@ -47,6 +48,9 @@ def _upto(config: PipelineConfig, stage: str) -> bool:
 def create_components(config: PipelineConfig):
     if config.last_stage not in STAGES:
         raise ValueError(f"last_stage must be one of {STAGES}, got {config.last_stage!r}")
+    # Unknown or inconsistent Trainer settings stop the build, not the Trainer after ingest and
+    # Transform have run.
+    check_training_settings(config.training)
     ingest = config.ingest
     example_gen = FaceExampleGen(
         input_base=ingest.data_root,

@@ -108,3 +108,10 @@ def test_changed_ingest_code_reruns_ingest_instead_of_reusing_the_cache(small_sa
                         lambda module: real(module) + "-edited" if "face_example_gen" in module
                         else real(module))
     assert run() == "COMPLETE"
+
+
+def test_unknown_training_settings_stop_the_build_naming_the_closest_known_key():
+    config = configs.demo_config(metadata_path=None)
+    config.training["epohcs"] = 5
+    with pytest.raises(ValueError, match=r"epohcs.*epochs"):
+        pipeline_module.create_components(config)
