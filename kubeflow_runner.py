@@ -6,8 +6,15 @@
         --beam-args --runner=DataflowRunner --project=my-project --region=europe-west4 \
                     --temp_location=gs://my-bucket/tmp --experiments=use_runner_v2
 
-Writes the pipeline spec (JSON) to submit with the KFP client or Vertex AI; nothing is run here. The
-image is built from the repository's Dockerfile (tensorflow/tfx:1.16.0 + this package).
+Writes the pipeline spec (JSON); with --submit it also starts a run, on a KFP endpoint (--endpoint)
+or on Vertex AI Pipelines (--vertex-project, --region), and prints the run's link. The image is built
+from the repository's Dockerfile (tensorflow/tfx:1.16.0 + this package's library layers).
+
+Resources: --trainer-{gpus,cpus,memory-gb}, --evaluator-{gpus,cpus,memory-gb} (the evaluator embeds
+the eval split) and --resources STEP=cpu=N,memory=GB,gpus=N for any other step. --trainer-workers N
+(> 1, on Vertex AI) runs the Trainer as a custom job through TFX's Vertex Trainer extension: a chief
+and N-1 workers, each a --trainer-machine-type with --trainer-gpus GPUs, on the same image; Vertex
+sets TF_CONFIG, and the Trainer's `auto` distribution picks MultiWorkerMirroredStrategy.
 
 Caching: KFP decides cache hits before a container runs, from the list files' fingerprint only, so
 it cannot see replaced images. FaceExampleGen therefore always runs on Kubeflow (its output feeds
@@ -47,10 +54,35 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="gs://... push destination (required, here or in --config)")
     parser.add_argument("--pipeline-name", default=None,
                         help=f"default: {configs.PIPELINE_NAME}")
-    parser.add_argument("--trainer-gpus", type=int, default=0, help="GPUs for the Trainer")
-    parser.add_argument("--gpu-type", default="NVIDIA_TESLA_T4")
-    parser.add_argument("--trainer-cpus", type=float, default=8.0)
-    parser.add_argument("--trainer-memory-gb", type=float, default=32.0)
+    resources = parser.add_argument_group(
+        "resources (each step's container; the Trainer's per node with --trainer-workers)")
+    resources.add_argument("--trainer-gpus", type=int, default=0, help="GPUs for the Trainer")
+    resources.add_argument("--gpu-type", default="NVIDIA_TESLA_T4")
+    resources.add_argument("--trainer-cpus", type=float, default=8.0)
+    resources.add_argument("--trainer-memory-gb", type=float, default=32.0)
+    resources.add_argument("--evaluator-gpus", type=int, default=0,
+                           help="GPUs for the RecallEvaluator (it embeds the eval split)")
+    resources.add_argument("--evaluator-cpus", type=float, default=4.0)
+    resources.add_argument("--evaluator-memory-gb", type=float, default=16.0)
+    resources.add_argument("--resources", nargs="+", default=[], metavar="STEP=cpu=N,memory=GB,gpus=N",
+                           help="any other step's container, e.g. Transform=cpu=8,memory=32 "
+                                "TFLiteExporter=cpu=4,memory=16")
+    vertex = parser.add_argument_group("Vertex AI (multi-node training, submission)")
+    vertex.add_argument("--trainer-workers", type=int, default=1,
+                        help="> 1: the Trainer runs as a Vertex AI custom job on this many nodes "
+                             "(a chief and N-1 workers, --trainer-gpus each); needs "
+                             "--vertex-project and --region")
+    vertex.add_argument("--trainer-machine-type", default="n1-standard-8")
+    vertex.add_argument("--vertex-project", default=None, help="Google Cloud project")
+    vertex.add_argument("--region", default=None, help="Vertex AI region, e.g. europe-west4")
+    vertex.add_argument("--service-account", default=None,
+                        help="service account the Vertex jobs run as")
+    submit = parser.add_argument_group("submission (default: compile only)")
+    submit.add_argument("--submit", action="store_true",
+                        help="after compiling, start a run: on --endpoint (a KFP API), else on "
+                             "Vertex AI Pipelines in --vertex-project / --region")
+    submit.add_argument("--endpoint", default=None, help="KFP API endpoint, e.g. http://host:8888")
+    submit.add_argument("--run-name", default=None)
     parser.add_argument("--ingest-cache", action="store_true",
                         help="let KFP cache FaceExampleGen (only for never-modified images)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="pipeline spec JSON to write")
@@ -94,18 +126,54 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
                              f"--config {args.config}" if args.config else "command line")
     # Read inside the container: the schema as the image holds it.
     config.schema_path = os.path.join(CONTAINER_REPO_ROOT, "schema", "schema.pbtxt")
-    config.trainer_resources = trainer_resources(args)
+    config.resources = step_resources(args)
+    if args.trainer_workers > 1:
+        if not (args.vertex_project and args.region):
+            raise ValueError("--trainer-workers > 1 runs the Trainer as a Vertex AI custom job: "
+                             "give --vertex-project and --region")
+        config.vertex_training = configs.VertexTraining(
+            project=args.vertex_project, region=args.region, image=args.image,
+            workers=args.trainer_workers, machine_type=args.trainer_machine_type,
+            accelerator_type=args.gpu_type if args.trainer_gpus else None,
+            accelerator_count=args.trainer_gpus, service_account=args.service_account)
+        del config.resources["Trainer"]      # the custom job's machines, not the step's pod
     return config
 
 
-def trainer_resources(args: argparse.Namespace):
+def resource_spec(cpus: float, memory_gb: float, gpus: int = 0, gpu_type: str = "NVIDIA_TESLA_T4"):
+    """A KFP container ResourceSpec (what `with_platform_config` takes)."""
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
-    resources = spec(cpu_limit=args.trainer_cpus, memory_limit=args.trainer_memory_gb)
-    if args.trainer_gpus:
-        resources.accelerator.CopyFrom(spec.AcceleratorConfig(type=args.gpu_type,
-                                                              count=args.trainer_gpus))
+    resources = spec(cpu_limit=cpus, memory_limit=memory_gb)
+    if gpus:
+        resources.accelerator.CopyFrom(spec.AcceleratorConfig(type=gpu_type, count=gpus))
+    return resources
+
+
+def parse_resources(text: str, gpu_type: str):
+    """"STEP=cpu=8,memory=32,gpus=1" -> (STEP, ResourceSpec); an error names what is wrong."""
+    step, sep, values = text.partition("=")
+    fields = dict(item.partition("=")[::2] for item in values.split(",") if item)
+    known = {"cpu", "memory", "gpus"}
+    if not sep or not step or not fields or set(fields) - known or not all(fields.values()):
+        raise ValueError(f"--resources {text!r}: expected STEP=cpu=N,memory=GB,gpus=N (any of "
+                         f"{sorted(known)})")
+    try:
+        return step, resource_spec(float(fields.get("cpu", 0)), float(fields.get("memory", 0)),
+                                   int(fields.get("gpus", 0)), gpu_type)
+    except ValueError:
+        raise ValueError(f"--resources {text!r}: numbers expected") from None
+
+
+def step_resources(args: argparse.Namespace) -> Dict[str, Any]:
+    resources = {
+        "Trainer": resource_spec(args.trainer_cpus, args.trainer_memory_gb, args.trainer_gpus,
+                                 args.gpu_type),
+        "RecallEvaluator": resource_spec(args.evaluator_cpus, args.evaluator_memory_gb,
+                                         args.evaluator_gpus, args.gpu_type),
+    }
+    resources.update(parse_resources(text, args.gpu_type) for text in args.resources)
     return resources
 
 
@@ -126,7 +194,12 @@ def run(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     try:
         config = build_config(args)
-        overrides.check_training(config.training, replicas=args.trainer_gpus or None)
+        replicas = (args.trainer_gpus or 1) * args.trainer_workers
+        overrides.check_training(config.training,
+                                 replicas=replicas if replicas > 1 or args.trainer_gpus else None)
+        if args.submit and not (args.endpoint or (args.vertex_project and args.region)):
+            raise ValueError("--submit needs --endpoint (KFP) or --vertex-project and --region "
+                             "(Vertex AI Pipelines)")
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     from tfx import v1 as tfx
@@ -140,8 +213,19 @@ def run(argv: Optional[List[str]] = None) -> str:
     runner.run(create_pipeline(config), write_out=True)
     if not args.ingest_cache:
         disable_task_cache(os.path.join(output_dir, output_file), INGEST_TASK)
-    print(f"Pipeline spec written to {os.path.join(output_dir, output_file)}")
-    return os.path.join(output_dir, output_file)
+    spec_path = os.path.join(output_dir, output_file)
+    print(f"Pipeline spec written to {spec_path}")
+    if args.submit:
+        from pipeline import submit
+
+        if args.endpoint:
+            link = submit.submit_to_kfp(spec_path, args.endpoint, run_name=args.run_name,
+                                        service_account=args.service_account)
+        else:
+            link = submit.submit_to_vertex(spec_path, args.vertex_project, args.region,
+                                           service_account=args.service_account)
+        print(f"Run submitted: {link}")
+    return spec_path
 
 
 if __name__ == "__main__":

@@ -98,8 +98,9 @@ class PipelineConfig:
     # RecallEvaluator's release gate (components/recall_evaluator/gate.py GateConfig fields).
     gate: Dict[str, Any] = dataclasses.field(default_factory=lambda: {
         "ks": [1, 5], "min_recall": 0.5, "max_drop": 0.02})
-    # Kubeflow: the Trainer's container resources (a KFP ResourceSpec proto; GPUs), None locally.
-    trainer_resources: Optional[Any] = None
+    # Kubeflow: container resources per pipeline node id (KFP ResourceSpec protos: CPU, memory,
+    # GPUs), e.g. {"Trainer": ..., "RecallEvaluator": ...}; empty locally.
+    resources: Dict[str, Any] = dataclasses.field(default_factory=dict)
     # Vertex AI: run the Trainer as a multi-node custom job instead (None: in the pipeline's pod).
     vertex_training: Optional[VertexTraining] = None
     # Pusher destination: blessed models land in versioned subdirectories.

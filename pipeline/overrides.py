@@ -29,8 +29,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from components.recall_evaluator.gate import GateConfig
 from pipeline import configs
 
-# PipelineConfig fields a file may not set: a proto built by the Kubeflow runner from its flags.
-_NOT_FROM_FILE = ("trainer_resources",)
+# PipelineConfig fields a file may not set: built by the Kubeflow runner from its flags.
+_NOT_FROM_FILE = ("resources", "vertex_training")
 # Sections merged key by key into the preset's value instead of replacing it.
 _MERGED_SECTIONS = ("ingest", "training", "gate")
 

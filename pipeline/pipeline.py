@@ -111,8 +111,6 @@ def create_components(config: PipelineConfig):
         transform_graph=transform.outputs["transform_graph"],
         custom_config=trainer_config,
         **trainer_inputs)
-    if config.trainer_resources is not None and config.vertex_training is None:
-        trainer.with_platform_config(config.trainer_resources)
     components.append(trainer)
     if not _upto(config, "evaluate"):
         return components
@@ -141,6 +139,17 @@ def create_components(config: PipelineConfig):
     return components
 
 
+def _with_resources(components, resources: Dict[str, Any]):
+    """Each named node gets its container resources (Kubeflow); an unknown name is an error."""
+    by_id = {component.id: component for component in components}
+    unknown = sorted(set(resources) - set(by_id))
+    if unknown:
+        raise ValueError(f"resources for unknown pipeline steps {unknown}; steps: {sorted(by_id)}")
+    for node, spec in resources.items():
+        by_id[node].with_platform_config(spec)
+    return components
+
+
 def create_pipeline(config: PipelineConfig,
                     metadata_connection_config: Optional[object] = None) -> tfx_pipeline.Pipeline:
     if metadata_connection_config is None and config.metadata_path:
@@ -149,7 +158,7 @@ def create_pipeline(config: PipelineConfig,
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=create_components(config),
+        components=_with_resources(create_components(config), config.resources),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=with_default_runner(config.beam_pipeline_args))

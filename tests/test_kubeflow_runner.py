@@ -97,3 +97,74 @@ def test_locations_come_from_flags_or_config_file_and_are_required(tmp_path):
     with pytest.raises(SystemExit, match="unknown setting 'pipline_root'; closest known: "
                                          "pipeline_root"):
         kubeflow_runner.run(["--image", "i", "--config", str(path)])
+
+
+def compiled(tmp_path, *flags):
+    output = tmp_path / "spec.json"
+    kubeflow_runner.run(REQUIRED + ["--output", str(output), *flags])
+    pipeline = json.loads(output.read_text())["pipelineSpec"]
+    executors = pipeline["deploymentSpec"]["executors"]
+    return pipeline, {name[:-len("_executor")]: e["container"] for name, e in executors.items()
+                      if "container" in e}
+
+
+def test_evaluator_and_other_heavy_steps_get_their_resources_in_the_compiled_spec(tmp_path):
+    _, containers = compiled(tmp_path, "--evaluator-gpus", "1", "--evaluator-cpus", "6",
+                             "--evaluator-memory-gb", "24", "--gpu-type", "NVIDIA_L4",
+                             "--resources", "Transform=cpu=16,memory=64",
+                             "TFLiteExporter=cpu=2,memory=8,gpus=1", "--tflite-levels", "0")
+    evaluator = containers["RecallEvaluator"]["resources"]
+    assert evaluator["cpuLimit"] == 6 and evaluator["memoryLimit"] == 24
+    assert evaluator["accelerator"] == {"type": "NVIDIA_L4", "count": "1"}
+    transform = containers["Transform"]["resources"]
+    assert transform["cpuLimit"] == 16 and transform["memoryLimit"] == 64
+    assert "accelerator" not in transform
+    assert containers["TFLiteExporter"]["resources"]["accelerator"]["count"] == "1"
+    assert containers["Trainer"]["resources"]["cpuLimit"] == 8       # the Trainer's defaults
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--resources", "Transfrom=cpu=4"], "Transfrom"),
+    (["--resources", "Transform=cpus=4"], "STEP=cpu=N"),
+    (["--resources", "Transform=cpu=many"], "numbers"),
+    (["--trainer-workers", "2"], "--vertex-project and --region"),
+    (["--trainer-workers", "3", "--trainer-gpus", "2", "--vertex-project", "p", "--region", "r"],
+     "6 replicas"),
+    (["--submit"], "--endpoint"),
+])
+def test_bad_resource_vertex_and_submit_flags_are_refused(tmp_path, flags, message):
+    with pytest.raises((SystemExit, ValueError), match=message):
+        compiled(tmp_path, *flags)
+
+
+def test_trainer_workers_compile_to_a_vertex_custom_job_with_a_chief_and_workers(tmp_path):
+    pipeline, containers = compiled(
+        tmp_path, "--trainer-workers", "4", "--trainer-gpus", "2", "--gpu-type", "NVIDIA_L4",
+        "--vertex-project", "acme", "--region", "europe-west4",
+        "--service-account", "trainer@acme.iam.gserviceaccount.com")
+    trainer = containers["Trainer"]
+    assert "google_cloud_ai_platform.trainer.executor" in " ".join(trainer["args"])
+    assert "accelerator" not in trainer.get("resources", {})     # the job's nodes have the GPUs
+    custom_config = json.loads(pipeline["root"]["dag"]["tasks"]["Trainer"]["inputs"]["parameters"]
+                               ["custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
+    job = custom_config["ai_platform_training_args"]
+    assert job["project"] == "acme" and custom_config["ai_platform_vertex_region"] == "europe-west4"
+    chief, workers = job["job_spec"]["worker_pool_specs"]
+    assert (chief["replica_count"], workers["replica_count"]) == (1, 3)
+    for pool in (chief, workers):
+        assert pool["container_spec"]["image_uri"] == "gcr.io/acme/ffem-tfx:1.2"
+        assert pool["machine_spec"]["accelerator_count"] == 2
+        assert pool["machine_spec"]["accelerator_type"] == "NVIDIA_L4"
+    assert job["job_spec"]["service_account"] == "trainer@acme.iam.gserviceaccount.com"
+    assert custom_config["loss"] == configs.PRODUCTION_TRAINING["loss"]
+
+
+def test_submit_sends_the_compiled_spec_to_the_endpoint_and_prints_the_run_link(tmp_path, capsys):
+    from tests.test_submit import Recorder, serve
+
+    with serve() as (endpoint, requests):
+        compiled(tmp_path, "--submit", "--endpoint", endpoint, "--run-name", "nightly")
+    assert f"Run submitted: {endpoint}/#/runs/details/run-42" in capsys.readouterr().out
+    assert any(method == "POST" and path.startswith("/apis/v2beta1/runs")
+               for method, path, _ in requests)
+    assert Recorder.requests is requests

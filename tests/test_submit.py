@@ -1,5 +1,6 @@
 """kubeflow_runner's --submit path: the compiled spec reaches a KFP endpoint or Vertex AI Pipelines.
 Both are stood in for by an HTTP server on 127.0.0.1 that records what it receives."""
+import contextlib
 import http.server
 import json
 import threading
@@ -40,15 +41,24 @@ class Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server():
+@contextlib.contextmanager
+def serve():
+    """A Recorder on a free port of 127.0.0.1: (base URL, the list of requests it received)."""
     Recorder.requests = []
     httpd = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", Recorder.requests
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", Recorder.requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    with serve() as served:
+        yield served
 
 
 def as_proto(pipeline_spec):
