@@ -25,7 +25,8 @@ TARGETS = {
     "recall": "recall_at_k <= 0.75x and the whole evaluate() (whole-gallery and within-group recall, "
               "1:1 verification, intervals) <= 1.0x the NumPy full-matrix time at N = 20,000; "
               "memory O(chunk x N)",
-    "ingest": "CLI with 2 workers >= 1.6x the checking loop (b)",
+    "ingest": "CLI with 2 workers, start-up excluded (images/s without start-up), >= 1.6x the "
+              "checking loop (b); the end-to-end list size from which it holds is reported",
     "train": "run_fn step >= 0.9x plain tf.keras fit",
     "demo": "cold <= 10 min, cached <= 2 min on 2 cores",
 }
@@ -91,7 +92,7 @@ def run(quick: bool, out: str) -> str:
         rows = ingest_bench.run(images=40 if quick else 20000, repeats=1 if quick else 3,
                                 cache=None if not quick else cache)
     sections += ["## Ingest", "", ingest_bench.markdown_table(rows), "",
-                 f"Target: {TARGETS['ingest']}.", ""]
+                 f"Target: {TARGETS['ingest']}. {ingest_bench.target_verdict(rows)}", ""]
 
     with tempfile.TemporaryDirectory() as work:
         print("demo (cold, then cached) ...", flush=True)
