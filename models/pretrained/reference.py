@@ -12,6 +12,7 @@ CPU backend takes about a second per descriptor). Timings (`seconds`) are only m
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -82,16 +83,68 @@ def run_jobs(jobs: List[Tuple[str, np.ndarray, bool]], cache: Optional[str] = No
             tensor = os.path.join(work, f"input{i}.f32")
             images.tofile(tensor)
             requests.append({"kind": kind, "tensor": tensor, "shape": list(images.shape), "batch": batch})
-        request = os.path.join(work, "request.json")
-        with open(request, "w") as f:
-            json.dump({"package_dir": package, "jobs": requests}, f)
-        done = subprocess.run(["node", SCRIPT, request], capture_output=True, text=True, timeout=timeout)
+        return _node(package, requests, work, timeout)
+
+
+def _node(package: str, requests: List[dict], work: str, timeout: float) -> List[dict]:
+    """Runs the script on `requests` (tensor files already in `work`) in one Node process."""
+    request = os.path.join(work, "request.json")
+    with open(request, "w") as f:
+        json.dump({"package_dir": package, "jobs": requests}, f)
+    done = subprocess.run(["node", SCRIPT, request], capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise fetch.PretrainedUnavailable(f"node {SCRIPT} failed (exit {done.returncode}): "
                                           f"{done.stderr.strip()[-2000:]} (has `python -m "
                                           "tools.fetch_face_api --js-runtime` run?)")
     output = json.loads(done.stdout)
     return [dict(result, tfjs_backend=output["tfjs_backend"]) for result in output["results"]]
+
+
+def align(photos: List[np.ndarray], boxes, reuse: bool = True, cache: Optional[str] = None,
+          timeout: float = 3600) -> dict:
+    """face-api's own alignment of each photo (float32 [h, w, 3], RGB 0..255, sizes may differ)
+    around its face box (x1, y1, x2, y2), as tests/js/face_api_reference.js's "align" job does it.
+
+    -> {"landmarks": [n, 68, 2] photo pixels, "boxes": [n, 4] aligned (x, y, w, h), "crops":
+    float32 [n, 150, 150, 3] (the tensor computeFaceDescriptor feeds the network), "descriptors":
+    [n, 128], "seconds"}. Cached like `run` under `<cache>/reference/`.
+    """
+    photos = [np.ascontiguousarray(p, dtype="<f4") for p in photos]
+    boxes = [[int(v) for v in box] for box in boxes]
+    if len(photos) != len(boxes) or any(p.ndim != 3 or p.shape[-1] != 3 for p in photos):
+        raise ValueError("align needs one [h, w, 3] photo per box")
+    cache = os.path.abspath(cache or fetch.cache_dir())
+    digest = hashlib.sha256()
+    with open(SCRIPT, "rb") as f:
+        digest.update(f.read())
+    digest.update(json.dumps([fetch.VERSION, fetch.JS_RUNTIME, "align", boxes,
+                              [list(p.shape) for p in photos]]).encode())
+    for p in photos:
+        digest.update(p.tobytes())
+    stored = os.path.join(cache, "reference", digest.hexdigest() + ".json")
+    if reuse and os.path.isfile(stored):
+        with open(stored) as f:
+            result = json.load(f)
+    else:
+        if shutil.which("node") is None:
+            raise fetch.PretrainedUnavailable(fetch.tools_available() or "node not found on PATH")
+        package = fetch.package_dir(cache)
+        with tempfile.TemporaryDirectory(prefix="face-api-ref-") as work:
+            tensor = os.path.join(work, "photos.f32")
+            with open(tensor, "wb") as f:
+                for p in photos:
+                    f.write(p.tobytes())
+            result = _node(package, [{"kind": "align", "tensor": tensor, "boxes": boxes,
+                                      "shapes": [list(p.shape) for p in photos]}], work, timeout)[0]
+        if reuse:
+            os.makedirs(os.path.dirname(stored), exist_ok=True)
+            with open(stored + ".tmp", "w") as f:
+                json.dump(result, f)
+            os.replace(stored + ".tmp", stored)
+    crops = [np.frombuffer(base64.b64decode(c), dtype="<f4").reshape(150, 150, 3) for c in result["crops"]]
+    return {"landmarks": np.asarray(result["landmarks"], np.float64),
+            "boxes": np.asarray(result["boxes"], np.int64), "crops": np.stack(crops),
+            "descriptors": np.asarray(result["descriptors"], np.float64), "seconds": result["seconds"]}
 
 
 def descriptors(images: np.ndarray, **kwargs) -> Tuple[np.ndarray, float]:

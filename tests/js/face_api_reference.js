@@ -8,6 +8,14 @@
 //   descriptor: {"descriptors": [[128 floats] x n], "seconds": wall time of the n calls}
 //   landmarks:  {"positions": [[[x, y] x 68] x n]}  (pixels of each input tensor, as detectLandmarks
 //               returns them), "seconds"
+//   align:      photos of different sizes: "shapes": [[h, w, 3] x n] (the tensor file holds them one
+//               after the other) and "boxes": [[x1, y1, x2, y2] x n]. For each photo, face-api's own
+//               steps: extractFaceTensors(photo, [box]) -> detectLandmarks -> shiftBy(the clipped
+//               whole-pixel crop's origin) -> align(null, {useDlibAlignment: true}) ->
+//               extractFaceTensors(photo, [aligned]) -> NetInput.toBatchTensor(150, true) (what
+//               computeFaceDescriptor feeds the network) and computeFaceDescriptor.
+//               -> {"landmarks": [[[x, y] x 68] x n] (photo pixels), "boxes": [[x, y, w, h] x n],
+//                   "crops": [base64 float32 150 x 150 x 3 x n], "descriptors": [[128] x n], "seconds"}
 // With "batch": true the n tensors go to the package in one call (an array input), else one call each.
 // The weights are read from the package's model/ folder and handed to loadFromWeightMap through
 // tf.io.decodeWeights: nothing is fetched from the network.
@@ -46,6 +54,38 @@ function readTensors(job) {
   return Array.from({ length: n }, (_, i) => tf.tensor3d(values.subarray(i * size, (i + 1) * size), [h, w, c]));
 }
 
+async function alignJob(job, loaded, nets) {
+  loaded.landmarks = loaded.landmarks || nets.landmarks();
+  loaded.descriptor = loaded.descriptor || nets.descriptor();
+  const buf = fs.readFileSync(job.tensor);
+  const values = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+  const out = { landmarks: [], boxes: [], crops: [], descriptors: [] };
+  const start = process.hrtime.bigint();
+  let offset = 0;
+  for (let i = 0; i < job.shapes.length; i += 1) {
+    const [h, w, c] = job.shapes[i];
+    const photo = tf.tensor3d(values.subarray(offset, offset + h * w * c), [h, w, c]);
+    offset += h * w * c;
+    const [x1, y1, x2, y2] = job.boxes[i];
+    const box = new faceapi.Box({ left: x1, top: y1, right: x2, bottom: y2 });
+    const clipped = box.clipAtImageBorders(w, h);
+    const [crop] = await faceapi.extractFaceTensors(photo, [box]);
+    const landmarks = (await loaded.landmarks.detectLandmarks(crop)).shiftBy(clipped.x, clipped.y);
+    const rect = landmarks.align(null, { useDlibAlignment: true });
+    const [face] = await faceapi.extractFaceTensors(photo, [rect]);
+    const input = new faceapi.NetInput([face]).toBatchTensor(150, true);
+    const descriptor = await loaded.descriptor.computeFaceDescriptor(face);
+    out.landmarks.push(landmarks.positions.map((p) => [p.x, p.y]));
+    out.boxes.push([rect.x, rect.y, rect.width, rect.height]);
+    out.crops.push(Buffer.from(input.dataSync().buffer).toString('base64'));
+    out.descriptors.push(Array.from(descriptor));
+    [photo, crop, face, input].forEach((t) => t.dispose());
+  }
+  if (offset !== values.length) throw new Error(`${job.tensor}: ${values.length} floats, shapes need ${offset}`);
+  out.seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  return out;
+}
+
 async function run() {
   await tf.setBackend('cpu');
   await tf.ready();
@@ -64,6 +104,10 @@ async function run() {
   const loaded = {};
   const results = [];
   for (const job of request.jobs) {
+    if (job.kind === 'align') {
+      results.push(await alignJob(job, loaded, nets));
+      continue;
+    }
     if (!nets[job.kind]) throw new Error(`unknown job kind ${job.kind}`);
     loaded[job.kind] = loaded[job.kind] || nets[job.kind]();
     const net = loaded[job.kind];
