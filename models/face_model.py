@@ -6,6 +6,10 @@
     CosFace           s = 60, m = 0.35
     SubCenterArcFace  ArcFace over K = 3 sub-centers per class
 
+`sample_rate` < 1 turns on Partial FC (models/partial_fc.py) for ArcFace, GroupAware, CosFace and
+SubCenterArcFace: each optimizer step samples the global batch's identities plus uniform negatives,
+round(sample_rate·C) columns, and updates only those class centers; 1.0 is the full softmax.
+
 The embedding network (backbone -> GNAP -> FC -> BN [-> GroupFace]) is what gets exported; heads and
 center state exist only in the training model. `FaceTrainingModel.train_step` does one optimizer step
 per call over `accumulation_steps` micro-batches, with losses scaled to the global batch.
@@ -18,7 +22,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import tensorflow as tf
 
-from models import backbones, layers, losses
+from models import backbones, layers, losses, partial_fc
 
 keras = tf.keras
 
@@ -66,6 +70,7 @@ class ModelConfig:
     num_groups: int = 4
     group_intermediate: int = 256
     group_weight: float = 0.1
+    sample_rate: float = 1.0                   # Partial FC: fraction of classes per step (1: all)
 
     def __post_init__(self):
         self.loss = LOSS_ALIASES.get(self.loss, self.loss)
@@ -76,6 +81,14 @@ class ModelConfig:
                 setattr(self, name, value)
         if self.pooling not in ("gnap", "average"):
             raise ValueError(f"pooling must be 'gnap' or 'average', got {self.pooling!r}")
+        if (isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, (int, float))
+                or not 0.0 < self.sample_rate <= 1.0):
+            raise ValueError(f"sample_rate must be a number in (0, 1] (the fraction of identities "
+                             f"each step samples; 1 = full softmax), got {self.sample_rate!r}")
+        if self.sample_rate < 1.0 and self.loss == "SoftmaxCenter":
+            raise ValueError("sample_rate < 1 (Partial FC) needs a cosine head (ArcFace, GroupAware, "
+                             "CosFace or SubCenterArcFace); SoftmaxCenter's L2-softmax has a bias "
+                             "and center loss over every class")
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
@@ -122,6 +135,8 @@ def _head_for(config: ModelConfig, num_classes: int) -> keras.layers.Layer:
     if config.loss == "SoftmaxCenter":
         return layers.L2SoftmaxClassifier(num_classes, alpha=config.scale, name="l2_softmax")
     subcenters = config.subcenters if config.loss == "SubCenterArcFace" else 1
+    if config.sample_rate < 1.0:
+        return partial_fc.PartialFCClassifier(num_classes, subcenters=subcenters, name="partial_fc")
     return layers.CosineClassifier(num_classes, subcenters=subcenters, name="class_weights")
 
 
@@ -143,10 +158,16 @@ class FaceTrainingModel(keras.Model):
 
     Inputs: (images [b, s, s, 3], class indices [b]). One train_step = one optimizer update; with
     `accumulation_steps` N the batch is split into N micro-batches whose gradients are averaged.
+
+    With config.sample_rate < 1 (Partial FC) the step samples its classes once from the global
+    batch's labels, with the stateless seed (`sampling_seed`, optimizer step), so every replica and
+    every micro-batch uses the same columns; the class centers are updated lazily by the head
+    (partial_fc.PartialFCClassifier.apply_rows), the rest of the model by the optimizer. The
+    accuracy metric is then the accuracy among the sampled classes.
     """
 
     def __init__(self, embedding_model: keras.Model, config: ModelConfig, num_classes: int,
-                 accumulation_steps: int = 1, **kwargs):
+                 accumulation_steps: int = 1, sampling_seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if num_classes < 2:
             raise ValueError(f"training needs at least 2 identities, got {num_classes}")
@@ -157,6 +178,9 @@ class FaceTrainingModel(keras.Model):
         self.head = _head_for(config, num_classes)
         # Built now, so the optimizer sees the class weights before the first step.
         self.head.build((None, config.embedding_size))
+        self.partial_fc = isinstance(self.head, partial_fc.PartialFCClassifier)
+        self.num_sample = partial_fc.num_sampled(num_classes, config.sample_rate)
+        self.sampling_seed = int(sampling_seed)
         self.centers = None
         if config.loss == "SoftmaxCenter":
             # Not an optimizer variable: updated by Wen et al.'s rule. Every replica computes the
@@ -172,13 +196,25 @@ class FaceTrainingModel(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker]
 
+    def compile(self, *args, **kwargs):
+        """Keras' compile; with Partial FC also the class centers' optimizer state (zeros)."""
+        super().compile(*args, **kwargs)
+        if self.partial_fc:
+            self.head.build_optimizer_state(self.optimizer)
+
     def call(self, images, training=False):
         return self.embedding_model(images, training=training)
 
-    def _per_example_losses(self, images, labels, training=True):
+    def _per_example_losses(self, images, labels, training=True, class_ids=None):
+        """`class_ids` (Partial FC): the step's sampled classes; labels are remapped to them."""
         outputs = self.embedding_model(images, training=training)
         embedding = outputs[EMBEDDING]
-        logits = head_logits(self.config, self.head(embedding), labels)
+        if class_ids is None:
+            head_output = self.head(embedding)
+        else:
+            head_output = self.head(embedding, class_ids)
+            labels = partial_fc.remap_labels(class_ids, labels)
+        logits = head_logits(self.config, head_output, labels)
         per_example = losses.softmax_cross_entropy(logits, labels)
         if self.centers is not None:
             per_example += self.config.center_weight * losses.center_loss(embedding, labels,
@@ -228,9 +264,41 @@ class FaceTrainingModel(keras.Model):
         delta = tf.where(finite, delta, tf.zeros_like(delta))
         self.centers.scatter_sub(tf.IndexedSlices(self.config.center_alpha * delta, class_ids))
 
+    def _sample_classes(self, labels: tf.Tensor) -> tf.Tensor:
+        """Partial FC's columns for this step, from the labels of the global batch (gathered
+        from all replicas) and the seed (sampling_seed, optimizer step): the same on every
+        replica."""
+        labels = tf.cast(labels, tf.int32)
+        ctx = _replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            labels = ctx.all_gather(labels, axis=0)
+        seed = tf.stack([tf.constant(self.sampling_seed, tf.int64),
+                         tf.cast(self.optimizer.iterations, tf.int64)])
+        return partial_fc.sample_classes(labels, self.num_classes, self.num_sample, seed)
+
+    def _apply_partial_fc(self, class_ids, rows_gradient, gradients) -> None:
+        """Sums the sampled rows' gradient over replicas and applies the head's lazy update,
+        only if every gradient of the step is finite on every replica (as the loss-scale
+        optimizer decides for the rest). No tf.cond: every replica runs the same collectives."""
+        ctx = _replica_context()
+        non_finite = 1.0 - tf.cast(tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]), tf.float32)
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            rows_gradient = ctx.all_reduce(tf.distribute.ReduceOp.SUM, rows_gradient)
+            non_finite = ctx.all_reduce(tf.distribute.ReduceOp.SUM, non_finite)
+        apply = tf.logical_and(tf.equal(non_finite, 0.0),
+                               tf.reduce_all(tf.math.is_finite(rows_gradient)))
+        self.head.apply_rows(self.optimizer, class_ids, rows_gradient, apply)
+
     def train_step(self, data):
         images, labels = data
         variables = self.trainable_variables
+        class_ids = None
+        if self.partial_fc:
+            # The class centers are updated by the head, lazily; the optimizer never sees them.
+            centers = self.head.class_centers
+            variables = [v for v in variables if v is not centers] + [centers]
+            class_ids = self._sample_classes(labels)
         micro_images = tf.split(images, self.accumulation_steps, axis=0)
         micro_labels = tf.split(labels, self.accumulation_steps, axis=0)
         accumulated = None
@@ -239,8 +307,8 @@ class FaceTrainingModel(keras.Model):
         step_embeddings = []
         for step_images, step_labels in zip(micro_images, micro_labels):
             with tf.GradientTape() as tape:
-                per_example, correct, embedding = self._per_example_losses(step_images,
-                                                                           step_labels)
+                per_example, correct, embedding = self._per_example_losses(
+                    step_images, step_labels, class_ids=class_ids)
                 # Sum / global micro-batch size: the optimizer sums gradients over replicas.
                 loss = tf.nn.compute_average_loss(per_example)
                 if self.losses:
@@ -250,6 +318,9 @@ class FaceTrainingModel(keras.Model):
             grads = tape.gradient(to_differentiate, variables)
             if scaled_optimizer:
                 grads = self.optimizer.get_unscaled_gradients(grads)
+            if class_ids is not None:
+                # The centers' IndexedSlices -> [k, K, D] rows, accumulated like the others.
+                grads[-1] = self.head.rows_gradient(grads[-1], class_ids)
             grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                      for g in grads]
             accumulated = grads if accumulated is None else [a + g for a, g in
@@ -259,6 +330,10 @@ class FaceTrainingModel(keras.Model):
             step_embeddings.append(embedding)
         steps = float(self.accumulation_steps)
         averaged = [g / steps for g in accumulated]
+        if class_ids is not None:
+            # Before apply_gradients: the lazy update uses this step's rate and step count.
+            rows_gradient, averaged, variables = averaged[-1], averaged[:-1], variables[:-1]
+            self._apply_partial_fc(class_ids, rows_gradient, averaged)
         self.optimizer.apply_gradients(zip(averaged, variables))
         if self.centers is not None:
             # One center update per optimizer step, from the whole (accumulated, global) batch:
