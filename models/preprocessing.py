@@ -11,6 +11,18 @@ coordinates (pixel k's centre is k), exactly as resizing the crop with half-pixe
     does), not a black frame;
   * a position beyond the extent (the box really overshoots the image) is black.
 Boxes are taken in each image's real (decoded) size, never in an assumed one.
+
+Stored crops (the transformed IMAGE feature): one bytes value per Example, the crop as uint8
+[s, s, 3] in row-major order, each value round(255 x the [0, 1] float crop) (`encode_crops`).
+Every reader turns it back with `decode_crops`: float32 uint8 / 255, so training, evaluation and
+all three serving signatures (the TFT layer runs the same encode) see exactly the same values.
+Why raw uint8 and not float32, PNG or JPEG:
+  * a quarter of float32's bytes (one byte per value, not four) before gzip, whatever the faces;
+  * the rounding error, at most 0.5 / 255 per value, is what 8-bit images already carry: the
+    decoded JPEG/PNG pixels are integers, so the crop is no more exact than its interpolation;
+  * reading is a copy (tf.io.decode_raw over the whole batch), as cheap as parsing float32 and
+    much cheaper than decoding a PNG or JPEG per image on the Trainer's CPU; PNG would be smaller
+    but costs that decode, JPEG would also change the values (lossy).
 """
 from __future__ import annotations
 
@@ -19,14 +31,19 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
-# Transformed feature names.
-IMAGE = "image"                  # float32 [size, size, 3] in [0, 1]
-LABEL = "label"                  # int64: the identity label as ingested
-CLASS_INDEX = "class_index"      # int64: 0..C-1 over the train identities, -1 for unseen ones
-GROUP = "group"                  # string
-IDENTITY_VOCABULARY = "identities"
+# Feature names: core/features.py is their one source; re-exported here for the models package.
+from core.features import (  # noqa: F401
+    BOX_KEYS,
+    CLASS_INDEX,
+    GROUP,
+    IDENTITY_VOCABULARY,
+    IMAGE,
+    IMAGE_RAW,
+    LABEL,
+)
+from models.pretrained import alignment
+
 DEFAULT_IMAGE_SIZE = 112
-BOX_KEYS = ("x1", "y1", "x2", "y2")
 
 
 def _squeeze(tensor: tf.Tensor) -> tf.Tensor:
@@ -94,7 +111,9 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     boxes = tf.stack([_squeeze(inputs[k]) for k in BOX_KEYS], axis=1)
     label = _squeeze(inputs["label"])
     return {
-        IMAGE: crop_faces(_squeeze(inputs["image_raw"]), boxes, size),
+        # custom_config "crop": "box" (default) or "face_api_aligned" (models/pretrained/alignment.py).
+        IMAGE: alignment.recipe_crop_fn(custom_config, crop_faces)(
+            _squeeze(inputs["image_raw"]), boxes, size),
         LABEL: label,
         # Class indices for the classification heads, over the identities of the analyzed (train)
         # split only; their count is the head's width. Unseen (eval) identities map to -1.

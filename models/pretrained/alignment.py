@@ -211,3 +211,27 @@ def crop_faces_aligned(image_bytes: tf.Tensor, boxes: tf.Tensor, size: int = CRO
 
     return tf.map_fn(one, (image_bytes, boxes),
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+
+# The Transform's crop recipes (custom_config "crop"): "box" is preprocessing.crop_faces (the face
+# box resized, for the networks trained here); "face_api_aligned" is `crop_faces_aligned`.
+BOX = "box"
+FACE_API_ALIGNED = "face_api_aligned"
+CROP_RECIPES = (BOX, FACE_API_ALIGNED)
+CROP_KEY = "crop"
+
+
+def crop_recipe(custom_config) -> str:
+    """The crop recipe named by a Transform custom_config ("box" when absent); ValueError naming the
+    setting for any other value."""
+    recipe = (custom_config or {}).get(CROP_KEY) or BOX
+    if recipe not in CROP_RECIPES:
+        raise ValueError(f"Transform setting {CROP_KEY}={recipe!r} is not a crop recipe; choose one "
+                         f"of {', '.join(CROP_RECIPES)}")
+    return recipe
+
+
+def recipe_crop_fn(custom_config, box_crop):
+    """The function (image_bytes [b], boxes [b, 4], size) -> [b, size, size, 3] in [0, 1] of the
+    configured recipe; `box_crop` is the box recipe's (passed in: models.preprocessing owns it)."""
+    return crop_faces_aligned if crop_recipe(custom_config) == FACE_API_ALIGNED else box_crop
