@@ -146,7 +146,7 @@ def test_blessing_names_the_model_so_the_compiled_resolver_and_the_pusher_find_i
         recall = json.load(f)["candidate"]
     for key, values in slices.items():
         scope = key[0][1] if key else "overall"
-        assert values["recall@1"]["boundedValue"]["value"] == recall[scope]["recall@1"]
+        assert values["recall_at_1"]["boundedValue"]["value"] == recall[scope]["recall@1"]
     # What the KFP UI shows: the report as a system.HTML page (the file at its URI) and Recall@1
     # per group as system.Metrics.
     page, numbers = outputs["report"], outputs["recall_metrics"]

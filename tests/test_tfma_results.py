@@ -60,21 +60,21 @@ def test_tfma_loads_every_slice_with_values_intervals_and_differences(tmp_path):
     candidate = by_slice(tfma.load_eval_result(str(tmp_path)))
     assert set(candidate) == {"overall", "group:east", "group:west"}
     west = candidate["group:west"]
-    assert west["recall@1"]["boundedValue"] == {"lowerBound": 0.7, "upperBound": 0.88, "value": 0.8}
-    assert west["recall@1_within"]["doubleValue"] == 0.86
+    assert west["recall_at_1"]["boundedValue"] == {"lowerBound": 0.7, "upperBound": 0.88, "value": 0.8}
+    assert west["recall_at_1_within"]["doubleValue"] == 0.86
     assert west["n_identities"]["doubleValue"] == 25
     assert west["fnmr"]["boundedValue"] == {"lowerBound": 0.02, "upperBound": 0.08, "value": 0.05}
-    assert "tar@far=1e-4" not in west                          # null: not enough impostor pairs
+    assert "tar_at_far=1e-4" not in west                          # null: not enough impostor pairs
     fnr, fpr = tfma_results.fairness_names(0.4123)
     assert fnr == "fairness_indicators_metrics/false_negative_rate@0.4123"
     assert west[fnr]["boundedValue"]["value"] == 0.05 and west[fpr]["boundedValue"]["value"] == 0.004
     assert candidate["overall"]["threshold"]["doubleValue"] == 0.4123
-    assert math.isclose(candidate["overall"]["recall@1_diff"]["boundedValue"]["value"], 0.05)
-    assert candidate["overall"]["recall@1_diff"]["boundedValue"]["lowerBound"] == 0.01
+    assert math.isclose(candidate["overall"]["recall_at_1_diff"]["boundedValue"]["value"], 0.05)
+    assert candidate["overall"]["recall_at_1_diff"]["boundedValue"]["lowerBound"] == 0.01
 
     baseline = by_slice(tfma.load_eval_result(str(tmp_path), model_name="baseline"))
-    assert math.isclose(baseline["group:east"]["recall@1"]["doubleValue"], 0.9)
-    assert "recall@1_diff" not in baseline["group:east"]
+    assert math.isclose(baseline["group:east"]["recall_at_1"]["doubleValue"], 0.9)
+    assert "recall_at_1_diff" not in baseline["group:east"]
 
 
 @pytest.mark.parametrize("blessed", [True, False])

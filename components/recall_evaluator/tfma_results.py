@@ -16,7 +16,8 @@ Slices: "overall" is TFMA's empty slice key (shown as "Overall"); group g is the
 Models: the candidate is "candidate", the baseline "baseline"; candidate - baseline is written as the
 candidate's `is_diff` metrics, TFMA's convention for a model comparison, so `load_eval_result(uri)`
 shows the candidate and `load_eval_result(uri, model_name="baseline")` the baseline.
-Intervals go in each value's ConfidenceInterval (lower and upper bound), which TFMA's viewers show as
+Metric names are metrics.json's keys with `@` written `_at_` (`recall_at_1`, `recall_at_1_within`,
+`fnmr`, `tar_at_far=1e-3`; see `tfma_name`). Intervals go in each value's ConfidenceInterval (lower and upper bound), which TFMA's viewers show as
 a bounded value. The 1:1 rates at the gate's threshold are also written under Fairness Indicators'
 names (`fairness_indicators_metrics/false_negative_rate@<threshold>`, `.../false_positive_rate@...`):
 FNMR is the false negative rate on genuine pairs, FMR the false positive rate on impostor pairs.
@@ -63,13 +64,21 @@ def _interval(entry: Mapping[str, Any], name: str) -> Optional[Sequence[float]]:
     return None
 
 
+def tfma_name(name: str) -> str:
+    """A metrics.json key as a TFMA metric name: `@` becomes `_at_` (`recall@1` -> `recall_at_1`,
+    `tar@far=1e-3` -> `tar_at_far=1e-3`). TFMA's viewers read `name@x` as the metric `name` at the
+    decision threshold `x`, which only the Fairness Indicators rates are."""
+    return name.replace("@", "_at_")
+
+
 def entry_metrics(entry: Optional[Mapping[str, Any]]) -> SliceMetrics:
-    """Every finite number of one scope's entry with its `<name>_ci` interval when there is one."""
+    """Every finite number of one scope's entry, under its TFMA name, with its `<key>_ci` interval
+    when there is one."""
     result: SliceMetrics = {}
     for name, value in (entry or {}).items():
         if name.endswith("_ci") or not _number(value):
             continue
-        result[name] = (float(value), _interval(entry, name))
+        result[tfma_name(name)] = (float(value), _interval(entry, name))
     return result
 
 
