@@ -90,6 +90,9 @@ class PipelineConfig:
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     schema_path: str = schema_package.SCHEMA_FILE
     image_size: int = 112                                   # Transform's crop size
+    # Transform's crop recipe (models/pretrained/alignment.py CROP_RECIPES): "box" or
+    # "face_api_aligned"; None: the one the Trainer's backbone needs (models/backbones.py).
+    crop: Optional[str] = None
     training: Dict[str, Any] = dataclasses.field(
         default_factory=lambda: dict(PRODUCTION_TRAINING))
     # Warm start the Trainer: None, "latest_blessed" (the last blessed model of this pipeline), or
@@ -109,6 +112,10 @@ class PipelineConfig:
     # (0 dynamic range, 1 full integer with float fallback, 2 integer only; see
     # models/tflite.py), each checked against the SavedModel. Empty: no TFLite step.
     tflite_levels: List[int] = dataclasses.field(default_factory=list)
+    # Evaluate a model not trained by this run in place of the Trainer's: a model directory (a
+    # SavedModel with the project's serving signatures, or a TFX Model artifact holding one in
+    # Format-Serving/) imported by a TFX Importer. No Trainer runs.
+    evaluate_model: Optional[str] = None
     enable_cache: bool = True
     last_stage: str = STAGES[-1]
     # Beam runs inside ExampleGen, StatisticsGen, Transform. DirectRunner parallelism needs

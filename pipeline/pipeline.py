@@ -12,6 +12,7 @@ from components.face_example_gen.component import FaceExampleGen
 from components.guarded_pusher import executor as guarded_pusher
 from components.recall_evaluator.component import RecallEvaluator
 from components.tflite_exporter.component import TFLiteExporter
+from models import backbones
 from models.trainer import check_training_settings
 from pipeline.beam_options import with_default_runner
 from pipeline.code_version import code_fingerprint
@@ -39,6 +40,13 @@ def vertex_training_settings(vertex: VertexTraining) -> Dict[str, Any]:
         job_spec["service_account"] = vertex.service_account
     return {extension.ENABLE_VERTEX_KEY: True, extension.VERTEX_REGION_KEY: vertex.region,
             extension.TRAINING_ARGS_KEY: {"project": vertex.project, "job_spec": job_spec}}
+
+
+def crop_setting(config: PipelineConfig) -> Dict[str, str]:
+    """The Transform's crop recipe setting: `config.crop`, else the one the Trainer's backbone needs;
+    empty for the default box crop (so existing Transform runs keep their cache)."""
+    recipe = config.crop or backbones.crop_recipe(config.training.get("backbone", ""))
+    return {} if recipe == "box" else {"crop": recipe}
 
 
 def _upto(config: PipelineConfig, stage: str) -> bool:
@@ -75,7 +83,7 @@ def create_components(config: PipelineConfig):
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"image_size": config.image_size,
+        custom_config={"image_size": config.image_size, **crop_setting(config),
                        "code_version": code_fingerprint(CODE_MODULES["Transform"])},
         # Raw statistics come from StatisticsGen; statistics over 37k floats per image are not
         # worth their time here.
@@ -83,6 +91,8 @@ def create_components(config: PipelineConfig):
     components.append(transform)
     if not _upto(config, "train"):
         return components
+    if config.evaluate_model:
+        return _evaluate_imported(config, components, example_gen, transform)
     trainer_inputs = {}
     latest_blessed = None
     if _upto(config, "evaluate") or config.warm_start == "latest_blessed":
@@ -136,6 +146,37 @@ def create_components(config: PipelineConfig):
             transformed_examples=transform.outputs["transformed_examples"],
             levels=json.dumps(sorted(set(config.tflite_levels))),
             code_version=code_fingerprint(CODE_MODULES["TFLiteExporter"])))
+    return components
+
+
+def _evaluate_imported(config: PipelineConfig, components, example_gen, transform):
+    """ingest -> Transform -> RecallEvaluator of the model at `config.evaluate_model` (a TFX
+    Importer: a Model artifact whose Format-Serving/ holds the SavedModel), against the latest
+    blessed model; the Pusher only when the last stage is "push"."""
+    if not _upto(config, "evaluate"):
+        return components
+    imported = tfx.dsl.Importer(source_uri=config.evaluate_model,
+                                artifact_type=tfx.types.standard_artifacts.Model,
+                                reimport=False).with_id("evaluated_model")
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = RecallEvaluator(
+        examples=example_gen.outputs["examples"], model=imported.outputs["result"],
+        baseline_model=latest_blessed.outputs["model"],
+        transformed_examples=transform.outputs["transformed_examples"], gate=config.gate,
+        code_version=code_fingerprint(CODE_MODULES["RecallEvaluator"]))
+    components += [imported, latest_blessed, evaluator]
+    if _upto(config, "push"):
+        components.append(tfx.components.Pusher(
+            model=imported.outputs["result"], model_blessing=evaluator.outputs["blessing"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(
+                    base_directory=config.serving_model_dir)),
+            custom_executor_spec=executor_spec.ExecutorClassSpec(guarded_pusher.Executor),
+            custom_config={"code_version": code_fingerprint(CODE_MODULES["Pusher"])}))
     return components
 
 
