@@ -2,6 +2,7 @@
 
     python -m benchmarks.partial_fc_bench            # C = 200,000, D = 512, batch 64, rate 0.1
     python -m benchmarks.partial_fc_bench --quick    # C = 2,000, D = 64, batch 16 (smoke test)
+    python -m benchmarks.partial_fc_bench --recall data/sample [--epochs 15]   # long: Recall@1
 
 One step = embeddings in; cosines, ArcFace logits, the mean cross-entropy, its gradients (class
 centers and embeddings) and the optimizer's update of the class centers. Full softmax: the
@@ -10,6 +11,11 @@ FC: the step's class sampling (batch labels + uniform negatives, round(rate·C) 
 sampled head (models/partial_fc.py) and its lazy update of the sampled rows. Both as tf.functions in
 this process, with the Trainer's Adam and Nesterov SGD; each timing is the median of `repeats` steps
 after two warm-up steps, full and partial interleaved. Prints a Markdown table; writes nothing.
+
+`--recall DATA` instead trains the demo network (benchmarks/loss_quality.py's setting: the demo's
+ArcFace training, the Trainer's augmentation, 64-pixel crops) with the full softmax and with
+sample_rate 0.3, and prints Recall@1 on the data's unseen identities for each (minutes; not part of
+`make bench`).
 """
 from __future__ import annotations
 
@@ -107,6 +113,36 @@ def run(quick: bool, sizes: Dict = None) -> List[Dict]:
     return rows
 
 
+def recall_comparison(data_dir: str, epochs: int, rates=(1.0, 0.3), image_size: int = 64
+                      ) -> List[Dict]:
+    """Recall@1 (overall and per group) of the demo training with each sample rate."""
+    from benchmarks.loss_quality import evaluate, load_crops
+    from models import data, trainer
+    from models.face_model import FaceTrainingModel, build_embedding_model
+    from pipeline import configs
+
+    train_x, train_y, _ = load_crops(data_dir, "train.json", image_size)
+    test_x, test_y, test_g = load_crops(data_dir, "test.json", image_size)
+    rows = []
+    for rate in rates:
+        tf.keras.utils.set_random_seed(0)
+        config, training = trainer.configs_from_settings(
+            dict(configs.DEMO_TRAINING, epochs=epochs, sample_rate=rate), image_size)
+        embedding_model = build_embedding_model(config)
+        model = FaceTrainingModel(embedding_model, config, int(train_y.max()) + 1)
+        steps = len(train_x) // training.batch_size
+        model.compile(optimizer=trainer.make_optimizer(training, steps * epochs, steps))
+        generator = tf.random.Generator.from_seed(0)
+        dataset = (tf.data.Dataset.from_tensor_slices((train_x, train_y)).shuffle(8192, seed=0)
+                   .repeat().batch(training.batch_size, drop_remainder=True)
+                   .map(lambda x, y: (data.augment(x, generator), y)).prefetch(4))
+        model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0)
+        rows.append({"sample_rate": rate, "columns": model.num_sample,
+                     "recall": evaluate(embedding_model, test_x, test_y, test_g)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def markdown_table(rows: List[Dict]) -> str:
     lines = ["| head step | optimizer | C | D | batch | median seconds | vs full softmax |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -119,8 +155,13 @@ def markdown_table(rows: List[Dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--recall", metavar="DATA", help="compare Recall@1 on this sample data")
+    parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args(argv)
-    print(markdown_table(run(args.quick)))
+    if args.recall:
+        recall_comparison(args.recall, args.epochs)
+    else:
+        print(markdown_table(run(args.quick)))
     return 0
 
 
