@@ -72,6 +72,13 @@ def test_dlib_box_follows_face_apis_formula_for_5_and_68_points(count):
         assert got == np_dlib_box(points, width, height)
 
 
+def test_min_bbox_box_grows_the_landmarks_box_by_a_fifth_centred():
+    points = np.array([[10.0, 20.0], [60.0, 25.0], [30.0, 120.0]])
+    got = alignment.min_bbox_box(tf.constant(points)).numpy()
+    # alignMinBbox(0.2): width 50, height 100 -> pad 10 and 20, half on each side.
+    np.testing.assert_allclose(got, [5.0, 10.0, 65.0, 130.0])
+
+
 def test_dlib_box_refuses_other_landmark_counts():
     with pytest.raises(ValueError, match="5 or 68 landmarks, got 7"):
         alignment.dlib_box(tf.zeros([7, 2], tf.float64), 10, 10)
@@ -87,9 +94,10 @@ def test_square_resize_pads_centred_and_resizes_without_half_pixel_centres(shape
 
 
 def test_clip_box_clips_at_the_photo_and_floors():
-    # Box.clipAtImageBorders: x, y at least 0; right/bottom at most the photo's; floored.
+    # Box.clipAtImageBorders: x, y at least 0; right/bottom at most the photo's; the width and
+    # height from the unfloored edges (45 - 10.7 = 34.3), then each of x, y, w, h floored.
     got = alignment.clip_box(-3.5, 10.7, 50.0, 40.0, 40, 45).numpy().tolist()
-    assert got == [0, 10, 40, 35]
+    assert got == [0, 10, 40, 34]
 
 
 def test_crop_recipe_defaults_to_box_and_names_a_wrong_setting():
@@ -140,9 +148,9 @@ def test_landmarks_and_aligned_crops_equal_face_apis_own_alignment_on_london_pho
         assert out["box"].numpy().tolist() == js_aligned["boxes"][i].tolist(), key
         worst_points = max(worst_points, np.linalg.norm(points - js_aligned["landmarks"][i], axis=-1).max())
         worst_pixel = max(worst_pixel, np.abs(out["crop"].numpy() - js_aligned["crops"][i]).max())
-        # The aligned box is face-api's formula applied to those landmarks.
-        x1, y1, x2, y2 = london_photos["boxes"][i]
-        assert out["box"].numpy().tolist() == np_dlib_box(points, x2 - x1, y2 - y1), key
+        # The aligned box is face-api's formula applied to those landmarks (its min(size, W + x)
+        # term never binds for a face inside its landmark crop).
+        assert out["box"].numpy().tolist() == np_dlib_box(points, 10 ** 6, 10 ** 6), key
     print(f"alignment parity over {len(london_photos['keys'])} photos: landmarks {worst_points:.2e} px, "
           f"crop pixels {worst_pixel:.2e} (0..255)")
     assert worst_points <= LANDMARK_BOUND_PX

@@ -13,6 +13,11 @@ src/faceLandmarkNet/FaceLandmark68NetBase.ts postProcess):
    to 112 x 112 (TF.js resizeBilinear without half-pixel centres, TF's legacy ResizeBilinear) and
    run through FaceLandmark68Net; its outputs are mapped back to the crop the way postProcess does
    (it removes |w - h|/2 of padding, in 112-pixel units) and shifted by the crop's origin.
+   The landmark network was trained on face-api's detector boxes; a face list's box is often
+   another shape (a tall head box), which gives poor landmarks. So the search is done twice: the
+   second time in face-api's own box of the first landmarks (`landmarks.align()`, alignMinBbox:
+   their bounding box grown by 20 % of its width and height, centred), which is close to what the
+   detector gives. `REFINE_PASSES` is that number of extra passes.
 2. Reference points: the centres of the left eye (points 36-41), right eye (42-47) and mouth
    (48-67) of 68 points, or points 0, 1 and the mean of 3 and 4 of 5 points (FaceLandmarks5).
 3. Box (alignDlib): size = floor(mean distance eye centre -> mouth centre / 0.45), centre c = mean
@@ -44,6 +49,8 @@ from models.pretrained.landmark_net import MODEL_NAME as LANDMARK_MODEL
 from models.pretrained.layers import INPUT_DIVISOR, MEAN_RGB
 
 CROP_SIZE = 150
+REFINE_PASSES = 1
+MIN_BOX_PADDING = 0.2          # FaceLandmarks.align()'s default minBoxPadding
 # FaceLandmarks.ts alignDlib's constants.
 SIZE_DIVISOR = 0.45
 LEFT_FRACTION = 0.5
@@ -85,10 +92,11 @@ def clip_box(x, y, w, h, image_width, image_height) -> tf.Tensor:
     image_width, image_height = tf.cast(image_width, tf.float64), tf.cast(image_height, tf.float64)
     zero = tf.constant(0.0, tf.float64)
     left, top = tf.maximum(x, zero), tf.maximum(y, zero)
-    left = tf.minimum(tf.floor(left), image_width - 1.0)
-    top = tf.minimum(tf.floor(top), image_height - 1.0)
+    # face-api takes the width from the unfloored left edge, then floors each of x, y, w, h.
     width = tf.floor(tf.minimum(x + w - left, image_width - left))
     height = tf.floor(tf.minimum(y + h - top, image_height - top))
+    left = tf.minimum(tf.floor(left), image_width - 1.0)
+    top = tf.minimum(tf.floor(top), image_height - 1.0)
     one = tf.constant(1.0, tf.float64)
     return tf.cast(tf.stack([left, top, tf.maximum(width, one), tf.maximum(height, one)]), tf.int32)
 
@@ -172,13 +180,24 @@ def detect_landmarks(image: tf.Tensor, box: tf.Tensor, net: LandmarkNet) -> Tupl
     return points, crop_box
 
 
+def min_bbox_box(points: tf.Tensor, padding: float = MIN_BOX_PADDING) -> tf.Tensor:
+    """FaceLandmarks.alignMinBbox: the landmarks' bounding box grown by `padding` x its width and
+    height (half on each side) -> float64 [4] (x1, y1, x2, y2)."""
+    points = tf.cast(points, tf.float64)
+    low, high = tf.reduce_min(points, axis=0), tf.reduce_max(points, axis=0)
+    grow = (high - low) * padding / 2.0
+    return tf.concat([low - grow, high + grow], axis=0)
+
+
 def align_face(image: tf.Tensor, box: tf.Tensor, net: Optional[LandmarkNet] = None,
-               landmarks: Optional[tf.Tensor] = None, size: int = CROP_SIZE):
+               landmarks: Optional[tf.Tensor] = None, size: int = CROP_SIZE,
+               refine_passes: int = REFINE_PASSES):
     """One photo (uint8 or float [H, W, 3], 0..255) and its face box (x1, y1, x2, y2) -> dict:
     "crop" float32 [size, size, 3] 0..255 (what FaceRecognitionNet receives), "landmarks" float64
     [n, 2] photo pixels, "box" int32 [4] (x, y, w, h) the aligned box before clipping.
 
-    `landmarks` ([5 or 68, 2] photo pixels) skips the landmark network; else `net` finds them.
+    `landmarks` ([5 or 68, 2] photo pixels) skips the landmark network; else `net` finds them
+    (in `box`, then `refine_passes` times in the box of the landmarks found before).
     """
     image = tf.cast(image, tf.float32)
     shape = tf.shape(image)
@@ -189,6 +208,8 @@ def align_face(image: tf.Tensor, box: tf.Tensor, net: Optional[LandmarkNet] = No
         if net is None:
             raise ValueError("align_face needs landmarks or a LandmarkNet to find them")
         points, crop_box = detect_landmarks(image, box, net)
+        for _ in range(refine_passes):
+            points, crop_box = detect_landmarks(image, min_bbox_box(points), net)
         found_w, found_h = crop_box[2], crop_box[3]
     aligned = dlib_box(points, found_w, found_h)
     x, y, w, h = tf.unstack(clip_box(*tf.unstack(aligned), shape[1], shape[0]))

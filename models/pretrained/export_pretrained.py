@@ -65,6 +65,7 @@ def transform_graph(schema_path: str, out_dir: str) -> str:
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner as fn_api_runner
     from tensorflow_metadata.proto.v0 import schema_pb2
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
     from tfx.utils import io_utils
@@ -76,7 +77,9 @@ def transform_graph(schema_path: str, out_dir: str) -> str:
     record = {k: np.asarray(v) for k, v in _sample_record().items()
               if k in schema_utils.schema_as_feature_spec(schema).feature_spec}
     fn = functools.partial(preprocessing.preprocessing_fn, custom_config=dict(TRANSFORM_SETTINGS))
-    with tempfile.TemporaryDirectory(prefix="tft-") as temp, beam.Pipeline() as pipeline:
+    # FnApiRunner, in process: Beam's default runner would first try to download Prism.
+    with tempfile.TemporaryDirectory(prefix="tft-") as temp, \
+            beam.Pipeline(runner=fn_api_runner.FnApiRunner()) as pipeline:
         with tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False):
             data = pipeline | beam.Create([record])
             transform_fn = ((data, dataset_metadata.DatasetMetadata(spec))

@@ -100,10 +100,11 @@ def _node(package: str, requests: List[dict], work: str, timeout: float) -> List
     return [dict(result, tfjs_backend=output["tfjs_backend"]) for result in output["results"]]
 
 
-def align(photos: List[np.ndarray], boxes, reuse: bool = True, cache: Optional[str] = None,
-          timeout: float = 3600) -> dict:
+def align(photos: List[np.ndarray], boxes, refine_passes: int = 1, reuse: bool = True,
+          cache: Optional[str] = None, timeout: float = 3600) -> dict:
     """face-api's own alignment of each photo (float32 [h, w, 3], RGB 0..255, sizes may differ)
-    around its face box (x1, y1, x2, y2), as tests/js/face_api_reference.js's "align" job does it.
+    around its face box (x1, y1, x2, y2), as tests/js/face_api_reference.js's "align" job does it
+    (landmarks searched again `refine_passes` times in face-api's box of the previous ones).
 
     -> {"landmarks": [n, 68, 2] photo pixels, "boxes": [n, 4] aligned (x, y, w, h), "crops":
     float32 [n, 150, 150, 3] (the tensor computeFaceDescriptor feeds the network), "descriptors":
@@ -117,7 +118,7 @@ def align(photos: List[np.ndarray], boxes, reuse: bool = True, cache: Optional[s
     digest = hashlib.sha256()
     with open(SCRIPT, "rb") as f:
         digest.update(f.read())
-    digest.update(json.dumps([fetch.VERSION, fetch.JS_RUNTIME, "align", boxes,
+    digest.update(json.dumps([fetch.VERSION, fetch.JS_RUNTIME, "align", boxes, refine_passes,
                               [list(p.shape) for p in photos]]).encode())
     for p in photos:
         digest.update(p.tobytes())
@@ -135,6 +136,7 @@ def align(photos: List[np.ndarray], boxes, reuse: bool = True, cache: Optional[s
                 for p in photos:
                     f.write(p.tobytes())
             result = _node(package, [{"kind": "align", "tensor": tensor, "boxes": boxes,
+                                      "refine_passes": int(refine_passes),
                                       "shapes": [list(p.shape) for p in photos]}], work, timeout)[0]
         if reuse:
             os.makedirs(os.path.dirname(stored), exist_ok=True)

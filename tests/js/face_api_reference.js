@@ -11,7 +11,8 @@
 //   align:      photos of different sizes: "shapes": [[h, w, 3] x n] (the tensor file holds them one
 //               after the other) and "boxes": [[x1, y1, x2, y2] x n]. For each photo, face-api's own
 //               steps: extractFaceTensors(photo, [box]) -> detectLandmarks -> shiftBy(the clipped
-//               whole-pixel crop's origin) -> align(null, {useDlibAlignment: true}) ->
+//               whole-pixel crop's origin), then "refine_passes" times the same in the landmarks'
+//               align() box (alignMinBbox(0.2)) -> align(null, {useDlibAlignment: true}) ->
 //               extractFaceTensors(photo, [aligned]) -> NetInput.toBatchTensor(150, true) (what
 //               computeFaceDescriptor feeds the network) and computeFaceDescriptor.
 //               -> {"landmarks": [[[x, y] x 68] x n] (photo pixels), "boxes": [[x, y, w, h] x n],
@@ -70,7 +71,16 @@ async function alignJob(job, loaded, nets) {
     const box = new faceapi.Box({ left: x1, top: y1, right: x2, bottom: y2 });
     const clipped = box.clipAtImageBorders(w, h);
     const [crop] = await faceapi.extractFaceTensors(photo, [box]);
-    const landmarks = (await loaded.landmarks.detectLandmarks(crop)).shiftBy(clipped.x, clipped.y);
+    let landmarks = (await loaded.landmarks.detectLandmarks(crop)).shiftBy(clipped.x, clipped.y);
+    crop.dispose();
+    for (let pass = 0; pass < (job.refine_passes || 0); pass += 1) {
+      // face-api's own box of these landmarks (align() without options: alignMinBbox(0.2)).
+      const refined = landmarks.align();
+      const refinedClipped = refined.clipAtImageBorders(w, h);
+      const [again] = await faceapi.extractFaceTensors(photo, [refined]);
+      landmarks = (await loaded.landmarks.detectLandmarks(again)).shiftBy(refinedClipped.x, refinedClipped.y);
+      again.dispose();
+    }
     const rect = landmarks.align(null, { useDlibAlignment: true });
     const [face] = await faceapi.extractFaceTensors(photo, [rect]);
     const input = new faceapi.NetInput([face]).toBatchTensor(150, true);
@@ -79,7 +89,7 @@ async function alignJob(job, loaded, nets) {
     out.boxes.push([rect.x, rect.y, rect.width, rect.height]);
     out.crops.push(Buffer.from(input.dataSync().buffer).toString('base64'));
     out.descriptors.push(Array.from(descriptor));
-    [photo, crop, face, input].forEach((t) => t.dispose());
+    [photo, face, input].forEach((t) => t.dispose());
   }
   if (offset !== values.length) throw new Error(`${job.tensor}: ${values.length} floats, shapes need ${offset}`);
   out.seconds = Number(process.hrtime.bigint() - start) / 1e9;
