@@ -39,7 +39,15 @@ _APPLICATIONS: Dict[str, Tuple[Callable, Callable, dict]] = {
     # EfficientNet rescales and normalizes inside the model: it wants 0..255.
     "efficientnetb3": (lambda **kw: keras.applications.EfficientNetB3(**kw), _to_0_255, {}),
 }
-BACKBONES = tuple(_APPLICATIONS) + ("small_cnn",)
+# Pretrained on real faces (models/pretrained): name -> (the Transform crop recipe it was trained
+# with, its input size). The others take the face box crop ("box") at any size.
+PRETRAINED = {"face_recognition_net": ("face_api_aligned", 150)}
+BACKBONES = tuple(_APPLICATIONS) + ("small_cnn",) + tuple(PRETRAINED)
+
+
+def crop_recipe(backbone: str) -> str:
+    """The Transform crop recipe a backbone needs (models/pretrained/alignment.py CROP_RECIPES)."""
+    return PRETRAINED.get(str(backbone).lower(), ("box", None))[0]
 
 # tf_keras' EfficientNet stem normalizes (x - mean) / sqrt(variance) and, only when built with
 # weights="imagenet", multiplies by 1 / sqrt(stddev) per channel: the original implementation
@@ -107,6 +115,9 @@ def build_backbone(name: str, input_shape, weights: Optional[str] = None,
     replicas (the Keras applications are rebuilt with synchronized BN layers, weights kept).
     """
     key = name.lower()
+    if key == "face_recognition_net":
+        from models.pretrained import recognition_net  # needs the cached face-api package
+        return recognition_net.backbone(input_shape, weights)
     if key == "small_cnn":
         if weights:
             raise BackboneWeightsError("small_cnn has no pretrained weights; use base_model "

@@ -102,3 +102,31 @@ def face_recognition_net(pretrained: bool = True, cache: Optional[str] = None):
     if weights is not None:
         loading.assign(model, weights, mapping, MODEL_NAME)
     return model
+
+
+FACE_API_WEIGHTS = "face_api"
+
+
+def backbone(input_shape, weights: Optional[str] = None, cache: Optional[str] = None):
+    """The pipeline's backbone contract (models/backbones.py): images in [0, 1], [b, 150, 150, 3]
+    -> a feature map, here the 128-d descriptor as [b, 1, 1, 128] (the pooling over one position
+    passes it on; the embedding head then learns from the pretrained descriptor).
+
+    `weights`: None or "face_api", the pretrained weights of the cached package (this backbone
+    exists for them; other weights come in through the Trainer's base_model warm start). Raises
+    ValueError for another input size (the network's residual shapes are dlib's 150 x 150) and
+    PretrainedUnavailable, saying how to fetch it, when the package is not cached.
+    """
+    if tuple(int(v) for v in input_shape) != (INPUT_SIZE, INPUT_SIZE, 3):
+        raise ValueError(f"backbone face_recognition_net takes {INPUT_SIZE}x{INPUT_SIZE}x3 crops (the "
+                         f"Transform's image_size must be {INPUT_SIZE}, with crop 'face_api_aligned'), "
+                         f"got input shape {tuple(input_shape)}")
+    if weights not in (None, FACE_API_WEIGHTS):
+        raise ValueError(f"backbone face_recognition_net loads its weights from the face-api package "
+                         f"(backbone_weights None or {FACE_API_WEIGHTS!r}), got {weights!r}; start "
+                         "from another model's weights with the Trainer's base_model warm start")
+    network = face_recognition_net(pretrained=True, cache=cache)
+    image = keras.Input(input_shape, name="image")
+    descriptor = network(keras.layers.Rescaling(255.0, name="to_0_255")(image))
+    features = keras.layers.Reshape((1, 1, DESCRIPTOR_SIZE), name="descriptor_map")(descriptor)
+    return keras.Model(image, features, name="face_recognition_net")

@@ -1,0 +1,82 @@
+"""`backbone: "face_recognition_net"`: face-api's pretrained network as a fine-tunable backbone of the
+Trainer's models (needs the cached package; skipped with the reason without it)."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import backbones, trainer
+from models.face_model import FaceTrainingModel, ModelConfig, build_embedding_model
+from tests.test_pretrained import face_api_package  # noqa: F401 (fixture)
+
+keras = tf.keras
+SIZE = 150
+
+
+def config(**changes):
+    values = dict(loss="ArcFace", backbone="face_recognition_net", image_size=SIZE, embedding_size=128,
+                  pooling="average", scale=30.0)
+    values.update(changes)
+    return ModelConfig(**values)
+
+
+def images(n, seed):
+    return np.random.default_rng(seed).uniform(size=(n, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def backbone_of(embedding_model):
+    return embedding_model.get_layer("face_recognition_net")
+
+
+def test_backbone_starts_from_the_packages_descriptor(face_api_package):  # noqa: F811
+    from models.pretrained import face_recognition_net
+
+    model = build_embedding_model(config())
+    x = images(2, 0)
+    reference = face_recognition_net()(x * 255.0, training=False).numpy()
+    features = backbone_of(model)(x, training=False).numpy()
+    assert features.shape == (2, 1, 1, 128)
+    np.testing.assert_allclose(features[:, 0, 0], reference, atol=1e-5)
+    assert backbones.crop_recipe("face_recognition_net") == "face_api_aligned"
+    assert backbones.crop_recipe("resnet50v2") == "box"
+
+
+def test_backbone_refuses_another_input_size_or_weights_naming_the_setting(face_api_package):  # noqa: F811
+    with pytest.raises(ValueError, match="takes 150x150x3 crops.*image_size must be 150"):
+        build_embedding_model(config(image_size=112))
+    with pytest.raises(ValueError, match=r"\(backbone_weights None or 'face_api'\), got 'imagenet'"):
+        build_embedding_model(config(backbone_weights="imagenet"))
+
+
+def test_two_arcface_steps_fine_tune_every_backbone_weight(face_api_package):  # noqa: F811
+    cfg = config()
+    embedding_model = build_embedding_model(cfg)
+    model = FaceTrainingModel(embedding_model, cfg, num_classes=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    before = [w.numpy().copy() for w in backbone_of(embedding_model).trainable_weights]
+    x = images(8, 1)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int64)
+    history = model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    after = backbone_of(embedding_model).trainable_weights
+    assert len(after) == len(before) == 117
+    unchanged = [w.name for w, b in zip(after, before) if np.array_equal(w.numpy(), b)]
+    assert not unchanged
+
+
+def test_warm_start_reloads_a_fine_tuned_backbone(face_api_package, tmp_path):  # noqa: F811
+    cfg = config()
+    trained = build_embedding_model(cfg)
+    for w in backbone_of(trained).trainable_weights:
+        w.assign(w + 0.01)
+    model_dir = tmp_path / "model" / "Format-Serving"
+    warm = tmp_path / "model" / trainer.WARMSTART_DIR
+    os.makedirs(warm)
+    trained.save_weights(str(warm / trainer.WARMSTART_WEIGHTS))
+    fresh = build_embedding_model(cfg)
+    loaded = trainer.warm_start(fresh, str(model_dir))
+    assert "face_recognition_net" in loaded
+    x = images(2, 2)
+    np.testing.assert_allclose(fresh(x)["embedding"].numpy(), trained(x)["embedding"].numpy(), atol=1e-5)
