@@ -59,6 +59,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     run.add_argument("--last-stage", choices=configs.STAGES, default=None,
                      help="build the pipeline only up to this stage")
     run.add_argument("--no-cache", action="store_true", help="rerun every component")
+    run.add_argument("--evaluate-model", default=None, metavar="DIR|pretrained:NAME",
+                     help="evaluate this model instead of training one: a SavedModel with the "
+                          "project's serving signatures (or a Model artifact directory holding "
+                          "one in Format-Serving/), or pretrained:face_recognition_net (face-api's "
+                          "network, exported with its aligned crop); nothing is pushed without "
+                          "--push")
+    run.add_argument("--push", action="store_true",
+                     help="with --evaluate-model: push the model when the gate blesses it")
+    run.add_argument("--crop", choices=("box", "face_api_aligned"), default=None,
+                     help="Transform's crop recipe (default: the one the backbone needs)")
     run.add_argument("--beam-args", nargs=argparse.REMAINDER, default=None,
                      help="last option: everything after it goes to Beam, e.g. --beam-args "
                           "--direct_num_workers=4 (default: FnApiRunner, multi_processing, 2 "
@@ -100,6 +110,12 @@ def flag_overrides(args: argparse.Namespace) -> Dict[str, Any]:
         top["last_stage"] = args.last_stage
     if args.no_cache:
         top["enable_cache"] = False
+    if args.evaluate_model:
+        top["evaluate_model"] = args.evaluate_model
+        if not args.push and not args.last_stage:
+            top["last_stage"] = "evaluate"
+    if args.crop:
+        top["crop"] = args.crop
     if args.beam_args is not None:
         top["beam_pipeline_args"] = list(args.beam_args)
     return overrides.merge({"ingest": ingest, "training": training, "gate": gate, **top},
@@ -136,6 +152,50 @@ def ensure_sample_data(config: configs.PipelineConfig, seed: int, say=print) -> 
 
     say(f"Generating the sample data in {config.ingest.data_root} ...")
     make_sample_data.generate(config.ingest.data_root, seed=seed)
+
+
+def resolve_evaluate_model(config: configs.PipelineConfig, say=print) -> None:
+    """Turns `config.evaluate_model` into the URI of a Model artifact directory (Format-Serving/
+    holding the SavedModel) for the pipeline's Importer, in place:
+
+    * pretrained:NAME: exported once into <pipeline root>/imported_models/NAME (the network with
+      the pipeline's Transform at its crop recipe and size, which this run then uses too);
+    * a Model artifact directory: as it is;
+    * a SavedModel directory (e.g. a pushed version): copied into <pipeline root>/imported_models/
+      (an artifact must not change under the metadata that records it).
+    """
+    import hashlib
+    import shutil
+
+    spec = config.evaluate_model
+    if "://" in spec:
+        return
+    from models.pretrained import export_pretrained
+
+    name = export_pretrained.parse(spec)
+    imported = os.path.join(config.pipeline_root, "imported_models")
+    if name is not None:
+        settings = export_pretrained.TRANSFORM_SETTINGS
+        config.crop, config.image_size = settings["crop"], settings["image_size"]
+        target = os.path.join(imported, name)
+        if not os.path.exists(os.path.join(target, "Format-Serving", "saved_model.pb")):
+            say(f"Exporting {spec} (face-api's weights, the {config.crop} crop) to {target} ...")
+        config.evaluate_model = export_pretrained.export(target, config.schema_path)
+        return
+    path = os.path.abspath(spec)
+    if os.path.isfile(os.path.join(path, "Format-Serving", "saved_model.pb")):
+        config.evaluate_model = path
+        return
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(f"--evaluate-model {spec!r}: no SavedModel there (neither "
+                                f"saved_model.pb nor Format-Serving/saved_model.pb)")
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        digest = hashlib.sha256(path.encode() + f.read()).hexdigest()[:16]
+    target = os.path.join(imported, digest)
+    if not os.path.isdir(target):
+        shutil.copytree(path, os.path.join(target + ".partial", "Format-Serving"))
+        os.replace(target + ".partial", target)
+    config.evaluate_model = target
 
 
 def print_outcome(config: configs.PipelineConfig) -> None:
@@ -212,6 +272,11 @@ def _run_pipeline(args: argparse.Namespace, config: configs.PipelineConfig,
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     ensure_sample_data(config, args.sample_seed, say=console.print)
+    if config.evaluate_model:
+        try:
+            resolve_evaluate_model(config, say=console.print)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     console.print(f"Running pipeline {config.pipeline_name!r}: root {config.pipeline_root}, "
                   f"metadata {config.metadata_path}")

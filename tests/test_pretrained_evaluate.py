@@ -1,0 +1,152 @@
+"""Evaluating a model not trained by the run (`--evaluate-model`), and the real-photo review of face-api's
+pretrained network on the 204 London photos.
+
+The fast checks build the pipeline (no run) and embed the London photos in-process with the same
+alignment and network the exported model holds, then judge them with the evaluator's own
+`evaluate`; the full pipeline run (`tools.review_pretrained`) is marked slow.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import local_runner
+from pipeline import configs
+from pipeline import pipeline as pipeline_module
+from tests.conftest import LONDON_FACES
+from tests.test_pretrained import face_api_package  # noqa: F401 (fixture)
+from tools import review_pretrained
+
+
+def components_for(tmp_path, **changes):
+    config = configs.PipelineConfig(pipeline_root=str(tmp_path / "root"), metadata_path=None, **changes)
+    return {c.id: c for c in pipeline_module.create_components(config)}
+
+
+def test_evaluate_model_imports_the_model_in_place_of_the_trainer_and_pushes_only_when_asked(tmp_path):
+    built = components_for(tmp_path, evaluate_model=str(tmp_path / "model"), last_stage="evaluate")
+    assert "Trainer" not in built and "Pusher" not in built
+    importer = built["evaluated_model"]
+    assert importer.exec_properties["artifact_uri"] == str(tmp_path / "model")
+    evaluator = built["RecallEvaluator"]
+    assert evaluator.inputs["model"] is importer.outputs["result"]
+    pushed = components_for(tmp_path, evaluate_model=str(tmp_path / "model"))
+    assert pushed["Pusher"].inputs["model"] is pushed["evaluated_model"].outputs["result"]
+
+
+def test_transform_gets_the_crop_recipe_of_the_backbone_or_of_the_setting(tmp_path):
+    def transform_config(**changes):
+        return json.loads(components_for(tmp_path, last_stage="transform", **changes)["Transform"]
+                          .exec_properties["custom_config"])
+
+    assert "crop" not in transform_config()          # the box crop: existing runs keep their cache
+    assert transform_config(training={"backbone": "face_recognition_net"})["crop"] == "face_api_aligned"
+    assert transform_config(crop="face_api_aligned")["crop"] == "face_api_aligned"
+
+
+def test_runner_flags_evaluate_without_pushing_unless_asked():
+    args = local_runner.parse_args(["--evaluate-model", "some/dir"])
+    assert local_runner.build_config(args).last_stage == "evaluate"
+    args = local_runner.parse_args(["--evaluate-model", "some/dir", "--push"])
+    config = local_runner.build_config(args)
+    assert (config.evaluate_model, config.last_stage) == ("some/dir", "push")
+
+
+def test_a_savedmodel_directory_is_copied_into_a_model_artifact_and_a_wrong_one_named(tmp_path):
+    saved = tmp_path / "pushed" / "1700000000"
+    saved.mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"graph")
+    config = configs.PipelineConfig(pipeline_root=str(tmp_path / "root"), evaluate_model=str(saved))
+    local_runner.resolve_evaluate_model(config, say=lambda _: None)
+    assert config.evaluate_model.startswith(str(tmp_path / "root" / "imported_models"))
+    with open(os.path.join(config.evaluate_model, "Format-Serving", "saved_model.pb"), "rb") as f:
+        assert f.read() == b"graph"
+    artifact = tmp_path / "artifact"
+    (artifact / "Format-Serving").mkdir(parents=True)
+    (artifact / "Format-Serving" / "saved_model.pb").write_bytes(b"graph")
+    config.evaluate_model = str(artifact)
+    local_runner.resolve_evaluate_model(config, say=lambda _: None)
+    assert config.evaluate_model == str(artifact)
+    config.evaluate_model = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no SavedModel there"):
+        local_runner.resolve_evaluate_model(config, say=lambda _: None)
+    config.evaluate_model = "pretrained:resnet"
+    with pytest.raises(ValueError, match="unknown pretrained model 'resnet'; known: "
+                                         "pretrained:face_recognition_net"):
+        local_runner.resolve_evaluate_model(config, say=lambda _: None)
+
+
+# ----------------------------------------------------------------------------------------------
+# The review on the 204 London photos, in-process.
+
+@pytest.fixture(scope="module")
+def london_embeddings(face_api_package):  # noqa: F811
+    """Every photo through crop_faces_aligned and the network, as the exported model embeds it."""
+    from models.pretrained import alignment, export_pretrained
+
+    with open(os.path.join(LONDON_FACES, "image_list.json")) as f:
+        records = json.load(f)
+    keys = sorted(records)
+    model = tf.function(export_pretrained.embedding_model(), autograph=False)
+    align = tf.function(alignment.crop_faces_aligned, autograph=False)
+    embeddings = []
+    for start in range(0, len(keys), 16):
+        batch = keys[start:start + 16]
+        data = []
+        for key in batch:
+            with open(os.path.join(LONDON_FACES, "images", key), "rb") as f:
+                data.append(f.read())
+        boxes = [[records[k][c] for c in ("x1", "y1", "x2", "y2")] for k in batch]
+        crops = align(tf.constant(data), tf.constant(boxes, tf.int64))
+        embeddings.append(model(crops)["embedding"].numpy())
+    e = np.concatenate(embeddings).astype(np.float64)
+    return {"embeddings": e / np.linalg.norm(e, axis=1, keepdims=True),
+            "labels": np.array([records[k]["label"] for k in keys]),
+            "groups": np.array([k.split("/")[0] for k in keys])}
+
+
+def numpy_recall_at_1(embeddings, labels):
+    """Leave-one-out nearest neighbour by cosine over the whole set, from the definition."""
+    scores = embeddings @ embeddings.T
+    np.fill_diagonal(scores, -np.inf)
+    return float(np.mean(labels[np.argmax(scores, axis=1)] == labels))
+
+
+def test_review_recall_at_1_is_high_but_the_fmr_gate_refuses_and_recall_only_blesses(london_embeddings):
+    from components.recall_evaluator import component, gate
+
+    settings = review_pretrained.gate_settings(review_pretrained.DEFAULT_MAX_FMR_RATIO)
+    metrics = component.evaluate(london_embeddings, gate.GateConfig(**settings))
+    overall = metrics["candidate"]["overall"]["recall@1"]
+    assert overall == pytest.approx(numpy_recall_at_1(london_embeddings["embeddings"],
+                                                       london_embeddings["labels"]))
+    assert overall >= 0.98
+    verification = metrics["verification"]
+    assert sorted(verification["ratio_groups"]) == ["black", "east_asian", "west_asian", "white"]
+    fmr = {g: verification[g]["fmr"] for g in verification["ratio_groups"]}
+    print(f"London review in-process: Recall@1 {overall:.3f}, threshold {verification['threshold']:.4f}, "
+          f"FMR {fmr}, differential {verification['fmr_differential']:.1f}")
+    # The differential the 1:1 view shows: the largest group FMR over the target, beyond the bound.
+    assert verification["fmr_differential"] == pytest.approx(max(fmr.values()) / verification["target_fmr"])
+    assert verification["fmr_differential"] > settings["max_fmr_ratio"]
+    failed = [v["rule"] for v in metrics["verdicts"] if not v["passed"]]
+    assert failed == ["max_fmr_ratio"], metrics["failed_rules"]
+    recall_only = review_pretrained.recall_only_verdicts(metrics, settings)
+    assert recall_only and all(v["passed"] for v in recall_only)
+
+
+@pytest.mark.slow
+def test_review_command_runs_the_pipeline_on_all_204_photos_and_writes_the_report(tmp_path, capsys):
+    assert review_pretrained.main(["--work", str(tmp_path)]) == 0
+    with open(tmp_path / "review.md") as f:
+        text = f.read()
+    assert "Pipeline gate" in text and "NOT BLESSED" in text
+    assert "Recall@1-only gate (same settings without max_fmr_ratio): BLESSED" in text
+    from tools import review
+
+    run = review.list_runs(review.open_store(str(tmp_path / "metadata.sqlite")))[-1]
+    assert run["blessed"] is False and run["pushed"] is None
+    assert run["recall_at_1"]["overall"] >= 0.98
+    assert os.path.isfile(run["report"])
