@@ -12,8 +12,6 @@ import tensorflow as tf
 from tfx import types
 from tfx.types import artifact_utils
 
-from core import features
-
 
 def split_files(examples: types.Artifact, split: str) -> List[str]:
     """The (gzip TFRecord) files of one split of an Examples artifact; an error when there are none."""
@@ -25,7 +23,8 @@ def split_files(examples: types.Artifact, split: str) -> List[str]:
 
 
 def crop_side(files: List[str]) -> int:
-    """The side of the Transform's square crops, read from the first transformed Example."""
-    first = tf.train.Example.FromString(next(iter(
-        tf.data.TFRecordDataset(files[:1], compression_type="GZIP"))).numpy())
-    return int(round((len(first.features.feature[features.IMAGE].float_list.value) / 3) ** 0.5))
+    """The side of the Transform's square crops, read from the first transformed Example (the
+    Trainer's models.data.crop_side: one reader of the stored crop format)."""
+    from models import data
+
+    return data.crop_side(files)

@@ -15,7 +15,7 @@ GROUP = "group"                  # bytes: first path component of the key (the o
 PATH = "path"                    # bytes: the key, relative to the image root
 
 # Transformed features.
-IMAGE = "image"                  # float32 [size, size, 3] in [0, 1]
+IMAGE = "image"                  # bytes: the crop, uint8 [size, size, 3] row-major (models/preprocessing.py)
 CLASS_INDEX = "class_index"      # int64: 0..C-1 over the train identities, -1 for unseen ones
 IDENTITY_VOCABULARY = "identities"
 

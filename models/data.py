@@ -82,10 +82,31 @@ def augment(images: tf.Tensor, generator: tf.random.Generator, flip: bool = True
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
+def crop_side(file_pattern: List[str]) -> int:
+    """The side of the Transform's square crops, from the first transformed Example of the files
+    (glob patterns or paths, gzip TFRecords). Every stored crop has it (one Transform, one size)."""
+    files = sorted(path for pattern in file_pattern for path in tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"no transformed Examples in {list(file_pattern)}")
+    first = next(iter(tf.data.TFRecordDataset(files[:1], compression_type="GZIP")), None)
+    if first is None:
+        raise ValueError(f"{files[0]} holds no transformed Example")
+    feature = tf.train.Example.FromString(first.numpy()).features.feature[preprocessing.IMAGE]
+    if feature.WhichOneof("kind") != "bytes_list" or len(feature.bytes_list.value) != 1:
+        raise ValueError(
+            f"{files[0]}: feature {preprocessing.IMAGE!r} is not one bytes value (the uint8 crop "
+            f"the Transform stores) but {feature.WhichOneof('kind') or 'missing'}; float_list "
+            f"crops come from an older Transform: run the Transform again")
+    return preprocessing.side_of_encoded(len(feature.bytes_list.value[0]), files[0])
+
+
 def transformed_dataset(file_pattern: List[str], data_accessor, schema, batch_size: int,
                         training: bool, seed: Optional[int] = None,
-                        augmentation: Optional[dict] = None) -> tf.data.Dataset:
-    """(image, class_index) batches: repeated, shuffled, augmented when training."""
+                        augmentation: Optional[dict] = None, *,
+                        image_size: int) -> tf.data.Dataset:
+    """(image, class_index) batches: repeated, shuffled, augmented when training. Images are the
+    stored crops decoded to float32 [b, s, s, 3] in [0, 1] (preprocessing.decode_crops), the
+    first step after parsing, so augmentation and the model see what serving sees."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=training, shuffle_seed=seed,
@@ -96,7 +117,7 @@ def transformed_dataset(file_pattern: List[str], data_accessor, schema, batch_si
     options = dict(augmentation or {})
 
     def to_pair(features):
-        images = features[preprocessing.IMAGE]
+        images = preprocessing.decode_crops(features[preprocessing.IMAGE], image_size)
         if training and options.get("enabled", True):
             images = augment(images, generator, **{k: v for k, v in options.items()
                                                    if k != "enabled"})
@@ -106,12 +127,20 @@ def transformed_dataset(file_pattern: List[str], data_accessor, schema, batch_si
 
 
 def evaluation_dataset(file_pattern: List[str], data_accessor, schema,
-                       batch_size: int) -> tf.data.Dataset:
-    """Features for Recall: image, label (raw identity), group. One pass, in file order."""
-    return data_accessor.tf_dataset_factory(
+                       batch_size: int, *, image_size: int) -> tf.data.Dataset:
+    """Features for Recall: image (decoded as in `transformed_dataset`), label (raw identity),
+    group. One pass, in file order."""
+    dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=False, num_epochs=1),
         schema)
+
+    def decode(features):
+        return {**features,
+                preprocessing.IMAGE: preprocessing.decode_crops(features[preprocessing.IMAGE],
+                                                                image_size)}
+
+    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def count_records(file_pattern: List[str]) -> int:

@@ -2,9 +2,15 @@
 
     serving_default   examples: serialized raw tf.Examples (image_raw and the box are enough)
     embed_images      image_bytes (JPEG/PNG), x1, y1, x2, y2 (pixels)
-    embed_transformed image: float32 [n, s, s, 3] in [0, 1] (the Transform output; for evaluation)
+    embed_transformed image: float32 [n, s, s, 3] in [0, 1], the face crop (for evaluation, TFLite)
 
-The first two run the Transform graph (TFT layer) inside, so they crop exactly as training did.
+The first two run the Transform graph (TFT layer) inside, so they crop exactly as training did, and
+decode its stored uint8 crop with preprocessing.decode_crops (uint8 / 255), as the Trainer does.
+`embed_transformed` takes float crops, not the stored bytes: the least surprising input for callers
+and the one the TFLite converter and its calibration use. Given the decoded stored crop
+(decode_crops of the Transform's output, i.e. any crop rounded to multiples of 1/255 as
+preprocessing.quantize_crops does) it returns the other two signatures' embedding; an unrounded
+crop differs from it by the rounding, at most 0.5 / 255 per value.
 They refuse (InvalidArgumentError naming the request indices and boxes) an empty or inverted box,
 x2 <= x1 or y2 <= y1, as ingest does: cropped anyway it would give a mirrored or degenerate face.
 """
@@ -69,7 +75,8 @@ class EmbeddingExport(tf.Module):
         with tf.control_dependencies([_assert_boxes_valid(raw_features)]):
             raw_features = {k: tf.identity(v) for k, v in raw_features.items()}
         transformed = self.tft_layer(raw_features)
-        return {OUTPUT: self._embed(transformed[preprocessing.IMAGE])}
+        return {OUTPUT: self._embed(preprocessing.decode_crops(transformed[preprocessing.IMAGE],
+                                                               self.image_size))}
 
     def signatures(self):
         size = self.image_size

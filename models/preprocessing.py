@@ -1,4 +1,4 @@
-"""Transform's preprocessing_fn: decode the image, crop the face box, resize, scale to [0, 1].
+"""Transform's preprocessing_fn: decode the image, crop the face box, resize, store it as uint8.
 
 The same `crop_faces` runs inside the Transform graph, hence inside every exported signature (the
 TFT layer), so training, evaluation and serving crop identically.
@@ -38,7 +38,6 @@ from core.features import (  # noqa: F401
     GROUP,
     IDENTITY_VOCABULARY,
     IMAGE,
-    IMAGE_RAW,
     LABEL,
 )
 from models.pretrained import alignment
@@ -100,6 +99,62 @@ def crop_faces(image_bytes: tf.Tensor, boxes: tf.Tensor, size: int = DEFAULT_IMA
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
+def quantize_crops(crops: tf.Tensor) -> tf.Tensor:
+    """Float crops [..., s, s, 3] in [0, 1] -> uint8 round(255 x crop), computed in float32 and
+    rounded half to even (np.round's rule); values outside [0, 1] are clipped first."""
+    scaled = tf.clip_by_value(tf.cast(crops, tf.float32), 0.0, 1.0) * 255.0
+    return tf.cast(tf.round(scaled), tf.uint8)
+
+
+def encode_crops(crops: tf.Tensor) -> tf.Tensor:
+    """Float crops [b, s, s, 3] in [0, 1] -> string [b]: each crop's `quantize_crops` values as
+    s * s * 3 raw bytes, row-major (numpy's `tobytes()` of the uint8 [s, s, 3] array).
+
+    TensorFlow has no op that turns a uint8 tensor into one string, but `serialize_tensor` stores
+    a numeric tensor's values raw in the TensorProto's tensor_content, its last field: the last
+    b * n bytes of the serialized [b, n] batch are the crops, one after another.
+    """
+    pixels = quantize_crops(crops)
+    batch = tf.shape(pixels)[0]
+    flat = tf.reshape(pixels, [batch, -1])
+    length = tf.shape(flat)[1]
+    serialized = tf.io.serialize_tensor(flat)
+    starts = tf.strings.length(serialized) - batch * length + tf.range(batch) * length
+    return tf.strings.substr(serialized, starts, tf.fill([batch], length))
+
+
+def encoded_length(size: int) -> int:
+    """Bytes of one stored crop of side `size`."""
+    return int(size) * int(size) * 3
+
+
+def side_of_encoded(length: int, where: str = "transformed Example") -> int:
+    """The crop side s of a stored crop of `length` bytes (s * s * 3); ValueError otherwise."""
+    side = int(round((length / 3) ** 0.5))
+    if side < 1 or encoded_length(side) != length:
+        raise ValueError(f"{where}: feature {IMAGE!r} holds {length} bytes, not the s x s x 3 "
+                         f"uint8 crop of any side s that the Transform stores")
+    return side
+
+
+def decode_crops(encoded: tf.Tensor, size: int) -> tf.Tensor:
+    """Stored crops, string [b] (`encode_crops`) -> float32 [b, size, size, 3] = uint8 / 255.
+
+    The one conversion of stored crops back to the model's input: the Trainer's datasets, the
+    serving signatures that run the Transform, the evaluator's pixel anchor and the TFLite
+    calibration all call it. A crop of another size fails with an InvalidArgumentError saying so.
+    """
+    encoded = tf.reshape(encoded, [-1])
+    pixels = tf.io.decode_raw(encoded, tf.uint8)
+    check = tf.debugging.assert_equal(
+        tf.size(pixels), tf.shape(encoded)[0] * encoded_length(size),
+        message=f"stored crops ({IMAGE!r}) must each hold {encoded_length(size)} bytes, uint8 "
+                f"[{size}, {size}, 3] (the Transform's crop at image size {size})")
+    with tf.control_dependencies([check]):
+        pixels = tf.reshape(pixels, [-1, size, size, 3])
+    return tf.cast(pixels, tf.float32) / 255.0
+
+
 def image_size_from(custom_config: Optional[Dict[str, Any]]) -> int:
     return int((custom_config or {}).get("image_size", DEFAULT_IMAGE_SIZE))
 
@@ -112,8 +167,8 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     label = _squeeze(inputs["label"])
     return {
         # custom_config "crop": "box" (default) or "face_api_aligned" (models/pretrained/alignment.py).
-        IMAGE: alignment.recipe_crop_fn(custom_config, crop_faces)(
-            _squeeze(inputs["image_raw"]), boxes, size),
+        IMAGE: encode_crops(alignment.recipe_crop_fn(custom_config, crop_faces)(
+            _squeeze(inputs["image_raw"]), boxes, size)),
         LABEL: label,
         # Class indices for the classification heads, over the identities of the analyzed (train)
         # split only; their count is the head's width. Unseen (eval) identities map to -1.

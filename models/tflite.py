@@ -14,8 +14,10 @@ batch fixed at 1):
 
 Input of every level: the face CROP, float32 [1, s, s, 3] in [0, 1] (s = the model's image size).
 Decoding the image and cropping/resizing the face box stay outside the TFLite model; a caller must
-crop exactly like `models.preprocessing.crop_faces` (pixel box, half-pixel centres, bilinear) to get
-the embeddings the SavedModel gives.
+crop exactly like `models.preprocessing.crop_faces` (pixel box, half-pixel centres, bilinear) and
+round the crop to multiples of 1/255 as the Transform stores it (`quantize_crops`, then / 255) to get
+the embeddings the SavedModel's serving signatures give. The calibration and check crops of the
+TFLite step are the Transform's stored crops, decoded so (`decode_crops`).
 
 Feeding a level-2 model (`run_tflite` does this): read the input tensor's (scale, zero_point) from
 `interpreter.get_input_details()[0]["quantization"]` and feed

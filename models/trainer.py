@@ -344,8 +344,8 @@ def run_fn(fn_args) -> None:
                       strategy.num_replicas_in_sync)
     tf.keras.utils.set_random_seed(training.seed)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    image_shape = tf_transform_output.transformed_feature_spec()[preprocessing.IMAGE].shape
-    model_config, _ = configs_from_settings(custom_config, image_size=int(image_shape[0]))
+    image_size = data.crop_side(fn_args.train_files)   # the stored crops' side
+    model_config, _ = configs_from_settings(custom_config, image_size=image_size)
     num_classes = tf_transform_output.vocabulary_size_by_name(
         preprocessing.IDENTITY_VOCABULARY)
     schema = tf_transform_output.transformed_metadata.schema
@@ -372,7 +372,8 @@ def run_fn(fn_args) -> None:
 
         train_dataset = data.transformed_dataset(
             fn_args.train_files, fn_args.data_accessor, schema, training.batch_size,
-            training=True, seed=training.seed, augmentation=training.augmentation)
+            training=True, seed=training.seed, augmentation=training.augmentation,
+            image_size=image_size)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = \
             tf.data.experimental.AutoShardPolicy.DATA
@@ -380,7 +381,7 @@ def run_fn(fn_args) -> None:
 
         def eval_dataset():
             return data.evaluation_dataset(fn_args.eval_files, fn_args.data_accessor, schema,
-                                           batch_size=128)
+                                           batch_size=128, image_size=image_size)
 
         backup_dir = resume_directory(fn_args, custom_config, training.resume_root)
         recall = RecallCallback(embedding_model, eval_dataset, training.recall_every_epochs)

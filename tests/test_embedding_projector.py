@@ -115,7 +115,7 @@ def test_sprite_is_a_square_grid_of_the_crops_in_row_major_order(projected, list
                                             THUMBNAIL).numpy()[0]
         row, col = i // grid, i % grid
         cell = sprite[row * THUMBNAIL:(row + 1) * THUMBNAIL, col * THUMBNAIL:(col + 1) * THUMBNAIL]
-        assert np.abs(cell.astype(float) - crop * 255.0).max() <= 1.0, key
+        np.testing.assert_array_equal(cell, np.round(crop * np.float32(255)), err_msg=key)
     unused = sprite[(len(records) // grid) * THUMBNAIL:, (len(records) % grid) * THUMBNAIL:]
     assert unused.max() == 0
 

@@ -257,3 +257,29 @@ def test_the_import_check_sees_function_local_imports(tmp_path):
     (tmp_path / "probe.py").write_text(source)
     names = imported_modules(str(tmp_path / "probe.py"))
     assert "tools.export_tflite" in names and "tools.face_lists" in names
+
+
+def test_the_tflite_steps_crops_are_the_stored_uint8_crops_over_255(tmp_path):
+    """The component's calibration and check crops: the Transform's eval crops (uint8 bytes)
+    decoded to float32 uint8 / 255, in file order, at most `limit` of them."""
+    from tfx.types import standard_artifacts
+
+    from components.tflite_exporter.component import eval_crops
+    from core import features
+
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, size=(6, 12, 12, 3), dtype=np.uint8)
+    (tmp_path / "Split-eval").mkdir()
+    with tf.io.TFRecordWriter(str(tmp_path / "Split-eval" / "data.gz"), options="GZIP") as writer:
+        for image in pixels:
+            example = tf.train.Example()
+            example.features.feature[features.IMAGE].bytes_list.value.append(image.tobytes())
+            writer.write(example.SerializeToString())
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path)
+    examples.split_names = '["eval"]'
+    crops = eval_crops(examples, 4)
+    assert crops.dtype == np.float32
+    np.testing.assert_array_equal(crops, pixels[:4].astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(eval_crops(examples, 50),
+                                  pixels.astype(np.float32) / np.float32(255))

@@ -235,8 +235,8 @@ def transformed_examples(tmp_path_factory):
     with tf.io.TFRecordWriter(str(root / "Split-eval" / "data.gz"), options="GZIP") as writer:
         for i in range(40):
             example = tf.train.Example()
-            example.features.feature[features.IMAGE].float_list.value.extend(
-                rng.uniform(size=CROP_SIDE * CROP_SIDE * 3).astype(np.float32))
+            example.features.feature[features.IMAGE].bytes_list.value.append(   # uint8 crop
+                rng.integers(0, 256, size=CROP_SIDE * CROP_SIDE * 3, dtype=np.uint8).tobytes())
             example.features.feature[features.LABEL].int64_list.value.append(i // 2)
             writer.write(example.SerializeToString())
     return str(root)

@@ -107,3 +107,99 @@ def test_every_accepted_colour_mode_decodes_to_three_channels(fmt, mode):
         np.testing.assert_allclose(crop, numpy_crop(reference, (0, 0, 32, 24), 8), atol=0.02)
     if mode in ("L", "LA", "I;16", "1"):
         np.testing.assert_allclose(crop[..., 0], crop[..., 2])      # grey stays grey
+
+
+# ------------------------------------------------------------------ the stored crop: uint8 bytes
+
+def numpy_stored(crop):
+    """The stored form written from its definition: round(255 x crop) in float32, half to even
+    (np.round), as uint8 [s, s, 3] row-major bytes."""
+    return np.round(np.float32(255) * np.asarray(crop, np.float32)).astype(np.uint8).tobytes()
+
+
+def is_rounding_of(stored, crop, slack=1e-3):
+    """Whether uint8 `stored` (bytes or array) rounds 255 x `crop` value by value: np.round's,
+    or either neighbour where 255 x crop is within `slack` of a tie (x.5). Ties are common
+    (bilinear weights of 1/2) and the last bit of a float crop there depends on how TensorFlow
+    ran the crop (the Transform's optimized graph vs eager crop_faces here), so only at ties may
+    a stored value differ from the NumPy rounding of an eager crop."""
+    values = np.frombuffer(stored, np.uint8) if isinstance(stored, bytes) else np.asarray(stored)
+    scaled = np.float32(255) * np.asarray(crop, np.float32).reshape(-1)
+    values = values.reshape(-1).astype(np.float64)
+    exact = values == np.round(scaled)
+    at_tie = np.abs(np.abs(values - scaled) - 0.5) <= slack
+    return bool(np.all(exact | at_tie))
+
+
+@pytest.mark.parametrize("size,count", [(16, 1), (12, 3), (7, 2)])
+def test_stored_crop_is_round_255_times_the_float_crop_as_raw_uint8_bytes(size, count):
+    sources = [images.pixels(40 + 8 * i, 30 + 4 * i, seed=10 + i) for i in range(count)]
+    boxes = [(2 + i, 3, 30 + i, 27) for i in range(count)]
+    crops = preprocessing.crop_faces(tf.constant([images.encode(p, "PNG") for p in sources]),
+                                     tf.constant(boxes), size)
+    stored = preprocessing.encode_crops(crops).numpy()
+    assert stored.dtype == object and stored.shape == (count,)
+    for i in range(count):
+        assert isinstance(stored[i], bytes) and len(stored[i]) == size * size * 3
+        assert stored[i] == numpy_stored(crops.numpy()[i])
+        # Against the independent crop too: within one step of 255 x the exact bilinear value.
+        values = np.frombuffer(stored[i], np.uint8).reshape(size, size, 3).astype(np.float64)
+        exact = numpy_sample(sources[i].astype(np.float64), boxes[i], size)
+        assert np.abs(values - exact).max() <= 0.5 + 1e-3
+
+
+def test_stored_crops_keep_extremes_and_round_half_to_even():
+    crops = np.zeros([2, 2, 2, 3], np.float32)
+    crops[0, 0, 0] = [0.0, 1.0, 0.5]                  # 127.5: half to even -> 128
+    crops[0, 0, 1] = [1.5 / 255, 2.5 / 255, 254.4 / 255]
+    crops[1] = np.linspace(0, 1, 12, dtype=np.float32).reshape(2, 2, 3)
+    stored = preprocessing.encode_crops(tf.constant(crops)).numpy()
+    assert [s == numpy_stored(c) for s, c in zip(stored, crops)] == [True, True]
+    assert list(stored[0][:3]) == [0, 255, 128]
+
+
+def test_decoded_crop_is_uint8_over_255_in_float32():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(3, 9, 9, 3), dtype=np.uint8)
+    decoded = preprocessing.decode_crops(tf.constant([p.tobytes() for p in pixels]), 9).numpy()
+    assert decoded.dtype == np.float32 and decoded.shape == (3, 9, 9, 3)
+    np.testing.assert_array_equal(decoded, pixels.astype(np.float32) / np.float32(255))
+    # Encoding the decoded crop gives the same bytes back (the round trip is exact).
+    assert list(preprocessing.encode_crops(tf.constant(decoded)).numpy()) == \
+        [p.tobytes() for p in pixels]
+    assert preprocessing.decode_crops(tf.constant([], tf.string), 9).shape == (0, 9, 9, 3)
+
+
+def test_a_stored_crop_of_another_size_is_refused_naming_the_size():
+    stored = tf.constant([bytes(8 * 8 * 3)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"432 bytes, uint8 \[12, 12, 3\]"):
+        preprocessing.decode_crops(stored, 12)
+    assert preprocessing.side_of_encoded(8 * 8 * 3) == 8
+    with pytest.raises(ValueError, match=r"record 7.*'image' holds 100 bytes"):
+        preprocessing.side_of_encoded(100, "record 7")
+
+
+@pytest.mark.pipeline
+def test_the_transform_stores_each_crop_as_round_255_times_crop_faces(transformed_sample):
+    """The Transform's output on disk: one bytes value per Example, and the set of stored crops
+    is exactly the NumPy-quantized crop_faces of the raw split's images and boxes."""
+    from models import data
+    from tests.pipeline_helpers import feature_value, read_examples
+
+    for split in ("train", "eval"):
+        transformed = read_examples(f"{transformed_sample['transformed_examples']}/Split-{split}")
+        raw = read_examples(f"{transformed_sample['examples']}/Split-{split}")
+        assert len(transformed) == len(raw) > 0
+        image = [e.features.feature[preprocessing.IMAGE] for e in transformed]
+        assert {f.WhichOneof("kind") for f in image} == {"bytes_list"}
+        assert {len(f.bytes_list.value) for f in image} == {1}
+        assert {len(f.bytes_list.value[0]) for f in image} == {32 * 32 * 3}
+        crops = preprocessing.crop_faces(
+            tf.constant([feature_value(e, "image_raw") for e in raw]),
+            tf.constant([[feature_value(e, k) for k in preprocessing.BOX_KEYS] for e in raw]),
+            32).numpy()
+        stored = [f.bytes_list.value[0] for f in image]
+        for crop in crops:        # each crop is stored once, as its rounding (ties either way)
+            assert sum(is_rounding_of(value, crop) for value in stored) == 1
+        assert data.crop_side([f"{transformed_sample['transformed_examples']}/Split-{split}/*"]) \
+            == 32

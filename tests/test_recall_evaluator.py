@@ -195,3 +195,38 @@ def test_report_shows_every_group_intervals_the_1to1_table_and_the_verdict():
     assert "within noise" in page or "<td>yes</td>" in page
     assert page.count("data:image/png;base64,") == 3
     assert "http://" not in page and "https://" not in page      # self-contained
+
+
+def write_transformed(path, pixels, labels, groups):
+    """Transformed Examples as the Transform stores them: the crop as uint8 bytes."""
+    import tensorflow as tf
+
+    from core import features
+
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for image, label, group in zip(pixels, labels, groups):
+            example = tf.train.Example()
+            example.features.feature[features.IMAGE].bytes_list.value.append(image.tobytes())
+            example.features.feature[features.LABEL].int64_list.value.append(int(label))
+            example.features.feature[features.GROUP].bytes_list.value.append(group.encode())
+            writer.write(example.SerializeToString())
+
+
+def test_pixel_anchor_reads_the_stored_uint8_crops_as_uint8_over_255(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(7, 16, 16, 3), dtype=np.uint8)
+    labels, groups = np.arange(7) // 2, ["a", "b", "a", "b", "a", "b", "a"]
+    write_transformed(tmp_path / "part-0.gz", pixels[:4], labels[:4], groups[:4])
+    write_transformed(tmp_path / "part-1.gz", pixels[4:], labels[4:], groups[4:])
+    files = [str(tmp_path / "part-0.gz"), str(tmp_path / "part-1.gz")]
+    result = component.pixel_split(files, batch_size=3)
+    np.testing.assert_array_equal(result["embeddings"],
+                                  pixels.reshape(7, -1).astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(result["labels"], labels)
+    assert list(result["groups"]) == groups and result["resolution"] == "16x16x3"
+    # Over the memory budget: 2x2 average pooling of the same values.
+    monkeypatch.setattr(component, "PIXEL_BUDGET_FLOATS", 7 * 8 * 8 * 3)
+    pooled = component.pixel_split(files, batch_size=3)
+    expected = (pixels.astype(np.float64) / 255).reshape(7, 8, 2, 8, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(pooled["embeddings"], expected.reshape(7, -1), atol=1e-6)
+    assert pooled["resolution"] == "8x8x3 (average-pooled from 16x16)"

@@ -79,3 +79,42 @@ def test_serving_default_refuses_an_inverted_box(serving):
     bad = good[:2] + [_with_box(examples[2], (25, 3, 5, 20))]
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"x1 < x2 and y1 < y2.*\[2\]"):
         loaded.signatures[export.SERVING_DEFAULT](examples=tf.constant(bad))
+
+
+def test_the_three_signatures_embed_the_stored_crop_alike(serving, transformed_sample):
+    """serving_default and embed_images (which run the Transform, uint8 crop included) and
+    embed_transformed given the Transform's stored crop decoded in NumPy (uint8 / 255, float32:
+    its input stays float crops in [0, 1]) return the same embedding."""
+    import os
+
+    from tests.pipeline_helpers import read_examples
+    from tests.test_preprocessing import is_rounding_of
+
+    loaded, examples = serving
+    transformed = read_examples(os.path.join(transformed_sample["transformed_examples"],
+                                             "Split-eval"))
+    stored = [feature_value(e, preprocessing.IMAGE) for e in transformed]
+    request = _request(examples)
+    crops = preprocessing.crop_faces(
+        request["image_bytes"], tf.stack([request[k] for k in preprocessing.BOX_KEYS], axis=1),
+        32).numpy()
+    mine = []
+    for crop in crops:      # the stored crop of each request image: the one rounding its crop
+        [found] = [value for value in stored if is_rounding_of(value, crop)]
+        mine.append(found)
+    decoded = np.stack([np.frombuffer(b, np.uint8).reshape(32, 32, 3) for b in mine])
+
+    transformed_signature = loaded.signatures[export.EMBED_TRANSFORMED]
+    [spec] = transformed_signature.structured_input_signature[1].values()
+    assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 32, 32, 3]
+    by_crops = transformed_signature(
+        image=tf.constant(decoded.astype(np.float32) / np.float32(255)))["embedding"].numpy()
+    by_images = loaded.signatures[export.EMBED_IMAGES](**request)["embedding"].numpy()
+    by_examples = loaded.signatures[export.SERVING_DEFAULT](
+        examples=tf.constant([e.SerializeToString() for e in examples]))["embedding"].numpy()
+    np.testing.assert_allclose(by_images, by_examples, atol=1e-5)
+    np.testing.assert_allclose(by_crops, by_examples, atol=1e-5)
+    # The float crop before rounding embeds measurably differently: serving really embeds the
+    # stored (rounded) crop, as training does.
+    unrounded = transformed_signature(image=tf.constant(crops))["embedding"].numpy()
+    assert np.abs(unrounded - by_examples).max() > 1e-4

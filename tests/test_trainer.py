@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import export, preprocessing, trainer
+from models import data, export, preprocessing, trainer
 from models.face_model import ModelConfig, build_embedding_model
 from tests.conftest import REPO_ROOT
-from tests.pipeline_helpers import examples_by_path, feature_value
+from tests.pipeline_helpers import examples_by_path, feature_value, read_examples
+from tests.test_preprocessing import is_rounding_of
 from tests.trainer_helpers import TINY_TRAINING, run_trainer
 
 pytestmark = pytest.mark.pipeline
@@ -49,9 +50,16 @@ def test_three_signatures_agree_on_the_same_images(trained, transformed_sample):
     image_bytes = tf.constant([feature_value(raw[p], "image_raw") for p in paths])
     by_images = loaded.signatures[export.EMBED_IMAGES](image_bytes=image_bytes, **box)["embedding"]
 
+    # embed_transformed on the Transform's stored crops of the same images, decoded as uint8 / 255
+    # in NumPy (found in the transformed eval split as the rounding of their crop: its order is not
+    # the raw split's).
+    stored = list(stored_crops(transformed_sample, "eval"))
     crops = preprocessing.crop_faces(image_bytes, tf.stack([box[k] for k in preprocessing.BOX_KEYS],
-                                                           axis=1), 32)
-    by_crops = loaded.signatures[export.EMBED_TRANSFORMED](image=crops)["embedding"]
+                                                           axis=1), 32).numpy()
+    mine = [next(value for value in stored if is_rounding_of(value, crop)) for crop in crops]
+    decoded = np.stack([np.frombuffer(b, np.uint8).reshape(32, 32, 3) for b in mine])
+    by_crops = loaded.signatures[export.EMBED_TRANSFORMED](
+        image=tf.constant(decoded.astype(np.float32) / np.float32(255)))["embedding"]
 
     np.testing.assert_allclose(by_images.numpy(), by_examples.numpy(), atol=1e-5)
     np.testing.assert_allclose(by_crops.numpy(), by_examples.numpy(), atol=1e-5)
@@ -64,6 +72,53 @@ def test_three_signatures_agree_on_the_same_images(trained, transformed_sample):
     only_needed = loaded.signatures[export.SERVING_DEFAULT](
         examples=tf.constant([minimal.SerializeToString()]))["embedding"]
     np.testing.assert_allclose(only_needed.numpy()[0], by_examples.numpy()[0], atol=1e-5)
+
+
+def stored_crops(transformed_sample, split):
+    """{stored crop bytes: the transformed Example} of one transformed split."""
+    examples = read_examples(os.path.join(transformed_sample["transformed_examples"],
+                                          f"Split-{split}"))
+    return {feature_value(e, preprocessing.IMAGE): e for e in examples}
+
+
+def test_datasets_feed_the_models_the_stored_crops_as_uint8_over_255(transformed_sample):
+    """The Trainer's eval dataset (and its train dataset without augmentation) yield the stored
+    uint8 crops as float32 uint8 / 255, decoded here with NumPy."""
+    import tensorflow_transform as tft
+    from tfx.components.trainer import fn_args_utils
+    from tfx.components.util import tfxio_utils
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = transformed_sample["transformed_examples"]
+    examples.split_names = '["train", "eval"]'
+    accessor = fn_args_utils.DataAccessor(
+        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+        record_batch_factory=None, data_view_decode_fn=None)
+    schema = tft.TFTransformOutput(transformed_sample["transform_graph"]).transformed_metadata.schema
+    pattern = [os.path.join(examples.uri, "Split-eval", "*")]
+    stored = stored_crops(transformed_sample, "eval")
+    seen = 0
+    for features in data.evaluation_dataset(pattern, accessor, schema, batch_size=5,
+                                            image_size=32):
+        images = features[preprocessing.IMAGE].numpy()
+        assert images.dtype == np.float32 and images.shape[1:] == (32, 32, 3)
+        for image, label in zip(images, features[preprocessing.LABEL].numpy().reshape(-1)):
+            example = stored[np.round(image * np.float32(255)).astype(np.uint8).tobytes()]
+            expected = np.frombuffer(feature_value(example, preprocessing.IMAGE), np.uint8)
+            np.testing.assert_array_equal(image.reshape(-1),
+                                          expected.astype(np.float32) / np.float32(255))
+            assert label == feature_value(example, preprocessing.LABEL)
+            seen += 1
+    assert seen == len(stored)
+    batch, classes = next(iter(data.transformed_dataset(
+        [os.path.join(examples.uri, "Split-train", "*")], accessor, schema, 4, training=True,
+        augmentation={"enabled": False}, image_size=32)))
+    train = stored_crops(transformed_sample, "train")
+    for image, class_index in zip(batch.numpy(), classes.numpy()):
+        quantized = np.round(image * np.float32(255)).astype(np.uint8)
+        np.testing.assert_array_equal(image, quantized.astype(np.float32) / np.float32(255))
+        assert feature_value(train[quantized.tobytes()], preprocessing.CLASS_INDEX) == class_index
 
 
 def _h5_layer_weights(path, layer):

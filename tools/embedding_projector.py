@@ -83,8 +83,8 @@ def embed_and_crop(signature, records: Dict[str, Dict], keys: Sequence[str], ima
                for k in preprocessing.BOX_KEYS}
         embeddings.append(signature(image_bytes=image_bytes, **box)["embedding"].numpy())
         crops = preprocessing.crop_faces(image_bytes, tf.stack(list(box.values()), axis=1),
-                                         thumbnail).numpy()
-        thumbnails.append(np.round(crops * 255.0).astype(np.uint8))
+                                         thumbnail)
+        thumbnails.append(preprocessing.quantize_crops(crops).numpy())   # as the Transform stores
     return np.concatenate(embeddings).astype(np.float32), np.concatenate(thumbnails)
 
 

@@ -72,9 +72,12 @@ def embed_split(model_dirs: Dict[str, str], files: List[str], batch_size: int, m
 
 
 def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
-    """The transformed crops as flat pixel vectors (downsampled only if over the memory budget)."""
+    """The transformed crops as flat pixel vectors (downsampled only if over the memory budget):
+    the stored uint8 crops decoded as the models see them (preprocessing.decode_crops, [0, 1])."""
+    from models import preprocessing
+
     size = crop_side(files)
-    spec = {"image": tf.io.FixedLenFeature([size, size, 3], tf.float32),
+    spec = {"image": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64),
             "group": tf.io.FixedLenFeature([], tf.string)}
     count = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
@@ -84,7 +87,7 @@ def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
     pixels, labels, groups = [], [], []
     for serialized in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
         parsed = tf.io.parse_example(serialized, spec)
-        images = parsed["image"]
+        images = preprocessing.decode_crops(parsed["image"], size)
         if factor > 1:
             images = tf.nn.avg_pool2d(images, factor, factor, "VALID")
         pixels.append(tf.reshape(images, [tf.shape(images)[0], -1]).numpy())

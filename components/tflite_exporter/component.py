@@ -32,7 +32,9 @@ class TFLiteModel(types.Artifact):
 
 
 def eval_crops(transformed_examples: types.Artifact, limit: int):
-    """Up to `limit` transformed eval crops, float32 [n, s, s, 3] in [0, 1], in file order."""
+    """Up to `limit` transformed eval crops, float32 [n, s, s, 3] in [0, 1] (the stored uint8
+    crops decoded by preprocessing.decode_crops, the values the SavedModel's serving signatures
+    embed), in file order."""
     import tensorflow as tf
 
     from components.artifacts import crop_side, split_files
@@ -41,8 +43,9 @@ def eval_crops(transformed_examples: types.Artifact, limit: int):
     files = split_files(transformed_examples, EVAL_SPLIT)
     side = crop_side(files)
     records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit).batch(limit)
-    spec = {preprocessing.IMAGE: tf.io.FixedLenFeature([side, side, 3], tf.float32)}
-    return tf.io.parse_example(next(iter(records)), spec)[preprocessing.IMAGE].numpy()
+    spec = {preprocessing.IMAGE: tf.io.FixedLenFeature([], tf.string)}
+    stored = tf.io.parse_example(next(iter(records)), spec)[preprocessing.IMAGE]
+    return preprocessing.decode_crops(stored, side).numpy()
 
 
 @component
