@@ -17,9 +17,10 @@ Models: the candidate is "candidate", the baseline "baseline"; candidate - basel
 candidate's `is_diff` metrics, TFMA's convention for a model comparison, so `load_eval_result(uri)`
 shows the candidate and `load_eval_result(uri, model_name="baseline")` the baseline.
 Metric names are metrics.json's keys with `@` written `_at_` (`recall_at_1`, `recall_at_1_within`,
-`fnmr`, `tar_at_far=1e-3`; see `tfma_name`). Intervals go in each value's ConfidenceInterval (lower and upper bound), which TFMA's viewers show as
-a bounded value. The 1:1 rates at the gate's threshold are also written under Fairness Indicators'
-names (`fairness_indicators_metrics/false_negative_rate@<threshold>`, `.../false_positive_rate@...`):
+`fnmr`, `tar_at_far=1e-3`; see `tfma_name`). Intervals go in each value's ConfidenceInterval
+(lower and upper bound), which TFMA's viewers show as a bounded value. The 1:1 rates at the gate's
+threshold are also written under Fairness Indicators' names
+(`fairness_indicators_metrics/false_negative_rate@<threshold>`, `.../false_positive_rate@...`):
 FNMR is the false negative rate on genuine pairs, FMR the false positive rate on impostor pairs.
 """
 from __future__ import annotations
