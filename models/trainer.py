@@ -367,7 +367,8 @@ def run_fn(fn_args) -> None:
             if fn_args.base_model:
                 warm_start(embedding_model, fn_args.base_model)
             model = FaceTrainingModel(embedding_model, model_config, num_classes,
-                                      accumulation_steps=training.accumulation_steps)
+                                      accumulation_steps=training.accumulation_steps,
+                                      sampling_seed=training.seed)
             model.compile(optimizer=make_optimizer(training, total_steps, steps_per_epoch))
 
         train_dataset = data.transformed_dataset(
