@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Optional
 
 from PIL import Image
 
+from core import features
 from core.example_codec import encode_example
 
 # The stable reason codes. Tests, the README and downstream tooling rely on these names.
@@ -57,7 +58,7 @@ REASONS: Dict[str, str] = {
     "image_too_large": "more pixels or bytes than the configured limit (decompression-bomb guard)",
 }
 
-REQUIRED_FIELDS = ("label", "x1", "y1", "x2", "y2")
+REQUIRED_FIELDS = (features.LABEL, *features.BOX_KEYS)
 INT64_MAX = (1 << 63) - 1
 MAX_KEY_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
@@ -168,13 +169,13 @@ def check_fields(key: str, value: Any) -> FaceRecord:
     missing = [f for f in REQUIRED_FIELDS if f not in value]
     if missing:
         raise Rejected("missing_field", f"missing {', '.join(missing)}")
-    label = value["label"]
+    label = value[features.LABEL]
     if not _is_json_int(label):
         raise Rejected("bad_label", f"label must be an integer, got {_type_name(label)} {label!r}")
     if not 0 <= label <= INT64_MAX:
         raise Rejected("bad_label", f"label must be in [0, 2^63), got {label}")
     box = {}
-    for name in ("x1", "y1", "x2", "y2"):
+    for name in features.BOX_KEYS:
         coordinate = value[name]
         if not _is_json_int(coordinate):
             raise Rejected("bad_box", f"{name} must be an integer, got {_type_name(coordinate)} "
@@ -182,10 +183,11 @@ def check_fields(key: str, value: Any) -> FaceRecord:
         if abs(coordinate) > INT64_MAX:
             raise Rejected("bad_box", f"{name}={coordinate} does not fit in int64")
         box[name] = coordinate
-    if box["x1"] >= box["x2"] or box["y1"] >= box["y2"]:
-        raise Rejected("bad_box", "box must have x1 < x2 and y1 < y2, got "
-                                  f"x1={box['x1']} y1={box['y1']} x2={box['x2']} y2={box['y2']}")
-    return FaceRecord(key=key, label=label, **box)
+    x1, y1, x2, y2 = (box[name] for name in features.BOX_KEYS)
+    if x1 >= x2 or y1 >= y2:
+        raise Rejected("bad_box", f"box must have x1 < x2 and y1 < y2, got x1={x1} y1={y1} x2={x2} "
+                                  f"y2={y2}")
+    return FaceRecord(key=key, label=label, x1=x1, y1=y1, x2=x2, y2=y2)
 
 
 def check_box_inside(record: FaceRecord, width: int, height: int, tolerance: float) -> None:
@@ -368,7 +370,8 @@ def check_record(image_root: str, key: Any, value: Any, options: IngestOptions, 
 def build_example(record: FaceRecord, data: bytes, info: ImageInfo) -> bytes:
     """The serialized Example of schema/schema.pbtxt."""
     return encode_example({
-        "image_raw": data, "label": record.label, "x1": record.x1, "y1": record.y1,
-        "x2": record.x2, "y2": record.y2, "image_height": info.height, "image_width": info.width,
-        "group": record.group.encode("utf-8"), "path": record.key.encode("utf-8")})
+        features.IMAGE_RAW: data, features.LABEL: record.label, features.X1: record.x1,
+        features.Y1: record.y1, features.X2: record.x2, features.Y2: record.y2,
+        features.IMAGE_HEIGHT: info.height, features.IMAGE_WIDTH: info.width,
+        features.GROUP: record.group.encode("utf-8"), features.PATH: record.key.encode("utf-8")})
 

@@ -23,6 +23,7 @@ from typing import Dict
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from core import features
 from models import preprocessing
 from models.face_model import EMBEDDING
 from models.layers import l2_normalize
@@ -34,7 +35,8 @@ OUTPUT = "embedding"
 MODEL_CONFIG_FILE = "ffem_model_config.json"   # written into the SavedModel's assets.extra
 
 # Raw features a serving request may omit: only the Transform's pass-through outputs use them.
-_OPTIONAL_RAW_DEFAULTS = {"label": 0, "group": "", "path": "", "image_height": 0, "image_width": 0}
+_OPTIONAL_RAW_DEFAULTS = {features.LABEL: 0, features.GROUP: "", features.PATH: "",
+                          features.IMAGE_HEIGHT: 0, features.IMAGE_WIDTH: 0}
 
 
 def _serving_feature_spec(raw_feature_spec: Dict) -> Dict:
@@ -90,12 +92,13 @@ class EmbeddingExport(tf.Module):
                      + [tf.TensorSpec([None], tf.int64, name=k) for k in preprocessing.BOX_KEYS])
         def embed_images(image_bytes, x1, y1, x2, y2):
             batch = tf.shape(image_bytes)[0]
-            features = {"image_raw": image_bytes, "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+            raw = {features.IMAGE_RAW: image_bytes, features.X1: x1, features.Y1: y1, features.X2: x2,
+                   features.Y2: y2}
             for name, default in _OPTIONAL_RAW_DEFAULTS.items():
                 if name in spec:
                     dtype = spec[name].dtype
-                    features[name] = tf.fill([batch], tf.constant(default, dtype))
-            return self._embed_raw({k: tf.reshape(v, [-1, 1]) for k, v in features.items()
+                    raw[name] = tf.fill([batch], tf.constant(default, dtype))
+            return self._embed_raw({k: tf.reshape(v, [-1, 1]) for k, v in raw.items()
                                     if k in spec})
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,

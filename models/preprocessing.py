@@ -38,6 +38,7 @@ from core.features import (  # noqa: F401
     GROUP,
     IDENTITY_VOCABULARY,
     IMAGE,
+    IMAGE_RAW,
     LABEL,
 )
 from models.pretrained import alignment
@@ -164,16 +165,16 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     """tf.Transform entry point (TFX Transform, `custom_config={"image_size": ...}`)."""
     size = image_size_from(custom_config)
     boxes = tf.stack([_squeeze(inputs[k]) for k in BOX_KEYS], axis=1)
-    label = _squeeze(inputs["label"])
+    label = _squeeze(inputs[LABEL])
     return {
         # custom_config "crop": "box" (default) or "face_api_aligned" (models/pretrained/alignment.py).
         IMAGE: encode_crops(alignment.recipe_crop_fn(custom_config, crop_faces)(
-            _squeeze(inputs["image_raw"]), boxes, size)),
+            _squeeze(inputs[IMAGE_RAW]), boxes, size)),
         LABEL: label,
         # Class indices for the classification heads, over the identities of the analyzed (train)
         # split only; their count is the head's width. Unseen (eval) identities map to -1.
         CLASS_INDEX: tft.compute_and_apply_vocabulary(
             tf.strings.as_string(label), default_value=-1, num_oov_buckets=0,
             vocab_filename=IDENTITY_VOCABULARY),
-        GROUP: _squeeze(inputs["group"]),
+        GROUP: _squeeze(inputs[GROUP]),
     }

@@ -36,6 +36,7 @@ from google.protobuf import text_format
 from PIL import Image
 from tensorboard.plugins import projector
 
+from core import features
 from models import preprocessing
 from tools.face_lists import group_of, load_signature, model_tool_parser, read_face_list, read_images
 
@@ -46,7 +47,7 @@ SPRITE_FILE = "sprite.png"
 CONFIG_FILE = "projector_config.pbtxt"   # the name TensorBoard looks for
 TENSOR_NAME = "face_embeddings"
 MAX_SPRITE_SIDE = 8192                 # the projector's WebGL texture limit
-METADATA_COLUMNS = ("label", "group", "path")
+METADATA_COLUMNS = (features.LABEL, features.GROUP, features.PATH)
 
 
 def choose_keys(records: Dict[str, Dict], max_images: int, seed: int = 0) -> List[str]:
@@ -56,7 +57,7 @@ def choose_keys(records: Dict[str, Dict], max_images: int, seed: int = 0) -> Lis
         return keys
     by_identity: Dict[int, List[str]] = {}
     for key in keys:
-        by_identity.setdefault(records[key]["label"], []).append(key)
+        by_identity.setdefault(records[key][features.LABEL], []).append(key)
     labels = list(by_identity)
     chosen: set = set()
     for index in np.random.default_rng(seed).permutation(len(labels)):
@@ -145,7 +146,7 @@ def project(saved_model_dir: str, list_path: str, image_root: str, out_dir: str,
     _, signature = load_embedder(saved_model_dir)
     embeddings, thumbnails = embed_and_crop(signature, records, keys, image_root, thumbnail,
                                             batch_size)
-    rows = [(records[key]["label"], group_of(key), key) for key in keys]
+    rows = [(records[key][features.LABEL], group_of(key), key) for key in keys]
     files = write_projector(out_dir, embeddings, rows, thumbnails)
     return {"images": len(keys), "embedding_size": int(embeddings.shape[1]), "files": files}
 

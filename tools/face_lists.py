@@ -12,7 +12,7 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
-from core import json_stream, records
+from core import features, json_stream, records
 from models import preprocessing
 
 CROP_BATCH = 64   # images decoded per call: bounded memory on large lists
@@ -66,7 +66,7 @@ def read_face_list(list_path: str) -> Dict[str, Dict]:
             face_records[item.key] = item.value
     if not face_records:
         raise ValueError(f"face list {list_path!r} is empty")
-    needed = ("label",) + preprocessing.BOX_KEYS
+    needed = (features.LABEL, *features.BOX_KEYS)
     for key, record in face_records.items():
         missing = [k for k in needed if not isinstance(record, dict) or k not in record]
         if missing:

@@ -29,6 +29,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from core import features
+
 
 @dataclass(frozen=True)
 class GroupStyle:
@@ -316,7 +318,7 @@ def generate(out: str, seed: int = 0, train_identities: int = 160, train_images:
             for (ident, label, _), written in zip(plan, pool.map(_render_identity, jobs,
                                                                  chunksize=4)):
                 for key, (x1, y1, x2, y2) in written:
-                    entries[key] = {"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+                    entries[key] = {features.LABEL: label, **dict(zip(features.BOX_KEYS, (x1, y1, x2, y2)))}
                 bar.update(len(written))
         bar.close()
         tmp = os.path.join(out, list_name + ".tmp")

@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from core import json_stream, records
+from core import features, json_stream, records
 from core.records import IngestOptions, Rejected
 
 QUARANTINE = "quarantine"
@@ -118,7 +118,7 @@ def check_record(image_root: str, key: str, value: Any, options: IngestOptions,
 def _source_label(entry):
     """(list path, label) of a parsed record whose label is usable, for the label offsets."""
     _, (path, _, value) = entry
-    label = value.get("label") if isinstance(value, dict) else None
+    label = value.get(features.LABEL) if isinstance(value, dict) else None
     if isinstance(label, int) and not isinstance(label, bool) and label >= 0:
         yield path, label
 

@@ -31,6 +31,7 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
 from components.face_example_gen import beam_ingest
+from core import features
 from core.records import IngestOptions
 
 IMAGE_ROOT = "image_root"
@@ -222,7 +223,7 @@ class FaceExampleGen(FileBasedExampleGen):
             output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
                 splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
                         for name, buckets in identity_split.items()],
-                partition_feature_name="label"))
+                partition_feature_name=features.LABEL))
         else:
             output_config = example_gen_utils.make_default_output_config(input_config)
         spec = FaceExampleGenSpec(

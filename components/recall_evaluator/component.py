@@ -25,7 +25,7 @@ import system as kfp_types
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import beam_embed, report, tfma_results
 from components.recall_evaluator import gate as gate_lib
-from core import intervals
+from core import features, intervals
 from core import verification as verification_lib
 from core.features import OVERALL
 from core.recall import QueryRanks, recall_at_k
@@ -77,9 +77,9 @@ def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
     from models import preprocessing
 
     size = crop_side(files)
-    spec = {"image": tf.io.FixedLenFeature([], tf.string),
-            "label": tf.io.FixedLenFeature([], tf.int64),
-            "group": tf.io.FixedLenFeature([], tf.string)}
+    spec = {features.IMAGE: tf.io.FixedLenFeature([], tf.string),
+            features.LABEL: tf.io.FixedLenFeature([], tf.int64),
+            features.GROUP: tf.io.FixedLenFeature([], tf.string)}
     count = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
     factor = 1
     while count * (size // factor) ** 2 * 3 > PIXEL_BUDGET_FLOATS and size // factor > 8:
@@ -87,12 +87,12 @@ def pixel_split(files: List[str], batch_size: int) -> Dict[str, Any]:
     pixels, labels, groups = [], [], []
     for serialized in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
         parsed = tf.io.parse_example(serialized, spec)
-        images = preprocessing.decode_crops(parsed["image"], size)
+        images = preprocessing.decode_crops(parsed[features.IMAGE], size)
         if factor > 1:
             images = tf.nn.avg_pool2d(images, factor, factor, "VALID")
         pixels.append(tf.reshape(images, [tf.shape(images)[0], -1]).numpy())
-        labels.append(parsed["label"].numpy())
-        groups.append(parsed["group"].numpy())
+        labels.append(parsed[features.LABEL].numpy())
+        groups.append(parsed[features.GROUP].numpy())
     side = size // factor
     return {"embeddings": np.concatenate(pixels), "labels": np.concatenate(labels),
             "groups": np.array([g.decode("utf-8") for g in np.concatenate(groups)]),

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from core import features
 from models.pretrained import alignment, fetch
 from models.pretrained import recognition_net as frn
 
@@ -56,8 +57,9 @@ def _sample_record():
     pixels = np.random.default_rng(0).integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG")
-    return {"image_raw": [buffer.getvalue()], "label": [0], "x1": [8], "y1": [8], "x2": [88],
-            "y2": [88], "image_height": [96], "image_width": [96], "group": [b"g"], "path": [b"g/0.jpg"]}
+    return {features.IMAGE_RAW: [buffer.getvalue()], features.LABEL: [0], features.X1: [8],
+            features.Y1: [8], features.X2: [88], features.Y2: [88], features.IMAGE_HEIGHT: [96],
+            features.IMAGE_WIDTH: [96], features.GROUP: [b"g"], features.PATH: [b"g/0.jpg"]}
 
 
 def transform_graph(schema_path: str, out_dir: str) -> str:
