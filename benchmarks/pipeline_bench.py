@@ -102,7 +102,7 @@ def storage(pipeline_root: str) -> List[Dict]:
                                            "*"))
     rows = []
     for name, uri in (("raw Examples (ExampleGen: JPEG bytes + box)", raw_uri),
-                      ("transformed Examples (Transform: float32 crop)", transformed_uri)):
+                      ("transformed Examples (Transform: uint8 crop)", transformed_uri)):
         size, count = _bytes_and_count(os.path.join(uri, "Split-train"))
         rows.append({"case": name, "images": count, "bytes_per_image": size / count})
     rows[1]["ratio"] = rows[1]["bytes_per_image"] / rows[0]["bytes_per_image"]

@@ -4,9 +4,10 @@ Both train the same embedding network and ArcFace head on the same transformed i
 same global batch, on this machine's CPU:
 
     run_fn step   FaceTrainingModel.fit over the TFX DataAccessor's dataset of transformed Examples
-                  (gzip TFRecords parsed by TFXIO), the run_fn's optimizer (with augmentation on and off)
+                  (gzip TFRecords parsed by TFXIO, uint8 crops decoded to float32), the run_fn's
+                  optimizer (with augmentation on and off)
     plain fit     a functional Keras model (image, label) -> ArcFace logits, compile(loss=CE), fit on
-                  the same images held in memory as NumPy arrays
+                  the same images (the decoded crops) held in memory as float32 NumPy arrays
 
 Throughput is images/s over `steps` timed steps after one warm-up epoch (tracing excluded); the
 three cases run interleaved `repeats` times and each reports its median (a shared 2-core machine
@@ -61,15 +62,15 @@ def run_fn_step(transformed_uri: str, transform_graph_uri: str, config: Dict, st
     from models.face_model import FaceTrainingModel, build_embedding_model
 
     output = tft.TFTransformOutput(transform_graph_uri)
-    size = int(output.transformed_feature_spec()[preprocessing.IMAGE].shape[0])
+    train_files = [os.path.join(transformed_uri, "Split-train", "*")]
+    size = data.crop_side(train_files)
     model_config, training = trainer.configs_from_settings(config, size)
     classes = output.vocabulary_size_by_name(preprocessing.IDENTITY_VOCABULARY)
     model = FaceTrainingModel(build_embedding_model(model_config), model_config, classes)
     model.compile(optimizer=trainer.make_optimizer(training, 10 * steps, steps))
     dataset = data.transformed_dataset(
-        [os.path.join(transformed_uri, "Split-train", "*")], _data_accessor(transformed_uri),
-        output.transformed_metadata.schema, training.batch_size, training=True,
-        augmentation={"enabled": augment})
+        train_files, _data_accessor(transformed_uri), output.transformed_metadata.schema,
+        training.batch_size, training=True, augmentation={"enabled": augment}, image_size=size)
     timer = _StepTimer(skip=steps)
     model.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return training.batch_size * (steps - 1) / (timer.end - timer.start)
@@ -77,14 +78,16 @@ def run_fn_step(transformed_uri: str, transform_graph_uri: str, config: Dict, st
 
 def _load_crops(transformed_uri: str):
     from components.artifacts import crop_side
+    from models import preprocessing
 
     files = sorted(glob.glob(os.path.join(transformed_uri, "Split-train", "*")))
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP"))
     size = crop_side(files)
-    spec = {"image": tf.io.FixedLenFeature([size, size, 3], tf.float32),
-            "class_index": tf.io.FixedLenFeature([], tf.int64)}
+    spec = {preprocessing.IMAGE: tf.io.FixedLenFeature([], tf.string),
+            preprocessing.CLASS_INDEX: tf.io.FixedLenFeature([], tf.int64)}
     parsed = tf.io.parse_example(tf.stack(records), spec)
-    return parsed["image"].numpy(), parsed["class_index"].numpy(), size
+    return (preprocessing.decode_crops(parsed[preprocessing.IMAGE], size).numpy(),
+            parsed[preprocessing.CLASS_INDEX].numpy(), size)
 
 
 def plain_fit(transformed_uri: str, config: Dict, steps: int) -> float:
