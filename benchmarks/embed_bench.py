@@ -27,11 +27,11 @@ import gc
 import glob
 import math
 import os
-import statistics
 import tempfile
-import time
 import tracemalloc
 from typing import Dict, List, Optional, Sequence
+
+from benchmarks.common import timed_median
 
 SMALL = 32
 TWO_WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -99,30 +99,21 @@ def beam_embed_once(model_dir: str, files: Sequence[str], batch_size: int, beam_
     return len(gathered["candidate"]["labels"])
 
 
-def _timed(fn, repeats: int):
-    times, count = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        count = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), count
-
-
 def embed_rows(model_dir: str, files: Sequence[str], images: int, repeats: int,
                batch_size: int = 256) -> List[Dict]:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         big = synthetic_split(files, images, os.path.join(work, "big"))
         small = synthetic_split(files, SMALL, os.path.join(work, "small"))
-        seconds, count = _timed(lambda: one_process_loop(model_dir, big, batch_size), repeats)
+        seconds, count = timed_median(lambda: one_process_loop(model_dir, big, batch_size), repeats)
         rows.append({"case": "(a) one-process loop (former evaluator)", "workers": 1, "images": count,
                      "seconds": seconds, "images_per_s": count / seconds, "startup_seconds": None,
                      "steady_images_per_s": None})
         for name, workers, args in (("Beam RunInference, 1 worker", 1, []),
                                     ("Beam RunInference, 2 workers", 2, TWO_WORKERS)):
-            seconds, count = _timed(lambda: beam_embed_once(model_dir, big, batch_size, args,
+            seconds, count = timed_median(lambda: beam_embed_once(model_dir, big, batch_size, args,
                                                             os.path.join(work, "run")), repeats)
-            startup, _ = _timed(lambda: beam_embed_once(model_dir, small, batch_size, args,
+            startup, _ = timed_median(lambda: beam_embed_once(model_dir, small, batch_size, args,
                                                         os.path.join(work, "run")), repeats)
             # None when the small run took as long as the large one (a busy machine): no estimate.
             steady = (count - SMALL) / (seconds - startup) if seconds > startup else None

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Dict, List
+
+from benchmarks.common import timed_median
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,15 +96,6 @@ def cli(data: str, output: str, workers: int, list_file: str = "train.json",
         return json.load(f)["valid"]
 
 
-def _timed(fn, repeats: int):
-    times, count = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        count = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), count
-
-
 def run(images: int = 20000, repeats: int = 3, cache: str = None) -> List[Dict]:
     cache = cache or os.path.join(tempfile.gettempdir(), "ffem-bench")
     data = ensure_images(cache, images)
@@ -122,12 +113,12 @@ def run(images: int = 20000, repeats: int = 3, cache: str = None) -> List[Dict]:
         clis = [("CLI, Beam 1 worker", 1, 1), ("CLI, Beam 2 workers", 2, 1),
                 ("CLI, Beam 2 workers, a file per worker (--num_shards=0)", 2, 0)]
         for name, fn in loops:
-            rows.append(_row(name, *_timed(fn, repeats), total_mb))
+            rows.append(_row(name, *timed_median(fn, repeats), total_mb))
         for name, workers, shards in clis:
-            row = _row(name, *_timed(lambda: cli(data, os.path.join(out, "c"), workers,
+            row = _row(name, *timed_median(lambda: cli(data, os.path.join(out, "c"), workers,
                                                  num_shards=shards), repeats), total_mb)
             # The same command on a 20-image list: the fixed start-up.
-            startup, _ = _timed(lambda: cli(data, os.path.join(out, "s"), workers, "head20.json",
+            startup, _ = timed_median(lambda: cli(data, os.path.join(out, "s"), workers, "head20.json",
                                             shards), repeats)
             row["startup_seconds"] = startup
             row["steady_images_per_s"] = (row["images"] - 20) / max(1e-9, row["seconds"] - startup)

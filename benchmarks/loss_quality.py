@@ -18,9 +18,10 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.common import train_on_crops
 from core.recall import recall_at_k
-from models import data, trainer
-from models.face_model import LOSSES, FaceTrainingModel, build_embedding_model, embed
+from models import trainer
+from models.face_model import LOSSES, build_embedding_model, embed
 from tools import face_lists
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,15 +59,8 @@ def run(data_dir: str, epochs: int, image_size: int, losses: List[str]) -> List[
         config, training = trainer.configs_from_settings({**settings, "loss": loss}, image_size)
         embedding_model = build_embedding_model(config)
         untrained = evaluate(embedding_model, test_x, test_y, test_g)
-        model = FaceTrainingModel(embedding_model, config, int(train_y.max()) + 1)
-        steps = len(train_x) // training.batch_size
-        model.compile(optimizer=trainer.make_optimizer(training, steps * epochs, steps))
-        generator = tf.random.Generator.from_seed(0)
-        dataset = (tf.data.Dataset.from_tensor_slices((train_x, train_y)).shuffle(8192, seed=0)
-                   .repeat().batch(training.batch_size, drop_remainder=True)
-                   .map(lambda x, y: (data.augment(x, generator), y)).prefetch(4))
         start = time.perf_counter()
-        model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0)
+        train_on_crops(embedding_model, config, training, train_x, train_y, epochs)
         rows.append({"loss": loss, "untrained": untrained,
                      "trained": evaluate(embedding_model, test_x, test_y, test_g),
                      "seconds": time.perf_counter() - start})

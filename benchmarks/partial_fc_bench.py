@@ -116,9 +116,10 @@ def run(quick: bool, sizes: Dict = None) -> List[Dict]:
 def recall_comparison(data_dir: str, epochs: int, rates=(1.0, 0.3), image_size: int = 64
                       ) -> List[Dict]:
     """Recall@1 (overall and per group) of the demo training with each sample rate."""
+    from benchmarks.common import train_on_crops
     from benchmarks.loss_quality import evaluate, load_crops
-    from models import data, trainer
-    from models.face_model import FaceTrainingModel, build_embedding_model
+    from models import trainer
+    from models.face_model import build_embedding_model
     from pipeline import configs
 
     train_x, train_y, _ = load_crops(data_dir, "train.json", image_size)
@@ -129,14 +130,7 @@ def recall_comparison(data_dir: str, epochs: int, rates=(1.0, 0.3), image_size: 
         config, training = trainer.configs_from_settings(
             dict(configs.DEMO_TRAINING, epochs=epochs, sample_rate=rate), image_size)
         embedding_model = build_embedding_model(config)
-        model = FaceTrainingModel(embedding_model, config, int(train_y.max()) + 1)
-        steps = len(train_x) // training.batch_size
-        model.compile(optimizer=trainer.make_optimizer(training, steps * epochs, steps))
-        generator = tf.random.Generator.from_seed(0)
-        dataset = (tf.data.Dataset.from_tensor_slices((train_x, train_y)).shuffle(8192, seed=0)
-                   .repeat().batch(training.batch_size, drop_remainder=True)
-                   .map(lambda x, y: (data.augment(x, generator), y)).prefetch(4))
-        model.fit(dataset, epochs=epochs, steps_per_epoch=steps, verbose=0)
+        model = train_on_crops(embedding_model, config, training, train_x, train_y, epochs)
         rows.append({"sample_rate": rate, "columns": model.num_sample,
                      "recall": evaluate(embedding_model, test_x, test_y, test_g)})
         print(rows[-1], flush=True)

@@ -38,7 +38,8 @@ from tensorboard.plugins import projector
 
 from core import features
 from models import preprocessing
-from tools.face_lists import group_of, load_signature, model_tool_parser, read_face_list, read_images
+from models.export import load_signature
+from tools.face_lists import group_of, model_tool_parser, read_face_list, read_images
 
 EMBED_IMAGES = "embed_images"          # = models.export.EMBED_IMAGES
 EMBEDDINGS_FILE = "embeddings.tsv"

@@ -29,21 +29,6 @@ def model_tool_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_signature(saved_model_dir: str, name: str):
-    """(loaded SavedModel, its signature `name`), with errors that say what to pass instead."""
-    if not os.path.isdir(saved_model_dir):
-        raise FileNotFoundError(f"model directory {saved_model_dir!r} does not exist")
-    if not any(os.path.exists(os.path.join(saved_model_dir, file))
-               for file in ("saved_model.pb", "saved_model.pbtxt")):
-        raise FileNotFoundError(f"{saved_model_dir!r} is not a SavedModel (no saved_model.pb); "
-                                f"pass a version directory such as runs/serving_model/<version>")
-    loaded = tf.saved_model.load(saved_model_dir)
-    if name not in loaded.signatures:
-        raise KeyError(f"SavedModel {saved_model_dir!r} has no {name!r} signature "
-                       f"(it has: {', '.join(sorted(loaded.signatures)) or 'none'})")
-    return loaded, loaded.signatures[name]
-
-
 def read_face_list(list_path: str) -> Dict[str, Dict]:
     """{"<group>/<id>/<n>.jpg": {"label", "x1", "y1", "x2", "y2"}} in file order, from a JSON
     object or JSON Lines list read as ingest reads it (a leading byte-order mark is accepted).
