@@ -7,7 +7,7 @@ batch fixed at 1):
        sample of face crops, float fallback for ops without an int8 kernel; float32 input and output
     2  integer only (TFLITE_BUILTINS_INT8): uint8 input and uint8 output. Caveat: the converter
        silently leaves ops without an int8 kernel in float (tensorflow/tensorflow#56535); with a
-       GNAP head that is the per-position norm weighting (SQRT, MEAN, MAXIMUM, DIV on the
+       GNAP head that is the per-position norm weighting (SQUARE, SQRT, MEAN, MAXIMUM, DIV on the
        [1, h, w, 1] norms of the final feature map), while convolutions and the FC run in int8.
        The report lists such ops per level ("float_ops"): an int8-only accelerator would fall back
        to the CPU there.
@@ -178,7 +178,7 @@ def float_ops(path: str) -> Optional[List[str]]:
     """Op types that compute in float32 inside the model (the final DEQUANTIZE of a float output
     excepted), or None when this TFLite has no op listing. The converter leaves ops without an int8
     kernel in float even under TFLITE_BUILTINS_INT8 (tensorflow/tensorflow#56535): for GNAP that is
-    the per-position norm weighting (SQRT, MEAN, MAXIMUM, DIV on [1, h, w, 1])."""
+    the per-position norm weighting (SQUARE, SQRT, MEAN, MAXIMUM, DIV on [1, h, w, 1])."""
     # Without the default XNNPACK delegate: it would replace op lists by opaque DELEGATE nodes.
     interpreter = tf.lite.Interpreter(
         model_path=path, experimental_op_resolver_type=(
