@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import glob
-import math
 import os
 import tempfile
 import tracemalloc
@@ -128,30 +127,52 @@ def embed_rows(model_dir: str, files: Sequence[str], images: int, repeats: int,
 
 # ----------------------------------------------------------------------------- metric step memory
 
+def _kept_sizes(n: int, per_identity: int = 5, groups: int = 4) -> List[int]:
+    """The one-pass selection's kept scores per scope (overall first) on the modelled eval set."""
+    from core import verification
+
+    largest = max(max(verification.DEFAULT_FARS), verification.DEFAULT_TARGET_FMR)
+    genuine = n * (per_identity - 1) / 2
+    impostor = n * (n - 1) / 2 - genuine
+    group_n = n / groups
+    group_impostor = group_n * (group_n - 1) / 2 - genuine / groups
+    return ([verification._kept(int(impostor), largest)]
+            + [verification._kept(int(group_impostor), max(verification.DEFAULT_FARS))] * groups)
+
+
+def _one_pass_selection(n: int, per_identity: int = 5, groups: int = 4) -> bool:
+    from core import verification
+
+    return verification._selection_fits(_kept_sizes(n, per_identity, groups), n)
+
+
 def memory_model(n: int, dim: int = 512, per_identity: int = 5, groups: int = 4,
                  resamples: int = 1000, k_max: int = 20) -> Dict[str, float]:
     """Bytes of the metric step's large arrays at N = n, from the code's own sizes:
     the embeddings and their normalised float32 copy (2 N D 4), one similarity block and its mask
     (chunk^2 x 5, core.recall.DEFAULT_CHUNK_SIZE), the running top-k_max lists (N k_max x 12),
-    the genuine pairs (N (m - 1) / 2 x 36: indices, block keys, order, score), the overall impostor
-    selection of core/verification.py (K = max(largest FAR x impostor pairs, DET_MIN_KEPT) scores with
-    both indices, 20 B each, buffered up to 2 K before compaction), the per-group ones (4 B each,
-    same buffer) and the bootstrap weights (resamples x identities float64)."""
-    from core import recall, verification
+    the genuine pairs (N (m - 1) / 2 x 36: indices, block keys, order, score), the 1:1 impostor side
+    of core/verification.py and the bootstrap weights (resamples x identities float64). The impostor
+    side is, within its budget, the one-pass selection (overall K = max(largest FAR x impostor pairs,
+    DET_MIN_KEPT) scores with both indices, 20 B each, buffered up to 2 K before compaction; per
+    group 4 B each, same buffer), beyond it the radix passes' histograms (65,536 int64 bins per scope,
+    about three copies, plus the second pass's per-block bin counts of up to 1 + 3 x (groups + 1)
+    wanted ranks, and about 24 B per pair of one block for its keys and bins)."""
+    from core import recall
 
     chunk = recall.DEFAULT_CHUNK_SIZE
-    largest = max(max(verification.DEFAULT_FARS), verification.DEFAULT_TARGET_FMR)
     genuine = n * (per_identity - 1) / 2
-    impostor = n * (n - 1) / 2 - genuine
-    kept = min(impostor, max(math.ceil(largest * impostor), verification.DET_MIN_KEPT))
-    group_n = n / groups
-    group_impostor = group_n * (group_n - 1) / 2 - genuine / groups
-    group_kept = min(group_impostor, max(math.ceil(max(verification.DEFAULT_FARS) * group_impostor),
-                                         verification.DET_MIN_KEPT))
+    kept, group_kept = _kept_sizes(n, per_identity, groups)[:2]
+    if _one_pass_selection(n, per_identity, groups):
+        impostor_side = 2 * kept * 20.0 + groups * 2 * group_kept * 4.0
+    else:
+        scopes, wanted = 1 + groups, 1 + 3 * (1 + groups)
+        # ... and each block's keys, scope codes and bin indices (about 24 B per pair).
+        impostor_side = 3 * scopes * 65536 * 8.0 + 2 * wanted * 65536 * 8.0 + chunk * chunk * 24.0
     return {"embeddings": 2 * n * dim * 4.0,
             "blocks": chunk * chunk * 5.0 + n * k_max * 12.0,
             "genuine pairs": genuine * 36.0,
-            "impostor selection": 2 * kept * 20.0 + groups * 2 * group_kept * 4.0,
+            "impostor selection": impostor_side,
             "bootstrap": resamples * (n / per_identity) * 8.0}
 
 
@@ -180,12 +201,15 @@ def memory_rows(sizes: Sequence[int], dim: int = 512, extrapolate_to: int = 1_00
         model = memory_model(n, dim)
         rows.append({"n": n, "dim": dim, "measured_mb": (peak + embeddings.nbytes) / 1e6,
                      "model_mb": sum(model.values()) / 1e6, "terms": model})
-    # Extrapolation: every term from the model, the impostor selection (the only term growing with
-    # N^2) scaled by what the largest measured N shows against the model (its compaction copies).
+    # Extrapolation: every term from the model, the impostor side scaled by what the largest measured
+    # N shows against the model (the selection's compaction copies) when it is still the one-pass
+    # selection at `extrapolate_to` (beyond the budget it is the radix passes' constant histograms).
     last = rows[-1]
     rest = sum(v for k, v in last["terms"].items() if k != "impostor selection")
     scale = max(1.0, (last["measured_mb"] * 1e6 - rest) / last["terms"]["impostor selection"])
     model = memory_model(extrapolate_to, dim)
+    if not _one_pass_selection(extrapolate_to):
+        scale = 1.0
     extrapolated = sum(model.values()) + (scale - 1) * model["impostor selection"]
     rows.append({"n": extrapolate_to, "dim": dim, "measured_mb": None, "model_mb": sum(model.values()) / 1e6,
                  "extrapolated_mb": extrapolated / 1e6, "selection_scale": scale, "terms": model})

@@ -27,13 +27,23 @@ Definitions:
   impostor scores: exact for FMRs up to the kept fraction (all impostor pairs when there are at
   most DET_MIN_KEPT, else at least the largest FAR of `fars`), never extrapolated.
 
-Exactness without the N x N matrix: the impostor scores at and above the thresholds are kept by a
-running selection (`_TopScores`: the largest K scores, where K = ceil(largest rate x impostor
-pairs) or DET_MIN_KEPT; each block only contributes its scores at or above the current K-th
-largest), ties at the cut kept as counts. Genuine scores are kept one per genuine pair. Extra
-memory: one block and its mask (O(chunk^2)), the genuine pairs (at most N x (m - 1) / 2 for m images
-per identity: O(chunk x N) while no identity has more than `chunk` images), and K kept scores per
-scope (<= chunk x N while N <= 2 x chunk / the largest rate).
+Exactness without the N x N matrix, in one of two ways, both exact:
+* Running selection (one pass; when the kept scores fit the budget, KEPT_PER_IMAGE x N plus
+  DET_MIN_KEPT per scope): the impostor scores at and above the thresholds are kept
+  (`_TopScores`: the largest K scores, where K = ceil(largest rate x impostor pairs) or
+  DET_MIN_KEPT; each block only contributes its scores at or above the current K-th largest), ties
+  at the cut kept as counts. K grows with N^2 x the largest rate, hence the budget.
+* Radix selection (three passes; beyond the budget, e.g. N above about 51,000 with a FAR of 1e-2):
+  float32 scores map to uint32 keys of the same order. Pass 1 counts impostor keys per scope by
+  their top 16 bits (65,536 bins; genuine pairs are subtracted, their scores being known), which
+  places every k-th largest score in one bin; pass 2 counts the low 16 bits inside those bins only,
+  which gives each k-th largest score exactly; pass 3 counts, per identity and group, the impostor
+  pairs at or above the global threshold. Extra memory is one block and a few 65,536-bin
+  histograms per scope, whatever N is; the DET points then sit at the bins' lower edges (each point
+  exact at its threshold; 128 bins per octave of the score).
+Genuine scores are kept one per genuine pair (at most N x (m - 1) / 2 for m images per identity:
+O(chunk x N) while no identity has more than `chunk` images). Either way the extra memory is
+O(chunk x N): one block and its mask (O(chunk^2)) plus at most the budget.
 
 Bootstrap (core/intervals.py): for each scope, per unit (identity within group) counts of genuine
 pairs, false non-matches, impostor pairs and false matches at the threshold. A pair is attributed
@@ -62,6 +72,9 @@ MIN_FALSE_ACCEPTS = 10
 DET_MIN_KEPT = 100_000
 DET_POINTS = 60
 SAMPLED_ROWS = 128     # images whose scores against all others place each selection's starting floor
+# Scores the one-pass selection may keep per eval image (20 B each, buffered twice: about 10 kB per
+# image, five times a 512-d float32 embedding); a selection needing more takes the radix passes.
+KEPT_PER_IMAGE = 256
 SUMMARY_KEYS = ("target_fmr", "threshold", "fmr_differential", "skewed_error_ratio")
 
 
@@ -85,9 +98,10 @@ class VerificationResult:
 def verification(embeddings, labels, groups=None, target_fmr: float = DEFAULT_TARGET_FMR,
                  fars: Sequence[float] = DEFAULT_FARS,
                  chunk_size: Optional[int] = None) -> VerificationResult:
-    """The 1:1 figures alone (one blocked pass over the upper block triangle)."""
+    """The 1:1 figures alone (one blocked pass over the upper block triangle; three beyond the
+    selection budget)."""
     unit, labels, groups, _ = recall.checked_inputs(embeddings, labels, groups, (1,))
-    counter = _PairCounter(labels, groups, target_fmr, fars, recall._chunk_size(chunk_size), unit)
+    counter = _counter(labels, groups, target_fmr, fars, recall._chunk_size(chunk_size), unit)
     for i0, j0, sims in recall.similarity_blocks(unit, counter.chunk):
         counter.visit(i0, j0, sims)
     return _complete(counter, unit).finish()
@@ -98,22 +112,39 @@ def ranks_and_verification(embeddings, labels, groups=None, ks: Sequence[int] = 
                            fars: Sequence[float] = DEFAULT_FARS, chunk_size: Optional[int] = None
                            ) -> Tuple[recall.QueryRanks, VerificationResult]:
     """Recall ranks (core.recall.first_hit_ranks) and the 1:1 figures from ONE pass over the whole
-    gallery's similarity blocks (plus the within-group passes of the ranks)."""
+    gallery's similarity blocks (plus the within-group passes of the ranks, and the two radix passes
+    beyond the selection budget)."""
     unit, labels, groups, ks = recall.checked_inputs(embeddings, labels, groups, ks)
-    counter = _PairCounter(labels, groups, target_fmr, fars, recall._chunk_size(chunk_size), unit)
+    counter = _counter(labels, groups, target_fmr, fars, recall._chunk_size(chunk_size), unit)
     ranks = recall.first_hit_ranks(unit, labels, groups, max(ks), counter.chunk, counter.visit)
     return ranks, _complete(counter, unit).finish()
 
 
-def _complete(counter: "_PairCounter", unit: np.ndarray) -> "_PairCounter":
-    """`counter`, or when a sampled starting floor turned out too high (fewer impostor scores at or
-    above it than a selection needs; practically never), a counter of a second, unseeded pass."""
-    if counter.complete():
+def _counter(labels, groups, target_fmr, fars, chunk, unit) -> "_PairCounter":
+    """The one-pass selection when its kept scores fit the budget, else the radix passes."""
+    counter = _SelectionCounter(labels, groups, target_fmr, fars, chunk)
+    if _selection_fits(counter.kept_sizes(), counter.n):
+        counter.start(unit)
         return counter
-    again = _PairCounter(counter.labels, counter.groups, counter.target_fmr, counter.fars,
-                         counter.chunk, None)
+    return _RadixCounter(labels, groups, target_fmr, fars, chunk)
+
+
+def _selection_fits(kept_sizes: Sequence[int], n: int) -> bool:
+    return sum(kept_sizes) <= KEPT_PER_IMAGE * n + DET_MIN_KEPT * len(kept_sizes)
+
+
+def _complete(counter: "_PairCounter", unit: np.ndarray) -> "_PairCounter":
+    """`counter` after its remaining passes: none for a selection whose sampled starting floors were
+    low enough; a second, unseeded pass when one was too high (fewer impostor scores at or above it
+    than a selection needs; practically never); the two radix passes for `_RadixCounter`."""
+    if counter.complete(unit):
+        return counter
+    again = _SelectionCounter(counter.labels, counter.groups, counter.target_fmr, counter.fars,
+                              counter.chunk)
+    again.start(None)
     for i0, j0, sims in recall.similarity_blocks(unit, again.chunk):
         again.visit(i0, j0, sims)
+    again.complete(unit)
     return again
 
 
@@ -176,8 +207,8 @@ class _TopScores:
             tied = values == cut
             self.tie_count += int(tied.sum())
             if self.units is not None:
-                self._count_pairs(firsts[tied], seconds[tied], self.tie_units, self.tie_units_same,
-                                  self.tie_groups)
+                _count_pairs(self.units, self.group_codes, firsts[tied], seconds[tied], self.tie_units,
+                             self.tie_units_same, self.tie_groups)
             keep = values > cut
             values = values[keep]
             if self.units is not None:
@@ -187,16 +218,6 @@ class _TopScores:
         if self.units is not None:
             self.firsts, self.seconds = [firsts], [seconds]
         self.n_buffered = len(values)
-
-    def _count_pairs(self, firsts, seconds, units_all, units_same, groups):
-        n_units = len(units_all)
-        ends = np.concatenate([self.units[firsts], self.units[seconds]])
-        units_all += np.bincount(ends, minlength=n_units)
-        first_groups = self.group_codes[firsts]
-        same = first_groups == self.group_codes[seconds]
-        units_same += np.bincount(np.concatenate([self.units[firsts[same]], self.units[seconds[same]]]),
-                                  minlength=n_units)
-        groups += np.bincount(first_groups[same], minlength=len(groups))
 
     def finish(self):
         self._compact()
@@ -227,7 +248,8 @@ class _TopScores:
         units_all, units_same = np.zeros(n_units), np.zeros(n_units)
         groups = np.zeros(n_groups, dtype=np.int64)
         sel = values >= threshold
-        self._count_pairs(firsts[sel], seconds[sel], units_all, units_same, groups)
+        _count_pairs(self.units, self.group_codes, firsts[sel], seconds[sel], units_all, units_same,
+                     groups)
         if self.tie_value >= threshold:
             units_all += self.tie_units
             units_same += self.tie_units_same
@@ -235,15 +257,14 @@ class _TopScores:
         return units_all, units_same, groups
 
 
-# ----------------------------------------------------------------------------- the blocked pass
+# ----------------------------------------------------------------------------- the blocked passes
 
 class _PairCounter:
-    """Counts and selections of one blocked pass. With `unit` rows, each selection starts from a
-    floor estimated from a random sample of its impostor pairs (about twice the scores it needs lie
-    above it), so blocks never hand over all their scores; `complete()` checks that the floor was
-    low enough, which decides exactness: every score at or above it was seen."""
+    """What both ways share: pair counts in closed form, the genuine scores (taken from the blocks
+    that hold them) and the summary. Subclasses give the impostor side through `_scope_threshold`,
+    `_false_matches` and `_det_points`."""
 
-    def __init__(self, labels, groups, target_fmr, fars, chunk, unit=None):
+    def __init__(self, labels, groups, target_fmr, fars, chunk):
         self.labels, self.groups = labels, groups
         if not 0.0 < float(target_fmr) < 1.0:
             raise ValueError(f"target_fmr must be in (0, 1), got {target_fmr!r}")
@@ -266,18 +287,18 @@ class _PairCounter:
             self.group_names, self.group_codes = [str(g) for g in names], codes.reshape(-1)
         self.units, self.unit_groups = identity_units(labels, groups)
         self.n_units = len(self.unit_groups)
-        n_groups = max(1, len(self.group_names))
+        self.n_groups = max(1, len(self.group_names))
 
         # Pair counts in closed form.
         self.unit_sizes = np.bincount(self.units, minlength=self.n_units).astype(np.float64)
         label_sizes = np.bincount(self.label_codes).astype(np.float64) if n else np.zeros(0)
-        group_sizes = np.bincount(self.group_codes, minlength=n_groups).astype(np.float64)
+        group_sizes = np.bincount(self.group_codes, minlength=self.n_groups).astype(np.float64)
         self.unit_labels = np.zeros(self.n_units, dtype=np.int64)
         self.unit_labels[self.units] = self.label_codes
         self.n_genuine = int((label_sizes * (label_sizes - 1) / 2).sum())
         self.n_impostor = n * (n - 1) // 2 - self.n_genuine
         unit_pairs = self.unit_sizes * (self.unit_sizes - 1) / 2
-        self.group_genuine = np.bincount(self.unit_groups, weights=unit_pairs, minlength=n_groups)
+        self.group_genuine = np.bincount(self.unit_groups, weights=unit_pairs, minlength=self.n_groups)
         self.group_impostor = group_sizes * (group_sizes - 1) / 2 - self.group_genuine
         # Impostor pairs per unit (each pair counted at both ends), overall and in the unit's group.
         self.unit_impostor = self.unit_sizes * (n - label_sizes[self.unit_labels]) if n else self.unit_sizes
@@ -291,42 +312,27 @@ class _PairCounter:
         self.genuine_first, self.genuine_second = first[order], second[order]
         self.genuine_keys, self.n_blocks = keys[order], n_blocks
         self.genuine_scores = np.full(len(first), np.nan, dtype=np.float32)
-
-        # Running selections: overall keeps the pairs (for per-group FMR and per-unit counts).
-        largest = max(self.fars + [self.target_fmr])
-        self.overall = _TopScores(_kept(self.n_impostor, largest), self.units, self.group_codes,
-                                  self.n_units, n_groups)
-        largest_far = max(self.fars) if self.fars else 0.0
-        self.by_group = [_TopScores(_kept(int(self.group_impostor[g]), largest_far))
-                         for g in range(len(self.group_names))]
-        if unit is not None:
-            rng = np.random.default_rng(0)
-            members = [np.arange(n)] + [np.flatnonzero(self.group_codes == g)
-                                        for g in range(len(self.group_names))]
-            for store, scope_members in zip([self.overall] + self.by_group, members):
-                store.seed_floor(_sampled_floor(unit, self.label_codes, scope_members, store.size, rng))
-        # Which groups have images in each row block: a group's floor only matters for blocks
-        # holding pairs of that group (a group still filling its selection has floor -inf).
-        block_of = np.arange(n) // self.chunk
-        self.block_groups = np.zeros((n_blocks, n_groups), dtype=bool)
-        self.block_groups[block_of, self.group_codes] = True
         side = min(self.chunk, max(n, 1))
         self.mask_buf = recall.mask_buffer(side * side)
 
-    def complete(self) -> bool:
-        stores = [self.overall] + self.by_group
-        for store in stores:
-            store.finish()
-        return all(store.seeded_floor == -np.inf or store.total() >= store.size for store in stores)
+    def scope_impostors(self, g: Optional[int]) -> int:
+        return self.n_impostor if g is None else int(self.group_impostor[g])
 
-    def visit(self, i0: int, j0: int, sims: np.ndarray):
+    def kept_sizes(self) -> List[int]:
+        """Scores the one-pass selection keeps per scope (overall first)."""
+        largest_far = max(self.fars) if self.fars else 0.0
+        return ([_kept(self.n_impostor, max(self.fars + [self.target_fmr]))]
+                + [_kept(self.scope_impostors(g), largest_far) for g in range(len(self.group_names))])
+
+    def _visit_genuine(self, i0: int, j0: int, sims: np.ndarray):
         key = (i0 // self.chunk) * self.n_blocks + j0 // self.chunk
         lo, hi = np.searchsorted(self.genuine_keys, [key, key + 1])
         if hi > lo:
             self.genuine_scores[lo:hi] = sims[self.genuine_first[lo:hi] - i0,
                                               self.genuine_second[lo:hi] - j0]
-        shared = self.block_groups[i0 // self.chunk] & self.block_groups[j0 // self.chunk]
-        floor = min([self.overall.floor] + [s.floor for g, s in enumerate(self.by_group) if shared[g]])
+
+    def _impostors_at_least(self, i0: int, j0: int, sims: np.ndarray, floor: float):
+        """(scores, first, second) of the block's impostor pairs (i < j) scoring >= floor."""
         mask = self.mask_buf[:sims.size].reshape(sims.shape)
         np.greater_equal(sims, floor, out=mask)
         rows, cols = recall.nonzero_positions(self.mask_buf, sims.size, sims.shape[1])
@@ -336,40 +342,44 @@ class _PairCounter:
         values = sims[rows, cols]
         first, second = rows + i0, cols + j0
         impostor = self.label_codes[first] != self.label_codes[second]
-        values, first, second = values[impostor], first[impostor], second[impostor]
-        sel = values >= self.overall.floor
-        self.overall.add(values[sel], first[sel], second[sel])
-        if self.by_group:
-            first_groups = self.group_codes[first]
-            same = first_groups == self.group_codes[second]
-            for g, store in enumerate(self.by_group):
-                store.add(values[same & (first_groups == g) & (values >= store.floor)])
+        return values[impostor], first[impostor], second[impostor]
+
+    # The impostor side, per way of selecting.
+    def complete(self, unit: np.ndarray) -> bool:
+        raise NotImplementedError
+
+    def _scope_threshold(self, g: Optional[int], k: int) -> float:
+        """The k-th largest impostor score of the scope (g None: overall)."""
+        raise NotImplementedError
+
+    def _false_matches(self, threshold: float):
+        """(per-unit impostor pairs >= threshold, the same for same-group pairs, same-group pairs
+        >= threshold per group, all pairs >= threshold)."""
+        raise NotImplementedError
+
+    def _det_points(self, g: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """(thresholds, impostor pairs of the scope >= each), thresholds descending."""
+        raise NotImplementedError
 
     def finish(self) -> VerificationResult:
         if np.isnan(self.genuine_scores).any():
             raise AssertionError("a genuine pair was not scored (blocks and pairs disagree)")
-        self.overall.finish()
-        for store in self.by_group:
-            store.finish()
-        n_groups = max(1, len(self.group_names))
+        n_groups = self.n_groups
         threshold = None
         if self.n_impostor:
-            k = math.ceil(self.target_fmr * self.n_impostor)
-            threshold = float(self.overall.kth_largest([k])[0])
+            threshold = self._scope_threshold(None, math.ceil(self.target_fmr * self.n_impostor))
         genuine_groups = self.group_codes[self.genuine_first]
         genuine_same = genuine_groups == self.group_codes[self.genuine_second]
         genuine_ends = np.concatenate([self.units[self.genuine_first], self.units[self.genuine_second]])
 
         if threshold is not None:
-            fm_units, fm_units_same, fm_groups = self.overall.pair_counts_at_least(threshold, n_groups)
+            fm_units, fm_units_same, fm_groups, overall_false_matches = self._false_matches(threshold)
             non_match = self.genuine_scores < threshold
         else:
             fm_units, fm_units_same = np.zeros(self.n_units), np.zeros(self.n_units)
-            fm_groups = np.zeros(n_groups, dtype=np.int64)
+            fm_groups, overall_false_matches = np.zeros(n_groups, dtype=np.int64), 0
             non_match = np.zeros(len(self.genuine_scores), dtype=bool)
         twice = np.concatenate([non_match, non_match])
-        overall_false_matches = (int(self.overall.count_at_least([threshold])[0])
-                                 if threshold is not None else 0)
 
         summary = {"target_fmr": self.target_fmr, "threshold": threshold}
         unit_counts = {}
@@ -377,25 +387,28 @@ class _PairCounter:
         for name, g in scopes:
             if g is None:
                 genuine_sel = np.ones(len(self.genuine_scores), dtype=bool)
-                n_genuine, n_impostor = self.n_genuine, self.n_impostor
-                n_false_match = overall_false_matches
-                store, in_scope = self.overall, np.ones(self.n_units, dtype=bool)
+                n_genuine, n_false_match = self.n_genuine, overall_false_matches
+                in_scope = np.ones(self.n_units, dtype=bool)
                 impostor_units, fm = self.unit_impostor, fm_units
             else:
                 genuine_sel = genuine_same & (genuine_groups == g)
-                n_genuine, n_impostor = int(self.group_genuine[g]), int(self.group_impostor[g])
-                n_false_match = int(fm_groups[g])
-                store, in_scope = self.by_group[g], self.unit_groups == g
+                n_genuine, n_false_match = int(self.group_genuine[g]), int(fm_groups[g])
+                in_scope = self.unit_groups == g
                 impostor_units, fm = self.unit_impostor_group, fm_units_same
-            scores = self.genuine_scores[genuine_sel]
+            n_impostor = self.scope_impostors(g)
+            scores = np.sort(self.genuine_scores[genuine_sel].astype(np.float64))
             n_false_non_match = int(non_match[genuine_sel].sum())
             entry = {"n_genuine": n_genuine, "n_impostor": n_impostor,
                      "fnmr": (n_false_non_match / n_genuine
                               if threshold is not None and n_genuine else None),
                      "fmr": n_false_match / n_impostor if threshold is not None and n_impostor else None}
             for far in self.fars:
-                entry[far_key(far)] = _tar(store, scores, n_impostor, far)
-            entry["det"] = _det(store, scores, n_impostor)
+                k = math.ceil(far * n_impostor)
+                entry[far_key(far)] = (
+                    float((len(scores) - np.searchsorted(scores, self._scope_threshold(g, k), "left"))
+                          / len(scores))
+                    if k >= MIN_FALSE_ACCEPTS and len(scores) else None)
+            entry["det"] = self._det(g, scores, n_impostor)
             summary[name] = entry
             both = np.concatenate([genuine_sel, genuine_sel])
             unit_counts[name] = {
@@ -408,6 +421,249 @@ class _PairCounter:
         summary["fmr_differential"] = fmr_differential([e["fmr"] for e in groups], self.target_fmr)
         summary["skewed_error_ratio"] = skewed_error_ratio([e["fnmr"] for e in groups])
         return VerificationResult(summary, unit_counts, self.unit_groups)
+
+    def _det(self, g: Optional[int], genuine_sorted: np.ndarray, n_impostor: int) -> Dict[str, List[float]]:
+        """DET points (FMR = impostors >= t / impostors, FNMR = genuine < t / genuine) at the
+        thresholds t of `_det_points`."""
+        if not n_impostor or not len(genuine_sorted):
+            return {"fmr": [], "fnmr": []}
+        thresholds, counts = self._det_points(g)
+        fmr = counts / n_impostor
+        fnmr = np.searchsorted(genuine_sorted, thresholds, "left") / len(genuine_sorted)
+        return {"fmr": [float(x) for x in fmr], "fnmr": [float(x) for x in fnmr]}
+
+
+class _SelectionCounter(_PairCounter):
+    """The one-pass way: running selections. With `unit` rows, each selection starts from a floor
+    estimated from a random sample of its impostor pairs (about twice the scores it needs lie above
+    it), so blocks never hand over all their scores; `complete()` checks that the floor was low
+    enough, which decides exactness: every score at or above it was seen."""
+
+    def start(self, unit: Optional[np.ndarray]):
+        sizes = self.kept_sizes()
+        self.overall = _TopScores(sizes[0], self.units, self.group_codes, self.n_units, self.n_groups)
+        self.by_group = [_TopScores(size) for size in sizes[1:]]
+        if unit is not None:
+            rng = np.random.default_rng(0)
+            members = [np.arange(self.n)] + [np.flatnonzero(self.group_codes == g)
+                                             for g in range(len(self.group_names))]
+            for store, scope_members in zip([self.overall] + self.by_group, members):
+                store.seed_floor(_sampled_floor(unit, self.label_codes, scope_members, store.size, rng))
+        # Which groups have images in each row block: a group's floor only matters for blocks
+        # holding pairs of that group (a group still filling its selection has floor -inf).
+        block_of = np.arange(self.n) // self.chunk
+        self.block_groups = np.zeros((self.n_blocks, self.n_groups), dtype=bool)
+        self.block_groups[block_of, self.group_codes] = True
+
+    def complete(self, unit: np.ndarray) -> bool:
+        stores = [self.overall] + self.by_group
+        for store in stores:
+            store.finish()
+        return all(store.seeded_floor == -np.inf or store.total() >= store.size for store in stores)
+
+    def visit(self, i0: int, j0: int, sims: np.ndarray):
+        self._visit_genuine(i0, j0, sims)
+        shared = self.block_groups[i0 // self.chunk] & self.block_groups[j0 // self.chunk]
+        floor = min([self.overall.floor] + [s.floor for g, s in enumerate(self.by_group) if shared[g]])
+        values, first, second = self._impostors_at_least(i0, j0, sims, floor)
+        sel = values >= self.overall.floor
+        self.overall.add(values[sel], first[sel], second[sel])
+        if self.by_group:
+            first_groups = self.group_codes[first]
+            same = first_groups == self.group_codes[second]
+            for g, store in enumerate(self.by_group):
+                store.add(values[same & (first_groups == g) & (values >= store.floor)])
+
+    def _store(self, g: Optional[int]) -> "_TopScores":
+        return self.overall if g is None else self.by_group[g]
+
+    def _scope_threshold(self, g, k):
+        return float(self._store(g).kth_largest([k])[0])
+
+    def _false_matches(self, threshold):
+        units_all, units_same, groups = self.overall.pair_counts_at_least(threshold, self.n_groups)
+        return units_all, units_same, groups, int(self.overall.count_at_least([threshold])[0])
+
+    def _det_points(self, g):
+        """At thresholds t_k = the k-th largest impostor score, k log-spaced from 1 to the kept
+        count."""
+        store = self._store(g)
+        if not store.total():
+            return np.zeros(0), np.zeros(0)
+        ks = np.unique(np.geomspace(1, store.total(), DET_POINTS).round().astype(np.int64))
+        thresholds = store.kth_largest(ks)
+        return thresholds, store.count_at_least(thresholds)
+
+
+class _RadixCounter(_PairCounter):
+    """The bounded-memory way: three passes over the blocks (the module docstring). Pass 1 is
+    `visit` (it can ride on the recall pass); `complete` runs passes 2 and 3."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.n_scopes = 1 + len(self.group_names)     # 0: pairs across groups, g + 1: inside group g
+        self.top_bins = np.zeros(self.n_scopes * _BINS, dtype=np.int64)
+        self.triu = {}
+
+    def _block_pairs(self, i0: int, j0: int, sims: np.ndarray):
+        """(scores, scope codes) of the block's pairs i < j, flat: code g + 1 when both images are in
+        group g, else 0."""
+        height, width = sims.shape
+        codes = None
+        if self.group_names:
+            rows = self.group_codes[i0:i0 + height].astype(np.int32)
+            same = rows[:, None] == self.group_codes[j0:j0 + width].astype(np.int32)[None, :]
+            codes = np.where(same, rows[:, None] + 1, 0).astype(np.int32)
+        if i0 == j0:
+            if height not in self.triu:
+                self.triu[height] = np.triu_indices(height, 1)
+            upper = self.triu[height]
+            return sims[upper], (codes[upper] if codes is not None else None)
+        return sims.reshape(-1), (codes.reshape(-1) if codes is not None else None)
+
+    def visit(self, i0: int, j0: int, sims: np.ndarray):
+        """Pass 1: every pair's key prefix per scope (genuine pairs included; taken out in
+        `_impostor_top_bins`)."""
+        self._visit_genuine(i0, j0, sims)
+        values, codes = self._block_pairs(i0, j0, sims)
+        index = (sortable_keys(values) >> 16).astype(np.int64)
+        if codes is not None:
+            index += codes.astype(np.int64) * _BINS
+        self.top_bins += np.bincount(index, minlength=self.top_bins.size)
+
+    def _genuine_scopes(self) -> Tuple[np.ndarray, np.ndarray]:
+        codes = self.group_codes[self.genuine_first]
+        same = codes == self.group_codes[self.genuine_second]
+        scopes = np.where(same, codes + 1, 0) if self.group_names else np.zeros_like(codes)
+        return sortable_keys(self.genuine_scores), scopes
+
+    def _impostor_top_bins(self) -> np.ndarray:
+        """[1 + groups, 65,536] impostor pairs per key prefix: row 0 overall, row g + 1 group g."""
+        keys, codes = self._genuine_scopes()
+        counts = self.top_bins.reshape(self.n_scopes, _BINS).copy()
+        np.subtract.at(counts, (codes, keys >> 16), 1)
+        counts[0] = counts.sum(axis=0)       # overall: pairs across groups plus every group's
+        return counts
+
+    def complete(self, unit: np.ndarray) -> bool:
+        top = self._impostor_top_bins()
+        self.det_bins = top
+        # Every k-th largest score any figure needs: the threshold, each scope's FARs.
+        wanted = set()
+        if self.n_impostor:
+            wanted.add((0, math.ceil(self.target_fmr * self.n_impostor)))
+        for g in [None] + list(range(len(self.group_names))):
+            for far in self.fars:
+                k = math.ceil(far * self.scope_impostors(g))
+                if k >= MIN_FALSE_ACCEPTS:
+                    wanted.add((0 if g is None else g + 1, k))
+        # Pass 2: each wanted rank lies in one prefix bin; count the low 16 bits inside it.
+        above = np.cumsum(top[:, ::-1], axis=1)[:, ::-1] - top     # pairs in higher bins
+        places = {}
+        for scope, k in wanted:
+            prefix = int(np.flatnonzero(above[scope] < k)[0])
+            places[scope, k] = (prefix, k - int(above[scope, prefix]))
+        slots = {key: i for i, key in enumerate(sorted({(s, p) for (s, _), (p, _) in places.items()}))}
+        table = np.full((self.n_scopes, _BINS), -1, dtype=np.int64)
+        for (scope, prefix), slot in slots.items():
+            table[scope, prefix] = slot
+        low_bins = np.zeros(max(1, len(slots)) * _BINS, dtype=np.int64)
+        if slots:
+            for i0, j0, sims in recall.similarity_blocks(unit, self.chunk):
+                values, codes = self._block_pairs(i0, j0, sims)
+                keys = sortable_keys(values)
+                low_bins += self._low_counts(table, keys, codes, low_bins.size)
+            keys, codes = self._genuine_scopes()
+            low_bins -= self._low_counts(table, keys, codes, low_bins.size)
+        low_bins = low_bins.reshape(-1, _BINS)
+        self.kth = {}
+        for (scope, k), (prefix, rank) in places.items():
+            from_top = np.cumsum(low_bins[slots[scope, prefix], ::-1])
+            low = _BINS - 1 - int(np.flatnonzero(from_top >= rank)[0])
+            self.kth[scope, k] = key_value((prefix << 16) | low)
+        # Pass 3: the pairs at or above the global threshold, per unit and group.
+        self.false_matches = None
+        if self.n_impostor:
+            threshold = self.kth[0, math.ceil(self.target_fmr * self.n_impostor)]
+            units_all, units_same = np.zeros(self.n_units), np.zeros(self.n_units)
+            groups, total = np.zeros(self.n_groups, dtype=np.int64), 0
+            for i0, j0, sims in recall.similarity_blocks(unit, self.chunk):
+                _, first, second = self._impostors_at_least(i0, j0, sims, np.float32(threshold))
+                _count_pairs(self.units, self.group_codes, first, second, units_all, units_same, groups)
+                total += len(first)
+            self.false_matches = (units_all, units_same, groups, total)
+        return True
+
+    @staticmethod
+    def _low_counts(table, keys, codes, size) -> np.ndarray:
+        """Counts of the low 16 bits of the keys whose (scope, prefix) has a slot, overall and
+        inside their group."""
+        prefixes = (keys >> 16).astype(np.int64)
+        counts = np.zeros(size, dtype=np.int64)
+        scope_codes = [np.zeros(len(keys), dtype=np.int64)]
+        if codes is not None and table.shape[0] > 1:
+            scope_codes.append(codes.astype(np.int64))
+        for scope_code in scope_codes:
+            slot = table[scope_code, prefixes]
+            if scope_code is not scope_codes[0]:
+                slot[scope_code == 0] = -1
+            hit = slot >= 0
+            if hit.any():
+                counts += np.bincount(slot[hit] * _BINS + (keys[hit] & 0xFFFF).astype(np.int64),
+                                      minlength=size)
+        return counts
+
+    def _scope_threshold(self, g, k):
+        return self.kth[0 if g is None else g + 1, k]
+
+    def _false_matches(self, threshold):
+        return self.false_matches
+
+    def _det_points(self, g):
+        """At the lower edges of the prefix bins whose pair counts above them are nearest to ranks
+        log-spaced from 1 to the kept count of the one-pass way: exact rates at those thresholds."""
+        counts = self.det_bins[0 if g is None else g + 1]
+        at_least = np.cumsum(counts[::-1])[::-1]               # pairs with prefix >= p
+        total = int(at_least[0]) if len(at_least) else 0
+        if not total:
+            return np.zeros(0), np.zeros(0)
+        sizes = self.kept_sizes()
+        ks = np.unique(np.geomspace(1, min(total, sizes[0 if g is None else g + 1]), DET_POINTS)
+                       .round().astype(np.int64))
+        # The highest prefix with at least k pairs at or above its lower edge.
+        occupied = np.flatnonzero(counts)
+        prefixes = np.unique([occupied[at_least[occupied] >= k].max() for k in ks])[::-1]
+        thresholds = np.array([key_value(int(p) << 16) for p in prefixes])
+        return thresholds, at_least[prefixes].astype(np.float64)
+
+
+_BINS = 1 << 16
+
+
+def sortable_keys(scores: np.ndarray) -> np.ndarray:
+    """uint32 keys in the order of the float32 scores (-0.0 taken as 0.0): the sign bit flipped
+    for positive scores, every bit for negative ones."""
+    bits = np.add(np.asarray(scores, dtype=np.float32), np.float32(0.0)).view(np.uint32)
+    return np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))
+
+
+def key_value(key: int) -> float:
+    """The float32 score of a key (the inverse of `sortable_keys`), as a Python float."""
+    key = np.uint32(key)
+    bits = key ^ np.uint32(0x80000000) if key >> np.uint32(31) else ~key
+    return float(np.array(bits, dtype=np.uint32).view(np.float32))
+
+
+def _count_pairs(units, group_codes, firsts, seconds, units_all, units_same, groups):
+    """Adds pairs (firsts[i], seconds[i]) to the per-unit counts (both ends), the per-unit counts of
+    same-group pairs and the same-group pairs per group."""
+    n_units = len(units_all)
+    units_all += np.bincount(np.concatenate([units[firsts], units[seconds]]), minlength=n_units)
+    first_groups = group_codes[firsts]
+    same = first_groups == group_codes[seconds]
+    units_same += np.bincount(np.concatenate([units[firsts[same]], units[seconds[same]]]),
+                              minlength=n_units)
+    groups += np.bincount(first_groups[same], minlength=len(groups))
 
 
 def fmr_differential(fmrs: Sequence[Optional[float]], target_fmr: float) -> Optional[float]:
@@ -448,27 +704,6 @@ def _sampled_floor(unit, label_codes, members, size, rng) -> float:
 
 def _kept(n_impostor: int, largest_rate: float) -> int:
     return int(min(n_impostor, max(math.ceil(largest_rate * n_impostor), DET_MIN_KEPT)))
-
-
-def _tar(store: _TopScores, genuine_scores: np.ndarray, n_impostor: int, far: float):
-    k = math.ceil(far * n_impostor)
-    if k < MIN_FALSE_ACCEPTS or not len(genuine_scores):
-        return None
-    threshold = store.kth_largest([k])[0]
-    return float(np.count_nonzero(genuine_scores >= threshold) / len(genuine_scores))
-
-
-def _det(store: _TopScores, genuine_scores: np.ndarray, n_impostor: int) -> Dict[str, List[float]]:
-    """DET points at thresholds t_k = the k-th largest impostor score, k log-spaced from 1 to the
-    kept count: FMR = impostors >= t_k / impostors, FNMR = genuine < t_k / genuine."""
-    if not n_impostor or not len(genuine_scores) or not store.total():
-        return {"fmr": [], "fnmr": []}
-    ks = np.unique(np.geomspace(1, store.total(), DET_POINTS).round().astype(np.int64))
-    thresholds = store.kth_largest(ks)
-    fmr = store.count_at_least(thresholds) / n_impostor
-    genuine = np.sort(genuine_scores.astype(np.float64))
-    fnmr = np.searchsorted(genuine, thresholds, "left") / len(genuine)
-    return {"fmr": [float(x) for x in fmr], "fnmr": [float(x) for x in fnmr]}
 
 
 def _genuine_pairs(label_codes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
