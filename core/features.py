@@ -13,6 +13,12 @@ IMAGE_HEIGHT = "image_height"    # int64
 IMAGE_WIDTH = "image_width"      # int64
 GROUP = "group"                  # bytes: first path component of the key (the original's race)
 PATH = "path"                    # bytes: the key, relative to the image root
+# float: the face's landmarks, photo pixels, interleaved x0, y0, x1, y1, ... (5 or 68 points; the
+# feature is absent when the face list gives none). 5 points: left eye, right eye, nose tip, left
+# and right mouth corner (MTCNN's order, as RFW / VGGFace2 / Trillion Pairs lists give them);
+# 68 points: the iBUG 300-W layout (dlib, face-api).
+LANDMARKS = "landmarks"
+LANDMARK_COUNTS = (5, 68)
 
 # Transformed features.
 IMAGE = "image"                  # bytes: the crop, uint8 [size, size, 3] row-major (models/preprocessing.py)

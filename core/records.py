@@ -7,7 +7,11 @@ reason code (`REASONS`) and a detail that names what is wrong; `beam_ingest` wri
 quarantine line.
 
 Decisions (README "Input format"):
-* Extra fields in a record are accepted and ignored (datasets carry landmarks, scores, ...).
+* Extra fields in a record are accepted and ignored (datasets carry scores, ...), except
+  `landmarks`: when present it must be a list of 5 or 68 [x, y] pairs of finite JSON numbers in
+  photo pixels (features.LANDMARKS says the point order), each inside the image within the box
+  tolerance; they are written to the Example (the pretrained network's aligned crop uses them
+  instead of finding its own). `"landmarks": null` is the same as no landmarks.
 * `label` and the box must be JSON integers: strings, floats (even 3.0) and booleans are rejected,
   nothing is coerced.
 * The box is (left, top, right, bottom) in pixels, right/bottom exclusive. It must have x1 < x2 and
@@ -24,11 +28,12 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import stat
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from PIL import Image
 
@@ -43,6 +48,7 @@ REASONS: Dict[str, str] = {
     "missing_field": "label, x1, y1, x2 or y2 is missing",
     "bad_label": "label is not a non-negative JSON integer",
     "bad_box": "a box coordinate is not an integer, or x1 >= x2 or y1 >= y2",
+    "bad_landmarks": "landmarks are not 5 or 68 [x, y] pairs of finite numbers, or lie outside the image",
     "box_outside_image": "the box lies outside the image beyond the tolerance",
     "bad_path": "the key is empty, not UTF-8, too long, or contains NUL or backslash",
     "path_escape": "the key leaves the image root (.., absolute path, URL, symlink to outside)",
@@ -97,6 +103,7 @@ class FaceRecord:
     y1: int
     x2: int
     y2: int
+    landmarks: Optional[Tuple[float, ...]] = None    # interleaved x, y (features.LANDMARKS)
 
     @property
     def group(self) -> str:
@@ -187,12 +194,41 @@ def check_fields(key: str, value: Any) -> FaceRecord:
     if x1 >= x2 or y1 >= y2:
         raise Rejected("bad_box", f"box must have x1 < x2 and y1 < y2, got x1={x1} y1={y1} x2={x2} "
                                   f"y2={y2}")
-    return FaceRecord(key=key, label=label, x1=x1, y1=y1, x2=x2, y2=y2)
+    return FaceRecord(key=key, label=label, x1=x1, y1=y1, x2=x2, y2=y2,
+                      landmarks=check_landmarks(value.get(features.LANDMARKS)))
+
+
+def check_landmarks(points: Any) -> Optional[Tuple[float, ...]]:
+    """None (no landmarks) or the points of a record's `landmarks` field, interleaved x, y as
+    floats. Raises Rejected("bad_landmarks") naming what is wrong."""
+    if points is None:
+        return None
+    counts = " or ".join(str(c) for c in features.LANDMARK_COUNTS)
+    if not isinstance(points, list) or len(points) not in features.LANDMARK_COUNTS:
+        size = f"{len(points)} items" if isinstance(points, list) else _type_name(points)
+        raise Rejected("bad_landmarks", f"landmarks must be a list of {counts} [x, y] points, got {size}")
+    flat = []
+    for i, point in enumerate(points):
+        if (not isinstance(point, list) or len(point) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)):
+            raise Rejected("bad_landmarks", f"landmark {i} must be [x, y] with two numbers, got {point!r}")
+        if not all(math.isfinite(v) for v in point):
+            raise Rejected("bad_landmarks", f"landmark {i} is not finite: {point!r}")
+        flat += [float(point[0]), float(point[1])]
+    return tuple(flat)
 
 
 def check_box_inside(record: FaceRecord, width: int, height: int, tolerance: float) -> None:
+    """The box, and the landmarks when given, inside the image within the tolerance."""
     slack_x = max(1.0, tolerance * width)
     slack_y = max(1.0, tolerance * height)
+    if record.landmarks is not None:
+        for i in range(0, len(record.landmarks), 2):
+            x, y = record.landmarks[i], record.landmarks[i + 1]
+            if not (-slack_x <= x <= width + slack_x and -slack_y <= y <= height + slack_y):
+                raise Rejected("bad_landmarks",
+                               f"landmark {i // 2} ({x:g}, {y:g}) lies outside the {width}x{height} "
+                               f"image by more than the tolerance ({tolerance:.0%} of a side)")
     if (record.x1 < -slack_x or record.y1 < -slack_y or record.x2 > width + slack_x
             or record.y2 > height + slack_y or record.x2 <= 0 or record.y2 <= 0
             or record.x1 >= width or record.y1 >= height):
@@ -373,5 +409,6 @@ def build_example(record: FaceRecord, data: bytes, info: ImageInfo) -> bytes:
         features.IMAGE_RAW: data, features.LABEL: record.label, features.X1: record.x1,
         features.Y1: record.y1, features.X2: record.x2, features.Y2: record.y2,
         features.IMAGE_HEIGHT: info.height, features.IMAGE_WIDTH: info.width,
-        features.GROUP: record.group.encode("utf-8"), features.PATH: record.key.encode("utf-8")})
+        features.GROUP: record.group.encode("utf-8"), features.PATH: record.key.encode("utf-8"),
+        **({features.LANDMARKS: list(record.landmarks)} if record.landmarks is not None else {})})
 

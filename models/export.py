@@ -1,6 +1,7 @@
 """The exported SavedModel: three signatures that all return the L2-normalized embedding.
 
-    serving_default   examples: serialized raw tf.Examples (image_raw and the box are enough)
+    serving_default   examples: serialized raw tf.Examples (image_raw and the box are enough;
+                      `landmarks`, when given, are used by the aligned crop recipe)
     embed_images      image_bytes (JPEG/PNG), x1, y1, x2, y2 (pixels)
     embed_transformed image: float32 [n, s, s, 3] in [0, 1], the face crop (for evaluation, TFLite)
 
@@ -75,7 +76,8 @@ class EmbeddingExport(tf.Module):
 
     def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         with tf.control_dependencies([_assert_boxes_valid(raw_features)]):
-            raw_features = {k: tf.identity(v) for k, v in raw_features.items()}
+            raw_features = {k: tf.identity(v) if isinstance(v, tf.Tensor) else v
+                            for k, v in raw_features.items()}
         transformed = self.tft_layer(raw_features)
         return {OUTPUT: self._embed(preprocessing.decode_crops(transformed[preprocessing.IMAGE],
                                                                self.image_size))}
@@ -98,8 +100,14 @@ class EmbeddingExport(tf.Module):
                 if name in spec:
                     dtype = spec[name].dtype
                     raw[name] = tf.fill([batch], tf.constant(default, dtype))
-            return self._embed_raw({k: tf.reshape(v, [-1, 1]) for k, v in raw.items()
-                                    if k in spec})
+            raw = {k: tf.reshape(v, [-1, 1]) for k, v in raw.items() if k in spec}
+            if features.LANDMARKS in spec:
+                # No landmarks: the aligned crop recipe finds them with its network (as for a
+                # face list without them); the box recipe ignores them.
+                raw[features.LANDMARKS] = tf.SparseTensor(
+                    tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.float32),
+                    tf.stack([tf.cast(batch, tf.int64), tf.constant(0, tf.int64)]))
+            return self._embed_raw(raw)
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
                                                     name="image")])

@@ -40,6 +40,7 @@ from core.features import (  # noqa: F401
     IMAGE,
     IMAGE_RAW,
     LABEL,
+    LANDMARKS,
 )
 from models.pretrained import alignment
 
@@ -169,7 +170,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     return {
         # custom_config "crop": "box" (default) or "face_api_aligned" (models/pretrained/alignment.py).
         IMAGE: encode_crops(alignment.recipe_crop_fn(custom_config, crop_faces)(
-            _squeeze(inputs[IMAGE_RAW]), boxes, size)),
+            _squeeze(inputs[IMAGE_RAW]), boxes, size, inputs.get(LANDMARKS))),
         LABEL: label,
         # Class indices for the classification heads, over the identities of the analyzed (train)
         # split only; their count is the head's width. Unseen (eval) identities map to -1.

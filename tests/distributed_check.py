@@ -21,22 +21,30 @@ IMAGE_SIZE, NUM_CLASSES, GLOBAL_BATCH, STEPS = 32, 6, 8, 1
 WORKER_STEPS = 3       # the two-process run trains a few steps
 
 
-def data(seed=0, steps=STEPS):
+# Backbones other than the small CNN: their ModelConfig settings (face-api's network takes 150 x 150
+# crops and gives a 128-d descriptor).
+BACKBONE_SETTINGS = {"small_cnn": dict(image_size=IMAGE_SIZE, embedding_size=16),
+                     "face_recognition_net": dict(image_size=150, embedding_size=128,
+                                                  pooling="average")}
+
+
+def data(seed=0, steps=STEPS, image_size=IMAGE_SIZE):
     rng = np.random.default_rng(seed)
-    images = rng.uniform(size=(GLOBAL_BATCH * steps, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+    images = rng.uniform(size=(GLOBAL_BATCH * steps, image_size, image_size, 3)).astype(np.float32)
     labels = rng.integers(0, NUM_CLASSES, size=GLOBAL_BATCH * steps).astype(np.int64)
     return images, labels
 
 
-def build(strategy, loss, initial_weights=None, accumulation=1):
+def build(strategy, loss, initial_weights=None, accumulation=1, backbone="small_cnn"):
+    settings = BACKBONE_SETTINGS[backbone]
     with strategy.scope():
-        config = ModelConfig(loss=loss, backbone="small_cnn", image_size=IMAGE_SIZE,
-                             embedding_size=16, num_groups=3, group_intermediate=8)
+        config = ModelConfig(loss=loss, backbone=backbone, num_groups=3, group_intermediate=8,
+                             **settings)
         synchronized = strategy.num_replicas_in_sync > 1
         model = FaceTrainingModel(build_embedding_model(config, synchronized_bn=synchronized),
                                   config, NUM_CLASSES, accumulation_steps=accumulation)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-        model(tf.zeros([1, IMAGE_SIZE, IMAGE_SIZE, 3]))
+        model(tf.zeros([1, settings["image_size"], settings["image_size"], 3]))
         if initial_weights is not None:
             model.set_weights(initial_weights)
     return model
@@ -61,16 +69,16 @@ def mirrored(variants, out):
     """One step on one device and on two logical CPUs (MirroredStrategy), from the same weights."""
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    images, labels = data()
     arrays = {}
     # One strategy object for all variants: collective instance keys are allocated per strategy.
     one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
     two_devices = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for variant in variants:
-        loss, accumulation = variant.split(":")
-        one = build(one_device, loss, accumulation=int(accumulation))
+        loss, accumulation, backbone = (variant.split(":") + ["small_cnn"])[:3]
+        images, labels = data(image_size=BACKBONE_SETTINGS[backbone]["image_size"])
+        one = build(one_device, loss, accumulation=int(accumulation), backbone=backbone)
         initial = one.get_weights()
-        two = build(two_devices, loss, initial, int(accumulation))
+        two = build(two_devices, loss, initial, int(accumulation), backbone)
         assert two.distribute_strategy.num_replicas_in_sync == 2
         train(one, images, labels)
         train(two, images, labels)
@@ -101,7 +109,7 @@ def main():
     parser.add_argument("mode", choices=["mirrored", "worker"])
     parser.add_argument("--loss", default="AngularMargin", help="worker mode: the loss")
     parser.add_argument("--variants", nargs="+", default=["AngularMargin:1"],
-                        help="mirrored mode: LOSS:ACCUMULATION_STEPS ...")
+                        help="mirrored mode: LOSS:ACCUMULATION_STEPS[:BACKBONE] ...")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     tf.keras.utils.set_random_seed(0)

@@ -28,14 +28,24 @@ def test_mirrored_on_two_cpus_makes_the_same_update_as_one_device(tmp_path):
     the all-gathered center update (SoftmaxCenter) and GroupFace's global mean (GroupAware).
     BN moving statistics are not compared: they are not part of the gradient update.
     """
-    out = tmp_path / "mirrored.npz"
-    process = run_check(["mirrored", "--variants", "SoftmaxCenter:1", "GroupAware:1", "--out",
-                         str(out)])
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
-    arrays = np.load(out)
+    arrays = mirrored_steps(tmp_path, ["SoftmaxCenter:1", "GroupAware:1"])
     names = sorted({k.rsplit("|", 1)[0] for k in arrays.files})
     assert any("centers" in n for n in names) and any("groupface" in n for n in names)
+    assert_same_update(arrays)
+
+
+def mirrored_steps(tmp_path, variants):
+    """The arrays tests/distributed_check.py saves for one step of each variant on one device and on
+    two logical CPUs."""
+    out = tmp_path / "mirrored.npz"
+    process = run_check(["mirrored", "--variants", *variants, "--out", str(out)])
+    _, stderr = process.communicate(timeout=900)
+    assert process.returncode == 0, stderr[-3000:]
+    return np.load(out)
+
+
+def assert_same_update(arrays):
+    names = sorted({k.rsplit("|", 1)[0] for k in arrays.files})
     for name in names:
         one, two, initial = (arrays[f"{name}|{which}"] for which in ("one", "two", "initial"))
         change = np.abs(one - initial).max()

@@ -38,3 +38,24 @@ def test_other_types_are_refused():
         encode_example({"x": 1.5})
     with pytest.raises(TypeError):
         encode_example({"x": True})
+    with pytest.raises(TypeError):
+        encode_example({"x": [1.0, 2]})          # a float list holds floats only
+
+
+def test_float_lists_match_the_proto_and_parse_as_var_len():
+    values = [0.0, -1.5, 3.1415926, 1e-40, 1e30, 112.25]
+    serialized = encode_example({"landmarks": values, "label": 1})
+    reference = tf.train.Example()
+    reference.features.feature["landmarks"].float_list.value.extend(values)
+    reference.features.feature["label"].int64_list.value.append(1)
+    assert tf.train.Example.FromString(serialized) == reference
+    parsed = tf.io.parse_example([serialized, encode_example({"label": 2})],
+                                 {"landmarks": tf.io.VarLenFeature(tf.float32)})["landmarks"]
+    assert tf.sparse.to_dense(parsed).numpy()[0].tolist() == tf.constant(values, tf.float32).numpy().tolist()
+    assert parsed.indices.numpy()[:, 0].tolist() == [0] * len(values)      # nothing for the second
+
+
+def test_an_empty_float_list_is_a_present_empty_feature():
+    parsed = tf.train.Example.FromString(encode_example({"landmarks": []}))
+    assert parsed.features.feature["landmarks"].HasField("float_list")
+    assert list(parsed.features.feature["landmarks"].float_list.value) == []

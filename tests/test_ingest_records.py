@@ -4,6 +4,7 @@ import os
 import socket
 import threading
 
+import numpy as np
 import pytest
 
 from components.face_example_gen import beam_ingest
@@ -67,8 +68,38 @@ def test_key_without_folder_is_ungrouped(root):
 
 def test_extra_fields_are_accepted_and_ignored(root):
     write(root, "a/b.jpg", images.jpeg())
-    example, _ = check(root, "a/b.jpg", {**BOX, "landmarks": [1, 2], "score": 0.9})
+    example, _ = check(root, "a/b.jpg", {**BOX, "score": 0.9, "pose": [1, 2], "landmarks": None})
+    assert "score" not in example.features.feature and "pose" not in example.features.feature
     assert "landmarks" not in example.features.feature
+
+
+@pytest.mark.parametrize("count", [5, 68])
+def test_given_landmarks_are_written_as_float32_pairs(root, count):
+    write(root, "a/b.jpg", images.jpeg(64, 48))
+    points = [[4 + 0.37 * i, 5 + (i % 7) * 1.25] for i in range(count)]
+    points[0] = [0, 48]                       # integers and the image's edge are fine
+    example, _ = check(root, "a/b.jpg", {**BOX, "landmarks": points})
+    written = list(example.features.feature["landmarks"].float_list.value)
+    expected = np.asarray(points, dtype=np.float32).reshape(-1)
+    assert written == expected.tolist()
+
+
+@pytest.mark.parametrize("landmarks, detail", [
+    ([[1, 2]] * 4, "5 or 68 [x, y] points, got 4 items"),
+    ({"x": 1}, "got object"),
+    ([[1, 2]] * 4 + [[1]], "landmark 4 must be [x, y]"),
+    ([[1, 2]] * 4 + [[1, True]], "landmark 4 must be [x, y]"),
+    ([[1, 2]] * 4 + [["1", 2]], "landmark 4 must be [x, y]"),
+    ([[1, 2]] * 4 + [[float("nan"), 2]], "landmark 4 is not finite"),
+    ([[1, 2]] * 67 + [[1, float("inf")]], "landmark 67 is not finite"),
+    ([[1, 2]] * 4 + [[70, 2]], "landmark 4 (70, 2) lies outside the 64x48 image"),
+    ([[1, -3]] + [[1, 2]] * 4, "landmark 0 (1, -3) lies outside"),
+])
+def test_bad_landmarks_are_rejected_naming_the_point(root, landmarks, detail):
+    write(root, "a/b.jpg", images.jpeg(64, 48))
+    with pytest.raises(Rejected) as e:
+        check(root, "a/b.jpg", {**BOX, "landmarks": landmarks})
+    assert e.value.reason == "bad_landmarks" and detail in e.value.detail, e.value.detail
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])

@@ -44,15 +44,20 @@ def numpy_box(coordinates):
 
 
 BOX_D = numpy_box(D)
+BOX_POINTS = {BOX_A: A, BOX_B: B, BOX_C: C, BOX_D: D}
 
 
 def numbers(coordinates, separator=" "):
     return separator.join(str(value) for value in coordinates)
 
 
-def record(label, box):
+def record(label, box, coordinates=None):
+    """An output record: the box and the five points it came from (found by the box's name when
+    not given)."""
     x1, y1, x2, y2 = box
-    return {"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+    coordinates = coordinates if coordinates is not None else BOX_POINTS[tuple(box)]
+    points = [[float(coordinates[i]), float(coordinates[i + 1])] for i in range(0, 10, 2)]
+    return {"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "landmarks": points}
 
 
 def summary(rejected):
@@ -235,9 +240,9 @@ def test_vggface2_with_the_box_file(tmp_path):
     records, rejected = l2b.convert("vggface2", landmarks, boxes)
     # x1 = X, y1 = Y, x2 = X + W, y2 = Y + H
     assert records == {
-        "n000001/0003_01.jpg": record(0, (58, -3, 133, 100)),
-        "n000002/0001_01.jpg": record(1, (60, 60, 139, 169)),
-        "n000002/0002_01.jpg": record(1, (134, 81, 341, 376)),
+        "n000001/0003_01.jpg": record(0, (58, -3, 133, 100), C),   # the box file's box, the
+        "n000002/0001_01.jpg": record(1, (60, 60, 139, 169), A),   # landmark line's points
+        "n000002/0002_01.jpg": record(1, (134, 81, 341, 376), D),
     }
     assert summary(rejected) == [
         ("boxes", "loose_bb_train.csv", 5, "unmatched_box"),
@@ -337,7 +342,7 @@ def test_clipping_to_the_image(tmp_path):
     root = make_image_root(tmp_path / "images")
     records, rejected = l2b.convert("rfw", clip_landmarks(tmp_path), image_root=root, clip=True)
     assert records == {
-        "African/m.0a/m.0a_0001.jpg": record(0, (0, 0, 100, 100)),   # (-40, -45, 140, 135) clipped
+        "African/m.0a/m.0a_0001.jpg": record(0, (0, 0, 100, 100), C),   # BOX_C clipped, C kept
         "African/m.0a/m.0a_0002.jpg": record(0, BOX_A),
     }
     assert summary(rejected) == [("landmarks", "African_lmk.txt", 3, "missing_image"),
@@ -348,6 +353,17 @@ def test_clipping_to_the_image(tmp_path):
     for key, value in records.items():
         face = ingest_records.check_fields(key, value)
         ingest_records.check_box_inside(face, *sizes[key], tolerance=0.02)
+
+
+def test_landmarks_outside_the_image_are_reported_not_clipped(tmp_path):
+    root = make_image_root(tmp_path / "images")        # m.0a_0002.jpg is 200 x 150
+    wide = list(A)
+    wide[2] = 205.0                      # the right eye 5 px past the edge: more than 2 % of 200
+    path = write(tmp_path / "African_lmk.txt", ["m.0a/m.0a_0002.jpg 0 " + numbers(wide)])
+    records, rejected = l2b.convert("rfw", path, image_root=root, clip=True)
+    assert records == {}
+    assert summary(rejected) == [("landmarks", "African_lmk.txt", 1, "landmarks_outside_image")]
+    assert "landmark 1 (205, 50) lies outside the 200x150 image" in rejected[0]["detail"]
 
 
 def test_without_clipping_boxes_the_ingest_would_reject_are_reported(tmp_path):

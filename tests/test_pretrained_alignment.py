@@ -188,3 +188,101 @@ def test_descriptors_of_aligned_crops_equal_the_packages_whole_alignment_pipelin
     theirs = js_aligned["descriptors"][:n]
     cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
     assert cos.min() >= 0.9999, cos
+
+
+# ----------------------------------------------------------------------------------------------
+# Landmarks given in the face list.
+
+def _given_landmarks(london_photos, n=3):
+    """Per photo: None, 68 points, 5 points, ... The 68 are the network's own for that photo moved
+    by (3, -2) px (so a crop that used the network instead would differ); the 5 are taken from them
+    (eye centres, nose tip, mouth corners: MTCNN's order)."""
+    net = alignment.LandmarkNet()
+    found = tf.function(lambda image, box: alignment.align_face(image, box, net)["landmarks"],
+                        autograph=False)
+    given = []
+    for i in range(n):
+        if i % 3 == 0:
+            given.append(None)
+            continue
+        points = found(tf.constant(london_photos["photos"][i]),
+                       tf.constant(london_photos["boxes"][i])).numpy() + [3.0, -2.0]
+        if i % 3 == 2:
+            points = np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30],
+                               points[48], points[54]])
+        given.append(points)
+    return given
+
+
+def _ragged(given):
+    return tf.ragged.constant([[] if g is None else g.reshape(-1).tolist() for g in given],
+                              dtype=tf.float32)
+
+
+def _np_aligned_crop(photo, points):
+    """face-api's crop from given landmarks (found in the photo itself: W, H = the photo's)."""
+    height, width = photo.shape[:2]
+    x, y, w, h = np_dlib_box(np.asarray(points, np.float32).astype(np.float64), width, height)
+    return np_square_resize(photo[y:min(height, y + h), x:min(width, x + w)], 150)
+
+
+def test_given_5_or_68_landmarks_replace_the_network_per_face(face_api_package, london_photos):  # noqa: F811
+    n = 6
+    given = _given_landmarks(london_photos, n)
+    crop = tf.function(lambda b, x, lm: alignment.crop_faces_aligned(b, x, landmarks=lm),
+                       autograph=False)
+    crops = crop(tf.constant(london_photos["bytes"][:n]),
+                 tf.constant(london_photos["boxes"][:n], tf.int64), _ragged(given)).numpy() * 255
+    without = tf.function(alignment.crop_faces_aligned, autograph=False)(
+        tf.constant(london_photos["bytes"][:n]),
+        tf.constant(london_photos["boxes"][:n], tf.int64)).numpy() * 255
+    for i, points in enumerate(given):
+        if points is None:              # no landmarks: the network's crop, as without any
+            np.testing.assert_allclose(crops[i], without[i], atol=1e-3)
+            continue
+        expected = np.clip(_np_aligned_crop(london_photos["photos"][i], points), 0, 255)
+        assert np.abs(crops[i] - expected).max() <= 1e-2, (i, len(points))
+        assert np.abs(crops[i] - without[i]).max() > 10 * PIXEL_BOUND      # not the network's
+
+
+def test_a_landmark_count_other_than_5_or_68_is_refused_naming_it(face_api_package, london_photos):  # noqa: F811
+    bad = tf.ragged.constant([[1.0] * 14], dtype=tf.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must hold 0, 10 or 136 values"):
+        alignment.crop_faces_aligned(tf.constant(london_photos["bytes"][:1]),
+                                     tf.constant(london_photos["boxes"][:1], tf.int64), landmarks=bad)
+
+
+def test_the_transform_graph_reads_landmarks_from_the_ingested_examples(face_api_package,  # noqa: F811
+                                                                       london_photos, tmp_path):
+    """Face-list records -> the ingest's own Examples -> the pretrained Transform graph (the
+    schema's landmarks feature, preprocessing_fn): the stored crops are crop_faces_aligned's with
+    the same landmarks, rounded to 1/255."""
+    import tensorflow_transform as tft
+
+    import schema
+    from core import records as face_records
+    from models import preprocessing
+    from models.pretrained import export_pretrained
+
+    n = 3
+    given = _given_landmarks(london_photos, n)
+    serialized = []
+    for i, key in enumerate(london_photos["keys"][:n]):
+        x1, y1, x2, y2 = london_photos["boxes"][i]
+        value = {"label": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+        if given[i] is not None:
+            value["landmarks"] = given[i].tolist()
+        record = face_records.check_fields(key, value)
+        photo = london_photos["photos"][i]
+        info = face_records.ImageInfo("JPEG", photo.shape[1], photo.shape[0], "RGB")
+        serialized.append(face_records.build_example(record, london_photos["bytes"][i], info))
+    output = tft.TFTransformOutput(export_pretrained.transform_graph(schema.SCHEMA_FILE, str(tmp_path)))
+    raw = tf.io.parse_example(tf.constant(serialized), output.raw_feature_spec())
+    stored = output.transform_features_layer()(raw)[preprocessing.IMAGE]
+    crops = preprocessing.decode_crops(stored, 150).numpy()
+    # The given points as the Examples hold them: float32.
+    as_stored = [None if g is None else g.astype(np.float32) for g in given]
+    expected = alignment.crop_faces_aligned(
+        tf.constant(london_photos["bytes"][:n]), tf.constant(london_photos["boxes"][:n], tf.int64),
+        landmarks=_ragged(as_stored)).numpy()
+    assert np.abs(crops - expected).max() <= 0.5 / 255 + 1e-6

@@ -49,8 +49,13 @@ def test_backbone_refuses_another_input_size_or_weights_naming_the_setting(face_
         build_embedding_model(config(backbone_weights="imagenet"))
 
 
-def test_two_arcface_steps_fine_tune_every_backbone_weight(face_api_package):  # noqa: F811
-    cfg = config()
+@pytest.mark.parametrize("loss", [
+    "ArcFace", pytest.param("CosFace", marks=pytest.mark.slow),
+    pytest.param("SubCenterArcFace", marks=pytest.mark.slow),
+    pytest.param("SoftmaxCenter", marks=pytest.mark.slow),
+    pytest.param("GroupAware", marks=pytest.mark.slow)])
+def test_two_steps_of_every_loss_fine_tune_every_backbone_weight(face_api_package, loss):  # noqa: F811
+    cfg = config(loss=loss, scale=None, num_groups=3, group_intermediate=8)
     embedding_model = build_embedding_model(cfg)
     model = FaceTrainingModel(embedding_model, cfg, num_classes=3)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
@@ -64,6 +69,17 @@ def test_two_arcface_steps_fine_tune_every_backbone_weight(face_api_package):  #
     assert len(after) == len(before) == 117
     unchanged = [w.name for w, b in zip(after, before) if np.array_equal(w.numpy(), b)]
     assert not unchanged
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_cpus_makes_the_same_backbone_update_as_one_device(face_api_package,  # noqa: F811
+                                                                          tmp_path):
+    from tests.test_distributed import assert_same_update, mirrored_steps
+
+    arrays = mirrored_steps(tmp_path, ["ArcFace:1:face_recognition_net", "ArcFace:2:face_recognition_net"])
+    names = {k.rsplit("|", 1)[0] for k in arrays.files}
+    assert sum("face_recognition_net" in n or "conv" in n for n in names) >= 100
+    assert_same_update(arrays)
 
 
 def test_warm_start_reloads_a_fine_tuned_backbone(face_api_package, tmp_path):  # noqa: F811

@@ -8,14 +8,16 @@
     python -m tools.landmarks_to_boxes trillion --landmarks msra_lmk --image-root glint \
         --out msra.json
 
-Output: `{"<key>": {"label": 0, "x1": .., "y1": .., "x2": .., "y2": ..}, ...}` (README "Input
-format"): keys are paths relative to the image root, sorted; labels 0..N-1 are given to the
-identities in sorted order of their name; the box is left, top, right, bottom in integer pixels,
-right/bottom exclusive. The list is written atomically (temp file + rename). Every data line ends up
-either in the list or in the rejected lines (`<out>.rejected.jsonl`, `{"kind", "file", "line",
-"reason", "detail", "text"}`; the first few are printed); the CLI exits 2 when more than
---max-bad-fraction of the landmark lines were rejected (the list is still written), 1 when an input
-file is unusable as a whole (missing, wrong header, race not known).
+Output: `{"<key>": {"label": 0, "x1": .., "y1": .., "x2": .., "y2": .., "landmarks": [[x, y] x 5]},
+...}` (README "Input format"): keys are paths relative to the image root, sorted; labels 0..N-1 are
+given to the identities in sorted order of their name; the box is left, top, right, bottom in
+integer pixels, right/bottom exclusive; the five points are the file's, unrounded (the pretrained
+network's aligned crop uses them; the networks trained here crop by the box). The list is written
+atomically (temp file + rename). Every data line ends up either in the list or in the rejected
+lines (`<out>.rejected.jsonl`, `{"kind", "file", "line", "reason", "detail", "text"}`; the first few
+are printed); the CLI exits 2 when more than --max-bad-fraction of the landmark lines were rejected
+(the list is still written), 1 when an input file is unusable as a whole (missing, wrong header,
+race not known).
 
 Input layouts. Landmarks are always five (x, y) points in image pixels, in the order left eye, right
 eye, nose tip, left mouth corner, right mouth corner, written x1 y1 x2 y2 ... x5 y5 (interleaved).
@@ -109,6 +111,7 @@ REASONS: Dict[str, str] = {
     "path_escape": "the key is a symlink leading outside --image-root",
     "unreadable_image": "the image's header cannot be read, or it is a named pipe, socket or device",
     "box_outside_image": "the box exceeds the image by more than the ingest's tolerance",
+    "landmarks_outside_image": "a landmark lies outside the image by more than the ingest's tolerance",
 }
 
 # Box geometry, see the module docstring.
@@ -143,6 +146,7 @@ class _Face:
     line: int
     text: str
     box_name: Optional[str] = None    # vggface2 with --boxes: the NAME_ID whose box line it uses
+    landmarks: Optional[List[List[float]]] = None    # the five (x, y) points of the line
 
 
 def box_from_landmarks(points: Sequence[Sequence[float]]) -> Box:
@@ -191,8 +195,11 @@ def _numbers(fields: Sequence[str], what: str) -> List[float]:
     return values
 
 
-def _landmark_box(coordinates: List[float]) -> IntBox:
-    points = [coordinates[i:i + 2] for i in range(0, 10, 2)]
+def _points(coordinates: List[float]) -> List[List[float]]:
+    return [coordinates[i:i + 2] for i in range(0, 10, 2)]
+
+
+def _landmark_box(points: List[List[float]]) -> IntBox:
     box = round_box(box_from_landmarks(points))
     if box[0] >= box[2] or box[1] >= box[3]:
         raise _LineError("empty_box", f"the landmarks give an empty box {box} (points {points})")
@@ -295,16 +302,16 @@ def _rfw_race(path: str, group: Optional[str]) -> str:
     return match.group("race")
 
 
-def _path_label_landmarks(text: str) -> Tuple[str, List[str], IntBox]:
-    """A "path label x1 y1 ... x5 y5" line (RFW, Trillion Pairs): (path, its parts, box)."""
+def _path_label_landmarks(text: str) -> Tuple[str, List[str], Tuple[IntBox, List[List[float]]]]:
+    """A "path label x1 y1 ... x5 y5" line (RFW, Trillion Pairs): (path, its parts, (box, points))."""
     fields = _whitespace_fields(text, 12, "path, label, 10 landmark coordinates")
     _label_field(fields[1])
-    box = _landmark_box(_numbers(fields[2:], "coordinate"))
-    return fields[0], _relative_parts(fields[0]), box
+    points = _points(_numbers(fields[2:], "coordinate"))
+    return fields[0], _relative_parts(fields[0]), (_landmark_box(points), points)
 
 
 def _rfw_faces(path: str, race: str, prefix: str, rejected: List[dict]) -> Iterator[_Face]:
-    def parse(text: str) -> Tuple[str, str, IntBox]:
+    def parse(text: str) -> Tuple[str, str, Tuple[IntBox, List[List[float]]]]:
         image_path, parts, box = _path_label_landmarks(text)
         # Keep the path from the race folder on (drops e.g. "test/data/"), or add the race folder.
         parts = parts[parts.index(race):] if race in parts else [race] + parts
@@ -318,19 +325,21 @@ def _rfw_faces(path: str, race: str, prefix: str, rejected: List[dict]) -> Itera
             parts.insert(1, match.group("identity"))
         return _join_key(prefix, parts), parts[-2], box
 
-    for number, text, (key, identity, box) in _parse_file(path, parse, None, "landmarks", rejected):
-        yield _Face(key, identity, box, path, number, text)
+    for number, text, (key, identity, (box, points)) in _parse_file(path, parse, None, "landmarks",
+                                                                    rejected):
+        yield _Face(key, identity, box, path, number, text, landmarks=points)
 
 
 def _trillion_faces(path: str, prefix: str, rejected: List[dict]) -> Iterator[_Face]:
-    def parse(text: str) -> Tuple[str, str, IntBox]:
+    def parse(text: str) -> Tuple[str, str, Tuple[IntBox, List[List[float]]]]:
         image_path, parts, box = _path_label_landmarks(text)
         if len(parts) < 2:
             raise _LineError("malformed_line", f"path {image_path!r} has no identity folder")
         return _join_key(prefix, parts), parts[-2], box
 
-    for number, text, (key, identity, box) in _parse_file(path, parse, None, "landmarks", rejected):
-        yield _Face(key, identity, box, path, number, text)
+    for number, text, (key, identity, (box, points)) in _parse_file(path, parse, None, "landmarks",
+                                                                    rejected):
+        yield _Face(key, identity, box, path, number, text, landmarks=points)
 
 
 def _vggface2_name_parts(name_id: str) -> List[str]:
@@ -392,13 +401,13 @@ def _vggface2_faces(path: str, boxes: Optional[Dict[str, Union[_BoxLine, str]]],
                     rejected: List[dict]) -> Iterator[_Face]:
     layout = ",".join(VGGFACE2_LANDMARK_HEADER)
 
-    def parse(text: str) -> Tuple[str, str, IntBox, Optional[str]]:
+    def parse(text: str) -> Tuple[str, str, IntBox, Optional[str], List[List[float]]]:
         fields = _csv_fields(text, 11, layout)
         parts = _vggface2_name_parts(fields[0])
         name = "/".join(parts)
-        coordinates = _numbers(fields[1:], "coordinate")
+        points = _points(_numbers(fields[1:], "coordinate"))
         if boxes is None:
-            box, box_name = _landmark_box(coordinates), None
+            box, box_name = _landmark_box(points), None
         else:
             found = boxes.get(name)
             if found is None:
@@ -406,11 +415,11 @@ def _vggface2_faces(path: str, boxes: Optional[Dict[str, Union[_BoxLine, str]]],
             if isinstance(found, str):
                 raise _LineError("missing_box", found)
             box, box_name = found.box, name
-        return _join_key(prefix, [parts[0], parts[1] + ".jpg"]), parts[0], box, box_name
+        return _join_key(prefix, [parts[0], parts[1] + ".jpg"]), parts[0], box, box_name, points
 
-    for number, text, (key, identity, box, box_name) in _parse_file(
+    for number, text, (key, identity, box, box_name, points) in _parse_file(
             path, parse, VGGFACE2_LANDMARK_HEADER, "landmarks", rejected):
-        yield _Face(key, identity, box, path, number, text, box_name)
+        yield _Face(key, identity, box, path, number, text, box_name, points)
 
 
 def _unused_box_lines(boxes: Dict[str, Union[_BoxLine, str]], kept: List[_Face],
@@ -440,17 +449,26 @@ def _check_image(face: _Face, image_root: str, clip: bool) -> IntBox:
         raise _LineError("unreadable_image", f"{path}: {e}")
     x1, y1, x2, y2 = face.box
     if clip:
-        clipped = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
-        if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+        box = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+        if box[0] >= box[2] or box[1] >= box[3]:
             raise _LineError("empty_box", f"box {face.box} lies outside the {width}x{height} image")
-        return clipped
-    record = ingest_records.FaceRecord(face.key, 0, x1, y1, x2, y2)
-    try:
-        ingest_records.check_box_inside(record, width, height,
-                                        ingest_records.IngestOptions().box_tolerance)
-    except ingest_records.Rejected as e:
-        raise _LineError("box_outside_image", e.detail + "; --clip clips boxes to the image")
-    return face.box
+    else:
+        box = face.box
+        record = ingest_records.FaceRecord(face.key, 0, x1, y1, x2, y2)
+        try:
+            ingest_records.check_box_inside(record, width, height,
+                                            ingest_records.IngestOptions().box_tolerance)
+        except ingest_records.Rejected as e:
+            raise _LineError("box_outside_image", e.detail + "; --clip clips boxes to the image")
+    if face.landmarks is not None:   # never clipped: moving a point would move the aligned crop
+        inside = ingest_records.FaceRecord(face.key, 0, 0, 0, width, height,
+                                           ingest_records.check_landmarks(face.landmarks))
+        try:
+            ingest_records.check_box_inside(inside, width, height,
+                                            ingest_records.IngestOptions().box_tolerance)
+        except ingest_records.Rejected as e:
+            raise _LineError("landmarks_outside_image", e.detail)
+    return box
 
 
 def _normalised_prefix(key_prefix: Optional[str]) -> str:
@@ -536,6 +554,8 @@ def convert(fmt: str, landmarks_path: Union[str, Sequence[str]], boxes_path: Opt
         x1, y1, x2, y2 = face.box
         records[face.key] = {"label": labels[face.identity], "x1": x1, "y1": y1, "x2": x2,
                              "y2": y2}
+        if face.landmarks is not None:
+            records[face.key]["landmarks"] = face.landmarks
     order = {path: index for index, path in enumerate([boxes_path] + paths)}
     rejected.sort(key=lambda entry: (order.get(entry["file"], len(order)), entry["line"]))
     return records, rejected

@@ -42,6 +42,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from core import features
 from models.pretrained import loading
 from models.pretrained.landmark_net import DENSE_BLOCKS
 from models.pretrained.landmark_net import INPUT_SIZE as LANDMARK_INPUT_SIZE
@@ -55,7 +56,6 @@ MIN_BOX_PADDING = 0.2          # FaceLandmarks.align()'s default minBoxPadding
 SIZE_DIVISOR = 0.45
 LEFT_FRACTION = 0.5
 TOP_FRACTION = 0.43
-LANDMARK_COUNTS = (5, 68)
 
 
 def _ref_points(points: tf.Tensor) -> tf.Tensor:
@@ -218,19 +218,51 @@ def align_face(image: tf.Tensor, box: tf.Tensor, net: Optional[LandmarkNet] = No
 
 
 def crop_faces_aligned(image_bytes: tf.Tensor, boxes: tf.Tensor, size: int = CROP_SIZE,
-                       net: Optional[LandmarkNet] = None) -> tf.Tensor:
+                       net: Optional[LandmarkNet] = None, landmarks=None) -> tf.Tensor:
     """Encoded JPEG/PNG bytes [batch] and pixel boxes [batch, 4] (x1, y1, x2, y2) -> float32
-    [batch, size, size, 3] in [0, 1]: the face-api aligned crop of each (landmarks found by the
-    68-landmark network inside the box). The Transform's "face_api_aligned" crop recipe."""
-    net = net or LandmarkNet()
+    [batch, size, size, 3] in [0, 1]: the face-api aligned crop of each. The Transform's
+    "face_api_aligned" crop recipe.
+
+    `landmarks`: the raw `features.LANDMARKS` ([batch, None] tf.SparseTensor or tf.RaggedTensor of
+    interleaved x, y photo pixels, as parsing the Examples gives it), or None. A face with 5 or 68
+    given points is aligned on them; a face with none gets them from the 68-landmark network
+    inside its box; any other count fails with an InvalidArgumentError naming it."""
     boxes = tf.cast(boxes, tf.float32)
+    batch = tf.shape(image_bytes)[0]
+    width = 2 * max(features.LANDMARK_COUNTS)
+    allowed = tf.constant([0] + [2 * c for c in features.LANDMARK_COUNTS], tf.int64)
+    if landmarks is None:
+        points = tf.zeros([batch, width], tf.float32)
+        counts = tf.zeros([batch], tf.int64)
+    else:
+        if isinstance(landmarks, tf.SparseTensor):
+            landmarks = tf.RaggedTensor.from_sparse(landmarks)
+        landmarks = tf.cast(landmarks, tf.float32)
+        counts = tf.cast(landmarks.row_lengths(), tf.int64)
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.reduce_any(tf.equal(counts[:, None], allowed[None, :]), axis=1)),
+            [f"{features.LANDMARKS!r} must hold 0, 10 or 136 values (5 or 68 x, y points) per "
+             "face; got counts", counts], summarize=20)
+        with tf.control_dependencies([check]):
+            points = landmarks.to_tensor(default_value=0.0, shape=[None, width])
+    net = net or LandmarkNet()
 
     def one(args):
-        image = tf.io.decode_image(args[0], channels=3, expand_animations=False, dtype=tf.uint8)
-        crop = align_face(image, args[1], net, size=size)["crop"]
-        return tf.clip_by_value(crop / 255.0, 0.0, 1.0)
+        encoded, box, row, count = args
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+        row = tf.reshape(row, [max(features.LANDMARK_COUNTS), 2])
+        given = [lambda c=c: align_face(image, box, landmarks=row[:c], size=size)["crop"]
+                 for c in features.LANDMARK_COUNTS]
 
-    return tf.map_fn(one, (image_bytes, boxes),
+        def found():
+            return align_face(image, box, net, size=size)["crop"]
+
+        # Branch 0 (no points: the network), then one per allowed count.
+        index = tf.argmax(tf.cast(tf.equal(count, allowed), tf.int32), output_type=tf.int32)
+        crop = tf.switch_case(index, [found] + given)
+        return tf.clip_by_value(tf.ensure_shape(crop, [size, size, 3]) / 255.0, 0.0, 1.0)
+
+    return tf.map_fn(one, (image_bytes, boxes, points, counts),
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
@@ -253,6 +285,10 @@ def crop_recipe(custom_config) -> str:
 
 
 def recipe_crop_fn(custom_config, box_crop):
-    """The function (image_bytes [b], boxes [b, 4], size) -> [b, size, size, 3] in [0, 1] of the
-    configured recipe; `box_crop` is the box recipe's (passed in: models.preprocessing owns it)."""
-    return crop_faces_aligned if crop_recipe(custom_config) == FACE_API_ALIGNED else box_crop
+    """The function (image_bytes [b], boxes [b, 4], size, landmarks) -> [b, size, size, 3] in [0, 1]
+    of the configured recipe; `box_crop` is the box recipe's (passed in: models.preprocessing owns
+    it), which crops by the box alone and ignores the landmarks."""
+    if crop_recipe(custom_config) == FACE_API_ALIGNED:
+        return lambda image_bytes, boxes, size, landmarks=None: crop_faces_aligned(
+            image_bytes, boxes, size, landmarks=landmarks)
+    return lambda image_bytes, boxes, size, landmarks=None: box_crop(image_bytes, boxes, size)

@@ -59,7 +59,8 @@ def _sample_record():
     Image.fromarray(pixels).save(buffer, format="JPEG")
     return {features.IMAGE_RAW: [buffer.getvalue()], features.LABEL: [0], features.X1: [8],
             features.Y1: [8], features.X2: [88], features.Y2: [88], features.IMAGE_HEIGHT: [96],
-            features.IMAGE_WIDTH: [96], features.GROUP: [b"g"], features.PATH: [b"g/0.jpg"]}
+            features.IMAGE_WIDTH: [96], features.GROUP: [b"g"], features.PATH: [b"g/0.jpg"],
+            features.LANDMARKS: np.zeros(0, np.float32)}
 
 
 def transform_graph(schema_path: str, out_dir: str) -> str:
