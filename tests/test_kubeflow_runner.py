@@ -1,11 +1,13 @@
 """kubeflow_runner compiles the pipeline spec offline: components, image, Beam args, Trainer GPU."""
 import json
+import os
 
 import pytest
 
 import kubeflow_runner
 import local_runner
 from pipeline import configs
+from tests.conftest import REPO_ROOT
 
 
 def test_compiles_spec_with_image_beam_args_and_trainer_gpu(tmp_path):
@@ -168,3 +170,16 @@ def test_submit_sends_the_compiled_spec_to_the_endpoint_and_prints_the_run_link(
     assert any(method == "POST" and path.startswith("/apis/v2beta1/runs")
                for method, path, _ in requests)
     assert Recorder.requests is requests
+
+
+def test_the_image_carries_the_pinned_pretrained_package(monkeypatch):
+    """The container fetches the npm package at build time, the version fetch.py pins and checks,
+    into the cache folder the code looks in by default (the repository is at /pipeline there)."""
+    from models.pretrained import fetch
+
+    monkeypatch.delenv(fetch.CACHE_ENV, raising=False)
+    with open(os.path.join(REPO_ROOT, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert f"ARG FACE_API={fetch.PACKAGE}@{fetch.VERSION}\n" in dockerfile
+    assert "COPY --from=face-api /fetch/*.tgz /pipeline/.cache/face-api/" in dockerfile
+    assert fetch.cache_dir() == os.path.join(REPO_ROOT, ".cache", "face-api")
