@@ -2,6 +2,7 @@
 
     python -m benchmarks.run               # full sizes (about 15-25 minutes on 2 cores)
     python -m benchmarks.run --quick       # tiny sizes: checks that everything runs (tests use it)
+    python -m benchmarks.run --only recall pipeline --out /tmp/part.md   # some stages only
 
 Writes benchmarks/results.md (or --out): the machine, the date and one table per stage, with the
 targets. Stages: recall evaluation, ingest, training throughput, the demo command cold and cached,
@@ -88,22 +89,33 @@ def demo_table(times, target: bool) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool, out: str) -> str:
+# Stages that can run alone; "pipeline" is the demo command cold and cached plus what measures its
+# outputs (training throughput, evaluator embedding, serving, storage).
+STAGES = ("recall", "partial_fc", "pretrained", "ingest", "pipeline")
+
+
+def run(quick: bool, out: str, stages=STAGES) -> str:
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     sections: List[str] = [
         "# Benchmarks", "",
         f"Machine: {machine()}. Date: {datetime.date.today().isoformat()}. "
-        f"Mode: {'quick (smoke sizes, not comparable)' if quick else 'full'}.", ""]
+        f"Mode: {'quick (smoke sizes, not comparable)' if quick else 'full'}"
+        + ("" if tuple(stages) == STAGES else f", stages: {', '.join(stages)}") + ".", ""]
 
-    print("recall ...", flush=True)
-    rows = recall_bench.run(sizes=(500,) if quick else (5000, 20000), dim=64 if quick else 512,
-                            repeats=1 if quick else 3)
-    sections += ["## Recall evaluation", "", recall_bench.markdown_table(rows), "",
-                 f"Target: {TARGETS['recall']}.", ""]
+    if "recall" in stages:
+        print("recall ...", flush=True)
+        rows = recall_bench.run(sizes=(500,) if quick else (5000, 20000), dim=64 if quick else 512,
+                                repeats=1 if quick else 3)
+        sections += ["## Recall evaluation", "", recall_bench.markdown_table(rows), "",
+                     f"Target: {TARGETS['recall']}.", ""]
 
-    if not quick:   # minutes each; their modules hold the quick sizes for a manual check
+    if not quick and "partial_fc" in stages:   # minutes each; their modules hold the quick sizes
         print("Partial FC head ...", flush=True)
         sections += ["## Partial FC", "", partial_fc_bench.markdown_table(
             partial_fc_bench.run(quick)), "", f"Target: {TARGETS['partial_fc']}.", ""]
+    if not quick and "pretrained" in stages:
         print("pretrained network ...", flush=True)
         try:
             sections += ["## Pretrained FaceRecognitionNet", "",
@@ -111,13 +123,26 @@ def run(quick: bool, out: str) -> str:
         except PretrainedUnavailable as e:
             sections += ["## Pretrained FaceRecognitionNet", "", f"Not measured: {e}", ""]
 
-    print("ingest ...", flush=True)
-    with tempfile.TemporaryDirectory() as cache:
-        rows = ingest_bench.run(images=40 if quick else 20000, repeats=1 if quick else 3,
-                                cache=None if not quick else cache)
-    sections += ["## Ingest", "", ingest_bench.markdown_table(rows), "",
-                 f"Target: {TARGETS['ingest']}. {ingest_bench.target_verdict(rows)}", ""]
+    if "ingest" in stages:
+        print("ingest ...", flush=True)
+        with tempfile.TemporaryDirectory() as cache:
+            rows = ingest_bench.run(images=40 if quick else 20000, repeats=1 if quick else 3,
+                                    cache=None if not quick else cache)
+        sections += ["## Ingest", "", ingest_bench.markdown_table(rows), "",
+                     f"Target: {TARGETS['ingest']}. {ingest_bench.target_verdict(rows)}", ""]
 
+    if "pipeline" in stages:
+        sections += _pipeline_stages(quick)
+
+    text = "\n".join(sections)
+    with open(out, "w") as f:
+        f.write(text)
+    print(text)
+    return text
+
+
+def _pipeline_stages(quick: bool) -> List[str]:
+    sections: List[str] = []
     with tempfile.TemporaryDirectory() as work:
         print("demo (cold, then cached) ...", flush=True)
         if quick:
@@ -159,20 +184,17 @@ def run(quick: bool, out: str) -> str:
                          calls=20 if quick else 200)), "",
                      "## Storage", "", storage_table(pipeline_bench.storage(root)), "",
                      f"Target: {TARGETS['storage']}.", ""]
-
-    text = "\n".join(sections)
-    with open(out, "w") as f:
-        f.write(text)
-    print(text)
-    return text
+    return sections
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results.md"))
+    parser.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="run these stages only (pipeline: the demo and what measures its outputs)")
     args = parser.parse_args(argv)
-    run(args.quick, args.out)
+    run(args.quick, args.out, tuple(args.only))
     return 0
 
 
