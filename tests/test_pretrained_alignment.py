@@ -286,3 +286,51 @@ def test_the_transform_graph_reads_landmarks_from_the_ingested_examples(face_api
         tf.constant(london_photos["bytes"][:n]), tf.constant(london_photos["boxes"][:n], tf.int64),
         landmarks=_ragged(as_stored)).numpy()
     assert np.abs(crops - expected).max() <= 0.5 / 255 + 1e-6
+
+
+def test_every_serving_signature_of_the_exported_model_crops_as_the_transform(face_api_package,  # noqa: F811
+                                                                              london_photos, tmp_path):
+    """export_pretrained's SavedModel: serving_default on Examples with and without landmarks, and
+    embed_images (no landmarks), give the descriptor of crop_faces_aligned's crop with the same
+    landmarks (the stored crop rounds to 1/255, hence the cosine bound rather than equality)."""
+    from core import records as face_records
+    from models import export as export_lib
+    from models.pretrained import export_pretrained
+
+    n = 3
+    given = _given_landmarks(london_photos, n)
+    boxes = london_photos["boxes"][:n]
+    serialized = []
+    for i, key in enumerate(london_photos["keys"][:n]):
+        value = dict(zip(("x1", "y1", "x2", "y2"), boxes[i]), label=i)
+        if given[i] is not None:
+            value["landmarks"] = given[i].tolist()
+        photo = london_photos["photos"][i]
+        serialized.append(face_records.build_example(
+            face_records.check_fields(key, value), london_photos["bytes"][i],
+            face_records.ImageInfo("JPEG", photo.shape[1], photo.shape[0], "RGB")))
+    serving = os.path.join(export_pretrained.export(str(tmp_path / "model")), "Format-Serving")
+    model = tf.function(export_pretrained.embedding_model(), autograph=False)
+
+    def descriptors(landmarks):
+        crops = alignment.crop_faces_aligned(tf.constant(london_photos["bytes"][:n]),
+                                             tf.constant(boxes, tf.int64), landmarks=landmarks)
+        e = model(crops)["embedding"].numpy()
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    def cosines(a, b):
+        return (a * b).sum(axis=1)
+
+    with_given = descriptors(_ragged([None if g is None else g.astype(np.float32) for g in given]))
+    found = descriptors(None)
+    _, examples = export_lib.load_signature(serving, export_lib.SERVING_DEFAULT)
+    served = examples(examples=tf.constant(serialized))[export_lib.OUTPUT].numpy()
+    assert cosines(served, with_given).min() >= 0.999
+    _, images = export_lib.load_signature(serving, export_lib.EMBED_IMAGES)
+    columns = np.asarray(boxes, np.int64).T
+    by_box = images(image_bytes=tf.constant(london_photos["bytes"][:n]),
+                    **{k: tf.constant(c) for k, c in zip(("x1", "y1", "x2", "y2"), columns)}
+                    )[export_lib.OUTPUT].numpy()
+    assert cosines(by_box, found).min() >= 0.999
+    # The given landmarks really changed the crop of the faces that have them.
+    assert cosines(served, found)[[i for i, g in enumerate(given) if g is not None]].max() < 0.999
