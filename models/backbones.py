@@ -42,6 +42,8 @@ _APPLICATIONS: Dict[str, Tuple[Callable, Callable, dict]] = {
 # Pretrained on real faces (models/pretrained): name -> (the Transform crop recipe it was trained
 # with, its input size). The others take the face box crop ("box") at any size.
 PRETRAINED = {"face_recognition_net": ("face_api_aligned", 150)}
+# Backbones the Trainer refuses to train under mixed precision (models/trainer.py says why).
+FLOAT32_ONLY = ("face_recognition_net",)
 BACKBONES = tuple(_APPLICATIONS) + ("small_cnn",) + tuple(PRETRAINED)
 
 
