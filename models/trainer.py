@@ -131,7 +131,8 @@ def configs_from_settings(settings: Dict[str, Any], image_size: Optional[int] = 
     if image_size is not None:
         model_values["image_size"] = int(image_size)
     training_values = {k: v for k, v in settings.items() if k in TRAINING_SETTINGS}
-    model_config, training_config = ModelConfig.from_dict(model_values), TrainingConfig.from_dict(training_values)
+    model_config = ModelConfig.from_dict(model_values)
+    training_config = TrainingConfig.from_dict(training_values)
     if training_config.mixed_precision and model_config.backbone.lower() in backbones.FLOAT32_ONLY:
         raise ValueError(
             f"Trainer setting mixed_precision=true cannot be used with backbone "
