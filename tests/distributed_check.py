@@ -95,10 +95,10 @@ def mirrored(variants, out):
     np.savez(out, **arrays)
 
 
-def worker(loss, out):
+def worker(loss, out, backbone="small_cnn"):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    images, labels = data(steps=WORKER_STEPS)
-    model = build(strategy, loss)
+    images, labels = data(steps=WORKER_STEPS, image_size=BACKBONE_SETTINGS[backbone]["image_size"])
+    model = build(strategy, loss, backbone=backbone)
     # Same seeded initial weights on every worker (broadcast happens on the first step too).
     train(model, images, labels)
     np.savez(out, **flat_state(model))
@@ -108,6 +108,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["mirrored", "worker"])
     parser.add_argument("--loss", default="AngularMargin", help="worker mode: the loss")
+    parser.add_argument("--backbone", default="small_cnn", choices=sorted(BACKBONE_SETTINGS),
+                        help="worker mode: the backbone")
     parser.add_argument("--variants", nargs="+", default=["AngularMargin:1"],
                         help="mirrored mode: LOSS:ACCUMULATION_STEPS[:BACKBONE] ...")
     parser.add_argument("--out", required=True)
@@ -116,7 +118,7 @@ def main():
     if args.mode == "mirrored":
         mirrored(args.variants, args.out)
     else:
-        worker(args.loss, args.out)
+        worker(args.loss, args.out, args.backbone)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,12 @@ CLI = load_cli()
 # key -> (value, file bytes or None, expected reason; None = accepted)
 MATRIX = {
     "bad/missing_field.jpg": ({"label": 1, "x1": 1, "y1": 1, "x2": 9}, "jpeg", "missing_field"),
-    "bad/extra_fields.jpg": ({"label": 1, **BOX, "landmarks": [1, 2], "note": "x"}, "jpeg", None),
+    "bad/extra_fields.jpg": ({"label": 1, **BOX, "score": 0.9, "note": "x"}, "jpeg", None),
+    "bad/landmarks.jpg": ({"label": 1, **BOX, "landmarks": [[12, 15], [30, 15.5], [21, 24], [14, 32],
+                                                            [28, 32]]}, "jpeg", None),
+    "bad/landmarks_short.jpg": ({"label": 1, **BOX, "landmarks": [1, 2]}, "jpeg", "bad_landmarks"),
+    "bad/landmarks_outside.jpg": ({"label": 1, **BOX, "landmarks": [[12, 15]] * 4 + [[500, 32]]},
+                                  "jpeg", "bad_landmarks"),
     "bad/label_string.jpg": ({"label": "1", **BOX}, "jpeg", "bad_label"),
     "bad/label_float.jpg": ({"label": 1.5, **BOX}, "jpeg", "bad_label"),
     "bad/label_negative.jpg": ({"label": -3, **BOX}, "jpeg", "bad_label"),
