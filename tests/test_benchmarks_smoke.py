@@ -10,6 +10,7 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.pipeline
 
 
+@pytest.mark.slow
 def test_benchmark_command_runs_every_stage(tmp_path):
     out = tmp_path / "results.md"
     result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],

@@ -21,6 +21,7 @@ def run_check(args, env=None, timeout=600):
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpus_makes_the_same_update_as_one_device(tmp_path):
     """Same initial weights, same global batch of 8: one device vs 2 replicas x 4.
 

@@ -118,6 +118,7 @@ def test_kill_during_example_gen_then_rerun(small_sample, tmp_path):
     assert_consistent(store)
 
 
+@pytest.mark.slow
 def test_kill_during_training_then_rerun_resumes(small_sample, tmp_path):
     args = runner_args(small_sample, tmp_path)
     process = start(args)

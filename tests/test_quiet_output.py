@@ -185,6 +185,7 @@ def run_local(small_sample, work, *extra, env=None):
                           timeout=900)
 
 
+@pytest.mark.slow
 @pytest.mark.pipeline
 def test_default_output_is_progress_lines_and_the_log_holds_the_rest(small_sample, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

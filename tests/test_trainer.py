@@ -218,6 +218,7 @@ run_trainer({paths!r}, {out!r}, {config!r})
 """
 
 
+@pytest.mark.slow
 def test_killed_trainer_resumes_from_its_last_checkpoint(transformed_sample, tmp_path):
     config = {**TINY_TRAINING, "epochs": 3}           # 36 images / batch 8 = 4 steps per epoch
     script = KILLER.format(paths=transformed_sample, out=str(tmp_path), config=config)
