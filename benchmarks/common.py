@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 
 def timed_median(fn: Callable[[], Any], repeats: int) -> Tuple[float, Any]:
@@ -14,6 +14,21 @@ def timed_median(fn: Callable[[], Any], repeats: int) -> Tuple[float, Any]:
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def timed_medians_interleaved(cases: Dict[str, Callable[[], Any]],
+                              repeats: int) -> Dict[str, Tuple[float, Any]]:
+    """{name: (median wall seconds, last result)}, timing the cases round-robin (every case once
+    per round): on a machine whose speed drifts (shared cores), each case and its baseline see the
+    same conditions, which timing one case `repeats` times and then the next does not give."""
+    times = {name: [] for name in cases}
+    results = {}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in cases}
 
 
 def train_on_crops(embedding_model, config, training, train_x, train_y, epochs: int):

@@ -225,3 +225,50 @@ def test_all_reasons_are_exercised_by_the_tests():
                                                      "test_ingest_records.py")).read()
     missing = [r for r in records.REASONS if f'"{r}"' not in here]
     assert missing == []
+
+
+def test_records_batched_into_shuffle_buckets_are_each_accounted_for(tmp_path, monkeypatch):
+    """Tiny batches and few buckets: a key's occurrences sit in different batches (and lists) of
+    one bucket, batches flush in mid-list, and the counts still match a plain reading."""
+    monkeypatch.setattr(beam_ingest, "BATCH_SIZE", 3)
+    monkeypatch.setattr(beam_ingest, "SHUFFLE_BUCKETS", 4)
+    root = tmp_path / "images"
+    keys = [f"g{i % 3}/id{i % 7}/{i}.jpg" for i in range(36)]
+    for i, key in enumerate(keys):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(images.jpeg(48, 64, seed=i))
+    labels = {key: int(key.split("/")[1][2:]) for key in keys}
+    # Two lists: a key repeated far apart within the first, and keys shared by both.
+    first = {key: {"label": labels[key], **BOX} for key in keys[:24]}
+    first_text = ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in first.items())
+    first_text += f',\n{json.dumps(keys[0])}: {json.dumps(first[keys[0]])}'
+    (tmp_path / "a.json").write_text("{\n" + first_text + "\n}")
+    second = {key: {"label": labels[key], **BOX} for key in keys[20:]}
+    (tmp_path / "b.json").write_text(json.dumps(second))
+
+    occurrences = {}
+    for key in list(first) + [keys[0]] + list(second):
+        occurrences[key] = occurrences.get(key, 0) + 1
+    unique = sorted(k for k, n in occurrences.items() if n == 1)
+    per_bucket = {}
+    for key in occurrences:
+        per_bucket[beam_ingest.bucket_of(key)] = per_bucket.get(beam_ingest.bucket_of(key), 0) + 1
+    assert len(per_bucket) > 1 and max(per_bucket.values()) > 3   # several batches per bucket
+
+    examples, quarantine, summary = run_ingest(tmp_path, tmp_path / "*.json", root)
+
+    assert summary["input"] == sum(occurrences.values()) == 24 + 1 + 16
+    assert sorted(feature(e, "path").decode() for e in examples) == unique
+    assert summary["valid"] == len(unique)
+    duplicates = {}
+    for line in quarantine:
+        assert line["reason"] == "duplicate_key"
+        duplicates[line["key"]] = duplicates.get(line["key"], 0) + 1
+    assert duplicates == {k: n for k, n in occurrences.items() if n > 1}
+    assert summary["quarantined"] == sum(duplicates.values())
+    assert summary["label_min"] == min(labels[k] for k in unique)
+    assert summary["label_max"] == max(labels[k] for k in unique)
+    groups = {}
+    for key in unique:
+        groups[key.split("/")[0]] = groups.get(key.split("/")[0], 0) + 1
+    assert summary["groups"] == groups

@@ -1,17 +1,24 @@
 """The one Beam transform that turns face lists into tf.Examples (used by FaceExampleGen and the CLI).
 
-    list file(s) --ReadListFiles (streaming parse)--> (key, entry)
-                 --GroupByKey (the shuffle: spreads records over workers, finds duplicate keys)-->
-                 --CheckRecord (path, fields, image read through Beam FileSystems, decode, box)-->
-                 examples | quarantine lines {"key", "reason", "detail"}
+    list file(s) --ReadListFiles (streaming parse)--> (bucket, [entry, ...]) batches
+                 --GroupByKey (the shuffle: spreads buckets over workers; every occurrence of
+                   a key lands in the same bucket, so duplicates are found there)-->
+                 --CheckBucket (per key: path, fields, image read through Beam FileSystems,
+                   decode, box)--> examples | quarantine lines {"key", "reason", "detail"}
+
+The shuffle moves batches of records keyed by a hash bucket of the record key, not one element
+per record: Beam's per-element cost (coding, the runner's grouping, each fused step) is paid per
+batch, so with several workers the check itself is nearly all the work.
 
 Every input record leaves as exactly one Example or one quarantine line; `summary` counts both so
 callers can check `valid + quarantined == input`.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
+import zlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
@@ -22,7 +29,13 @@ from core import features, json_stream, records
 from core.records import IngestOptions, Rejected
 
 QUARANTINE = "quarantine"
+STATS = "stats"
 MAX_REASONS_SHOWN = 8      # the error message names this many reasons, the most frequent first
+# Keys hash into this many shuffle buckets: the unit of parallelism of the check step (enough
+# for hundreds of workers; a bucket of a 100 M-record list is about 100k records).
+SHUFFLE_BUCKETS = 1024
+# Records per shuffled batch: the reader holds at most SHUFFLE_BUCKETS x (BATCH_SIZE - 1) records.
+BATCH_SIZE = 64
 
 
 class IngestError(RuntimeError):
@@ -51,6 +64,12 @@ def label_offsets(max_labels: Dict[str, int], sources: List[str]) -> Dict[str, L
     return ranges
 
 
+def bucket_of(key: str) -> int:
+    """The shuffle bucket of a record key: the same in every process (crc32, not the salted
+    `hash`), so every occurrence of a key meets the others in one bucket."""
+    return zlib.crc32(key.encode("utf-8")) % SHUFFLE_BUCKETS
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -60,13 +79,15 @@ def _encodable(text: str) -> bool:
 
 
 class _ReadListFile(beam.DoFn):
-    """Streams the records of one list file. Syntax errors go straight to quarantine."""
+    """Streams the records of one list file as (bucket, [(key, path, index, value), ...])
+    batches. Syntax errors go straight to quarantine."""
 
     def __init__(self, list_format: Optional[str]):
         self._list_format = list_format
 
     def process(self, path: str):
         fmt = json_stream.detect_format(path, self._list_format)
+        pending = collections.defaultdict(list)
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
             for item in json_stream.read_entries(stream, fmt, name=path):
                 if isinstance(item, json_stream.FileError):
@@ -84,7 +105,12 @@ class _ReadListFile(beam.DoFn):
                             item.key, rejection.reason,
                             f"{path} record {item.index}: {rejection.detail}"))
                 else:
-                    yield item.key, (path, item.index, item.value)
+                    bucket = bucket_of(item.key)
+                    batch = pending[bucket]
+                    batch.append((item.key, path, item.index, item.value))
+                    if len(batch) == BATCH_SIZE:
+                        yield bucket, pending.pop(bucket)
+        yield from pending.items()
 
 
 def read_image_bytes(path: str, max_bytes: int) -> bytes:
@@ -115,16 +141,21 @@ def check_record(image_root: str, key: str, value: Any, options: IngestOptions,
     return records.build_example(checked.record, checked.data, checked.info), checked.record
 
 
-def _source_label(entry):
-    """(list path, label) of a parsed record whose label is usable, for the label offsets."""
-    _, (path, _, value) = entry
-    label = value.get(features.LABEL) if isinstance(value, dict) else None
-    if isinstance(label, int) and not isinstance(label, bool) and label >= 0:
-        yield path, label
+def _source_max_labels(batch):
+    """(list path, largest usable label) per list in one shuffled batch, for the label offsets."""
+    _, entries = batch
+    top = {}
+    for _, path, _, value in entries:
+        label = value.get(features.LABEL) if isinstance(value, dict) else None
+        if isinstance(label, int) and not isinstance(label, bool) and label >= 0:
+            top[path] = max(label, top.get(path, label))
+    yield from top.items()
 
 
-class _CheckRecord(beam.DoFn):
-    """Validates one grouped key; emits an Example or quarantine lines (one per occurrence)."""
+class _CheckBucket(beam.DoFn):
+    """Validates every key of one shuffle bucket: emits one Example per valid record, quarantine
+    lines (one per occurrence of a duplicated key, one per rejected record) and, to STATS, the
+    bucket's _SplitStats accumulator."""
 
     def __init__(self, image_root: str, options: IngestOptions):
         self._image_root = image_root
@@ -136,43 +167,63 @@ class _CheckRecord(beam.DoFn):
         if self._local:
             self._real_root = os.path.realpath(self._image_root)
 
-    def process(self, element: Tuple[str, Iterable[Tuple[str, int, Any]]],
+    def process(self, element: Tuple[int, Iterable[List[Tuple[str, str, int, Any]]]],
                 ranges: Dict[str, List[int]]):
-        key, occurrences = element
+        _, batches = element
+        occurrences = collections.defaultdict(list)
+        for batch in batches:
+            for key, path, index, value in batch:
+                occurrences[key].append((path, index, value))
+        stats = _SplitStats().create_accumulator()
+        for key in sorted(occurrences):
+            checked, rejected = self._check_key(key, occurrences[key], ranges)
+            for line in rejected:
+                yield beam.pvalue.TaggedOutput(QUARANTINE, line)
+            if checked is not None:
+                example, record = checked
+                _count_record(stats, record.label, record.group)
+                yield example
+        if stats["valid"]:
+            yield beam.pvalue.TaggedOutput(STATS, stats)
+
+    def _check_key(self, key: str, occurrences: List[Tuple[str, int, Any]],
+                   ranges: Dict[str, List[int]]):
+        """((serialized Example, record) or None, quarantine lines) for every occurrence of a key."""
         occurrences = sorted(occurrences, key=lambda o: (o[0], o[1]))
         if len(occurrences) > 1:
             where = ", ".join(f"{path} record {index}" for path, index, _ in occurrences[:5])
-            for _ in occurrences:
-                yield beam.pvalue.TaggedOutput(QUARANTINE, records.quarantine_line(
-                    key, "duplicate_key",
-                    f"key appears {len(occurrences)} times ({where}); none is used, since the "
-                    f"right one cannot be known"))
-            return
+            line = records.quarantine_line(
+                key, "duplicate_key",
+                f"key appears {len(occurrences)} times ({where}); none is used, since the "
+                f"right one cannot be known")
+            return None, [dict(line) for _ in occurrences]
         list_path, index, value = occurrences[0]
         try:
             offset = ranges[list_path][0] if ranges else 0
-            example, record = check_record(self._image_root, key, value, self._options,
-                                           self._local, offset, self._real_root)
+            return check_record(self._image_root, key, value, self._options, self._local, offset,
+                                self._real_root), []
         except Rejected as rejection:
-            yield beam.pvalue.TaggedOutput(QUARANTINE, records.quarantine_line(
-                key, rejection.reason, f"{list_path} record {index}: {rejection.detail}"))
-            return
-        yield example, (record.label, record.group)
+            return None, [records.quarantine_line(
+                key, rejection.reason, f"{list_path} record {index}: {rejection.detail}")]
+
+
+def _count_record(acc: Dict[str, Any], label: int, group: str) -> None:
+    """Adds one valid record to a _SplitStats accumulator."""
+    acc["valid"] += 1
+    acc["label_min"] = label if acc["label_min"] is None else min(acc["label_min"], label)
+    acc["label_max"] = label if acc["label_max"] is None else max(acc["label_max"], label)
+    acc["groups"][group] = acc["groups"].get(group, 0) + 1
 
 
 class _SplitStats(beam.CombineFn):
-    """Label range and per-group counts of the valid records."""
+    """Label range and per-group counts of the valid records; its inputs are the per-bucket
+    accumulators _CheckBucket fills with _count_record."""
 
     def create_accumulator(self):
         return {"valid": 0, "label_min": None, "label_max": None, "groups": {}}
 
-    def add_input(self, acc, label_group):
-        label, group = label_group
-        acc["valid"] += 1
-        acc["label_min"] = label if acc["label_min"] is None else min(acc["label_min"], label)
-        acc["label_max"] = label if acc["label_max"] is None else max(acc["label_max"], label)
-        acc["groups"][group] = acc["groups"].get(group, 0) + 1
-        return acc
+    def add_input(self, acc, bucket_stats):
+        return self.merge_accumulators([acc, bucket_stats])
 
     def merge_accumulators(self, accumulators):
         merged = self.create_accumulator()
@@ -235,7 +286,7 @@ class IngestFaceRecords(beam.PTransform):
         sources = self._sources
         if self._offset_labels:
             ranges = (parsed.entries
-                      | "SourceLabels" >> beam.FlatMap(_source_label)
+                      | "SourceLabels" >> beam.FlatMap(_source_max_labels)
                       | "MaxLabelPerSource" >> beam.CombinePerKey(max)
                       | "MaxLabels" >> beam.combiners.ToDict()
                       | "LabelRanges" >> beam.Map(label_offsets, sources))
@@ -243,21 +294,18 @@ class IngestFaceRecords(beam.PTransform):
             ranges = pipeline | "NoLabelOffsets" >> beam.Create([{}])
         checked = (parsed.entries
                    | "GroupByKey" >> beam.GroupByKey()
-                   | "CheckRecords" >> beam.ParDo(
-                       _CheckRecord(self._image_root, self._options),
+                   | "CheckBuckets" >> beam.ParDo(
+                       _CheckBucket(self._image_root, self._options),
                        ranges=beam.pvalue.AsSingleton(ranges)).with_outputs(
-                           QUARANTINE, main="valid"))
-        examples = checked.valid | "Examples" >> beam.Map(lambda pair: pair[0])
+                           QUARANTINE, STATS, main="examples"))
         quarantine = ((parsed[QUARANTINE], checked[QUARANTINE])
                       | "AllQuarantined" >> beam.Flatten())
 
-        input_count = ((parsed.entries | "CountEntries" >> beam.combiners.Count.Globally(),
-                        parsed[QUARANTINE] | "CountUnreadable" >> beam.combiners.Count.Globally())
+        input_count = ((parsed.entries | "CountEntries" >> beam.Map(lambda batch: len(batch[1])),
+                        parsed[QUARANTINE] | "CountUnreadable" >> beam.Map(lambda _: 1))
                        | "InputCounts" >> beam.Flatten()
                        | "SumInput" >> beam.CombineGlobally(sum))
-        stats = (checked.valid
-                 | "LabelAndGroup" >> beam.Map(lambda pair: pair[1])
-                 | "SplitStats" >> beam.CombineGlobally(_SplitStats()))
+        stats = checked[STATS] | "SplitStats" >> beam.CombineGlobally(_SplitStats())
         reason_counts = (quarantine
                          | "Reasons" >> beam.Map(lambda line: line["reason"])
                          | "CountReasons" >> beam.combiners.Count.PerElement()
@@ -266,7 +314,7 @@ class IngestFaceRecords(beam.PTransform):
             _summarize, stats=beam.pvalue.AsSingleton(stats),
             reason_counts=beam.pvalue.AsSingleton(reason_counts), sources=sources,
             ranges=beam.pvalue.AsSingleton(ranges))
-        return {"examples": examples, "quarantine": quarantine, "summary": summary}
+        return {"examples": checked.examples, "quarantine": quarantine, "summary": summary}
 
 
 def write_quarantine_and_summary(outputs: Dict[str, beam.PCollection], quarantine_path: str,

@@ -1,0 +1,31 @@
+"""The benchmark helpers the targets depend on (fast: no benchmark is run)."""
+import statistics
+
+from benchmarks import common, ingest_bench
+
+
+def test_interleaved_timing_runs_the_cases_round_robin_and_takes_medians(monkeypatch):
+    calls = []
+    durations = {"a": [5, 1, 3], "b": [2, 8, 4]}
+    now = {"t": 0.0}
+
+    def case(name):
+        def run():
+            calls.append(name)
+            now["t"] += durations[name][sum(1 for c in calls if c == name) - 1]
+            return len(calls)
+        return run
+
+    monkeypatch.setattr(common.time, "perf_counter", lambda: now["t"])
+    timed = common.timed_medians_interleaved({"a": case("a"), "b": case("b")}, repeats=3)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert timed["a"] == (statistics.median(durations["a"]), 5)
+    assert timed["b"] == (statistics.median(durations["b"]), 6)
+
+
+def test_break_even_list_size_solves_the_end_to_end_inequality():
+    startup, steady, loop = 12.0, 4000.0, 2000.0
+    n = ingest_bench.break_even(startup, steady, loop)
+    # At n, startup + n / steady equals n / (1.6 loop): the CLI reaches 1.6x end to end.
+    assert abs((startup + n / steady) - n / (ingest_bench.TARGET_FACTOR * loop)) < 1e-9
+    assert ingest_bench.break_even(startup, 3000.0, loop) is None   # 1.5x steady: never
