@@ -10,7 +10,9 @@ rejected (1 on other errors). Extra arguments go to Beam, e.g. --direct_num_work
 
 --num_shards=0 writes O.tfrecord-SSSSS-of-NNNNN, one file per worker bundle, instead of one file:
 every worker writes its own Examples, so no single process has to receive them all (the faster
-choice with several workers; TFRecord readers take the glob O.tfrecord-*).
+choice with several workers; TFRecord readers take the glob O.tfrecord-*). The Examples are
+written in a staging directory beside O.tfrecord and moved into place at the end, so Beam never
+lists the directory O.tfrecord is in (it may hold the images).
 
 Without --runner, the pipeline runs on Beam's FnApiRunner, as the TFX pipeline does
 (pipeline/beam_options.py with_default_runner).
@@ -67,11 +69,10 @@ def run(argv=None) -> int:
         with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
             outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
                 args.json_file, args.root_path, options, args.list_format, args.offset_labels)
-            _ = (outputs["examples"]
-                 | "WriteExamples" >> beam.io.WriteToTFRecord(
-                     args.output, num_shards=args.num_shards,
-                     shard_name_template="" if args.num_shards == 1 else None))
+            staging = beam_ingest.write_examples(outputs["examples"], args.output,
+                                                 args.num_shards)
             beam_ingest.write_quarantine_and_summary(outputs, quarantine_path, summary_path)
+        beam_ingest.publish_examples(staging, args.output, args.num_shards)
         summary = beam_ingest.read_summary(summary_path)
     except beam_ingest.IngestError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -272,3 +272,88 @@ def test_records_batched_into_shuffle_buckets_are_each_accounted_for(tmp_path, m
     for key in unique:
         groups[key.split("/")[0]] = groups.get(key.split("/")[0], 0) + 1
     assert summary["groups"] == groups
+
+
+@pytest.fixture
+def walked(monkeypatch):
+    """The roots os.walk is called on (Beam's local listing walks with it)."""
+    roots, real_walk = [], os.walk
+
+    def recording_walk(top, *args, **kwargs):
+        roots.append(os.path.abspath(top))
+        return real_walk(top, *args, **kwargs)
+
+    monkeypatch.setattr(os, "walk", recording_walk)
+    return roots
+
+
+def test_local_list_patterns_match_like_beam_listing_one_directory(tmp_path, walked):
+    for name in ("a.json", "b.jsonl", ".hidden.json", "ab.json", "sub/c.json", "sub/deep/d.json",
+                 "images/x/0.jpg", "images/y/1.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "dir.json").mkdir()
+    os.mkfifo(tmp_path / "pipe.json")
+    regular = {str(p) for p in tmp_path.rglob("*") if p.is_file()}
+
+    def beams(pattern):
+        return sorted(m.path for r in beam.io.filesystems.FileSystems.match([pattern])
+                      for m in r.metadata_list if m.path in regular)
+
+    one_directory = ["*.json", "?.json", "[ab].json*", "a.json", "nothing*", "sub/*.json",
+                     "images/x/*"]
+    ours = {pattern: beam_ingest.match_files(str(tmp_path / pattern)) for pattern in one_directory}
+    assert walked == [], "a pattern with its wildcards in the last component walked a tree"
+    for pattern in one_directory:
+        assert ours[pattern] == beams(str(tmp_path / pattern)), pattern
+    assert beam_ingest.match_files(str(tmp_path / "*.json")) == sorted(
+        str(tmp_path / n) for n in ("a.json", ".hidden.json", "ab.json"))
+    # Wildcards in a directory, or `**`, cross directories: Beam's own matching.
+    for pattern in ("*/c.json", "sub/**.json"):
+        assert beam_ingest.match_files(str(tmp_path / pattern)) == beams(str(tmp_path / pattern))
+    assert beam_ingest.match_files(str(tmp_path / "sub/**.json")) == [
+        str(tmp_path / "sub/c.json"), str(tmp_path / "sub/deep/d.json")]
+
+
+@pytest.mark.parametrize("name", ["pipe.json", "dir.json"])
+def test_a_named_list_that_is_not_a_regular_file_is_an_error(tmp_path, name):
+    if name == "pipe.json":
+        os.mkfifo(tmp_path / name)
+    else:
+        (tmp_path / name).mkdir()
+    with fifo_watchdog([tmp_path / "pipe.json"] if name == "pipe.json" else []):
+        with pytest.raises(beam_ingest.IngestError, match="not a regular file"):
+            beam_ingest.IngestFaceRecords(str(tmp_path / name), str(tmp_path))
+
+
+@pytest.mark.parametrize("num_shards", [0, 1, 3])
+def test_examples_are_staged_beside_the_output_and_published_without_walking_it(
+        tmp_path, walked, num_shards):
+    data = tmp_path / "data"
+    for i in range(30):                                    # the image tree the output sits next to
+        (data / "images" / str(i % 5)).mkdir(parents=True, exist_ok=True)
+        (data / "images" / str(i % 5) / f"{i}.jpg").write_bytes(b"x")
+    output = str(data / "train.tfrecord")
+    stale = f"{output}-00007-of-00009"
+    with open(stale, "wb") as f:
+        f.write(b"an earlier run's shard")
+    records = [f"record {i}".encode() for i in range(50)]
+
+    with beam.Pipeline() as pipeline:
+        staging = beam_ingest.write_examples(pipeline | beam.Create(records), output, num_shards)
+    published = beam_ingest.publish_examples(staging, output, num_shards)
+
+    # Beam's sink still lists its shard names, but only in the staging directory.
+    assert all(root.startswith(staging) for root in walked), walked
+    assert walked or num_shards == 1
+    assert not os.path.exists(staging)
+    if num_shards == 1:
+        assert published == [output] and os.path.exists(stale)   # a single file replaces no shard
+    else:
+        assert not os.path.exists(stale)
+        assert sorted(published) == sorted(beam_ingest.match_files(output + "-*"))
+        assert not os.path.exists(output)
+        if num_shards:
+            assert len(published) == num_shards
+    written = [r.numpy() for r in tf.data.TFRecordDataset(sorted(published))]
+    assert sorted(written) == sorted(records)

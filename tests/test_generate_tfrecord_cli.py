@@ -73,6 +73,7 @@ def test_a_file_per_worker_holds_every_example_once(small_sample, tmp_path):
     assert f"examples: {output}-*" in result.stdout
     shards = sorted(tf.io.gfile.glob(f"{output}-*"))
     assert len(shards) >= 1 and not output.exists()
+    assert not [name for name in os.listdir(tmp_path) if ".staging-" in name]
     paths = [feature_value(tf.train.Example.FromString(r.numpy()), "path").decode()
              for r in tf.data.TFRecordDataset(shards)]
     assert sorted(paths) == sorted(records)

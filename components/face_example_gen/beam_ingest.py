@@ -18,11 +18,13 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
+import uuid
 import zlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from core import features, json_stream, records
@@ -42,14 +44,36 @@ class IngestError(RuntimeError):
     """Raised when a split's quarantined fraction is over the limit, or a split has no records."""
 
 
+def match_files(pattern: str) -> List[str]:
+    """The regular files matching a Beam file pattern (`*` stays within a directory, `**` does
+    not). A local pattern whose wildcards are all in its last component is matched by listing
+    that one directory: Beam's local listing walks the whole tree under it and stats every file,
+    which takes minutes when the directory also holds millions of images."""
+    folder, name = os.path.split(pattern)
+    if (not records.is_local_path(pattern) or not name or "**" in pattern
+            or re.search(r"[*?\[]", folder)):
+        return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+    wanted = re.compile(FileSystem.translate_pattern(name))
+    try:
+        with os.scandir(folder or ".") as entries:
+            return sorted(os.path.join(folder, entry.name) for entry in entries
+                          if wanted.fullmatch(entry.name) and entry.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def match_list_files(patterns: Union[str, Sequence[str]]) -> List[str]:
-    """Every list file matching the pattern(s), sorted (the order label offsets follow)."""
+    """Every list file matching the pattern(s), sorted (the order label offsets follow). A named
+    local path that is not a regular file (a directory, a named pipe) is an error, not a list."""
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     paths = set()
-    for pattern, result in zip(patterns, FileSystems.match(patterns)):
-        if not result.metadata_list:
+    for pattern in patterns:
+        matched = match_files(pattern)
+        if not matched:
+            if records.is_local_path(pattern) and os.path.exists(pattern):
+                raise IngestError(f"face list {pattern!r} is not a regular file")
             raise IngestError(f"no face list file matches {pattern!r}")
-        paths.update(m.path for m in result.metadata_list)
+        paths.update(matched)
     return sorted(paths)
 
 
@@ -328,6 +352,45 @@ def write_quarantine_and_summary(outputs: Dict[str, beam.PCollection], quarantin
          | f"SummaryJson{label}" >> beam.Map(lambda s: json.dumps(s, indent=1, sort_keys=True))
          | f"WriteSummary{label}" >> beam.io.WriteToText(
              summary_path, num_shards=1, shard_name_template=""))
+
+
+SHARD_PATTERN = "-?????-of-?????"     # Beam's default shard names: -SSSSS-of-NNNNN
+
+
+def write_examples(examples: beam.PCollection, output: str, num_shards: int) -> str:
+    """Writes serialized Examples through a staging directory next to `output` (finish with
+    publish_examples): `output` itself when num_shards is 1, else `output`-SSSSS-of-NNNNN (0: a
+    file per worker bundle). Beam's sink matches its shard names in the directory it writes to,
+    by a recursive walk on local disks: staged, that directory holds only these files, not the
+    image tree the output may sit next to. Returns the staging directory."""
+    staging = f"{output}.staging-{uuid.uuid4().hex[:12]}"
+    _ = examples | "WriteExamples" >> beam.io.WriteToTFRecord(
+        FileSystems.join(staging, "examples"), num_shards=num_shards,
+        shard_name_template="" if num_shards == 1 else None)
+    return staging
+
+
+def publish_examples(staging: str, output: str, num_shards: int) -> List[str]:
+    """Moves the staged Examples to their names and removes the staging directory; sharded, it
+    first deletes the shards an earlier run left at `output` (as Beam's sink would). Returns the
+    published paths."""
+    staged = match_files(FileSystems.join(staging, "examples" if num_shards == 1
+                                          else "examples" + SHARD_PATTERN))
+    if num_shards == 1:
+        targets = [output] * len(staged)
+    else:
+        stale = match_files(output + SHARD_PATTERN)
+        if stale:
+            FileSystems.delete(stale)
+        targets = [output + path[len(FileSystems.join(staging, "examples")):] for path in staged]
+    if staged:
+        FileSystems.rename(staged, targets)
+    # A local directory goes as a whole; on object stores, whatever is left under the prefix.
+    leftovers = ([staging] if records.is_local_path(staging)
+                 else match_files(FileSystems.join(staging, "**")))
+    if leftovers:
+        FileSystems.delete(leftovers)
+    return targets
 
 
 def read_summary(summary_path: str) -> Dict[str, Any]:
