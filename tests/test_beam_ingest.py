@@ -294,6 +294,7 @@ def test_local_list_patterns_match_like_beam_listing_one_directory(tmp_path, wal
         (tmp_path / name).write_text("{}")
     (tmp_path / "dir.json").mkdir()
     os.mkfifo(tmp_path / "pipe.json")
+    os.mkfifo(tmp_path / "sub" / "pipe.json")
     regular = {str(p) for p in tmp_path.rglob("*") if p.is_file()}
 
     def beams(pattern):
@@ -309,8 +310,9 @@ def test_local_list_patterns_match_like_beam_listing_one_directory(tmp_path, wal
     assert beam_ingest.match_files(str(tmp_path / "*.json")) == sorted(
         str(tmp_path / n) for n in ("a.json", ".hidden.json", "ab.json"))
     # Wildcards in a directory, or `**`, cross directories: Beam's own matching.
-    for pattern in ("*/c.json", "sub/**.json"):
+    for pattern in ("*/c.json", "sub/**.json", "*/*.json"):
         assert beam_ingest.match_files(str(tmp_path / pattern)) == beams(str(tmp_path / pattern))
+    assert beam_ingest.match_files(str(tmp_path / "*/*.json")) == [str(tmp_path / "sub/c.json")]
     assert beam_ingest.match_files(str(tmp_path / "sub/**.json")) == [
         str(tmp_path / "sub/c.json"), str(tmp_path / "sub/deep/d.json")]
 

@@ -52,7 +52,9 @@ def match_files(pattern: str) -> List[str]:
     folder, name = os.path.split(pattern)
     if (not records.is_local_path(pattern) or not name or "**" in pattern
             or re.search(r"[*?\[]", folder)):
-        return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+        local = records.is_local_path(pattern)
+        return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list
+                if not local or os.path.isfile(m.path)]
     wanted = re.compile(FileSystem.translate_pattern(name))
     try:
         with os.scandir(folder or ".") as entries:
