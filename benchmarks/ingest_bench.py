@@ -60,7 +60,8 @@ def plain_loop(data: str, output: str) -> int:
 
 
 def checking_loop(data: str, output: str) -> int:
-    """(b): the project's per-record checks (the very functions the Beam transform calls)."""
+    """(b): the project's per-record checks (the very functions the Beam transform calls), the
+    image root resolved once, as each Beam worker does."""
     import tensorflow as tf
 
     from components.face_example_gen import beam_ingest
@@ -69,12 +70,14 @@ def checking_loop(data: str, output: str) -> int:
     with open(os.path.join(data, "train.json")) as f:
         listing = json.load(f)
     root = os.path.join(data, "images")
+    real_root = os.path.realpath(root)
     options = IngestOptions()
     count = 0
     with tf.io.TFRecordWriter(output) as writer:
         for key, value in listing.items():
             try:
-                example, _ = beam_ingest.check_record(root, key, value, options, local_root=True)
+                example, _ = beam_ingest.check_record(root, key, value, options, local_root=True,
+                                                      real_root=real_root)
             except Rejected:
                 continue
             writer.write(example)

@@ -68,7 +68,8 @@ def run(argv=None) -> int:
     try:
         with beam.Pipeline(options=PipelineOptions(beam_args)) as pipeline:
             outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
-                args.json_file, args.root_path, options, args.list_format, args.offset_labels)
+                args.json_file, args.root_path, options, args.list_format, args.offset_labels,
+                example_batches=True)
             staging = beam_ingest.write_examples(outputs["examples"], args.output,
                                                  args.num_shards)
             beam_ingest.write_quarantine_and_summary(outputs, quarantine_path, summary_path)

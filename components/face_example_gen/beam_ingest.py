@@ -24,6 +24,7 @@ import zlib
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
+from apache_beam.io import filebasedsink, tfrecordio
 from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
@@ -93,15 +94,20 @@ def label_offsets(max_labels: Dict[str, int], sources: List[str]) -> Dict[str, L
 def bucket_of(key: str) -> int:
     """The shuffle bucket of a record key: the same in every process (crc32, not the salted
     `hash`), so every occurrence of a key meets the others in one bucket."""
-    return zlib.crc32(key.encode("utf-8")) % SHUFFLE_BUCKETS
+    bucket = _bucket_or_none(key)
+    if bucket is None:
+        raise ValueError(f"not a UTF-8-encodable string key: {key!r}")
+    return bucket
 
 
-def _encodable(text: str) -> bool:
+def _bucket_or_none(key: Any) -> Optional[int]:
+    """bucket_of(key), or None for a key that is not a UTF-8-encodable string."""
+    if not isinstance(key, str):
+        return None
     try:
-        text.encode("utf-8")
-        return True
+        return zlib.crc32(key.encode("utf-8")) % SHUFFLE_BUCKETS
     except UnicodeEncodeError:
-        return False
+        return None
 
 
 class _ReadListFile(beam.DoFn):
@@ -122,7 +128,7 @@ class _ReadListFile(beam.DoFn):
                 elif item.error is not None:
                     yield beam.pvalue.TaggedOutput(
                         QUARANTINE, records.quarantine_line(item.key, item.reason, item.error))
-                elif not isinstance(item.key, str) or not _encodable(item.key):
+                elif (bucket := _bucket_or_none(item.key)) is None:
                     # Checked before the shuffle: Beam cannot even encode a non-UTF-8 key.
                     try:
                         records.check_key(item.key)
@@ -131,7 +137,6 @@ class _ReadListFile(beam.DoFn):
                             item.key, rejection.reason,
                             f"{path} record {item.index}: {rejection.detail}"))
                 else:
-                    bucket = bucket_of(item.key)
                     batch = pending[bucket]
                     batch.append((item.key, path, item.index, item.value))
                     if len(batch) == BATCH_SIZE:
@@ -179,13 +184,14 @@ def _source_max_labels(batch):
 
 
 class _CheckBucket(beam.DoFn):
-    """Validates every key of one shuffle bucket: emits one Example per valid record, quarantine
-    lines (one per occurrence of a duplicated key, one per rejected record) and, to STATS, the
-    bucket's _SplitStats accumulator."""
+    """Validates every key of one shuffle bucket: emits one Example per valid record (or, with
+    `batched`, lists of up to BATCH_SIZE of them), quarantine lines (one per occurrence of a
+    duplicated key, one per rejected record) and, to STATS, the bucket's _SplitStats accumulator."""
 
-    def __init__(self, image_root: str, options: IngestOptions):
+    def __init__(self, image_root: str, options: IngestOptions, batched: bool = False):
         self._image_root = image_root
         self._options = options
+        self._batched = batched
         self._local = records.is_local_path(image_root)
         self._real_root = None
 
@@ -201,6 +207,7 @@ class _CheckBucket(beam.DoFn):
             for key, path, index, value in batch:
                 occurrences[key].append((path, index, value))
         stats = _SplitStats().create_accumulator()
+        examples = []
         for key in sorted(occurrences):
             checked, rejected = self._check_key(key, occurrences[key], ranges)
             for line in rejected:
@@ -208,15 +215,23 @@ class _CheckBucket(beam.DoFn):
             if checked is not None:
                 example, record = checked
                 _count_record(stats, record.label, record.group)
-                yield example
+                if not self._batched:
+                    yield example
+                    continue
+                examples.append(example)
+                if len(examples) == BATCH_SIZE:
+                    yield examples
+                    examples = []
+        if examples:
+            yield examples
         if stats["valid"]:
             yield beam.pvalue.TaggedOutput(STATS, stats)
 
     def _check_key(self, key: str, occurrences: List[Tuple[str, int, Any]],
                    ranges: Dict[str, List[int]]):
         """((serialized Example, record) or None, quarantine lines) for every occurrence of a key."""
-        occurrences = sorted(occurrences, key=lambda o: (o[0], o[1]))
         if len(occurrences) > 1:
+            occurrences = sorted(occurrences, key=lambda o: (o[0], o[1]))
             where = ", ".join(f"{path} record {index}" for path, index, _ in occurrences[:5])
             line = records.quarantine_line(
                 key, "duplicate_key",
@@ -286,7 +301,9 @@ def _summarize(input_count: int, stats: Dict[str, Any], reason_counts: Dict[str,
 class IngestFaceRecords(beam.PTransform):
     """pipeline | IngestFaceRecords(list_patterns, image_root) -> {"examples", "quarantine", "summary"}.
 
-    `examples`: serialized tf.train.Examples (bytes). `quarantine`: dicts {"key", "reason", "detail"}.
+    `examples`: serialized tf.train.Examples (bytes); with `example_batches`, lists of up to
+    BATCH_SIZE of them (for write_examples: Beam's per-element cost is then paid per list, not per
+    Example). `quarantine`: dicts {"key", "reason", "detail"}.
     `summary`: one dict with input/valid/quarantined counts, per-reason counts, label range, groups
     and, with `offset_labels`, the label range each list was given.
 
@@ -296,13 +313,14 @@ class IngestFaceRecords(beam.PTransform):
 
     def __init__(self, list_patterns: Union[str, Sequence[str]], image_root: str,
                  options: IngestOptions = IngestOptions(), list_format: Optional[str] = None,
-                 offset_labels: bool = False):
+                 offset_labels: bool = False, example_batches: bool = False):
         super().__init__()
         self._sources = match_list_files(list_patterns)
         self._image_root = image_root
         self._options = options
         self._list_format = list_format
         self._offset_labels = offset_labels
+        self._example_batches = example_batches
 
     def expand(self, pipeline):
         parsed = (pipeline
@@ -321,7 +339,7 @@ class IngestFaceRecords(beam.PTransform):
         checked = (parsed.entries
                    | "GroupByKey" >> beam.GroupByKey()
                    | "CheckBuckets" >> beam.ParDo(
-                       _CheckBucket(self._image_root, self._options),
+                       _CheckBucket(self._image_root, self._options, self._example_batches),
                        ranges=beam.pvalue.AsSingleton(ranges)).with_outputs(
                            QUARANTINE, STATS, main="examples"))
         quarantine = ((parsed[QUARANTINE], checked[QUARANTINE])
@@ -359,16 +377,32 @@ def write_quarantine_and_summary(outputs: Dict[str, beam.PCollection], quarantin
 SHARD_PATTERN = "-?????-of-?????"     # Beam's default shard names: -SSSSS-of-NNNNN
 
 
-def write_examples(examples: beam.PCollection, output: str, num_shards: int) -> str:
-    """Writes serialized Examples through a staging directory next to `output` (finish with
+class _TFRecordBatchSink(filebasedsink.FileBasedSink):
+    """Beam's TFRecord sink (the same framing and file names) for elements that are lists of
+    records: one element per list, so Beam's per-element cost is paid per list."""
+
+    def __init__(self, file_path_prefix: str, num_shards: int, shard_name_template: Optional[str]):
+        super().__init__(file_path_prefix, coder=beam.coders.BytesCoder(), num_shards=num_shards,
+                         shard_name_template=shard_name_template,
+                         mime_type="application/octet-stream",
+                         compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def write_record(self, file_handle, records_batch: List[bytes]):
+        for record in records_batch:
+            tfrecordio._TFRecordUtil.write_record(file_handle, record)
+
+
+def write_examples(example_batches: beam.PCollection, output: str, num_shards: int) -> str:
+    """Writes lists of serialized Examples (IngestFaceRecords' `examples` with example_batches)
+    through a staging directory next to `output` (finish with
     publish_examples): `output` itself when num_shards is 1, else `output`-SSSSS-of-NNNNN (0: a
     file per worker bundle). Beam's sink matches its shard names in the directory it writes to,
     by a recursive walk on local disks: staged, that directory holds only these files, not the
     image tree the output may sit next to. Returns the staging directory."""
     staging = f"{output}.staging-{uuid.uuid4().hex[:12]}"
-    _ = examples | "WriteExamples" >> beam.io.WriteToTFRecord(
-        FileSystems.join(staging, "examples"), num_shards=num_shards,
-        shard_name_template="" if num_shards == 1 else None)
+    _ = example_batches | "WriteExamples" >> beam.io.Write(_TFRecordBatchSink(
+        FileSystems.join(staging, "examples"), num_shards,
+        shard_name_template="" if num_shards == 1 else None))
     return staging
 
 
