@@ -117,7 +117,7 @@ def test_warm_start_reloads_a_fine_tuned_backbone(face_api_package, tmp_path):  
 
 @pytest.mark.slow
 def test_two_local_workers_fine_tune_the_backbone_to_equal_weights(face_api_package, tmp_path):  # noqa: F811
-    from tests.test_distributed import two_local_workers
+    from tests.distributed_runs import two_local_workers
 
     first, _ = two_local_workers(tmp_path, "ArcFace", "face_recognition_net")
     assert len(first.files) > 117       # every backbone weight and the heads

@@ -51,9 +51,8 @@ def match_files(pattern: str) -> List[str]:
     that one directory: Beam's local listing walks the whole tree under it and stats every file,
     which takes minutes when the directory also holds millions of images."""
     folder, name = os.path.split(pattern)
-    if (not records.is_local_path(pattern) or not name or "**" in pattern
-            or re.search(r"[*?\[]", folder)):
-        local = records.is_local_path(pattern)
+    local = records.is_local_path(pattern)
+    if not local or not name or "**" in pattern or re.search(r"[*?\[]", folder):
         return [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list
                 if not local or os.path.isfile(m.path)]
     wanted = re.compile(FileSystem.translate_pattern(name))
@@ -91,17 +90,10 @@ def label_offsets(max_labels: Dict[str, int], sources: List[str]) -> Dict[str, L
     return ranges
 
 
-def bucket_of(key: str) -> int:
+def bucket_of(key: Any) -> Optional[int]:
     """The shuffle bucket of a record key: the same in every process (crc32, not the salted
-    `hash`), so every occurrence of a key meets the others in one bucket."""
-    bucket = _bucket_or_none(key)
-    if bucket is None:
-        raise ValueError(f"not a UTF-8-encodable string key: {key!r}")
-    return bucket
-
-
-def _bucket_or_none(key: Any) -> Optional[int]:
-    """bucket_of(key), or None for a key that is not a UTF-8-encodable string."""
+    `hash`), so every occurrence of a key meets the others in one bucket. None for a key that is
+    not a UTF-8-encodable string (Beam could not even encode it)."""
     if not isinstance(key, str):
         return None
     try:
@@ -128,7 +120,7 @@ class _ReadListFile(beam.DoFn):
                 elif item.error is not None:
                     yield beam.pvalue.TaggedOutput(
                         QUARANTINE, records.quarantine_line(item.key, item.reason, item.error))
-                elif (bucket := _bucket_or_none(item.key)) is None:
+                elif (bucket := bucket_of(item.key)) is None:
                     # Checked before the shuffle: Beam cannot even encode a non-UTF-8 key.
                     try:
                         records.check_key(item.key)
@@ -401,24 +393,28 @@ def write_examples(example_batches: beam.PCollection, output: str, num_shards: i
     image tree the output may sit next to. Returns the staging directory."""
     staging = f"{output}.staging-{uuid.uuid4().hex[:12]}"
     _ = example_batches | "WriteExamples" >> beam.io.Write(_TFRecordBatchSink(
-        FileSystems.join(staging, "examples"), num_shards,
+        _staged_prefix(staging), num_shards,
         shard_name_template="" if num_shards == 1 else None))
     return staging
+
+
+def _staged_prefix(staging: str) -> str:
+    return FileSystems.join(staging, "examples")
 
 
 def publish_examples(staging: str, output: str, num_shards: int) -> List[str]:
     """Moves the staged Examples to their names and removes the staging directory; sharded, it
     first deletes the shards an earlier run left at `output` (as Beam's sink would). Returns the
     published paths."""
-    staged = match_files(FileSystems.join(staging, "examples" if num_shards == 1
-                                          else "examples" + SHARD_PATTERN))
+    prefix = _staged_prefix(staging)
+    staged = match_files(prefix if num_shards == 1 else prefix + SHARD_PATTERN)
     if num_shards == 1:
         targets = [output] * len(staged)
     else:
         stale = match_files(output + SHARD_PATTERN)
         if stale:
             FileSystems.delete(stale)
-        targets = [output + path[len(FileSystems.join(staging, "examples")):] for path in staged]
+        targets = [output + path[len(prefix):] for path in staged]
     if staged:
         FileSystems.rename(staged, targets)
     # A local directory goes as a whole; on object stores, whatever is left under the prefix.
