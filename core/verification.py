@@ -63,7 +63,7 @@ import numpy as np
 
 from core import recall
 from core.features import OVERALL
-from core.intervals import identity_units
+from core.intervals import UnitSums, identity_units
 
 DEFAULT_TARGET_FMR = 1e-3
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
@@ -75,7 +75,15 @@ SAMPLED_ROWS = 128     # images whose scores against all others place each selec
 # Scores the one-pass selection may keep per eval image (20 B each, buffered twice: about 10 kB per
 # image, five times a 512-d float32 embedding); a selection needing more takes the radix passes.
 KEPT_PER_IMAGE = 256
-SUMMARY_KEYS = ("target_fmr", "threshold", "fmr_differential", "skewed_error_ratio")
+# Unit pairs (of two identities) with a false match whose exact product weights the bootstrap may
+# keep (about 24 B each as sparse counts, and resamples x pairs multiply-adds per statistic): beyond
+# it the FMR bootstrap takes the first-order weights (the module docstring).
+EXACT_UNIT_PAIRS = 2_000_000
+# Above the largest score when no pair scores above the one that must be rejected: cosine
+# similarities of unit vectors are at most 1 (plus float32 rounding, far below this margin).
+SCORE_CEILING_MARGIN = 2.0 ** -8
+SUMMARY_KEYS = ("target_fmr", "threshold", "fmr_differential", "skewed_error_ratio",
+                "fmr_bootstrap")
 
 
 def far_key(far: float) -> str:
@@ -87,11 +95,12 @@ def far_key(far: float) -> str:
 class VerificationResult:
     """`summary`: the JSON-ready figures (see the module docstring), {"target_fmr", "threshold",
     "fmr_differential", "skewed_error_ratio", <scope>: {"n_genuine", "n_impostor", "fnmr", "fmr",
-    "tar@far=..."..., "det": {"fmr": [...], "fnmr": [...]}}}. `unit_counts`: per scope, float64
-    arrays over units ("genuine", "false_non_match", "impostor", "false_match") for the bootstrap.
-    `unit_groups`: each unit's group code (core.intervals.identity_units)."""
+    "tar@far=..."..., "det": {"fmr": [...], "fnmr": [...]}}, "fmr_bootstrap": "exact" |
+    "first_order"}. `unit_sums`: per scope, {"fnmr": (false non-matches, genuine pairs), "fmr":
+    (false matches, impostor pairs)} as core.intervals.UnitSums of the unit weights, for the
+    bootstrap. `unit_groups`: each unit's group code (core.intervals.identity_units)."""
     summary: Dict
-    unit_counts: Dict[str, Dict[str, np.ndarray]]
+    unit_sums: Dict[str, Dict[str, Tuple[UnitSums, UnitSums]]]
     unit_groups: np.ndarray
 
 
@@ -241,20 +250,22 @@ class _TopScores:
         counts = len(self.sorted_values) - np.searchsorted(self.sorted_values, thresholds, "left")
         return counts + np.where(self.tie_value >= thresholds, self.tie_count, 0)
 
-    def pair_counts_at_least(self, threshold: float, n_groups: int):
-        """(per-unit pairs >= threshold, the same for same-group pairs, same-group pairs per group)."""
+    def pair_counts_at_least(self, threshold: float, n_groups: int) -> "_FalseMatches":
+        """The kept pairs scoring >= threshold, counted (`_FalseMatches`). Tied pairs are counts
+        per unit only, so with ties at or above the threshold the unit pairs are unknown (None);
+        the operating threshold lies above the tie value, so this does not happen there."""
         values, firsts, seconds = self._concatenated()
-        n_units = len(self.tie_units)
-        units_all, units_same = np.zeros(n_units), np.zeros(n_units)
-        groups = np.zeros(n_groups, dtype=np.int64)
+        found = _FalseMatches(len(self.tie_units), n_groups)
         sel = values >= threshold
-        _count_pairs(self.units, self.group_codes, firsts[sel], seconds[sel], units_all, units_same,
-                     groups)
+        found.add(self.units, self.group_codes, firsts[sel], seconds[sel], values[sel])
         if self.tie_value >= threshold:
-            units_all += self.tie_units
-            units_same += self.tie_units_same
-            groups += self.tie_groups
-        return units_all, units_same, groups
+            found.units_all += self.tie_units
+            found.units_same += self.tie_units_same
+            found.groups += self.tie_groups
+            found.total += self.tie_count
+            found.lowest = min(found.lowest, float(self.tie_value))
+            found.unit_pairs = None
+        return found
 
 
 # ----------------------------------------------------------------------------- the blocked passes
@@ -303,6 +314,8 @@ class _PairCounter:
         # Impostor pairs per unit (each pair counted at both ends), overall and in the unit's group.
         self.unit_impostor = self.unit_sizes * (n - label_sizes[self.unit_labels]) if n else self.unit_sizes
         self.unit_impostor_group = self.unit_sizes * (group_sizes[self.unit_groups] - self.unit_sizes)
+        # Pairs of distinct units with one label (an identity in two groups): genuine, not impostor.
+        self.same_label_units = _same_label_unit_pairs(self.unit_labels)
 
         # Genuine pairs (i < j), ordered by the block that holds them.
         first, second = _genuine_pairs(self.label_codes)
@@ -352,9 +365,8 @@ class _PairCounter:
         """The k-th largest impostor score of the scope (g None: overall)."""
         raise NotImplementedError
 
-    def _false_matches(self, threshold: float):
-        """(per-unit impostor pairs >= threshold, the same for same-group pairs, same-group pairs
-        >= threshold per group, all pairs >= threshold)."""
+    def _false_matches(self, threshold: float) -> "_FalseMatches":
+        """The impostor pairs scoring >= threshold (a float32 value), counted."""
         raise NotImplementedError
 
     def _det_points(self, g: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -364,37 +376,41 @@ class _PairCounter:
     def finish(self) -> VerificationResult:
         if np.isnan(self.genuine_scores).any():
             raise AssertionError("a genuine pair was not scored (blocks and pairs disagree)")
-        n_groups = self.n_groups
-        threshold = None
+        threshold = cut = None
+        found = _FalseMatches(self.n_units, self.n_groups)
         if self.n_impostor:
-            threshold = self._scope_threshold(None, math.ceil(self.target_fmr * self.n_impostor))
+            # The score that must be rejected, the float32 cut just above it, and the threshold
+            # midway to the next score of any pair (the module docstring).
+            rejected = self._scope_threshold(None, _rank(self.target_fmr, self.n_impostor))
+            cut = _just_above(rejected)
+            found = self._false_matches(cut)
+            genuine_above = self.genuine_scores[self.genuine_scores >= cut]
+            upper = min(found.lowest, float(genuine_above.min()) if len(genuine_above) else np.inf)
+            if not np.isfinite(upper):
+                upper = max(1.0, rejected) + SCORE_CEILING_MARGIN
+            threshold = (rejected + upper) / 2
+            non_match = self.genuine_scores < cut
+        else:
+            non_match = np.zeros(len(self.genuine_scores), dtype=bool)
         genuine_groups = self.group_codes[self.genuine_first]
         genuine_same = genuine_groups == self.group_codes[self.genuine_second]
-        genuine_ends = np.concatenate([self.units[self.genuine_first], self.units[self.genuine_second]])
+        first_units, second_units = self.units[self.genuine_first], self.units[self.genuine_second]
+        inside = first_units == second_units           # a genuine pair inside one unit
+        false_match_pairs = found.pairs()
 
-        if threshold is not None:
-            fm_units, fm_units_same, fm_groups, overall_false_matches = self._false_matches(threshold)
-            non_match = self.genuine_scores < threshold
-        else:
-            fm_units, fm_units_same = np.zeros(self.n_units), np.zeros(self.n_units)
-            fm_groups, overall_false_matches = np.zeros(n_groups, dtype=np.int64), 0
-            non_match = np.zeros(len(self.genuine_scores), dtype=bool)
-        twice = np.concatenate([non_match, non_match])
-
-        summary = {"target_fmr": self.target_fmr, "threshold": threshold}
-        unit_counts = {}
+        summary = {"target_fmr": self.target_fmr, "threshold": threshold,
+                   "fmr_bootstrap": "exact" if false_match_pairs is not None else "first_order"}
+        unit_sums = {}
         scopes = [(OVERALL, None)] + [(name, g) for g, name in enumerate(self.group_names)]
         for name, g in scopes:
             if g is None:
                 genuine_sel = np.ones(len(self.genuine_scores), dtype=bool)
-                n_genuine, n_false_match = self.n_genuine, overall_false_matches
+                n_genuine, n_false_match = self.n_genuine, found.total
                 in_scope = np.ones(self.n_units, dtype=bool)
-                impostor_units, fm = self.unit_impostor, fm_units
             else:
                 genuine_sel = genuine_same & (genuine_groups == g)
-                n_genuine, n_false_match = int(self.group_genuine[g]), int(fm_groups[g])
+                n_genuine, n_false_match = int(self.group_genuine[g]), int(found.groups[g])
                 in_scope = self.unit_groups == g
-                impostor_units, fm = self.unit_impostor_group, fm_units_same
             n_impostor = self.scope_impostors(g)
             scores = np.sort(self.genuine_scores[genuine_sel].astype(np.float64))
             n_false_non_match = int(non_match[genuine_sel].sum())
@@ -403,24 +419,71 @@ class _PairCounter:
                               if threshold is not None and n_genuine else None),
                      "fmr": n_false_match / n_impostor if threshold is not None and n_impostor else None}
             for far in self.fars:
-                k = math.ceil(far * n_impostor)
                 entry[far_key(far)] = (
-                    float((len(scores) - np.searchsorted(scores, self._scope_threshold(g, k), "left"))
+                    float((len(scores) - np.searchsorted(
+                        scores, self._scope_threshold(g, _rank(far, n_impostor)), "right"))
                           / len(scores))
-                    if k >= MIN_FALSE_ACCEPTS and len(scores) else None)
+                    if _allowed(far, n_impostor) >= MIN_FALSE_ACCEPTS and len(scores) else None)
             entry["det"] = self._det(g, scores, n_impostor)
             summary[name] = entry
-            both = np.concatenate([genuine_sel, genuine_sel])
-            unit_counts[name] = {
-                "genuine": np.bincount(genuine_ends[both], minlength=self.n_units).astype(np.float64),
-                "false_non_match": np.bincount(genuine_ends[both & twice],
-                                               minlength=self.n_units).astype(np.float64),
-                "impostor": np.where(in_scope, impostor_units, 0.0),
-                "false_match": np.where(in_scope, fm, 0.0)}
+            unit_sums[name] = {
+                "fnmr": self._genuine_sums(genuine_sel, non_match, inside, first_units, second_units),
+                "fmr": self._impostor_sums(g, found, false_match_pairs, in_scope)}
         groups = [summary[name] for name in self.group_names]
         summary["fmr_differential"] = fmr_differential([e["fmr"] for e in groups], self.target_fmr)
         summary["skewed_error_ratio"] = skewed_error_ratio([e["fnmr"] for e in groups])
-        return VerificationResult(summary, unit_counts, self.unit_groups)
+        return VerificationResult(summary, unit_sums, self.unit_groups)
+
+    def _genuine_sums(self, genuine_sel, non_match, inside, first_units, second_units
+                      ) -> Tuple[UnitSums, UnitSums]:
+        """(false non-matches, genuine pairs) of a scope as functions of the unit weights: a pair
+        inside unit a counts w_a times; a pair of two units of one label (an identity in two groups,
+        overall only) w_a x w_b times, its copies being different identities' copies."""
+        n_units = self.n_units
+        own = genuine_sel & inside
+        genuine = np.bincount(first_units[own], minlength=n_units).astype(np.float64)
+        misses = np.bincount(first_units[own & non_match], minlength=n_units).astype(np.float64)
+        across = genuine_sel & ~inside
+        pairs_genuine = pairs_misses = None
+        if across.any():
+            a = np.minimum(first_units[across], second_units[across])
+            b = np.maximum(first_units[across], second_units[across])
+            keys, inverse = np.unique(a * n_units + b, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            column = np.zeros(len(keys), np.int64)
+            pairs_genuine = (keys // n_units, keys % n_units,
+                             np.bincount(inverse, minlength=len(keys)).astype(np.float64), column)
+            pairs_misses = (keys // n_units, keys % n_units,
+                            np.bincount(inverse, weights=non_match[across].astype(np.float64),
+                                        minlength=len(keys)), column)
+        return UnitSums(misses, pairs=pairs_misses), UnitSums(genuine, pairs=pairs_genuine)
+
+    def _impostor_sums(self, g, found: "_FalseMatches", false_match_pairs, in_scope
+                       ) -> Tuple[UnitSums, UnitSums]:
+        """(false matches, impostor pairs) of a scope as functions of the unit weights. Exact: a
+        pair of units a != b counts w_a x w_b times; impostor pairs in closed form (every pair of
+        distinct units of the scope, v = images per unit, less the pairs of two units of one label,
+        which are genuine); false matches from the sparse unit-pair counts. First-order (beyond
+        EXACT_UNIT_PAIRS): w_a + w_b - 1 for both, i.e. per-unit counts at both ends less the
+        total."""
+        scope_sizes = np.where(in_scope, self.unit_sizes, 0.0)
+        if false_match_pairs is None:
+            if g is None:
+                return (UnitSums(found.units_all, constant=[-found.total]),
+                        UnitSums(self.unit_impostor, constant=[-self.n_impostor]))
+            return (UnitSums(np.where(in_scope, found.units_same, 0.0), constant=[-found.groups[g]]),
+                    UnitSums(np.where(in_scope, self.unit_impostor_group, 0.0),
+                             constant=[-self.group_impostor[g]]))
+        a, b, counts = false_match_pairs
+        keep = slice(None) if g is None else (self.unit_groups[a] == g) & (self.unit_groups[b] == g)
+        zeros = np.zeros(self.n_units)
+        false_matches = UnitSums(zeros, pairs=(a[keep], b[keep], counts[keep],
+                                               np.zeros(len(a[keep]), np.int64)))
+        same_label = None
+        if g is None and len(self.same_label_units[0]):
+            sa, sb = self.same_label_units
+            same_label = (sa, sb, -self.unit_sizes[sa] * self.unit_sizes[sb], np.zeros(len(sa), np.int64))
+        return false_matches, UnitSums(zeros, products=scope_sizes, pairs=same_label)
 
     def _det(self, g: Optional[int], genuine_sorted: np.ndarray, n_impostor: int) -> Dict[str, List[float]]:
         """DET points (FMR = impostors >= t / impostors, FNMR = genuine < t / genuine) at the
@@ -481,8 +544,7 @@ class _SelectionCounter(_PairCounter):
         return float(self._store(g).kth_largest([k])[0])
 
     def _false_matches(self, threshold):
-        units_all, units_same, groups = self.overall.pair_counts_at_least(threshold, self.n_groups)
-        return units_all, units_same, groups, int(self.overall.count_at_least([threshold])[0])
+        return self.overall.pair_counts_at_least(threshold, self.n_groups)
 
     def _det_points(self, g):
         """At thresholds t_k = the k-th largest impostor score, k log-spaced from 1 to the kept
@@ -551,12 +613,11 @@ class _RadixCounter(_PairCounter):
         # Every k-th largest score any figure needs: the threshold, each scope's FARs.
         wanted = set()
         if self.n_impostor:
-            wanted.add((0, math.ceil(self.target_fmr * self.n_impostor)))
+            wanted.add((0, _rank(self.target_fmr, self.n_impostor)))
         for g in [None] + list(range(len(self.group_names))):
             for far in self.fars:
-                k = math.ceil(far * self.scope_impostors(g))
-                if k >= MIN_FALSE_ACCEPTS:
-                    wanted.add((0 if g is None else g + 1, k))
+                if _allowed(far, self.scope_impostors(g)) >= MIN_FALSE_ACCEPTS:
+                    wanted.add((0 if g is None else g + 1, _rank(far, self.scope_impostors(g))))
         # Pass 2: each wanted rank lies in one prefix bin; count the low 16 bits inside it.
         above = np.cumsum(top[:, ::-1], axis=1)[:, ::-1] - top     # pairs in higher bins
         places = {}
@@ -581,17 +642,13 @@ class _RadixCounter(_PairCounter):
             from_top = np.cumsum(low_bins[slots[scope, prefix], ::-1])
             low = _BINS - 1 - int(np.flatnonzero(from_top >= rank)[0])
             self.kth[scope, k] = key_value((prefix << 16) | low)
-        # Pass 3: the pairs at or above the global threshold, per unit and group.
-        self.false_matches = None
+        # Pass 3: the pairs above the score that must be rejected, per unit, unit pair and group.
+        self.false_matches = _FalseMatches(self.n_units, self.n_groups)
         if self.n_impostor:
-            threshold = self.kth[0, math.ceil(self.target_fmr * self.n_impostor)]
-            units_all, units_same = np.zeros(self.n_units), np.zeros(self.n_units)
-            groups, total = np.zeros(self.n_groups, dtype=np.int64), 0
+            cut = np.float32(_just_above(self.kth[0, _rank(self.target_fmr, self.n_impostor)]))
             for i0, j0, sims in recall.similarity_blocks(unit, self.chunk):
-                _, first, second = self._impostors_at_least(i0, j0, sims, np.float32(threshold))
-                _count_pairs(self.units, self.group_codes, first, second, units_all, units_same, groups)
-                total += len(first)
-            self.false_matches = (units_all, units_same, groups, total)
+                values, first, second = self._impostors_at_least(i0, j0, sims, cut)
+                self.false_matches.add(self.units, self.group_codes, first, second, values)
         return True
 
     @staticmethod
@@ -617,7 +674,7 @@ class _RadixCounter(_PairCounter):
         return self.kth[0 if g is None else g + 1, k]
 
     def _false_matches(self, threshold):
-        return self.false_matches
+        return self.false_matches      # counted in pass 3, at the same cut
 
     def _det_points(self, g):
         """At the lower edges of the prefix bins whose pair counts above them are nearest to ranks
@@ -654,6 +711,57 @@ def key_value(key: int) -> float:
     return float(np.array(bits, dtype=np.uint32).view(np.float32))
 
 
+class _FalseMatches:
+    """Impostor pairs at or above the operating threshold, as the bootstrap needs them: per unit
+    (both ends), per unit for same-group pairs, per group, in all, the lowest of their scores, and
+    per unit pair (a < b) as sparse counts while there are at most EXACT_UNIT_PAIRS of them (None
+    beyond: the first-order bootstrap)."""
+
+    def __init__(self, n_units: int, n_groups: int):
+        self.n_units = n_units
+        self.units_all, self.units_same = np.zeros(n_units), np.zeros(n_units)
+        self.groups = np.zeros(n_groups, dtype=np.int64)
+        self.total, self.lowest = 0, np.inf
+        self.unit_pairs: Optional[Tuple[np.ndarray, np.ndarray]] = (np.zeros(0, np.int64),
+                                                                     np.zeros(0, np.int64))
+        self.pending: List[np.ndarray] = []
+        self.n_pending = 0
+
+    def add(self, units, group_codes, firsts, seconds, values):
+        if not len(firsts):
+            return
+        _count_pairs(units, group_codes, firsts, seconds, self.units_all, self.units_same,
+                     self.groups)
+        self.total += len(firsts)
+        self.lowest = min(self.lowest, float(np.min(values)))
+        if self.unit_pairs is None:
+            return
+        a, b = units[firsts], units[seconds]
+        self.pending.append(np.minimum(a, b) * self.n_units + np.maximum(a, b))
+        self.n_pending += len(a)
+        if self.n_pending > EXACT_UNIT_PAIRS:
+            self._merge()
+
+    def _merge(self):
+        if self.unit_pairs is None or not self.pending:
+            return
+        keys, counts = self.unit_pairs
+        repeated = np.concatenate([keys] + self.pending)
+        weights = np.concatenate([counts, np.ones(self.n_pending, np.int64)])
+        keys, inverse = np.unique(repeated, return_inverse=True)
+        counts = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(keys)).astype(np.int64)
+        self.pending, self.n_pending = [], 0
+        self.unit_pairs = (keys, counts) if len(keys) <= EXACT_UNIT_PAIRS else None
+
+    def pairs(self) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(unit a, unit b, false matches) with a < b, or None beyond the budget."""
+        self._merge()
+        if self.unit_pairs is None:
+            return None
+        keys, counts = self.unit_pairs
+        return keys // self.n_units, keys % self.n_units, counts.astype(np.float64)
+
+
 def _count_pairs(units, group_codes, firsts, seconds, units_all, units_same, groups):
     """Adds pairs (firsts[i], seconds[i]) to the per-unit counts (both ends), the per-unit counts of
     same-group pairs and the same-group pairs per group."""
@@ -673,14 +781,15 @@ def fmr_differential(fmrs: Sequence[Optional[float]], target_fmr: float) -> Opti
 
 
 def skewed_error_ratio(fnmrs: Sequence[Optional[float]]) -> Optional[float]:
-    """max FNMR_g / min FNMR_g over the defined values: 1.0 when all are 0, None when the minimum
-    is 0 and the maximum is not (unbounded) or nothing is defined."""
+    """max FNMR_g / min FNMR_g over the defined values: 1.0 when all are 0 (no group is worse than
+    another), +inf when the minimum is 0 and the maximum is not (unbounded: the worst value, which
+    fails any finite bar), None when nothing is defined."""
     defined = [f for f in fnmrs if f is not None and np.isfinite(f)]
     if not defined:
         return None
     low, high = min(defined), max(defined)
     if low == 0:
-        return 1.0 if high == 0 else None
+        return 1.0 if high == 0 else float("inf")
     return float(high / low)
 
 
@@ -703,7 +812,39 @@ def _sampled_floor(unit, label_codes, members, size, rng) -> float:
 
 
 def _kept(n_impostor: int, largest_rate: float) -> int:
-    return int(min(n_impostor, max(math.ceil(largest_rate * n_impostor), DET_MIN_KEPT)))
+    return int(min(n_impostor, max(_rank(largest_rate, n_impostor), DET_MIN_KEPT)))
+
+
+def _allowed(rate: float, n_pairs: int) -> int:
+    """Impostor pairs allowed to match at `rate`: floor(rate x pairs) (rounded to 1e-6 first, so
+    that 0.29 x 100 is 29, not 28)."""
+    return int(math.floor(round(rate * n_pairs, 6)))
+
+
+def _rank(rate: float, n_pairs: int) -> int:
+    """Rank (from the top) of the largest impostor score that must be rejected at `rate`."""
+    return min(int(n_pairs), _allowed(rate, n_pairs) + 1)
+
+
+def _just_above(score: float) -> float:
+    """The next float32 above a float32 score: for float32 scores s, s >= it exactly when s > score,
+    in float32 and float64 comparisons alike."""
+    return float(np.nextafter(np.float32(score), np.float32(np.inf)))
+
+
+def _same_label_unit_pairs(unit_labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(a, b), a < b, for every two units of one label."""
+    order = np.argsort(unit_labels, kind="stable")
+    sizes = np.bincount(unit_labels) if len(unit_labels) else np.zeros(0, np.int64)
+    starts = np.cumsum(sizes) - sizes
+    firsts, seconds = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for size in np.unique(sizes[sizes >= 2]):
+        i, j = np.triu_indices(int(size), 1)
+        base = starts[sizes == size][:, None]
+        firsts.append(order[base + i].ravel())
+        seconds.append(order[base + j].ravel())
+    a, b = np.concatenate(firsts), np.concatenate(seconds)
+    return np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
 
 
 def _genuine_pairs(label_codes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from core import verification as verification_module
-from core.intervals import identity_units
+from core.intervals import identity_units, ratio_replicates, resample_weights
 from core.recall import recall_at_k
 from core.verification import far_key, ranks_and_verification, verification
+from tests.literal_bootstrap import literal_replicates, pair_scores
 from tests.test_recall import exact_random_data
 
 FARS = (1e-1, 1e-2, 1e-3)
@@ -29,6 +30,22 @@ def way(request, monkeypatch):
     return request.param
 
 
+def allowed(rate, n_pairs):
+    """floor(rate x pairs), the false matches a rate allows (0.29 x 100 -> 29)."""
+    return int(math.floor(round(rate * n_pairs, 6)))
+
+
+def operating_threshold(impostor_scores, all_scores, target_fmr):
+    """The definition: reject the (allowed + 1)-th largest impostor score v and everything below
+    it; the threshold is midway between v and the next larger score of any pair (or the ceiling
+    max(1, v) + 2^-8 when there is none)."""
+    ranked = np.sort(impostor_scores)[::-1]
+    rejected = ranked[allowed(target_fmr, len(ranked))]
+    above = all_scores[all_scores > rejected]
+    upper = above.min() if len(above) else max(1.0, rejected) + 2.0 ** -8
+    return (rejected + upper) / 2
+
+
 def reference(embeddings, labels, groups, target_fmr, fars=FARS):
     """Every figure from the full matrix: pairs i < j, genuine = same label."""
     x = np.asarray(embeddings, dtype=np.float64)
@@ -38,7 +55,7 @@ def reference(embeddings, labels, groups, target_fmr, fars=FARS):
     scores = (unit @ unit.T)[i, j]
     genuine = labels[i] == labels[j]
     impostor_scores = np.sort(scores[~genuine])[::-1]
-    threshold = (impostor_scores[math.ceil(target_fmr * len(impostor_scores)) - 1]
+    threshold = (operating_threshold(impostor_scores, scores, target_fmr)
                  if len(impostor_scores) else None)
     names = ["overall"] + (sorted(set(groups.tolist())) if groups is not None else [])
     result = {"threshold": threshold}
@@ -50,9 +67,11 @@ def reference(embeddings, labels, groups, target_fmr, fars=FARS):
                  "fnmr": float(np.mean(gen < threshold)) if len(gen) and threshold is not None else None,
                  "fmr": float(np.mean(imp >= threshold)) if len(imp) and threshold is not None else None}
         for far in fars:
-            k = math.ceil(far * len(imp))
-            entry[far_key(far)] = (float(np.mean(gen >= imp[k - 1]))
-                                   if k >= verification_module.MIN_FALSE_ACCEPTS and len(gen) else None)
+            # TAR at the scope's own threshold for FAR `far` (the same rule: FAR <= far).
+            n_allowed = allowed(far, len(imp))
+            entry[far_key(far)] = (float(np.mean(gen > imp[n_allowed]))
+                                   if n_allowed >= verification_module.MIN_FALSE_ACCEPTS and len(gen)
+                                   else None)
         result[name] = entry
     group_entries = [result[name] for name in names[1:]]
     fmrs = [e["fmr"] for e in group_entries if e["fmr"] is not None]
@@ -61,7 +80,7 @@ def reference(embeddings, labels, groups, target_fmr, fars=FARS):
     if not fnmrs:
         result["skewed_error_ratio"] = None
     elif min(fnmrs) == 0:
-        result["skewed_error_ratio"] = 1.0 if max(fnmrs) == 0 else None
+        result["skewed_error_ratio"] = 1.0 if max(fnmrs) == 0 else math.inf
     else:
         result["skewed_error_ratio"] = max(fnmrs) / min(fnmrs)
     return result, (i, j, scores, genuine)
@@ -102,17 +121,17 @@ def test_tied_scores_are_counted_not_stored_when_the_selection_is_small(monkeypa
     assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 7).summary, expected)
 
 
-def test_identical_embeddings_all_tie_at_the_threshold(way):
-    # Every pair scores 1.0: the threshold is 1.0, every impostor matches (FMR 1, not target_fmr:
-    # ties count as matches) and no genuine pair is below it.
+def test_identical_embeddings_all_tie_so_every_pair_is_rejected(way):
+    # Every pair scores 1.0. Accepting the tied score would accept every impostor (FMR 1 > 1e-2),
+    # so the threshold lies above it, midway to the ceiling 1 + 2^-8: nothing matches.
     labels = np.repeat(np.arange(30), 3)
     groups = np.array(["a", "b"])[labels % 2]
     result = verification(np.ones((90, 4)), labels, groups, 1e-2, FARS, chunk_size=16).summary
-    assert result["threshold"] == 1.0
+    assert result["threshold"] == 1.0 + 2.0 ** -9
     for scope in ("overall", "a", "b"):
-        assert result[scope]["fmr"] == 1.0 and result[scope]["fnmr"] == 0.0
-    assert result["skewed_error_ratio"] == 1.0      # every FNMR is 0
-    assert result["fmr_differential"] == pytest.approx(100.0)
+        assert result[scope]["fmr"] == 0.0 and result[scope]["fnmr"] == 1.0
+    assert result["skewed_error_ratio"] == 1.0      # every FNMR is 1
+    assert result["fmr_differential"] == 0.0
 
 
 def test_singletons_one_group_and_groups_without_pairs(way):
@@ -132,7 +151,8 @@ def test_singletons_one_group_and_groups_without_pairs(way):
     one = verification(embeddings, labels, np.array(["g"] * 6), 0.3, FARS).summary
     none = verification(embeddings, labels, None, 0.3, FARS).summary
     assert {k: v for k, v in one["g"].items()} == one["overall"] == none["overall"]
-    assert set(none) == {"target_fmr", "threshold", "fmr_differential", "skewed_error_ratio", "overall"}
+    assert set(none) == {"target_fmr", "threshold", "fmr_differential", "skewed_error_ratio",
+                         "fmr_bootstrap", "overall"}
 
 
 def test_no_impostor_pair_means_no_threshold_and_no_rates(way):
@@ -144,7 +164,7 @@ def test_no_impostor_pair_means_no_threshold_and_no_rates(way):
 
 def test_skewed_error_ratio_when_the_lowest_fnmr_is_zero():
     assert verification_module.skewed_error_ratio([0.0, 0.0, None]) == 1.0
-    assert verification_module.skewed_error_ratio([0.0, 0.1]) is None      # unbounded
+    assert verification_module.skewed_error_ratio([0.0, 0.1]) == math.inf  # unbounded: the worst
     assert verification_module.skewed_error_ratio([0.05, 0.2]) == pytest.approx(4.0)
     assert verification_module.skewed_error_ratio([]) is None
 
@@ -179,24 +199,22 @@ def test_sampled_starting_floors_and_the_second_pass_when_one_is_too_high(monkey
     assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 16).summary, expected)
 
 
-def test_per_identity_counts_for_the_bootstrap(way):
+def test_bootstrap_sums_recount_every_resample_of_the_rebuilt_eval_set(way):
+    # Each resample's FNMR and FMR from the closed-form sums equal the figures recounted by brute
+    # force on the eval set rebuilt from the drawn identities (tests/literal_bootstrap.py), in
+    # every scope. The data has identities spread over groups (their cross-group pairs are genuine).
     embeddings, labels, groups = exact_random_data(5, 120, 8)
     result = verification(embeddings, labels, groups, 0.05, FARS, chunk_size=11)
-    _, (i, j, scores, genuine) = reference(embeddings, labels, groups, 0.05)
-    threshold = result.summary["threshold"]
-    units, _ = identity_units(labels, groups)
-    n_units = units.max() + 1
+    assert result.summary["fmr_bootstrap"] == "exact"
+    units, unit_groups = identity_units(labels, groups)
+    weights = resample_weights(unit_groups, 40, seed=2)
+    literal = literal_replicates(pair_scores(embeddings), labels, groups, units, weights,
+                                 result.summary["threshold"])
     for name in ["overall"] + sorted(set(groups.tolist())):
-        scope = np.ones(len(i), bool) if name == "overall" else (groups[i] == name) & (groups[j] == name)
-        # Each pair counts once for the unit of each of its two images.
-        def per_unit(select):
-            return (np.bincount(units[i[select]], minlength=n_units)
-                    + np.bincount(units[j[select]], minlength=n_units))
-        counts = result.unit_counts[name]
-        assert counts["genuine"].tolist() == per_unit(scope & genuine).tolist()
-        assert counts["false_non_match"].tolist() == per_unit(scope & genuine & (scores < threshold)).tolist()
-        assert counts["impostor"].tolist() == per_unit(scope & ~genuine).tolist()
-        assert counts["false_match"].tolist() == per_unit(scope & ~genuine & (scores >= threshold)).tolist()
+        for key in ("fnmr", "fmr"):
+            mine = ratio_replicates(weights, *result.unit_sums[name][key])[:, 0]
+            np.testing.assert_allclose(mine, literal[name][key], rtol=1e-12, atol=0,
+                                       err_msg=f"{name} {key}")
 
 
 def test_det_points_are_exact_rates_at_thresholds_between_scores(way):

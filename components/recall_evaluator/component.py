@@ -111,11 +111,13 @@ def _pick(result: Dict[str, Dict], ks) -> Dict[str, Dict]:
             for scope, entry in result.items()}
 
 
-def _statistic_sums(ranks: QueryRanks, verification: verification_lib.VerificationResult, units: np.ndarray,
-                    n_units: int, ks) -> Tuple[np.ndarray, np.ndarray, List[Tuple[str, str]]]:
-    """Per-unit numerators and denominators [U, M] of every statistic that gets an interval, and
-    each column's (scope, key): recall@k and recall@k_within (hits / answerable queries), fnmr and
-    fmr (core/verification.py's per-unit pair counts)."""
+def _statistic_sums(ranks: QueryRanks, verification: verification_lib.VerificationResult,
+                    units: np.ndarray, n_units: int, ks
+                    ) -> Tuple[intervals.UnitSums, intervals.UnitSums, List[Tuple[str, str]]]:
+    """Numerators and denominators (core.intervals.UnitSums of M columns) of every statistic that
+    gets an interval, and each column's (scope, key): recall@k and recall@k_within (hits /
+    answerable queries, per unit), fnmr and fmr (core/verification.py's sums, pairs of two
+    identities weighted by the product of their weights)."""
     numerators, denominators, columns = [], [], []
     for scope, members in ranks.scopes():
         within = ranks.mixed if scope == OVERALL else ranks.within   # as QueryRanks.summary
@@ -125,17 +127,17 @@ def _statistic_sums(ranks: QueryRanks, verification: verification_lib.Verificati
             owners = units[members][answerable]
             queries = np.bincount(owners, minlength=n_units).astype(np.float64)
             for k in ks:
-                numerators.append(np.bincount(owners, weights=(found[answerable] < k).astype(np.float64),
-                                              minlength=n_units))
-                denominators.append(queries)
+                numerators.append(intervals.UnitSums(np.bincount(
+                    owners, weights=(found[answerable] < k).astype(np.float64), minlength=n_units)))
+                denominators.append(intervals.UnitSums(queries))
                 columns.append((scope, f"recall@{k}{suffix}"))
-        counts = verification.unit_counts[scope]
-        for key, top, bottom in (("fnmr", "false_non_match", "genuine"),
-                                 ("fmr", "false_match", "impostor")):
-            numerators.append(counts[top])
-            denominators.append(counts[bottom])
+        for key in ("fnmr", "fmr"):
+            top, bottom = verification.unit_sums[scope][key]
+            numerators.append(top)
+            denominators.append(bottom)
             columns.append((scope, key))
-    return np.stack(numerators, axis=1), np.stack(denominators, axis=1), columns
+    return (intervals.UnitSums.columns(numerators), intervals.UnitSums.columns(denominators),
+            columns)
 
 
 def _measure(embedded: Dict[str, np.ndarray], config: gate_lib.GateConfig, curve_ks, weights,
@@ -173,38 +175,55 @@ def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tu
     fnmr = np.stack([reps[:, index[(g, "fnmr")]] for g in gated], axis=1) if gated else None
     summary["fmr_differential_ci"] = summary["skewed_error_ratio_ci"] = None
     if gated:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            differential = np.where(np.isnan(fmr).all(axis=1), np.nan,
-                                    np.nanmax(np.where(np.isnan(fmr), -np.inf, fmr), axis=1))
-            high = np.nanmax(np.where(np.isnan(fnmr), -np.inf, fnmr), axis=1)
-            low = np.nanmin(np.where(np.isnan(fnmr), np.inf, fnmr), axis=1)
-            ratio = np.where(low > 0, high / np.where(low > 0, low, 1.0),
-                             np.where(high == 0, 1.0, np.nan))   # unbounded: undefined
-            ratio[~np.isfinite(high)] = np.nan
         summary["fmr_differential_ci"] = intervals.percentile_interval(
-            differential / config.target_fmr, config.confidence)
-        summary["skewed_error_ratio_ci"] = intervals.percentile_interval(ratio, config.confidence)
+            _max_defined(fmr) / config.target_fmr, config.confidence)
+        summary["skewed_error_ratio_ci"] = intervals.percentile_interval(
+            _skewed_error_ratios(fnmr), config.confidence)
     return recall, summary
+
+
+def _max_defined(replicates: np.ndarray) -> np.ndarray:
+    """Per resample, the largest defined (not NaN) value of [resamples, groups]; NaN if none."""
+    defined = ~np.isnan(replicates)
+    return np.where(defined.any(axis=1),
+                    np.max(np.where(defined, replicates, -np.inf), axis=1), np.nan)
+
+
+def _skewed_error_ratios(fnmr: np.ndarray) -> np.ndarray:
+    """Per resample, verification.skewed_error_ratio of the groups' FNMRs [resamples, groups]:
+    max / min over the defined ones, 1.0 when both are 0, +inf when only the minimum is (kept in
+    the percentiles: the interval may end at +inf), NaN when no group is defined."""
+    defined = ~np.isnan(fnmr)
+    high = _max_defined(fnmr)
+    low = np.where(defined.any(axis=1), np.min(np.where(defined, fnmr, np.inf), axis=1), np.nan)
+    ratios = intervals.ratio(high, low)
+    ratios[(low == 0) & (high == 0)] = 1.0
+    return ratios
 
 
 def _deltas(candidate: Dict[str, Any], baseline: Optional[Dict[str, Any]],
             config: gate_lib.GateConfig) -> Dict[str, Dict[str, Any]]:
-    """candidate - baseline per scope for recall@k and recall@k_within, each with the interval of
-    the paired bootstrap (the same resampled identities for both models); None without a baseline."""
+    """candidate - baseline per scope for recall@k, recall@k_within, fnmr and fmr (at each model's
+    own operating threshold), each with the interval of the paired bootstrap (the same resampled
+    identities, and for 1:1 the same product weights, for both models); None without a baseline."""
     index = {column: i for i, column in enumerate(candidate["columns"])}
     result = {}
     for scope, entry in candidate["full"].items():
         result[scope] = {}
-        for k in config.ks:
-            for suffix in ("", "_within"):
-                key = f"recall@{k}{suffix}"
+        keys = [f"recall@{k}{suffix}" for k in config.ks for suffix in ("", "_within")]
+        for key in keys + ["fnmr", "fmr"]:
+            if key in ("fnmr", "fmr"):
+                mine = candidate["verification"].summary[scope][key]
+                theirs = (baseline["verification"].summary[scope][key]
+                          if baseline is not None else None)
+            else:
                 mine = entry.get(key)
                 theirs = baseline["full"][scope].get(key) if baseline is not None else None
-                both = mine is not None and theirs is not None
-                result[scope][key] = mine - theirs if both else None
-                result[scope][f"{key}_ci"] = intervals.percentile_interval(
-                    candidate["replicates"][:, index[(scope, key)]]
-                    - baseline["replicates"][:, index[(scope, key)]], config.confidence) if both else None
+            both = mine is not None and theirs is not None
+            result[scope][key] = mine - theirs if both else None
+            result[scope][f"{key}_ci"] = intervals.percentile_interval(
+                candidate["replicates"][:, index[(scope, key)]]
+                - baseline["replicates"][:, index[(scope, key)]], config.confidence) if both else None
     return result
 
 
