@@ -1,4 +1,6 @@
 """Bootstrap intervals over identities (core/intervals.py): weights, ratios, coverage, pairing."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,65 @@ def test_undefined_resamples_are_left_out_and_too_many_give_no_interval():
     assert intervals.percentile_interval(np.array([np.nan] * 6 + [0.5] * 4)) is None
     values = np.arange(1001) / 1000
     assert intervals.percentile_interval(values, 0.95) == pytest.approx([0.025, 0.975])
+
+
+def test_unbounded_resamples_stay_in_the_percentiles_so_an_interval_may_end_at_infinity():
+    # 35 % of the resamples unbounded: the upper end is +inf, not the largest finite value.
+    values = np.concatenate([np.linspace(1.0, 7.5, 650), np.full(350, np.inf)])
+    lo, hi = intervals.percentile_interval(values)
+    assert hi == np.inf and lo == pytest.approx(np.percentile(values[:650], 2.5 / 0.65), rel=1e-2)
+    # Interpolating between a finite and an infinite neighbour is infinite; finite ends unchanged.
+    assert intervals.percentile_interval(np.r_[np.arange(975.0), np.full(26, np.inf)])[1] == np.inf
+    assert intervals.percentile_interval(np.r_[np.arange(1000.0), np.inf]) == pytest.approx(
+        np.percentile(np.arange(1001.0), [2.5, 97.5]))
+    # Unbounded resamples are not undefined: 60 % of them still give an interval.
+    assert intervals.percentile_interval(np.r_[np.full(60, np.inf), np.ones(40)]) == [1.0, np.inf]
+    # The ratio conventions: x / 0 is +inf for x > 0, 0 / 0 undefined.
+    assert intervals.ratio(np.array([2.0, 0.0, 3.0]), np.array([0.0, 0.0, 4.0])).tolist()[0] == np.inf
+    assert np.isnan(intervals.ratio(np.array([0.0]), np.array([0.0]))[0])
+    assert intervals.ratio_replicates(np.ones((1, 2)), np.array([1.0, 0.0]), np.array([0.0, 0.0]))[0] \
+        == np.inf
+
+
+def test_unit_sums_count_each_pair_of_two_drawn_identities_once_per_pair_of_copies():
+    # Brute force from the definition: expand each unit into w_u copies; a pair of two copies of
+    # different units a, b adds products[a] x products[b] (or the sparse count of (a, b)); copies of
+    # one unit are never paired.
+    rng = np.random.default_rng(3)
+    n_units = 9
+    products = rng.integers(1, 5, size=n_units).astype(float)
+    a = np.array([0, 0, 2, 5, 7])
+    b = np.array([1, 3, 8, 6, 8])
+    counts = rng.integers(1, 4, size=len(a)).astype(float)
+    linear = rng.integers(0, 3, size=n_units).astype(float)
+    sums = intervals.UnitSums.columns([
+        intervals.UnitSums(linear, products=products, constant=[-2.0]),
+        intervals.UnitSums(np.zeros(n_units), pairs=(a, b, counts, np.zeros(len(a), int)))])
+    weights = intervals.resample_weights(np.zeros(n_units, int), 50, seed=1)
+    got = sums.of(weights)
+    for row, w in zip(got, weights):
+        copies = np.repeat(np.arange(n_units), w.astype(int))
+        everything = sum(products[x] * products[y] for i, x in enumerate(copies)
+                         for y in copies[i + 1:] if x != y)
+        assert row[0] == pytest.approx((w * linear).sum() + everything - 2.0)
+        pair_count = {(x, y): c for x, y, c in zip(a, b, counts)}
+        sparse = sum(pair_count.get((min(x, y), max(x, y)), 0.0) for i, x in enumerate(copies)
+                     for y in copies[i + 1:] if x != y)
+        assert row[1] == pytest.approx(sparse)
+    with pytest.raises(ValueError, match="itself"):
+        intervals.UnitSums(np.zeros(3), pairs=(np.array([1]), np.array([1]), np.ones(1), np.zeros(1)))
+
+
+def test_building_the_weights_peaks_within_a_quarter_above_the_weight_matrix():
+    unit_groups = np.repeat(np.arange(4), [9000, 6000, 3000, 2000])        # 20,000 units
+    tracemalloc.start()
+    try:
+        weights = intervals.resample_weights(unit_groups, 200, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert weights.nbytes == 200 * 20000 * 8
+    assert peak <= 1.25 * weights.nbytes, peak / weights.nbytes
 
 
 def test_intervals_cover_the_true_rate_about_95_percent_of_the_time():

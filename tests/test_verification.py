@@ -319,3 +319,40 @@ def test_radix_memory_grows_with_images_not_pairs(monkeypatch):
     # 9x the pairs (16 M more, 64 MB as float32 scores), 3x the images: the histograms and blocks
     # are constant, and what grows is per image (embeddings, labels, genuine pairs).
     assert peaks[1] - peaks[0] < 4000 * 1000, peaks
+
+
+@pytest.mark.parametrize("seed, n, dim, target_fmr", CASES)
+def test_the_threshold_is_the_smallest_with_fmr_at_most_the_target_with_heavy_ties(seed, n, dim,
+                                                                                  target_fmr, way):
+    # Brute force over every candidate threshold (each observed score, and just above it): the
+    # operating threshold gives the same counts as the smallest threshold whose overall FMR is
+    # <= target, and it lies strictly between two observed scores.
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    result = verification(embeddings, labels, groups, target_fmr, FARS, 16).summary
+    _, (i, j, scores, genuine) = reference(embeddings, labels, groups, target_fmr)
+    impostor = np.sort(scores[~genuine])
+    threshold = result["threshold"]
+    assert not np.any(scores == threshold)
+    candidates = np.unique(np.concatenate([scores, np.nextafter(scores, np.inf)]))
+    fmr_at = len(impostor) - np.searchsorted(impostor, candidates, "left")
+    admissible = candidates[fmr_at <= target_fmr * len(impostor) + 1e-9]
+    smallest = admissible.min()
+    assert np.mean(scores[~genuine] >= threshold) == np.mean(scores[~genuine] >= smallest)
+    assert np.mean(scores[genuine] < threshold) == np.mean(scores[genuine] < smallest)
+    assert result["overall"]["fmr"] <= target_fmr
+    # Ties are heavy here: the rejected score is shared by several impostor pairs.
+    below = impostor[impostor < threshold].max()
+    assert (scores == below).sum() > 1
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_another_precision_or_blocking_counts_the_same_pairs(seed, way):
+    # Rows scaled by 3 (not a power of two): normalisation and products round differently in
+    # float32, so scores move by an ulp or so; the threshold sits midway between two scores, far
+    # from any, so every count is the same.
+    embeddings, labels, groups = exact_random_data(seed, 211, 8)
+    base = verification(embeddings, labels, groups, 1e-2, FARS, 16).summary
+    other = verification(3.0 * embeddings.astype(np.float32), labels, groups, 1e-2, FARS, 50).summary
+    assert other["threshold"] == pytest.approx(base["threshold"], abs=1e-6)
+    for scope in ("overall", "north", "south", "east"):
+        assert other[scope]["fmr"] == base[scope]["fmr"] and other[scope]["fnmr"] == base[scope]["fnmr"]

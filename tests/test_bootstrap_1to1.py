@@ -1,0 +1,151 @@
+"""Every 1:1 interval of the evaluation (fmr_ci and fnmr_ci overall and per group, the FMR
+differential, the skewed error ratio, the paired FNMR / FMR deltas) against a LITERAL identity
+bootstrap (tests/literal_bootstrap.py): the same weight draws, the eval set rebuilt from the drawn
+identities, every figure recounted by brute force at the same threshold. Data: exact scores
+(multiples of 1/16, tests.test_recall.exact_random_data) with identities spread over groups."""
+import math
+
+import numpy as np
+import pytest
+
+from components.recall_evaluator import component, gate
+from core import intervals
+from core import verification as verification_module
+from tests import literal_bootstrap as literal
+from tests.test_recall import exact_random_data
+
+RESAMPLES, SEED = 200, 3
+
+
+def evaluated(data, config, baseline=None):
+    metrics = component.evaluate(data, config, baseline=baseline)
+    units, unit_groups = intervals.identity_units(data["labels"], data["groups"])
+    weights = intervals.resample_weights(unit_groups, RESAMPLES, SEED)
+    return metrics, units, weights
+
+
+def literal_of(data, units, weights, threshold):
+    return literal.literal_replicates(literal.pair_scores(data["embeddings"]), data["labels"],
+                                      data["groups"], units, weights, threshold)
+
+
+def width(interval):
+    return interval[1] - interval[0]
+
+
+def assert_same_interval(mine, expected, what):
+    assert mine is not None and expected is not None, what
+    assert mine == pytest.approx(expected, rel=1e-9, abs=1e-12), what
+    if width(expected) > 0 and math.isfinite(width(expected)):
+        assert 0.9 <= width(mine) / width(expected) <= 1.1, what
+
+
+def config(**kwargs):
+    return gate.GateConfig(min_recall=0.0, min_group_identities=1, bootstrap_resamples=RESAMPLES,
+                           bootstrap_seed=SEED, **kwargs)
+
+
+def test_every_1to1_interval_equals_the_literal_identity_bootstrap():
+    embeddings, labels, groups = exact_random_data(8, 180, 8)
+    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
+    metrics, units, weights = evaluated(data, config(target_fmr=0.05))
+    summary = metrics["verification"]
+    assert summary["fmr_bootstrap"] == "exact"
+    replicates = literal_of(data, units, weights, summary["threshold"])
+    for scope in ["overall"] + sorted(set(groups.tolist())):
+        for key in ("fnmr", "fmr"):
+            assert_same_interval(summary[scope][f"{key}_ci"],
+                                 literal.percentile(replicates[scope][key]), (scope, key))
+    gated = summary["ratio_groups"]
+    assert len(gated) == 3
+    assert_same_interval(summary["fmr_differential_ci"],
+                         literal.percentile(literal.fmr_differential(replicates, gated, 0.05)),
+                         "fmr_differential")
+    assert_same_interval(summary["skewed_error_ratio_ci"],
+                         literal.percentile(literal.skewed_error_ratio(replicates, gated)),
+                         "skewed_error_ratio")
+
+
+def flipped(embeddings, seed):
+    """Another model's embeddings of the same images: signs of some coordinates flipped for a
+    third of the images (scores stay multiples of 1/16)."""
+    rng = np.random.default_rng(seed)
+    other = embeddings.copy()
+    rows = rng.choice(len(other), size=len(other) // 3, replace=False)
+    other[rows] *= rng.choice([-1.0, 1.0], size=(len(rows), other.shape[1]))
+    return other
+
+
+def test_paired_1to1_deltas_equal_the_literal_paired_bootstrap():
+    embeddings, labels, groups = exact_random_data(9, 150, 8)
+    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
+    other = dict(data, embeddings=flipped(embeddings, 1))
+    metrics, units, weights = evaluated(data, config(target_fmr=0.05), baseline=other)
+    mine = literal_of(data, units, weights, metrics["verification"]["threshold"])
+    theirs = literal_of(other, units, weights, metrics["baseline_verification"]["threshold"])
+    for scope in ["overall"] + sorted(set(groups.tolist())):
+        for key in ("fnmr", "fmr"):
+            delta = metrics["deltas"][scope]
+            assert delta[key] == pytest.approx(metrics["verification"][scope][key]
+                                               - metrics["baseline_verification"][scope][key])
+            assert_same_interval(delta[f"{key}_ci"],
+                                 literal.percentile(mine[scope][key] - theirs[scope][key]),
+                                 (scope, key))
+
+
+def test_first_order_fmr_intervals_agree_with_the_literal_bootstrap(monkeypatch):
+    # Beyond the unit-pair budget (here: none allowed) the FMR sums take the first-order weight
+    # w_a + w_b - 1. On groups of ~50 identities its intervals are close to the literal ones (the
+    # old weight w_a + w_b gave about half their width).
+    monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", 0)
+    embeddings, labels, groups = exact_random_data(10, 420, 16)
+    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
+    metrics, units, weights = evaluated(data, config(target_fmr=0.05))
+    summary = metrics["verification"]
+    assert summary["fmr_bootstrap"] == "first_order"
+    replicates = literal_of(data, units, weights, summary["threshold"])
+    for scope in ["overall"] + sorted(set(groups.tolist())):
+        expected = literal.percentile(replicates[scope]["fmr"])
+        ratio = width(summary[scope]["fmr_ci"]) / width(expected)
+        assert 0.8 <= ratio <= 1.25, (scope, ratio)
+        # FNMR does not depend on the FMR path: still exact.
+        assert summary[scope]["fnmr_ci"] == pytest.approx(
+            literal.percentile(replicates[scope]["fnmr"]), rel=1e-9)
+
+
+def two_groups(rng, noise_a, noise_b, identities=20, per_identity=3):
+    centres = rng.normal(size=(2 * identities, 16))
+    labels = np.repeat(np.arange(2 * identities), per_identity)
+    noise = np.where(labels < identities, noise_a, noise_b)[:, None]
+    embeddings = centres[labels] + noise * rng.normal(size=(len(labels), 16))
+    groups = np.where(labels < identities, "a", "b")
+    return {"embeddings": embeddings, "labels": labels, "groups": groups}
+
+
+def test_a_group_without_false_non_matches_next_to_one_with_them_is_unbounded_and_fails_closed():
+    # Group a's images sit on their identity's centre: no false non-match; group b's are noisy.
+    data = two_groups(np.random.default_rng(0), 0.01, 1.0)
+    for bar_test in ("point", "lower_bound"):
+        metrics = component.evaluate(data, config(target_fmr=0.01, max_fnmr_ratio=1e6,
+                                                  bar_test=bar_test))
+        summary = metrics["verification"]
+        assert summary["a"]["fnmr"] == 0.0 and summary["b"]["fnmr"] > 0
+        assert summary["skewed_error_ratio"] == math.inf
+        assert summary["skewed_error_ratio_ci"][1] == math.inf
+        assert not metrics["blessed"]
+        assert [v["passed"] for v in metrics["verdicts"] if v["rule"] == "max_fnmr_ratio"] == [False]
+
+
+def test_an_interval_ending_at_infinity_fails_any_finite_bar():
+    # A finite point value whose interval ends at +inf (a third of the resamples unbounded): judged
+    # on the interval it fails however generous the bar; judged on the point it passes.
+    verification = {"skewed_error_ratio": 3.0, "skewed_error_ratio_ci": [1.05, math.inf],
+                    "fmr_differential": 1.5, "fmr_differential_ci": [0.5, 2.0]}
+    on_interval = gate.GateConfig(max_fnmr_ratio=20.0, bar_test="lower_bound")
+    verdicts = gate._ratio_verdicts(verification, on_interval, 0.95)
+    assert [v["passed"] for v in verdicts] == [False]
+    verdicts = gate._ratio_verdicts(verification, gate.GateConfig(max_fnmr_ratio=20.0), 0.95)
+    assert [v["passed"] for v in verdicts] == [True]
+    # Undefined in more than half of the resamples: no interval, and the rule fails closed.
+    undefined = dict(verification, skewed_error_ratio_ci=None)
+    assert not gate._ratio_verdicts(undefined, on_interval, 0.95)[0]["passed"]
