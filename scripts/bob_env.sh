@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates (once) a throwaway Python environment holding Idiap's bob.measure, which
+# tests/test_bob_measure.py calls in a subprocess to check the 1:1 figures against an independent
+# implementation. It lives outside .venv (bob.measure's own pins need not sit beside the TFX
+# stack): $FFEM_BOB_ENV, default .cache/bob-env. Never fails the build: without it the test skips
+# and says why.
+set -u
+cd "$(dirname "$0")/.."
+env_dir="${FFEM_BOB_ENV:-.cache/bob-env}"
+if [ -x "$env_dir/bin/python" ] && "$env_dir/bin/python" -c "import bob.measure" >/dev/null 2>&1; then
+  exit 0
+fi
+python="$(scripts/find_python.sh)" || { echo "bob-env: no Python 3.10; tests/test_bob_measure.py will skip" >&2; exit 0; }
+rm -rf "$env_dir"
+if "$python" -m venv "$env_dir" && "$env_dir/bin/pip" install -q "bob.measure==6.1.1" "numpy<2"; then
+  echo "bob-env: bob.measure installed in $env_dir"
+else
+  echo "bob-env: could not install bob.measure; tests/test_bob_measure.py will skip" >&2
+  rm -rf "$env_dir"
+fi
+exit 0
