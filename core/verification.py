@@ -8,21 +8,31 @@ Definitions:
   different labels.
 * Scopes: "overall" holds every pair; group g holds the pairs with BOTH images in g. Pairs across
   groups count only overall.
-* `threshold` = the k-th largest impostor score overall, k = ceil(target_fmr x impostor pairs).
-  A pair matches when its score is >= the threshold. FMR = impostor pairs scoring >= threshold /
-  impostor pairs; FNMR = genuine pairs scoring < threshold / genuine pairs. Ties at the threshold
-  therefore count as matches, so the realised overall FMR is >= target_fmr (above it by the
-  rounding of k and by impostor pairs tied with the k-th). No impostor pair: no threshold, and
-  every rate is None; no genuine (impostor) pair in a scope: its FNMR (FMR) is None.
-* `tar@far=<f>` of a scope: the scope's own threshold, the k_f-th largest impostor score of the
-  scope with k_f = ceil(f x the scope's impostor pairs), and TAR = genuine pairs of the scope
-  scoring >= it / genuine pairs. Reported only when k_f >= MIN_FALSE_ACCEPTS, i.e. the scope has at
-  least MIN_FALSE_ACCEPTS / f impostor pairs (a threshold set by fewer impostor scores is one or
-  two extreme scores); otherwise None.
+* A pair matches when its score is >= the threshold (ties at the threshold count as matches).
+  FMR = impostor pairs scoring >= threshold / impostor pairs; FNMR = genuine pairs scoring <
+  threshold / genuine pairs.
+* `threshold`: the smallest threshold at which the overall FMR is <= target_fmr, so the realised
+  FMR never exceeds the target. With I impostor pairs, a = floor(target_fmr x I) may match; let v
+  be the (a + 1)-th largest impostor score (ties counted one by one): v and every score below it
+  must be rejected, and every threshold above v admits at most a impostor pairs (those scoring
+  above v). The threshold is placed midway between v and u, the smallest score of ANY pair
+  (genuine or impostor) above v: every threshold in (v, u] counts the same pairs, and the midpoint
+  is as far as possible from both, so recomputing the figures from the same embeddings with
+  another blocking, BLAS or precision (scores moving in their last bits) counts the same pairs.
+  No pair scores above v (e.g. all tied, or a = 0 with the largest impostor score also the
+  largest score): u = max(1, v) + SCORE_CEILING_MARGIN, above any cosine similarity, and nothing
+  at or below v matches. Internally a pair matches when its float32 score is > v, which is the
+  same. No impostor pair: no threshold, and every rate is None; no genuine (impostor) pair in a
+  scope: its FNMR (FMR) is None.
+* `tar@far=<f>` of a scope: the same rule inside the scope at FAR f (a_f = floor(f x the scope's
+  impostor pairs) may match: TAR = genuine pairs of the scope scoring above the scope's
+  (a_f + 1)-th largest impostor score / genuine pairs, so the realised FAR is <= f). Reported only
+  when a_f >= MIN_FALSE_ACCEPTS, i.e. the scope has at least MIN_FALSE_ACCEPTS / f impostor pairs
+  (a threshold set by fewer impostor scores is one or two extreme scores); otherwise None.
 * `fmr_differential` = max over groups of FMR_g / target_fmr (groups whose FMR is defined).
   `skewed_error_ratio` = max over groups of FNMR_g / min over groups of FNMR_g (groups whose FNMR is
-  defined); 1.0 when every such FNMR is 0, None ("unbounded") when the minimum is 0 and the maximum
-  is not. Both None with fewer than one group.
+  defined); 1.0 when every such FNMR is 0, +inf (unbounded: the worst value, failing any finite
+  bar) when the minimum is 0 and the maximum is not. Both None with fewer than one group.
 * `det` of a scope: (fmr, fnmr) points of its DET curve, at thresholds equal to the scope's own
   impostor scores: exact for FMRs up to the kept fraction (all impostor pairs when there are at
   most DET_MIN_KEPT, else at least the largest FAR of `fars`), never extrapolated.
@@ -30,27 +40,42 @@ Definitions:
 Exactness without the N x N matrix, in one of two ways, both exact:
 * Running selection (one pass; when the kept scores fit the budget, KEPT_PER_IMAGE x N plus
   DET_MIN_KEPT per scope): the impostor scores at and above the thresholds are kept
-  (`_TopScores`: the largest K scores, where K = ceil(largest rate x impostor pairs) or
+  (`_TopScores`: the largest K scores, where K = floor(largest rate x impostor pairs) + 1 or
   DET_MIN_KEPT; each block only contributes its scores at or above the current K-th largest), ties
   at the cut kept as counts. K grows with N^2 x the largest rate, hence the budget.
 * Radix selection (three passes; beyond the budget, e.g. N above about 51,000 with a FAR of 1e-2):
   float32 scores map to uint32 keys of the same order. Pass 1 counts impostor keys per scope by
   their top 16 bits (65,536 bins; genuine pairs are subtracted, their scores being known), which
   places every k-th largest score in one bin; pass 2 counts the low 16 bits inside those bins only,
-  which gives each k-th largest score exactly; pass 3 counts, per identity and group, the impostor
-  pairs at or above the global threshold. Extra memory is one block and a few 65,536-bin
-  histograms per scope, whatever N is; the DET points then sit at the bins' lower edges (each point
-  exact at its threshold; 128 bins per octave of the score).
+  which gives each k-th largest score exactly; pass 3 counts the impostor pairs above the
+  rejected score v, per identity, per pair of identities and per group. Extra memory is one block
+  and a few 65,536-bin histograms per scope, whatever N is; the DET points then sit at the bins'
+  lower edges (each point exact at its threshold; 128 bins per octave of the score).
 Genuine scores are kept one per genuine pair (at most N x (m - 1) / 2 for m images per identity:
 O(chunk x N) while no identity has more than `chunk` images). Either way the extra memory is
 O(chunk x N): one block and its mask (O(chunk^2)) plus at most the budget.
 
-Bootstrap (core/intervals.py): for each scope, per unit (identity within group) counts of genuine
-pairs, false non-matches, impostor pairs and false matches at the threshold. A pair is attributed
-to the units of both its images (a genuine pair of one unit counts twice for it, which leaves its
-ratios unchanged); weighting a pair by w_a + w_b is the first-order form of the product weight
-w_a x w_b that resampling identities gives it. The threshold is held fixed: the intervals cover
-the sampling noise of the error rates at the operating point, not that of the threshold.
+Bootstrap (core/intervals.py): a resample draws identities (units: identity within group) with
+replacement within their group, with weights w. In the eval set rebuilt from the drawn identities,
+a pair of two different units a, b occurs w_a x w_b times, a genuine pair inside unit a w_a times,
+and copies of one unit are never paired with each other (`unit_sums`, core.intervals.UnitSums):
+* FNMR: genuine pairs and false non-matches inside a unit are per-unit counts (linear in w); a
+  genuine pair of two units of one label (an identity in two groups, overall only) counts
+  w_a x w_b, from the sparse list of such unit pairs (few, always kept).
+* FMR, exact: impostor pairs in closed form, sum over pairs of distinct units of the scope of
+  w_a w_b n_a n_b (n = images per unit; two matrix products per block of resamples), less the
+  pairs of two units of one label (genuine, not impostor); false matches from the sparse counts of
+  the unit pairs that have any (kept in `_FalseMatches` by the one-pass selection and by radix
+  pass 3) while there are at most EXACT_UNIT_PAIRS of them.
+* FMR, first order (beyond EXACT_UNIT_PAIRS pairs of identities with a false match: at FMR 1e-3
+  from about N = 63,000 images, 2 M false-matching image pairs, up, depending on how many of them
+  share a pair of identities; the exact sums cost resamples x those pairs): both counts
+  weight a pair w_a + w_b - 1, the first-order form of w_a x w_b (NOT w_a + w_b, which adds an
+  unperturbed copy of the data to every resample and halves the interval). `fmr_bootstrap` in the
+  summary says which was used.
+Every resample's figures equal those recounted on the rebuilt eval set (tests/literal_bootstrap.py
+and tests/test_bootstrap_1to1.py). The threshold is held fixed: the intervals cover the sampling
+noise of the error rates at the operating point, not that of the threshold.
 """
 from __future__ import annotations
 
