@@ -36,6 +36,7 @@ setup(
         # tfx-bsl 1.16 imports dill, which recent Beam releases no longer install.
         "dill",
         "numpy>=1.23,<2",
+        "scipy",          # sparse pair counts of the 1:1 bootstrap (core/intervals.py)
         "pillow>=10",
         "tqdm",
         "matplotlib",

@@ -48,7 +48,7 @@ DEFAULT_LEVEL = 0.95
 # Temporaries of one block of resamples (int64 draws and counts) stay within this fraction of the
 # weight matrix: 2 x 8 bytes x block x units <= 0.125 x 8 bytes x resamples x units.
 WEIGHT_BLOCK_FRACTION = 1 / 16
-# Elements of one [resamples block, pairs block] product when summing sparse pairs.
+# Elements of one [resamples block, units] temporary when computing replicates (32 MB).
 PAIR_BLOCK_ELEMENTS = 1 << 22
 
 
@@ -132,6 +132,22 @@ class UnitSums:
             order = np.argsort(column, kind="stable")
             self.pairs = (a[order].astype(np.int64), b[order].astype(np.int64),
                           count[order].astype(np.float64), column[order].astype(np.int64))
+        self._pair_matrices = None
+
+    def _matrices(self):
+        """Per column with pairs: (units with pairs, CSR [those units, U] of the counts)."""
+        if self._pair_matrices is None:
+            import scipy.sparse
+
+            a, b, count, column = self.pairs
+            self._pair_matrices = []
+            for m in np.unique(column):
+                sel = column == m
+                rows, local = np.unique(a[sel], return_inverse=True)
+                matrix = scipy.sparse.csr_matrix((count[sel], (local.reshape(-1), b[sel])),
+                                                 shape=(len(rows), len(self.linear)))
+                self._pair_matrices.append((int(m), rows, matrix))
+        return self._pair_matrices
 
     @property
     def width(self) -> int:
@@ -164,16 +180,12 @@ class UnitSums:
             with_weights = weights @ self.products
             result += (with_weights * with_weights - (weights * weights) @ (self.products ** 2)) / 2
         if self.pairs is not None and len(self.pairs[0]):
-            a, b, count, column = self.pairs
-            step = max(1, PAIR_BLOCK_ELEMENTS // max(1, len(weights)))
-            for p0 in range(0, len(a), step):
-                p1 = min(p0 + step, len(a))
-                product = weights[:, a[p0:p1]]
-                product *= weights[:, b[p0:p1]]
-                product *= count[p0:p1]
-                chunk_columns = column[p0:p1]
-                starts = np.flatnonzero(np.r_[True, chunk_columns[1:] != chunk_columns[:-1]])
-                result[:, chunk_columns[starts]] += np.add.reduceat(product, starts, axis=1)
+            # sum_(a,b) count_ab w_a w_b = sum_a w_a (sum_b count_ab w_b): one sparse product per
+            # column over the units' weights as rows ([U, resamples], contiguous per unit).
+            by_unit = np.ascontiguousarray(weights.T)
+            for m, rows, matrix in self._matrices():
+                partners = matrix @ by_unit                 # [units with pairs, resamples]
+                result[:, m] += np.einsum("ur,ur->r", by_unit[rows], partners)
         return result
 
 
@@ -202,6 +214,8 @@ def ratio_replicates(weights: np.ndarray, numerators: Sums, denominators: Sums,
     flat = not isinstance(numerators, UnitSums) and np.ndim(numerators) == 1
     top_sums, bottom_sums = _as_sums(numerators), _as_sums(denominators)
     result = np.empty((len(weights), top_sums.width))
+    # Temporaries of a block ([block, U] squares and transposes) stay near PAIR_BLOCK_ELEMENTS.
+    block = max(1, min(int(block), PAIR_BLOCK_ELEMENTS // max(1, weights.shape[1])))
     for r0 in range(0, len(weights), block):
         rows = weights[r0:r0 + block]
         result[r0:r0 + block] = ratio(np.maximum(top_sums.of(rows), 0.0),
