@@ -356,3 +356,21 @@ def test_another_precision_or_blocking_counts_the_same_pairs(seed, way):
     assert other["threshold"] == pytest.approx(base["threshold"], abs=1e-6)
     for scope in ("overall", "north", "south", "east"):
         assert other[scope]["fmr"] == base[scope]["fmr"] and other[scope]["fnmr"] == base[scope]["fnmr"]
+
+
+def test_the_exact_fmr_bootstrap_holds_up_to_its_unit_pair_budget(monkeypatch, way):
+    # The pairs of identities (units) with a false match, counted by brute force: exactly that many
+    # fit the budget (exact sums); one fewer does not (first-order sums, and the summary says so).
+    embeddings, labels, groups = exact_random_data(2, 211, 8)
+    _, (i, j, scores, genuine) = reference(embeddings, labels, groups, 0.05)
+    threshold = verification(embeddings, labels, groups, 0.05, FARS).summary["threshold"]
+    units, _ = identity_units(labels, groups)
+    false_match = ~genuine & (scores >= threshold)
+    a, b = units[i[false_match]], units[j[false_match]]
+    n_unit_pairs = len(set(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist())))
+    assert n_unit_pairs < false_match.sum()          # several image pairs share a unit pair
+    monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", n_unit_pairs)
+    assert verification(embeddings, labels, groups, 0.05, FARS, 16).summary["fmr_bootstrap"] == "exact"
+    monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", n_unit_pairs - 1)
+    summary = verification(embeddings, labels, groups, 0.05, FARS, 16).summary
+    assert summary["fmr_bootstrap"] == "first_order"
