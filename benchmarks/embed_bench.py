@@ -152,13 +152,14 @@ def memory_model(n: int, dim: int = 512, per_identity: int = 5, groups: int = 4,
     the embeddings and their normalised float32 copy (2 N D 4), one similarity block and its mask
     (chunk^2 x 5, core.recall.DEFAULT_CHUNK_SIZE), the running top-k_max lists (N k_max x 12),
     the genuine pairs (N (m - 1) / 2 x 36: indices, block keys, order, score), the 1:1 impostor side
-    of core/verification.py and the bootstrap weights (resamples x identities float64). The impostor
+    of core/verification.py and the bootstrap (weights: resamples x identities float64, 1.25 x
+    while built; the sparse false-matching pairs of identities). The impostor
     side is, within its budget, the one-pass selection (overall K = max(largest FAR x impostor pairs,
     DET_MIN_KEPT) scores with both indices, 20 B each, buffered up to 2 K before compaction; per
     group 4 B each, same buffer), beyond it the radix passes' histograms (65,536 int64 bins per scope,
     about three copies, plus the second pass's per-block bin counts of up to 1 + 3 x (groups + 1)
     wanted ranks, and about 24 B per pair of one block for its keys and bins)."""
-    from core import recall
+    from core import recall, verification
 
     chunk = recall.DEFAULT_CHUNK_SIZE
     genuine = n * (per_identity - 1) / 2
@@ -173,7 +174,11 @@ def memory_model(n: int, dim: int = 512, per_identity: int = 5, groups: int = 4,
             "blocks": chunk * chunk * 5.0 + n * k_max * 12.0,
             "genuine pairs": genuine * 36.0,
             "impostor selection": impostor_side,
-            "bootstrap": resamples * (n / per_identity) * 8.0}
+            # The weights, at most 1.25 x while built (core/intervals.py), and the 1:1 bootstrap's
+            # sparse false-matching pairs of identities (24 B each, at most EXACT_UNIT_PAIRS).
+            "bootstrap": 1.25 * resamples * (n / per_identity) * 8.0 + 24.0 * min(
+                verification.EXACT_UNIT_PAIRS,
+                verification.DEFAULT_TARGET_FMR * n * (n - per_identity) / 2)}
 
 
 def _peak_bytes(fn) -> float:

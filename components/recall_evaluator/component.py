@@ -240,8 +240,10 @@ def evaluate(candidate: Dict[str, np.ndarray], config: gate_lib.GateConfig,
     """All numbers, intervals, thresholds, deltas and verdicts of one evaluation (no I/O).
 
     Each model is ranked and scored once (core/verification.py's single blocked pass plus the
-    within-group passes); every interval comes from resampling identities over per-identity sums
-    (core/intervals.py), with the same resamples for the candidate and the baseline."""
+    within-group passes); every interval comes from resampling identities over sums per identity
+    and per pair of identities (core/intervals.py; the 1:1 pairs of two identities weighted by the
+    product of their draws, core/verification.py), with the same resamples for the candidate and
+    the baseline."""
     curve_ks = sorted(set(CURVE_KS) | set(config.ks))
     if baseline is not None:
         _same_images(candidate, baseline, "the baseline's embedded split")
