@@ -91,8 +91,9 @@ def test_every_number_matches_the_brute_force_and_the_keys_are_as_documented():
         assert one["fmr_ci"][0] <= one["fmr"] <= one["fmr_ci"][1]
         assert metrics["deltas"][scope]["recall@1"] is None            # no baseline
         assert metrics["curves"]["candidate"][scope]["20"] == pytest.approx(expected[scope]["recall@20"])
-    assert {"target_fmr", "threshold", "fmr_differential", "skewed_error_ratio"} <= set(
-        metrics["verification"])
+    assert {"target_fmr", "threshold", "fmr_differential", "skewed_error_ratio",
+            "fmr_bootstrap"} <= set(metrics["verification"])
+    assert metrics["verification"]["fmr_bootstrap"] == "exact"
     assert metrics["blessed"] is True and metrics["failed_rules"] == []
 
 
