@@ -401,7 +401,7 @@ class _PairCounter:
     def finish(self) -> VerificationResult:
         if np.isnan(self.genuine_scores).any():
             raise AssertionError("a genuine pair was not scored (blocks and pairs disagree)")
-        threshold = cut = None
+        threshold = None
         found = _FalseMatches(self.n_units, self.n_groups)
         if self.n_impostor:
             # The score that must be rejected, the float32 cut just above it, and the threshold

@@ -29,7 +29,6 @@ def rebuilt_counts(scores, labels, groups, units, weights, threshold) -> Dict[st
     from one resample's unit weights [U]; scope "overall" and every group name. A pair matches when
     its score is >= threshold."""
     labels, units = np.asarray(labels), np.asarray(units)
-    groups = np.asarray(groups) if groups is not None else np.array(["overall"] * len(labels))
     counts = np.asarray(weights).astype(int)
     # Entries of the rebuilt set: (image, copy) for each copy of the image's unit.
     image = np.concatenate([np.full(counts[units[i]], i) for i in range(len(labels))]).astype(int)
@@ -43,8 +42,8 @@ def rebuilt_counts(scores, labels, groups, units, weights, threshold) -> Dict[st
     genuine = labels[a] == labels[b]
     match = scores[a, b] >= threshold
     result = {}
-    names = ["overall"] + (sorted(set(groups.tolist())) if groups is not None else [])
-    for name in dict.fromkeys(names):
+    groups = np.asarray(groups) if groups is not None else None
+    for name in ["overall"] + (sorted(set(groups.tolist())) if groups is not None else []):
         scope = np.ones(len(a), bool) if name == "overall" else (groups[a] == name) & (groups[b] == name)
         result[name] = {"genuine": int((scope & genuine).sum()),
                         "false_non_match": int((scope & genuine & ~match).sum()),
