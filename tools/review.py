@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from core import json_safe
 from core.features import OVERALL
 from pipeline import configs
 from pipeline.metadata import custom_property as _custom
@@ -162,7 +163,7 @@ def read_metrics(run: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if not run["evaluation_uri"]:
         return None
     with open(os.path.join(run["evaluation_uri"], "metrics.json")) as f:
-        return json.load(f)
+        return json_safe.load(f)
 
 
 def pixel_recall_at_1(metrics: Optional[Dict[str, Any]]) -> Dict[str, float]:
