@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from components.recall_evaluator import gate as gate_lib
 from core import json_safe
 from core.features import OVERALL
 from pipeline import configs
@@ -185,7 +186,9 @@ def format_recall_intervals(recall: Dict[str, float], metrics: Dict[str, Any]) -
 
 
 def format_verification(metrics: Dict[str, Any]) -> List[str]:
-    """The 1:1 view at the global threshold: FNMR and FMR per scope with intervals."""
+    """The 1:1 view at the global threshold: FNMR and FMR per scope with intervals, then the FMR
+    differential and the skewed error ratio ("inf" for an unbounded end, "no interval" for a
+    figure without one)."""
     verification = metrics.get("verification") or {}
     if verification.get("threshold") is None:
         return []
@@ -193,15 +196,29 @@ def format_verification(metrics: Dict[str, Any]) -> List[str]:
              f"(target FMR {verification['target_fmr']:g})"]
     for scope, entry in verification.items():
         if isinstance(entry, dict) and "fnmr" in entry:
-            fnmr = "-" if entry["fnmr"] is None else f"{entry['fnmr']:.4f}"
-            fmr = "-" if entry["fmr"] is None else f"{entry['fmr']:.5f}"
-            lines.append(f"  {scope:<10} FNMR {fnmr}{_interval4(entry.get('fnmr_ci'))}  "
-                         f"FMR {fmr}{_interval4(entry.get('fmr_ci'), 5)}")
+            lines.append(f"  {scope:<10} FNMR {_figure(entry['fnmr'], entry.get('fnmr_ci'))}  "
+                         f"FMR {_figure(entry['fmr'], entry.get('fmr_ci'), 5)}")
+    ratios = [f"{label} {_figure(verification[key], verification.get(f'{key}_ci'), 2)}"
+              for key, label in (("fmr_differential", "FMR differential"),
+                                 ("skewed_error_ratio", "skewed error ratio"))
+              if key in verification]
+    if ratios:
+        lines.append(f"  {', '.join(ratios)}")
     return lines
 
 
-def _interval4(interval, digits: int = 4) -> str:
-    return f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else ""
+def _figure(value, interval, digits: int = 4) -> str:
+    """"value [lo, hi]"; "-" without a value; "value (no interval)" without an interval."""
+    if value is None:
+        return "-"
+    shown = gate_lib.number_text(value, digits)
+    return f"{shown} {gate_lib.interval_text(interval, digits)}" if interval else f"{shown} (no interval)"
+
+
+def format_advisories(metrics: Dict[str, Any]) -> List[str]:
+    """One line per advisory (gate.advisories: a 1:1 figure beyond its level while its rule is
+    off); they never change the verdict."""
+    return [f"not gated  {advisory['message']}" for advisory in metrics.get("advisories") or []]
 
 
 def format_show(run: Dict[str, Any]) -> str:
@@ -218,6 +235,7 @@ def format_show(run: Dict[str, Any]) -> str:
         if pixels:
             lines.append(f"raw pixels {format_recall(pixels)}")
         lines += format_verification(metrics)
+        lines += format_advisories(metrics)
         for verdict in metrics["verdicts"]:
             lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}")
     if run["failed_nodes"]:
