@@ -68,7 +68,8 @@ REGRESSION_TESTS = ("point", "significant", "non_inferiority")
 BAR_TESTS = ("point", "interval")
 _RENAMED_BAR_TESTS = {"lower_bound": "interval"}     # deprecated name -> current one
 # Advisory levels (the module docstring): a group rejecting genuine users 1.5 times as often as
-# another, a group's FMR twice the target beyond what the groups' composition explains.
+# another; a group's FMR at least twice the target and above what the groups' composition explains
+# (`composition_ceiling`).
 ADVISORY_FMR_RATIO = 2.0
 ADVISORY_FNMR_RATIO = 1.5
 _REMOVED = {"min_group_queries": "groups are no longer skipped silently: a gated group needs "
