@@ -255,6 +255,7 @@ def test_a_rule_on_a_statistic_without_a_usable_interval_fails_closed(interval):
     assert failed(verdicts) == [("value_missing", "overall")]
     [verdict] = [v for v in verdicts if not v["passed"]]
     assert "has no interval" in verdict["message"] and verdict["statistic"] == "fmr_differential"
+    assert verdict["judged"] is None and verdict["value"] == 3.0      # compared with nothing
     # The point test needs no interval; its message says there is none.
     point = gate.evaluate_gate(THREE, gate.GateConfig(max_fmr_ratio=100.0), verification=verification)
     assert failed(point) == [] and "no interval" in by_rule(point, "max_fmr_ratio", "overall")["message"]

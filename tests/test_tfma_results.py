@@ -184,3 +184,21 @@ def test_an_unbounded_ratio_fails_with_an_infinite_value_above_its_bound(tmp_pat
     assert_failing_side(failure)
     overall = by_slice(tfma.load_eval_result(str(tmp_path)))["overall"]
     assert "skewed_error_ratio" in overall
+
+
+def test_fail_closed_failures_name_their_metric_and_carry_no_value_when_it_is_missing(tmp_path):
+    tfma = pytest.importorskip("tensorflow_model_analysis")
+    metrics = metrics_dict(blessed=True)
+    metrics["verification"]["west"]["fnmr_ci"] = None            # the interval the test needs
+    config = gate.GateConfig(min_recall=0.5, min_group_identities=1, bar_test="interval",
+                             max_fnmr={"west": 0.1, "north": 0.1})   # north: not in the split
+    metrics["verdicts"] = gate.evaluate_gate(metrics["candidate"], config, None, metrics["verification"])
+    metrics["blessed"] = False
+    tfma_results.write(metrics, str(tmp_path))
+    _, failures = failures_of(tfma, str(tmp_path))
+    named = {(scope, f.metric_key.name): f for scope, f in failures}
+    assert set(named) == {("west", "fnmr"), ("north", "n_queries")}
+    missing = named["west", "fnmr"]
+    assert not missing.HasField("metric_value")
+    assert missing.metric_threshold.value_threshold.upper_bound.value == 0.1
+    assert_failing_side(named["north", "n_queries"])             # 0 queries, at least 1 needed

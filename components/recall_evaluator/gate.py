@@ -38,7 +38,8 @@ Every verdict carries the interval it was judged on and `beyond_noise`: whether 
 lies on the verdict's side of the threshold (None when there is no interval); `statistic` (the
 metrics.json key it judges, e.g. "recall@1", "fnmr", "fmr_differential"; `difference` True when it
 is the candidate - baseline change), `bound` ("lower": the threshold is a minimum; "upper": a
-maximum) and `judged` (the number compared with the threshold: the value or an interval end).
+maximum) and `judged` (the number compared with the threshold: the value or an interval end; None
+for value_missing, which compared nothing).
 
 Advisories (`advisories`): what the 1:1 view shows while the rule that would gate it is off. They
 never change the verdict; the report (a box above the rules), `tools.review show`, metrics.json
@@ -211,7 +212,8 @@ def _verdict(rule, scope, value, threshold, passed, message, interval=None, beyo
             "passed": bool(passed), "message": message, "interval": interval,
             "beyond_noise": beyond_noise, "test": test, "statistic": statistic,
             "difference": bool(difference), "bound": bound,
-            "judged": value if judged is None else judged}
+            # A figure that could not be checked was compared with nothing.
+            "judged": None if rule == "value_missing" else (value if judged is None else judged)}
 
 
 def _beyond(interval, passed: bool, at_least: float, higher_is_better: bool = True):
