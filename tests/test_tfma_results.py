@@ -148,6 +148,10 @@ def test_every_failure_names_a_written_metric_and_lies_beyond_its_bound(tmp_path
     rules = {v["rule"] for v in metrics["verdicts"] if not v["passed"]}
     assert {"min_recall", "max_drop", "max_fnmr", "max_fmr_ratio", "max_fnmr_ratio",
             "min_group_identities"} <= rules, metrics["failed_rules"]
+    # Non-inferiority refuses a group whose measured change is an improvement: only the number the
+    # rule judged (the interval's lower end) lies on the failing side, and that is what is written.
+    assert any(v["rule"] == "max_drop" and v["value"] >= v["threshold"]
+               for v in metrics["verdicts"] if not v["passed"])
     tfma_results.write(metrics, str(tmp_path), candidate_uri="/m/1", baseline_uri="/m/0")
     result, failures = failures_of(tfma, str(tmp_path))
     assert not result.validation_ok
