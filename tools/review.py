@@ -2,7 +2,8 @@
 
     python -m tools.review list                    # every run: when, model, Recall@1, blessed, pushed
     python -m tools.review show RUN                # one run in detail (RUN: id, unique prefix, or -1):
-                                                   # Recall@1 and 1:1 FNMR/FMR with 95 % intervals
+                                                   # Recall@1 and 1:1 FNMR/FMR with 95 % intervals,
+                                                   # what is not gated (advisories), every verdict
     python -m tools.review compare RUN_A RUN_B     # per-group Recall@1 side by side, with intervals
     python -m tools.review report RUN              # path of the run's HTML report
 
