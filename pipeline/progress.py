@@ -233,9 +233,12 @@ def trainer_figures(store, execution_id: int) -> str:
 
 
 def evaluator_figures(store, execution_id: int) -> str:
-    """Blessed or not, and the failed rules (metrics.json) when not."""
+    """Blessed or not, the failed rules when not, and what is not gated (metrics.json's advisories:
+    "blessed; not gated: FMR differential 18.5 [7.6, 31.0]")."""
     import tensorflow as tf
 
+    from components.recall_evaluator import gate
+    from core import json_safe
     from core.features import OVERALL
     from pipeline import metadata
 
@@ -245,11 +248,17 @@ def evaluator_figures(store, execution_id: int) -> str:
     recall = json.loads(metadata.custom_property(evaluation, "recall_at_1", "{}"))
     overall = recall.get(OVERALL)
     prefix = f"Recall@1 {overall:.3f}; " if overall is not None else ""
+    path = os.path.join(evaluation.uri, "metrics.json")
+    metrics = {}
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            metrics = json_safe.load(f)
+    advisories = "; ".join(gate.advisory_text(a) for a in metrics.get("advisories") or [])
+    suffix = f"; not gated: {advisories}" if advisories else ""
     if metadata.custom_property(evaluation, "blessed", 0):
-        return prefix + "blessed"
-    with tf.io.gfile.GFile(os.path.join(evaluation.uri, "metrics.json")) as f:
-        failed = json.load(f).get("failed_rules") or []
-    return prefix + "not blessed: " + ("; ".join(failed) or "no reason recorded")
+        return prefix + "blessed" + suffix
+    failed = metrics.get("failed_rules") or []
+    return prefix + "not blessed: " + ("; ".join(failed) or "no reason recorded") + suffix
 
 
 def pusher_figures(store, execution_id: int) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from core import features
+from core import features, json_safe
 from tests import kfp_harness
 
 GROUPS = ("a", "b")
@@ -143,7 +143,7 @@ def test_blessing_names_the_model_so_the_compiled_resolver_and_the_pusher_find_i
               tfma.load_eval_result(evaluation).slicing_metrics}
     assert set(slices) == {(), (("group", "a"),), (("group", "b"),)}
     with open(os.path.join(evaluation, "metrics.json")) as f:
-        recall = json.load(f)["candidate"]
+        recall = json_safe.load(f)["candidate"]
     for key, values in slices.items():
         scope = key[0][1] if key else "overall"
         assert values["recall_at_1"]["boundedValue"]["value"] == recall[scope]["recall@1"]

@@ -147,3 +147,28 @@ def test_config_file_values_must_have_the_settings_type(tmp_path):
         local_runner.build_config(local_runner.parse_args(["--config", path]))
     with pytest.raises(ValueError, match="no such file"):
         local_runner.build_config(local_runner.parse_args(["--config", str(tmp_path / "no.json")]))
+
+
+def test_the_production_preset_gates_the_1to1_view_on_the_interval_and_the_demo_keeps_its_rule():
+    from components.recall_evaluator import gate
+
+    production = local_runner.build_config(local_runner.parse_args(["--preset", "production"]))
+    config = gate.GateConfig.from_dict(production.gate)
+    assert (config.max_fmr_ratio, config.max_fnmr_ratio, config.bar_test) == (8.0, 3.0, "interval")
+    demo = local_runner.build_config(local_runner.parse_args([]))
+    assert demo.gate == {"ks": [1, 5], "min_recall": 0.6, "max_drop": 0.05}
+    # A differential of 18.5 [7.6, 31.0] over two groups of 2,500 impostor pairs among 10,000
+    # (composition ceiling 2): the production gate refuses it, the demo blesses it and names it.
+    recall = {s: {"recall@1": 0.95, "recall@1_ci": [0.9, 0.99], "n_identities": 30, "n_queries": 90}
+              for s in ("overall", "a", "b")}
+    verification = {"target_fmr": 1e-3, "ratio_groups": ["a", "b"], "fmr_differential": 18.5,
+                    "fmr_differential_ci": [7.6, 31.0], "skewed_error_ratio": 1.2,
+                    "skewed_error_ratio_ci": [0.8, 1.9]}
+    for scope, pairs in (("overall", 10_000), ("a", 2_500), ("b", 2_500)):
+        verification[scope] = {"fnmr": 0.05, "fnmr_ci": [0.03, 0.07], "fmr": 1e-3, "n_impostor": pairs}
+    refused = [v["rule"] for v in gate.evaluate_gate(recall, config, None, verification) if not v["passed"]]
+    assert refused == ["max_fmr_ratio"]
+    demo_config = gate.GateConfig.from_dict(demo.gate)
+    assert all(v["passed"] for v in gate.evaluate_gate(recall, demo_config, None, verification))
+    assert [a["statistic"] for a in gate.advisories(verification, demo_config)] == ["fmr_differential"]
+    assert gate.advisories(verification, config) == []

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from core import json_safe
 from pipeline import configs
 from pipeline.pipeline import create_pipeline
 from tests.pipeline_helpers import node_executions, open_store, output_artifacts, state_name
@@ -42,7 +43,7 @@ def latest(store, node):
 def read_metrics(store):
     [evaluation] = output_artifacts(store, latest(store, "RecallEvaluator").id, "evaluation")
     with open(os.path.join(evaluation.uri, "metrics.json")) as f:
-        return json.load(f), evaluation
+        return json_safe.load(f), evaluation
 
 
 def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplog):

@@ -6,6 +6,7 @@ small generated set checks the real thing, quiet and with -v.
 """
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -142,6 +143,27 @@ def test_blessed_and_pushed_lines(tmp_path):
         "Recall@1 0.900; blessed")
     assert progress.describe_node(store.path, "Pusher", 1).endswith(
         "pushed to /serving/1700000000")
+
+
+def test_the_evaluator_line_names_what_is_not_gated_blessed_or_not(tmp_path):
+    from core import json_safe
+
+    advisories = [{"statistic": "fmr_differential", "scope": "overall", "value": 18.5,
+                   "interval": [7.6, 31.0], "level": 4.0, "message": "..."},
+                  {"statistic": "skewed_error_ratio", "scope": "overall", "value": math.inf,
+                   "interval": [1.6, math.inf], "level": 1.5, "message": "..."}]
+    for blessed in (1, 0):
+        store = Store(tmp_path / f"m{blessed}.sqlite")
+        evaluation = tmp_path / f"evaluation{blessed}"
+        evaluation.mkdir()
+        (evaluation / "metrics.json").write_text(json_safe.dumps(
+            {"advisories": advisories, "failed_rules": [] if blessed else ["overall: drop"]}))
+        store.add("RecallEvaluator", mlmd.Execution.COMPLETE, {"evaluation": (str(evaluation), {
+            "blessed": blessed, "recall_at_1": json.dumps({"overall": 0.9})})})
+        line = progress.describe_node(store.path, "RecallEvaluator", 1)
+        verdict = "blessed" if blessed else "not blessed: overall: drop"
+        assert line.endswith(f"Recall@1 0.900; {verdict}; not gated: FMR differential 18.5 [7.6, 31.0]; "
+                             "skewed error ratio (FNMR) inf [1.6, inf]"), line
 
 
 def test_reporter_turns_runner_records_into_lines_and_names_a_failed_component(tmp_path, capsys):

@@ -3,6 +3,7 @@ its HTML report. Expected values come from tests.test_recall.reference_recall an
 tests.test_verification.reference (written from the definitions), or from reasoning."""
 import html
 import json
+import math
 import re
 
 import numpy as np
@@ -231,3 +232,70 @@ def test_pixel_anchor_reads_the_stored_uint8_crops_as_uint8_over_255(tmp_path, m
     expected = (pixels.astype(np.float64) / 255).reshape(7, 8, 2, 8, 2, 3).mean(axis=(2, 4))
     np.testing.assert_allclose(pooled["embeddings"], expected.reshape(7, -1), atol=1e-6)
     assert pooled["resolution"] == "8x8x3 (average-pooled from 16x16)"
+
+
+def crowded_group_example(seed=5):
+    """4 groups x 25 identities x 4 images in 16-d. West's identity centres crowd around one point
+    (its impostors look alike), the others' are spread: at the global threshold west's FMR is many
+    times the target, the others' below it."""
+    rng = np.random.default_rng(seed)
+    centres, groups = [], []
+    for name in ("east", "north", "south", "west"):
+        spread = rng.normal(size=(25, 16))
+        if name == "west":
+            spread = 3.0 * np.eye(16)[0] + 0.35 * spread
+        centres.append(spread / np.linalg.norm(spread, axis=1, keepdims=True))
+        groups += [name] * 25
+    centres = np.concatenate(centres)
+    labels = np.repeat(np.arange(100), 4)
+    embeddings = centres[labels] + 0.12 * rng.normal(size=(400, 16))
+    return {"embeddings": embeddings, "labels": labels, "groups": np.array(groups)[labels]}
+
+
+def brute_force_fmr(data, threshold, group):
+    """Impostor pairs with both images in `group` scoring >= threshold / those pairs."""
+    x = data["embeddings"] / np.linalg.norm(data["embeddings"], axis=1, keepdims=True)
+    inside = np.flatnonzero(data["groups"] == group)
+    sims = (x[inside] @ x[inside].T).astype(np.float32)
+    labels = data["labels"][inside]
+    upper = np.triu(np.ones_like(sims, dtype=bool), 1) & (labels[:, None] != labels[None, :])
+    return float(np.mean(sims[upper] >= np.float32(threshold) - 1e-6))
+
+
+def test_an_ungated_fmr_differential_beyond_its_level_is_an_advisory_that_never_changes_the_verdict():
+    data = crowded_group_example()
+    config = gate.GateConfig(min_recall=0.0, target_fmr=0.01, bootstrap_resamples=300)
+    metrics = component.evaluate(data, config)
+    verification = metrics["verification"]
+    west = brute_force_fmr(data, verification["threshold"], "west")
+    assert verification["west"]["fmr"] == pytest.approx(west, abs=2e-3)
+    assert west / 0.01 > 3 * max(brute_force_fmr(data, verification["threshold"], g)
+                                 for g in ("east", "north", "south")) / 0.01
+    [advisory] = [a for a in metrics["advisories"] if a["statistic"] == "fmr_differential"]
+    assert advisory["value"] == pytest.approx(verification["west"]["fmr"] / 0.01)
+    assert advisory["interval"][0] > advisory["level"] >= gate.ADVISORY_FMR_RATIO
+    assert metrics["blessed"] is True                       # an advisory is not a verdict
+    gated = component.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
+                                                     bootstrap_resamples=300, max_fmr_ratio=2.0))
+    assert not any(a["statistic"] == "fmr_differential" for a in gated["advisories"])
+    assert failed(gated["verdicts"]) == [("max_fmr_ratio", "overall")]
+
+
+def test_report_puts_the_advisories_above_the_rules_and_shows_unbounded_ends_and_missing_intervals():
+    data = crowded_group_example()
+    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
+                                                       bootstrap_resamples=300))
+    metrics.update(split="eval", model={"uri": "/m/1", "id": 1}, baseline_model=None)
+    metrics["verification"].update(skewed_error_ratio=math.inf,
+                                   skewed_error_ratio_ci=[1.2, math.inf])
+    metrics["verification"]["east"]["fmr_ci"] = None
+    assert metrics["advisories"]
+    page = report.render_html(metrics, {})
+    box = page.index("<div class='advisory'>")
+    assert page.index("<h2>Release rules</h2>") < box < page.index("<th>verdict</th>")
+    for advisory in metrics["advisories"]:
+        assert html.escape(advisory["message"]) in page[box:page.index("</div>", box)]
+    assert "skewed error ratio (max / min FNMR): ∞ <span class='ci'>[1.20, ∞]</span>" in page
+    east = re.search(r"<tr><td>east</td>(.*?)</tr>", page.split("<h2>1:1 verification")[1], re.S).group(1)
+    assert f"{metrics['verification']['east']['fmr']:.5f} <span class='ci'>no interval</span>" in east
+    assert "<div class='advisory'>" not in report.render_html(dict(metrics, advisories=[]), {})

@@ -1,14 +1,15 @@
 """tools.review's `show` and `compare` print the evaluation's intervals (no metadata store needed:
 runs are the dicts `list_runs` returns, metrics.json is written here)."""
-import json
+import math
 
+from core import json_safe
 from tools import review
 
 
 def run(tmp_path, name, model_id, recall, metrics):
     directory = tmp_path / name
     directory.mkdir()
-    (directory / "metrics.json").write_text(json.dumps(metrics))
+    (directory / "metrics.json").write_text(json_safe.dumps(metrics))
     return {"run_id": name, "started": "2026-01-01T00:00:00", "model_id": model_id,
             "model_uri": f"/models/{model_id}", "trainer": "COMPLETE", "recall_at_1": recall,
             "blessed": True, "report": None, "pushed": True, "pushed_to": None,
@@ -57,3 +58,25 @@ def test_compare_without_metrics_files_still_prints_points(tmp_path):
     b = dict(a, run_id="b", evaluation_uri=None, recall_at_1={"overall": 0.9})
     line = [x for x in review.format_compare(a, b).splitlines() if x.startswith("overall")][0]
     assert line.split() == ["overall", "0.800", "0.900", "+0.100"]
+
+
+def test_show_names_what_is_not_gated_and_prints_unbounded_ends_and_missing_intervals(tmp_path):
+    values = metrics({"overall": [0.75, 0.85]})
+    values["verification"].update(fmr_differential=18.5, fmr_differential_ci=[7.6, 31.0],
+                                  skewed_error_ratio=math.inf, skewed_error_ratio_ci=[1.05, math.inf])
+    values["advisories"] = [{"statistic": "fmr_differential", "scope": "overall", "value": 18.5,
+                             "interval": [7.6, 31.0], "level": 4.0,
+                             "message": "FMR differential 18.5 [7.6, 31.0]: the whole 95 % interval "
+                                        "lies above 4.0; not gated: max_fmr_ratio is off"}]
+    shown = review.format_show(run(tmp_path, "r1", 3, {"overall": 0.8}, values))
+    assert "FMR differential 18.50 [7.60, 31.00], skewed error ratio inf [1.05, inf]" in shown
+    assert "east       FNMR -  FMR 0.00200 (no interval)" in shown
+    line = [x for x in shown.splitlines() if x.startswith("not gated")]
+    assert line == ["not gated  FMR differential 18.5 [7.6, 31.0]: the whole 95 % interval lies "
+                    "above 4.0; not gated: max_fmr_ratio is off"]
+    # Above the verdicts, and the file holds strict JSON that reads back as infinity.
+    assert shown.index("not gated") < shown.index("FAIL  east")
+    text = (tmp_path / "r1" / "metrics.json").read_text()
+    assert "Infinity" not in text and '"inf"' in text
+    assert review.read_metrics({"evaluation_uri": str(tmp_path / "r1")})["verification"][
+        "skewed_error_ratio_ci"] == [1.05, math.inf]

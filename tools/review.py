@@ -2,7 +2,8 @@
 
     python -m tools.review list                    # every run: when, model, Recall@1, blessed, pushed
     python -m tools.review show RUN                # one run in detail (RUN: id, unique prefix, or -1):
-                                                   # Recall@1 and 1:1 FNMR/FMR with 95 % intervals
+                                                   # Recall@1 and 1:1 FNMR/FMR with 95 % intervals,
+                                                   # what is not gated (advisories), every verdict
     python -m tools.review compare RUN_A RUN_B     # per-group Recall@1 side by side, with intervals
     python -m tools.review report RUN              # path of the run's HTML report
 
@@ -18,6 +19,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from components.recall_evaluator import gate as gate_lib
+from core import json_safe
 from core.features import OVERALL
 from pipeline import configs
 from pipeline.metadata import custom_property as _custom
@@ -162,7 +165,7 @@ def read_metrics(run: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if not run["evaluation_uri"]:
         return None
     with open(os.path.join(run["evaluation_uri"], "metrics.json")) as f:
-        return json.load(f)
+        return json_safe.load(f)
 
 
 def pixel_recall_at_1(metrics: Optional[Dict[str, Any]]) -> Dict[str, float]:
@@ -184,7 +187,9 @@ def format_recall_intervals(recall: Dict[str, float], metrics: Dict[str, Any]) -
 
 
 def format_verification(metrics: Dict[str, Any]) -> List[str]:
-    """The 1:1 view at the global threshold: FNMR and FMR per scope with intervals."""
+    """The 1:1 view at the global threshold: FNMR and FMR per scope with intervals, then the FMR
+    differential and the skewed error ratio ("inf" for an unbounded end, "no interval" for a
+    figure without one)."""
     verification = metrics.get("verification") or {}
     if verification.get("threshold") is None:
         return []
@@ -192,15 +197,29 @@ def format_verification(metrics: Dict[str, Any]) -> List[str]:
              f"(target FMR {verification['target_fmr']:g})"]
     for scope, entry in verification.items():
         if isinstance(entry, dict) and "fnmr" in entry:
-            fnmr = "-" if entry["fnmr"] is None else f"{entry['fnmr']:.4f}"
-            fmr = "-" if entry["fmr"] is None else f"{entry['fmr']:.5f}"
-            lines.append(f"  {scope:<10} FNMR {fnmr}{_interval4(entry.get('fnmr_ci'))}  "
-                         f"FMR {fmr}{_interval4(entry.get('fmr_ci'), 5)}")
+            lines.append(f"  {scope:<10} FNMR {_figure(entry['fnmr'], entry.get('fnmr_ci'))}  "
+                         f"FMR {_figure(entry['fmr'], entry.get('fmr_ci'), 5)}")
+    ratios = [f"{label} {_figure(verification[key], verification.get(f'{key}_ci'), 2)}"
+              for key, label in (("fmr_differential", "FMR differential"),
+                                 ("skewed_error_ratio", "skewed error ratio"))
+              if key in verification]
+    if ratios:
+        lines.append(f"  {', '.join(ratios)}")
     return lines
 
 
-def _interval4(interval, digits: int = 4) -> str:
-    return f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]" if interval else ""
+def _figure(value, interval, digits: int = 4) -> str:
+    """"value [lo, hi]"; "-" without a value; "value (no interval)" without an interval."""
+    if value is None:
+        return "-"
+    shown = gate_lib.number_text(value, digits)
+    return f"{shown} {gate_lib.interval_text(interval, digits)}" if interval else f"{shown} (no interval)"
+
+
+def format_advisories(metrics: Dict[str, Any]) -> List[str]:
+    """One line per advisory (gate.advisories: a 1:1 figure beyond its level while its rule is
+    off); they never change the verdict."""
+    return [f"not gated  {advisory['message']}" for advisory in metrics.get("advisories") or []]
 
 
 def format_show(run: Dict[str, Any]) -> str:
@@ -217,6 +236,7 @@ def format_show(run: Dict[str, Any]) -> str:
         if pixels:
             lines.append(f"raw pixels {format_recall(pixels)}")
         lines += format_verification(metrics)
+        lines += format_advisories(metrics)
         for verdict in metrics["verdicts"]:
             lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}")
     if run["failed_nodes"]:

@@ -25,7 +25,7 @@ import system as kfp_types
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import beam_embed, report, tfma_results
 from components.recall_evaluator import gate as gate_lib
-from core import features, intervals
+from core import features, intervals, json_safe
 from core import verification as verification_lib
 from core.features import OVERALL
 from core.recall import QueryRanks, recall_at_k
@@ -282,6 +282,7 @@ def evaluate(candidate: Dict[str, np.ndarray], config: gate_lib.GateConfig,
         metrics["verification"])
     metrics["failed_rules"] = [v["message"] for v in metrics["verdicts"] if not v["passed"]]
     metrics["blessed"] = not metrics["failed_rules"]
+    metrics["advisories"] = gate_lib.advisories(metrics["verification"], config)   # never a verdict
     return metrics
 
 
@@ -361,7 +362,7 @@ class Executor(tfx_evaluator_executor.Executor):
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         tf.io.gfile.makedirs(evaluation.uri)
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1, sort_keys=True)
+            json_safe.dump(metrics, f, indent=1, sort_keys=True)
         paths = report.write_report(metrics, evaluation.uri)
         # The same numbers in TFMA's format (tfma.load_eval_result / load_validation_result) and a
         # summary that points TensorBoard's Fairness Indicators at them.

@@ -1,9 +1,14 @@
-"""A self-contained HTML report of one evaluation (charts embedded as PNG data URIs)."""
+"""A self-contained HTML report of one evaluation (charts embedded as PNG data URIs).
+
+Unbounded figures show as "∞" (an interval may end there: a ratio whose smallest group has no
+errors); a figure without an interval says "no interval" in the 1:1 tables. Advisories (gate.py:
+what the 1:1 view shows while its rule is off) stand in a box above the rules."""
 from __future__ import annotations
 
 import base64
 import html
 import io
+import math
 import os
 from typing import Any, Dict, List
 
@@ -137,16 +142,35 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _fmt(value, signed=False) -> str:
-    if value is None:
+def _fmt(value, signed=False, digits=4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "&ndash;"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _ci(interval, signed=False) -> str:
+def _ci(interval, signed=False, missing=False, digits=4) -> str:
+    """" [lo, hi]" (an infinite end as ∞); with `missing`, " no interval" when there is none."""
     if not interval:
+        return " <span class='ci'>no interval</span>" if missing else ""
+    return (f" <span class='ci'>[{_fmt(interval[0], signed, digits)}, "
+            f"{_fmt(interval[1], signed, digits)}]</span>")
+
+
+def _figure(value, interval, digits=4) -> str:
+    """A 1:1 figure with its interval, or "no interval" when it has a value but none."""
+    return _fmt(value, digits=digits) + _ci(interval, missing=value is not None, digits=digits)
+
+
+def advisory_box(metrics: Dict[str, Any]) -> str:
+    """The box above the rules naming what is not gated (empty without advisories)."""
+    advisories = metrics.get("advisories") or []
+    if not advisories:
         return ""
-    return (f" <span class='ci'>[{_fmt(interval[0], signed)}, {_fmt(interval[1], signed)}]</span>")
+    items = "".join(f"<li>{html.escape(a['message'])}</li>" for a in advisories)
+    return ("<div class='advisory'><strong>Not gated</strong> (advisories: they never change the "
+            f"verdict; set the rule to gate them)<ul>{items}</ul></div>")
 
 
 def _noise(verdict) -> str:
@@ -188,8 +212,8 @@ def _verification_rows(metrics: Dict[str, Any]) -> str:
         fars = [key for key in entry if key.startswith("tar@far=")]
         cells = [f"<td>{html.escape(scope)}</td>", f"<td>{entry['n_genuine']}</td>",
                  f"<td>{entry['n_impostor']}</td>",
-                 f"<td>{_fmt(entry.get('fnmr'))}{_ci(entry.get('fnmr_ci'))}</td>",
-                 f"<td>{_fmt(entry.get('fmr'))}{_ci(entry.get('fmr_ci'))}</td>"]
+                 f"<td>{_figure(entry.get('fnmr'), entry.get('fnmr_ci'))}</td>",
+                 f"<td>{_figure(entry.get('fmr'), entry.get('fmr_ci'), 5)}</td>"]
         cells += [f"<td>{_fmt(entry.get(key))}</td>" for key in fars]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return "".join(rows)
@@ -228,6 +252,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 .blessed {{ background: #2e7d32; }} .not-blessed {{ background: #c62828; }}
 tr.fail td {{ background: #fdecea; }} tr.pass td:first-child {{ color: #2e7d32; }}
 figure {{ display: inline-block; margin: 0 1em 1em 0; }}
+.advisory {{ border: 2px solid #ef6c00; background: #fff3e0; padding: 0.5em 1em; margin: 1em 0; }}
 </style></head><body>
 <h1>Model evaluation</h1>
 <p class="verdict {'blessed' if blessed else 'not-blessed'}">{'BLESSED' if blessed else
@@ -239,6 +264,7 @@ Eval split: <code>{e(metrics['split'])}</code>, {metrics['candidate'][OVERALL]['
 <p>Gated Recall@1: {'within group' if gallery == 'within' else 'whole gallery'}. Intervals:
 {level:.0%}, bootstrap over identities. "Beyond noise": the whole interval lies on the verdict's side
 of the threshold.</p>
+{advisory_box(metrics)}
 <table><tr><th>verdict</th><th>rule</th><th>scope</th><th>beyond noise</th><th>detail</th></tr>{rules}</table>
 <h2>Recall per group</h2>
 <p>Recall@K ranks each query against the whole eval gallery (every group); "within" ranks it against
@@ -252,9 +278,9 @@ its own group only. Brackets: {level:.0%} intervals.</p>
 <p>Threshold {_fmt(threshold)}: the score that {_fmt(verification.get('target_fmr'))} of all impostor
 pairs reach (target FMR). FNMR: genuine pairs of the group below it; FMR: impostor pairs with both
 images in the group at or above it. FMR differential (max FMR / target):
-{_fmt(verification.get('fmr_differential'))}{_ci(verification.get('fmr_differential_ci'))};
-skewed error ratio (max / min FNMR): {_fmt(verification.get('skewed_error_ratio'))}{_ci(
-        verification.get('skewed_error_ratio_ci'))}.</p>
+{_figure(verification.get('fmr_differential'), verification.get('fmr_differential_ci'), 2)};
+skewed error ratio (max / min FNMR): {_figure(verification.get('skewed_error_ratio'),
+                                              verification.get('skewed_error_ratio_ci'), 2)}.</p>
 <table><tr><th>group</th><th>genuine pairs</th><th>impostor pairs</th><th>FNMR</th><th>FMR</th>
 {far_headers}</tr>{_verification_rows(metrics)}</table>
 <h2>Charts</h2>{images}

@@ -22,6 +22,17 @@ Metric names are metrics.json's keys with `@` written `_at_` (`recall_at_1`, `re
 threshold are also written under Fairness Indicators' names
 (`fairness_indicators_metrics/false_negative_rate@<threshold>`, `.../false_positive_rate@...`):
 FNMR is the false negative rate on genuine pairs, FMR the false positive rate on impostor pairs.
+Unbounded figures (a skewed error ratio of +inf, an interval ending at +inf) are written as the
+infinite doubles they are; NaN (undefined) figures are left out.
+
+Validation: one failure per failed verdict, on the verdict's slice. `metric_key` names the metric the
+verdict judged as written above (`recall_at_1` or `recall_at_1_within` for min_recall, the same with
+`is_diff` for max_drop, `fnmr` for max_fnmr, `fmr_differential` and `skewed_error_ratio` on the
+overall slice for the ratio rules, `n_identities` for min_group_identities); `metric_value` is the
+number the verdict compared with its threshold (the value, or the interval end its test judged), so
+it always lies on the failing side. The threshold is a minimum rule's `value_threshold.lower_bound`
+(min_recall; max_drop, whose threshold is the smallest allowed change -max_drop) and a maximum
+rule's `value_threshold.upper_bound` (max_fnmr, max_fmr_ratio, max_fnmr_ratio).
 """
 from __future__ import annotations
 
@@ -55,7 +66,8 @@ def fairness_names(threshold: float) -> Tuple[str, str]:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A number TFMA can hold: finite or infinite, never NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def _interval(entry: Mapping[str, Any], name: str) -> Optional[Sequence[float]]:
@@ -73,8 +85,8 @@ def tfma_name(name: str) -> str:
 
 
 def entry_metrics(entry: Optional[Mapping[str, Any]]) -> SliceMetrics:
-    """Every finite number of one scope's entry, under its TFMA name, with its `<key>_ci` interval
-    when there is one."""
+    """Every number (NaN left out) of one scope's entry, under its TFMA name, with its `<key>_ci`
+    interval when there is one."""
     result: SliceMetrics = {}
     for name, value in (entry or {}).items():
         if name.endswith("_ci") or not _number(value):
@@ -152,12 +164,16 @@ def _validation_result(metrics: Mapping[str, Any]):
         if scope not in by_scope:
             by_scope[scope] = result.metric_validations_per_slice.add(slice_key=slice_key(scope))
         failure = by_scope[scope].failures.add(message=str(verdict.get("message", "")))
-        failure.metric_key.name = str(verdict.get("rule", ""))
+        failure.metric_key.name = tfma_name(str(verdict.get("statistic") or verdict.get("rule", "")))
         failure.metric_key.model_name = CANDIDATE
-        if _number(verdict.get("value")):
-            failure.metric_value.double_value.value = float(verdict["value"])
-        if _number(verdict.get("threshold")):
-            failure.metric_threshold.value_threshold.lower_bound.value = float(verdict["threshold"])
+        failure.metric_key.is_diff = bool(verdict.get("difference"))
+        judged = verdict.get("judged", verdict.get("value"))
+        if _number(judged):
+            failure.metric_value.double_value.value = float(judged)
+        threshold, bound = verdict.get("threshold"), verdict.get("bound")
+        if _number(threshold) and bound in ("lower", "upper"):
+            limits = failure.metric_threshold.value_threshold
+            (limits.lower_bound if bound == "lower" else limits.upper_bound).value = float(threshold)
     if not result.validation_ok and not failed:
         # Not blessed with no failed rule listed (e.g. nothing could be evaluated): say so.
         entry = result.metric_validations_per_slice.add(slice_key=slice_key(OVERALL))
