@@ -126,6 +126,8 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
                              f"--config {args.config}" if args.config else "command line")
     # Read inside the container: the schema as the image holds it.
     config.schema_path = os.path.join(CONTAINER_REPO_ROOT, "schema", "schema.pbtxt")
+    # Beam workers that are not local processes (Dataflow) run in the pipeline's image too.
+    config.beam_worker_image = args.image
     config.resources = step_resources(args)
     if args.trainer_workers > 1:
         if not (args.vertex_project and args.region):
@@ -200,11 +202,12 @@ def run(argv: Optional[List[str]] = None) -> str:
         if args.submit and not (args.endpoint or (args.vertex_project and args.region)):
             raise ValueError("--submit needs --endpoint (KFP) or --vertex-project and --region "
                              "(Vertex AI Pipelines)")
+        from pipeline.pipeline import beam_pipeline_args, create_pipeline
+
+        beam_args = beam_pipeline_args(config)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     from tfx import v1 as tfx
-
-    from pipeline.pipeline import create_pipeline
 
     output_dir, output_file = os.path.split(os.path.abspath(args.output))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -215,6 +218,7 @@ def run(argv: Optional[List[str]] = None) -> str:
         disable_task_cache(os.path.join(output_dir, output_file), INGEST_TASK)
     spec_path = os.path.join(output_dir, output_file)
     print(f"Pipeline spec written to {spec_path}")
+    print(f"Beam args of every step (with how workers get the code): {' '.join(beam_args)}")
     if args.submit:
         from pipeline import submit
 

@@ -183,3 +183,41 @@ def test_the_image_carries_the_pinned_pretrained_package(monkeypatch):
     assert f"ARG FACE_API={fetch.PACKAGE}@{fetch.VERSION}\n" in dockerfile
     assert "COPY --from=face-api /fetch/*.tgz /pipeline/.cache/face-api/" in dockerfile
     assert fetch.cache_dir() == os.path.join(REPO_ROOT, ".cache", "face-api")
+
+
+def beam_args_by_step(tmp_path, *beam_args):
+    """Each executor's Beam args in the compiled spec (what follows the invocation placeholder)."""
+    _, containers = compiled(tmp_path, "--tflite-levels", "0", "--beam-args", *beam_args)
+    by_step = {}
+    for name, container in containers.items():
+        args = container["args"]
+        by_step[name] = args[args.index("{{$}}") + 1:]
+    return by_step
+
+
+BEAM_STEPS = {"FaceExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
+              "RecallEvaluator"}
+
+
+def test_dataflow_workers_of_every_beam_step_run_the_pipeline_image(tmp_path):
+    dataflow = ["--runner=DataflowRunner", "--project=acme", "--region=europe-west4"]
+    by_step = beam_args_by_step(tmp_path, *dataflow)
+    assert BEAM_STEPS <= set(by_step)
+    for step, args in by_step.items():
+        assert args == [*dataflow, f"--sdk_container_image={REQUIRED[1]}"], step
+
+
+def test_a_setup_file_in_the_beam_args_replaces_the_image_and_local_runners_get_nothing(tmp_path):
+    own = ["--runner=DataflowRunner", "--project=acme", "--setup_file=/pipeline/setup.py"]
+    for step, args in beam_args_by_step(tmp_path, *own).items():
+        assert args == own, step
+    local = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    for step, args in beam_args_by_step(tmp_path, *local).items():
+        assert args == ["--runner=FnApiRunner", *local], step
+
+
+def test_sdk_container_image_on_a_portable_docker_runner_is_refused_before_compiling(tmp_path):
+    with pytest.raises(SystemExit, match="--environment_config=IMAGE"):
+        compiled(tmp_path, "--beam-args", "--runner=PortableRunner", "--job_endpoint=flink:8099",
+                 "--sdk_container_image=gcr.io/acme/other:1")
+    assert not (tmp_path / "spec.json").exists()
