@@ -1,6 +1,9 @@
 """kubeflow_runner compiles the pipeline spec offline: components, image, Beam args, Trainer GPU."""
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -221,3 +224,53 @@ def test_sdk_container_image_on_a_portable_docker_runner_is_refused_before_compi
         compiled(tmp_path, "--beam-args", "--runner=PortableRunner", "--job_endpoint=flink:8099",
                  "--sdk_container_image=gcr.io/acme/other:1")
     assert not (tmp_path / "spec.json").exists()
+
+
+def dockerfile_lines():
+    """The Dockerfile's instructions, continuation lines joined."""
+    with open(os.path.join(REPO_ROOT, "Dockerfile")) as f:
+        text = f.read().replace("\\\n", "")
+    return [line.strip() for line in text.splitlines() if line.strip() and
+            not line.lstrip().startswith("#")]
+
+
+def test_the_image_is_a_beam_sdk_worker_container_of_the_pinned_beam_and_python():
+    """No Docker engine here: the build itself cannot run. What can be checked: the worker boot
+    program comes from Beam's SDK image of the version constraints.txt pins and of the project's
+    Python, it is the image's entrypoint, and every pipeline step starts with its own command."""
+    with open(os.path.join(REPO_ROOT, "constraints.txt")) as f:
+        [pin] = re.findall(r"^apache-beam(?:\[[^\]]*\])?==(\S+)$", f.read(), re.M)
+    lines = dockerfile_lines()
+    copies = [re.fullmatch(r"COPY --from=apache/beam_python(\d+\.\d+)_sdk:(\S+) "
+                           r"/opt/apache/beam /opt/apache/beam", line) for line in lines]
+    [(python, tag)] = [match.groups() for match in copies if match]
+    assert tag == pin
+    assert python == "%d.%d" % sys.version_info[:2] == "3.10"
+    final_stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+    [entrypoint] = [line for line in final_stage if line.startswith("ENTRYPOINT")]
+    assert json.loads(entrypoint[len("ENTRYPOINT"):]) == ["/opt/apache/beam/boot"]
+    assert any(re.search(r"pip install .*-c constraints\.txt '\.\[kfp\]'", line)
+               for line in final_stage)
+
+
+def test_the_images_build_check_passes_on_the_pinned_beam_and_fails_on_another(tmp_path):
+    """The Dockerfile's RUN that compares the image's Beam with the pin, run here as the build
+    runs it (sh -c, in a directory holding constraints.txt), on this environment's Beam."""
+    import apache_beam
+
+    [check] = [line[len("RUN "):] for line in dockerfile_lines()
+               if line.startswith("RUN ") and "apache_beam.__version__" in line]
+    for pin, ok in ((apache_beam.__version__, True), ("2.0.0", False)):
+        (tmp_path / "constraints.txt").write_text(f"absl-py==2.1.0\napache-beam=={pin}\n")
+        version_check = check.split(" && test -x")[0].replace("python -c", f"{sys.executable} -c", 1)
+        result = subprocess.run(["sh", "-c", version_check], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert (result.returncode == 0) == ok, result.stderr
+        if not ok:
+            assert f"the worker boot is from Beam {pin} on 3.10" in result.stderr
+
+
+def test_every_pipeline_step_starts_with_its_own_command_not_the_images_entrypoint(tmp_path):
+    _, containers = compiled(tmp_path, "--tflite-levels", "0")
+    for name, container in containers.items():
+        assert container["command"][:2] == ["python", "-m"], name
