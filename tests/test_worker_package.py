@@ -191,3 +191,27 @@ def test_the_check_command_passes_against_workers_with_the_package(pool, outside
     assert status == 0, out
     assert "OK: the workers' Examples, quarantine and summary equal this process's" in out
     assert f"(parent {pool.pid})" in out
+
+
+@pytest.mark.pipeline
+def test_face_example_gen_from_the_compiled_spec_runs_its_beam_steps_on_the_pools_workers(
+        pool, small_sample, tmp_path):
+    """FaceExampleGen as Kubeflow runs it (TFX's container entrypoint, the compiled spec's Beam
+    args), with the spec compiled for the pool's workers: its Beam pipeline runs there."""
+    from tests import kfp_harness
+
+    spec = kfp_harness.compile_spec(tmp_path / "spec", "--beam-args", *pool.beam_args())
+    container = spec["deploymentSpec"]["executors"]["FaceExampleGen_executor"]["container"]
+    assert container["args"][-len(pool.beam_args()):] == pool.beam_args()   # passed unchanged
+    started = pool.workers_started()
+    outputs = kfp_harness.run_component(
+        spec, "FaceExampleGen", kfp_harness.VertexStore(), str(tmp_path / "work"), {},
+        {"examples": str(tmp_path / "examples")},
+        {"input_base": {"stringValue": small_sample},
+         "image_root": {"stringValue": os.path.join(small_sample, "images")}})
+    assert pool.workers_started() > started
+    summary = json.loads(outputs["examples"]["metadata"]["ingest_summary"])
+    for split, name in (("train", "train.json"), ("eval", "test.json")):
+        with open(os.path.join(small_sample, name)) as f:
+            assert summary[split]["valid"] == len(json.load(f))
+        assert tf.io.gfile.glob(os.path.join(str(tmp_path / "examples"), f"Split-{split}", "*.gz"))

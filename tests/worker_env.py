@@ -95,6 +95,11 @@ def fresh_environment(root: str, wheel: str) -> Environment:
 class Pool:
     address: str
     pid: int
+    log: str        # the pool's output: a line "Starting worker with command ..." per worker
+
+    def workers_started(self) -> int:
+        with open(self.log) as f:
+            return f.read().count("Starting worker with command")
 
     def beam_args(self) -> list:
         """The portable runner in this process (embedded job server), its workers from the pool."""
@@ -126,7 +131,7 @@ def worker_pool(environment: Environment, cwd: str, start_timeout: float = 120) 
                     with open(log_path) as f:
                         raise RuntimeError(f"the worker pool did not start:\n{f.read()[-3000:]}")
                 time.sleep(0.2)
-        yield Pool(f"127.0.0.1:{port}", process.pid)
+        yield Pool(f"127.0.0.1:{port}", process.pid, log_path)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
