@@ -42,6 +42,9 @@ RUN pip install --no-cache-dir -c constraints.txt '.[kfp]' \
 # launcher and the workers must run the same Beam; tests/test_kubeflow_runner.py checks the tag)
 # and of this image's Python.
 COPY --from=apache/beam_python3.10_sdk:2.74.0 /opt/apache/beam /opt/apache/beam
+# The boot program runs the SDK harness in this image's own Python environment, where the package
+# and its pinned stack are, instead of creating a virtual environment per worker first.
+ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1
 RUN python -c "import re, sys, apache_beam; \
 pin = re.search(r'^apache-beam==(\S+)', open('constraints.txt').read(), re.M).group(1); \
 sys.exit(0 if apache_beam.__version__ == pin and sys.version_info[:2] == (3, 10) else \

@@ -249,6 +249,8 @@ def test_the_image_is_a_beam_sdk_worker_container_of_the_pinned_beam_and_python(
     final_stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
     [entrypoint] = [line for line in final_stage if line.startswith("ENTRYPOINT")]
     assert json.loads(entrypoint[len("ENTRYPOINT"):]) == ["/opt/apache/beam/boot"]
+    # The harness runs in the image's environment (the package), not in a fresh venv per worker.
+    assert "ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1" in final_stage
     assert any(re.search(r"pip install .*-c constraints\.txt '\.\[kfp\]'", line)
                for line in final_stage)
 

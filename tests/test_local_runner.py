@@ -1,5 +1,6 @@
 """local_runner's options reach the config, and TFX's Beam executors never see them."""
 import json
+import os
 import sys
 
 import pytest
@@ -147,3 +148,39 @@ def test_config_file_values_must_have_the_settings_type(tmp_path):
         local_runner.build_config(local_runner.parse_args(["--config", path]))
     with pytest.raises(ValueError, match="no such file"):
         local_runner.build_config(local_runner.parse_args(["--config", str(tmp_path / "no.json")]))
+
+
+def record_beam_args(monkeypatch, tmp_path, beam_args):
+    """The Beam args the pipeline would run with, from local_runner with `beam_args`."""
+    from tfx import v1 as tfx
+
+    seen = {}
+
+    class RecordingRunner:
+        def run(self, pipeline):
+            seen["beam_args"] = list(pipeline.beam_pipeline_args)
+
+    monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", RecordingRunner)
+    monkeypatch.setattr(local_runner, "ensure_sample_data", lambda config, seed, say: None)
+    monkeypatch.setattr(local_runner, "print_outcome", lambda config: None)
+    local_runner.run(["--pipeline-root", str(tmp_path / "root"), "--metadata",
+                      str(tmp_path / "m.sqlite"), "--beam-args", *beam_args])
+    return seen.get("beam_args")
+
+
+def test_dataflow_workers_launched_from_a_checkout_get_its_setup_file_unless_told(
+        tmp_path, monkeypatch):
+    from tests.conftest import REPO_ROOT
+
+    dataflow = ["--runner=DataflowRunner", "--project=acme"]
+    assert record_beam_args(monkeypatch, tmp_path, dataflow) == [
+        *dataflow, f"--setup_file={os.path.join(REPO_ROOT, 'setup.py')}"]
+    own = [*dataflow, "--sdk_container_image=gcr.io/acme/ffem-tfx:1"]
+    assert record_beam_args(monkeypatch, tmp_path, own) == own
+
+
+def test_an_image_option_beam_ignores_stops_the_run_before_the_pipeline(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="--environment_config=IMAGE"):
+        record_beam_args(monkeypatch, tmp_path, ["--runner=PortableRunner",
+                                                 "--job_endpoint=flink:8099",
+                                                 "--sdk_container_image=gcr.io/acme/x:1"])
