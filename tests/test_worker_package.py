@@ -23,6 +23,8 @@ from tests import worker_env
 from tests.conftest import REPO_ROOT
 from tests.test_layering import LAYERS
 
+# Nothing here may hang on a worker that never answers: each test has its own limit.
+pytestmark = pytest.mark.timeout(600)
 # The library layers (what the components' executors and Beam steps may import), by the layering
 # rule, not by setup.py's own list.
 LIBRARY = sorted(name for name, layer in LAYERS.items() if layer <= LAYERS["pipeline"])
