@@ -88,17 +88,23 @@ def workers_of(beam_args: Sequence[str]) -> Workers:
     return Workers.EXTERNAL
 
 
-def _own_code_options(options: beam_pipeline_options.PipelineOptions) -> List[str]:
-    """The options of `options` that already tell the workers where the code is."""
+_IMAGE_OPTIONS = ("--sdk_container_image", "--worker_harness_container_image")
+
+
+def _own_code_options(options: beam_pipeline_options.PipelineOptions,
+                      workers: Workers) -> List[str]:
+    """The options of `options` that name the workers' code: staged packages, or an image (the
+    Dataflow options for Dataflow, the environment's for portable Docker workers)."""
     setup = options.view_as(beam_pipeline_options.SetupOptions)
     worker = options.view_as(beam_pipeline_options.WorkerOptions)
     portable = options.view_as(beam_pipeline_options.PortableOptions)
     given = {"--setup_file": setup.setup_file, "--extra_package": setup.extra_packages,
-             "--sdk_container_image": worker.sdk_container_image,
-             "--worker_harness_container_image": worker.worker_harness_container_image,
-             "--environment_config": portable.environment_config,
-             "--environment_option=docker_container_image":
-                 portable.lookup_environment_option("docker_container_image")}
+             _IMAGE_OPTIONS[0]: worker.sdk_container_image,
+             _IMAGE_OPTIONS[1]: worker.worker_harness_container_image}
+    if workers is Workers.DOCKER:
+        given.update({"--environment_config": portable.environment_config,
+                      "--environment_option=docker_container_image":
+                          portable.lookup_environment_option("docker_container_image")})
     return [flag for flag, value in given.items() if value]
 
 
@@ -125,9 +131,8 @@ def worker_code_args(beam_args: Sequence[str], image: Optional[str] = None,
     if workers not in (Workers.DATAFLOW, Workers.DOCKER):
         return []
     options = beam_pipeline_options.PipelineOptions(list(beam_args))
-    own = _own_code_options(options)
-    if workers is Workers.DOCKER and own and set(own) <= {"--sdk_container_image",
-                                                          "--worker_harness_container_image"}:
+    own = _own_code_options(options, workers)
+    if workers is Workers.DOCKER and own and set(own) <= set(_IMAGE_OPTIONS):
         raise ValueError(
             f"{' and '.join(own)} is ignored by portable runners: their Docker workers take the "
             "image from --environment_config=IMAGE")

@@ -26,6 +26,12 @@ def test_dataflow_workers_get_the_pipeline_image_as_their_sdk_container(args):
         [*args, f"--sdk_container_image={IMAGE}"]
 
 
+def test_an_environment_option_does_not_count_as_dataflow_workers_code():
+    """Dataflow ignores --environment_config: the image is still added."""
+    args = ["--runner=DataflowRunner", "--environment_config=gcr.io/acme/other:1"]
+    assert beam_options.worker_code_args(args, image=IMAGE) == [f"--sdk_container_image={IMAGE}"]
+
+
 def test_without_an_image_dataflow_workers_get_the_setup_file_and_without_either_it_is_refused():
     args = ["--runner=DataflowRunner"]
     assert beam_options.worker_code_args(args, setup_file=SETUP) == [f"--setup_file={SETUP}"]
