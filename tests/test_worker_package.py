@@ -6,7 +6,8 @@ pool is started from that environment in a directory outside the checkout, and t
 Beam steps run on its workers through the portable runner: FaceExampleGen's ingest and the
 evaluator's embedding, each compared with the same run in this process. The workers report their
 process, parent (the pool), interpreter, sys.path and where they imported the project's modules
-from. A wheel without one package fails on the workers with ModuleNotFoundError."""
+from. A wheel without one package fails on the workers with ModuleNotFoundError. The package
+Beam builds for --setup_file (the alternative to the image) passes the same check."""
 import json
 import os
 import zipfile
@@ -182,6 +183,35 @@ def test_a_wheel_without_one_package_fails_on_the_workers_with_module_not_found(
     assert not report.ok
     assert "ModuleNotFoundError: No module named 'core'" in report.error
     assert "No module named 'core'" in worker_check.format_report(report)
+
+
+def test_the_package_beam_stages_for_setup_file_runs_on_workers_without_the_checkout(tmp_path):
+    """The alternative to the image: Beam builds the package from setup.py (--setup_file) and
+    each worker's boot program pip-installs it. That package, built by Beam's own stager from a
+    clean copy, holds every library file and no test, and once installed into a fresh
+    environment its workers pass the ingest check."""
+    import tarfile
+
+    from apache_beam.runners.portability.stager import Stager
+
+    source = worker_env.clean_copy(str(tmp_path / "copy"))
+    (tmp_path / "staged").mkdir()
+    sdist = Stager._build_setup_package(os.path.join(source, "setup.py"),
+                                        str(tmp_path / "staged"))
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert not [path for path in library_files() if path.replace(os.sep, "/") not in names]
+    assert not [name for name in names if name.startswith("tests/") or
+                os.path.basename(name).startswith("test_")]
+    environment = worker_env.fresh_environment(str(tmp_path / "env"), sdist)
+    work = tmp_path / "outside"
+    work.mkdir()
+    with worker_env.worker_pool(environment, str(work)) as staged_pool:
+        report = worker_check.check_workers(staged_pool.beam_args(), str(work / "check"))
+    assert report.ok, worker_check.format_report(report)
+    for probe in report.workers:
+        assert probe.ppid == staged_pool.pid
+        assert all(under(path, environment.site_packages) for path in probe.modules.values())
 
 
 def test_the_check_command_passes_against_workers_with_the_package(pool, outside, capsys):

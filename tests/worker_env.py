@@ -29,14 +29,20 @@ _NOT_SOURCES = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-i
                                       "*.pyc", "runs", ".cache", ".pytest_cache", "data")
 
 
-def build_wheel(work_dir: str, drop: Sequence[str] = ()) -> str:
-    """The wheel `pip wheel` builds from a clean copy of the checkout (without the relative paths
-    in `drop`), offline and without build isolation; returns its path."""
+def clean_copy(work_dir: str, drop: Sequence[str] = ()) -> str:
+    """The checkout's sources copied to `work_dir`/source, without the relative paths in `drop`."""
     source = os.path.join(work_dir, "source")
     shutil.copytree(REPO_ROOT, source, ignore=_NOT_SOURCES)
     for path in drop:
         target = os.path.join(source, path)
         shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+    return source
+
+
+def build_wheel(work_dir: str, drop: Sequence[str] = ()) -> str:
+    """The wheel `pip wheel` builds from a clean copy of the checkout (without the relative paths
+    in `drop`), offline and without build isolation; returns its path."""
+    source = clean_copy(work_dir, drop)
     dist = os.path.join(work_dir, "dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "--no-index", "--disable-pip-version-check", "-q", "-w", dist, source],
@@ -73,8 +79,8 @@ class Environment:
 
 
 def fresh_environment(root: str, wheel: str) -> Environment:
-    """A virtual environment without the checkout, with `wheel` installed (--no-deps: the
-    third-party packages are borrowed, see the module docstring)."""
+    """A virtual environment without the checkout, with `wheel` (or an sdist, built offline)
+    installed (--no-deps: the third-party packages are borrowed, see the module docstring)."""
     base = os.path.realpath(sys.executable)
     subprocess.run([base, "-m", "venv", "--without-pip", root], check=True, timeout=120)
     environment = Environment(root)
@@ -86,7 +92,8 @@ def fresh_environment(root: str, wheel: str) -> Environment:
     assert before.returncode != 0 and "No module named 'core'" in before.stderr, (
         "the fresh environment sees the checkout before the wheel is installed", before.stderr)
     subprocess.run([environment.python, "-m", "pip", "install", "--no-deps", "--no-index",
-                    "--ignore-installed", "--disable-pip-version-check", "-q", wheel],
+                    "--no-build-isolation", "--ignore-installed", "--disable-pip-version-check",
+                    "-q", wheel],
                    check=True, capture_output=True, timeout=300, cwd=outside, env=environment.env())
     return environment
 
