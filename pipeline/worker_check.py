@@ -7,8 +7,9 @@ with the Beam args naming the workers (e.g. the portable runner and an EXTERNAL 
 started from the image: `docker run --network=host -v DIR:DIR IMAGE --worker_pool`, or from a
 virtual environment with the wheel installed). The Examples, quarantine lines and summary must be
 equal. A probe step in the same pipeline records, in each worker, its process, interpreter,
-`sys.path` and where it imported the project's modules from, so the report shows that the
-workers really are the other environment, not this process.
+`sys.path` and where it imported the project's modules from (the evaluator's embedding module
+too, which needs TensorFlow and tfx-bsl there), so the report shows that the workers really are
+the other environment, not this process; a module a worker cannot import fails the check.
 
 Workers without the project's package fail the run on their first step with the error Beam
 reports from the worker (e.g. ModuleNotFoundError: No module named 'core'), which the check
@@ -50,13 +51,14 @@ class Sample:
 
 @dataclasses.dataclass
 class WorkerProbe:
-    """What one worker process saw: its pid and parent's, interpreter, sys.path, and the file
-    each of WORKER_MODULES was imported from (or the import error)."""
+    """What one worker process saw: its pid and parent's, interpreter, sys.path, the file each
+    of WORKER_MODULES was imported from, and the error of each that could not be imported."""
     pid: int
     ppid: int
     executable: str
     sys_path: List[str]
     modules: Dict[str, str]
+    import_errors: Dict[str, str]
 
 
 @dataclasses.dataclass
@@ -110,14 +112,15 @@ class _Probe(beam.DoFn):
     """Runs on a worker: where it is and where it imports the project's modules from."""
 
     def process(self, _):
-        modules = {}
+        modules, errors = {}, {}
         for name in WORKER_MODULES:
             try:
                 modules[name] = importlib.import_module(name).__file__
-            except ImportError as e:
-                modules[name] = f"{type(e).__name__}: {e}"
+            except ImportError as e:     # e.g. the image lacks TensorFlow for the embedding
+                errors[name] = f"{type(e).__name__}: {e}"
         yield json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "executable": sys.executable,
-                          "sys_path": list(sys.path), "modules": modules})
+                          "sys_path": list(sys.path), "modules": modules,
+                          "import_errors": errors})
 
 
 def run_ingest(sample: Sample, out_dir: str, beam_args: Sequence[str]) -> IngestRun:
@@ -179,14 +182,18 @@ def check_workers(beam_args: Sequence[str], work_dir: str) -> CheckReport:
         remote = run_ingest(sample, os.path.join(work_dir, "workers"), beam_args)
     except Exception as e:   # Beam re-raises the worker's failure with its traceback as text
         return CheckReport([], [], error=f"{type(e).__name__}: {e}")
-    return CheckReport(differences(local, remote), remote.probes)
+    found = differences(local, remote)
+    found += [f"worker pid {probe.pid} cannot import {name}: {error}"
+              for probe in remote.probes for name, error in sorted(probe.import_errors.items())]
+    return CheckReport(found, remote.probes)
 
 
 def format_report(report: CheckReport) -> str:
     lines = []
     for probe in report.workers:
         lines.append(f"worker pid {probe.pid} (parent {probe.ppid}), {probe.executable}")
-        lines += [f"  {name}: {where}" for name, where in sorted(probe.modules.items())]
+        lines += [f"  {name}: {where}" for name, where in sorted(
+            {**probe.modules, **probe.import_errors}.items())]
     if report.error is not None:
         cause = [line for line in report.error.splitlines() if "Error" in line]
         lines.append("FAILED: the run on the workers failed: " + (cause[-1] if cause else
