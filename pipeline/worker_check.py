@@ -183,6 +183,9 @@ def check_workers(beam_args: Sequence[str], work_dir: str) -> CheckReport:
     except Exception as e:   # Beam re-raises the worker's failure with its traceback as text
         return CheckReport([], [], error=f"{type(e).__name__}: {e}")
     found = differences(local, remote)
+    if all(probe.pid == os.getpid() for probe in remote.probes):
+        found.append("the steps ran in this process, not on other workers: the Beam args name "
+                     "no workers, and the check proves nothing")
     found += [f"worker pid {probe.pid} cannot import {name}: {error}"
               for probe in remote.probes for name, error in sorted(probe.import_errors.items())]
     return CheckReport(found, remote.probes)

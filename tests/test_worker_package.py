@@ -223,6 +223,11 @@ def test_the_package_beam_stages_for_setup_file_runs_on_workers_without_the_chec
         assert all(under(path, environment.site_packages) for path in probe.modules.values())
 
 
+def test_the_check_refuses_to_pass_steps_that_ran_in_this_process(tmp_path):
+    report = worker_check.check_workers(worker_check.IN_PROCESS, str(tmp_path))
+    assert not report.ok and "proves nothing" in worker_check.format_report(report)
+
+
 def test_the_check_command_passes_against_workers_with_the_package(pool, outside, capsys):
     from tools import check_beam_workers
 
