@@ -8,7 +8,11 @@
 
 Writes the pipeline spec (JSON); with --submit it also starts a run, on a KFP endpoint (--endpoint)
 or on Vertex AI Pipelines (--vertex-project, --region), and prints the run's link. The image is built
-from the repository's Dockerfile (tensorflow/tfx:1.16.0 + this package's library layers).
+from the repository's Dockerfile (tensorflow/tfx:1.16.0 + this package's library layers). It is also
+the Beam SDK worker container: with a runner whose workers are not local processes (Dataflow, a
+portable runner's Docker workers), every step's Beam args get --sdk_container_image=IMAGE (or
+--environment_config=IMAGE), unless they name their own --sdk_container_image, --setup_file or
+--extra_package (pipeline/beam_options.py worker_code_args).
 
 Resources: --trainer-{gpus,cpus,memory-gb}, --evaluator-{gpus,cpus,memory-gb} (the evaluator embeds
 the eval split) and --resources STEP=cpu=N,memory=GB,gpus=N for any other step. --trainer-workers N
@@ -126,6 +130,8 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
                              f"--config {args.config}" if args.config else "command line")
     # Read inside the container: the schema as the image holds it.
     config.schema_path = os.path.join(CONTAINER_REPO_ROOT, "schema", "schema.pbtxt")
+    # Beam workers that are not local processes (Dataflow) run in the pipeline's image too.
+    config.beam_worker_image = args.image
     config.resources = step_resources(args)
     if args.trainer_workers > 1:
         if not (args.vertex_project and args.region):
@@ -200,11 +206,12 @@ def run(argv: Optional[List[str]] = None) -> str:
         if args.submit and not (args.endpoint or (args.vertex_project and args.region)):
             raise ValueError("--submit needs --endpoint (KFP) or --vertex-project and --region "
                              "(Vertex AI Pipelines)")
+        from pipeline.pipeline import beam_pipeline_args, create_pipeline
+
+        beam_args = beam_pipeline_args(config)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     from tfx import v1 as tfx
-
-    from pipeline.pipeline import create_pipeline
 
     output_dir, output_file = os.path.split(os.path.abspath(args.output))
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -215,6 +222,7 @@ def run(argv: Optional[List[str]] = None) -> str:
         disable_task_cache(os.path.join(output_dir, output_file), INGEST_TASK)
     spec_path = os.path.join(output_dir, output_file)
     print(f"Pipeline spec written to {spec_path}")
+    print(f"Beam args of every step (with how workers get the code): {' '.join(beam_args)}")
     if args.submit:
         from pipeline import submit
 

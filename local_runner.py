@@ -265,10 +265,11 @@ def _run_pipeline(args: argparse.Namespace, config: configs.PipelineConfig,
     from tfx import v1 as tfx
 
     from pipeline import recovery
-    from pipeline.pipeline import create_pipeline
+    from pipeline.pipeline import beam_pipeline_args, create_pipeline
 
     try:
         overrides.check_training(config.training)
+        beam_pipeline_args(config)      # remote Beam workers without the project's code: refused
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     ensure_sample_data(config, args.sample_seed, say=console.print)

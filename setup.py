@@ -3,6 +3,12 @@
 The packages declared here are what Beam workers and the Kubeflow image install. Versions are pinned by
 `constraints.txt` (install with `pip install -c constraints.txt -e '.[dev,kfp,viewer]'`, as the Makefile
 does).
+
+Beam workers that are not local processes import the project's code from this package: Dataflow
+workers from the pipeline image (which installs it), or from the package Beam builds with
+`--setup_file=setup.py`. The wheel therefore holds every library package with its data files, and
+nothing from tests/ (tests/test_worker_package.py builds it, installs it into an environment
+without the checkout and runs the Beam steps on workers started from there).
 """
 import os
 
@@ -24,7 +30,9 @@ setup(
     packages=find_packages(include=[name for package in LIBRARY + ENTRY_PACKAGES
                                     for name in (package, package + ".*")]),
     py_modules=[m for m in ENTRY_MODULES if os.path.exists(os.path.join(HERE, m + ".py"))],
-    package_data={"schema": ["*.pbtxt"], "components": ["**/*.html"]},
+    # Data the library reads or ships beside its modules: the schema, the pretrained networks'
+    # licence.
+    package_data={"schema": ["*.pbtxt"], "models": ["pretrained/*.txt"]},
     install_requires=[
         "tfx==1.16.0",
         "tensorflow>=2.16,<2.22",

@@ -15,7 +15,10 @@ written in a staging directory beside O.tfrecord and moved into place at the end
 lists the directory O.tfrecord is in (it may hold the images).
 
 Without --runner, the pipeline runs on Beam's FnApiRunner, as the TFX pipeline does
-(pipeline/beam_options.py with_default_runner).
+(pipeline/beam_options.py with_default_runner). Workers that are not local processes (Dataflow,
+portable runners' Docker workers) get the project's code as the pipeline's do
+(pipeline/beam_options.py worker_code_args): this checkout's setup.py as --setup_file, unless
+the Beam args name an --sdk_container_image, --setup_file or --extra_package.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.face_example_gen import beam_ingest
 from core.records import IngestOptions
-from pipeline import beam_options
+from pipeline import beam_options, configs
 
 EXIT_TOO_MANY_BAD = 2
 
@@ -61,7 +64,12 @@ def run(argv=None) -> int:
     if args.num_shards < 0:
         print("error: --num_shards must be 0 (one per bundle) or more", file=sys.stderr)
         return 1
-    beam_args = beam_options.with_default_runner(beam_args)
+    try:
+        beam_args = beam_options.with_worker_code(beam_options.with_default_runner(beam_args),
+                                                  setup_file=configs.SETUP_FILE)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     options = IngestOptions(args.max_image_pixels, args.max_image_bytes, args.box_tolerance)
     quarantine_path = args.output + ".quarantine.jsonl"
     summary_path = args.output + ".summary.json"

@@ -11,6 +11,9 @@ PIPELINE_NAME = "ffem-tfx"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DATA_DIR = os.path.join(REPO_ROOT, "data", "sample")
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "runs")
+# The project's setup.py, staged for Beam workers outside this process when no image is named
+# (pipeline.beam_options.worker_code_args).
+SETUP_FILE = os.path.join(REPO_ROOT, "setup.py")
 
 
 @dataclasses.dataclass
@@ -133,6 +136,11 @@ class PipelineConfig:
     # --runner, pipeline.beam_options.with_default_runner() picks FnApiRunner.
     beam_pipeline_args: List[str] = dataclasses.field(default_factory=lambda: [
         "--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    # Beam workers that are not local processes (Dataflow, portable runners' Docker workers) need
+    # the project's code: this image as their SDK container (kubeflow_runner.py sets its --image),
+    # else SETUP_FILE staged for them; a --sdk_container_image, --setup_file or --extra_package in
+    # beam_pipeline_args wins (pipeline.beam_options.worker_code_args).
+    beam_worker_image: Optional[str] = None
 
 
 DEMO_IMAGE_SIZE = 64

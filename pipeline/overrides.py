@@ -30,7 +30,7 @@ from components.recall_evaluator.gate import GateConfig
 from pipeline import configs
 
 # PipelineConfig fields a file may not set: built by the Kubeflow runner from its flags.
-_NOT_FROM_FILE = ("resources", "vertex_training")
+_NOT_FROM_FILE = ("resources", "vertex_training", "beam_worker_image")
 # Sections merged key by key into the preset's value instead of replacing it.
 _MERGED_SECTIONS = ("ingest", "training", "gate")
 

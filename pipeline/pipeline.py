@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
@@ -14,9 +14,9 @@ from components.recall_evaluator.component import RecallEvaluator
 from components.tflite_exporter.component import TFLiteExporter
 from models import backbones
 from models.trainer import check_training_settings
-from pipeline.beam_options import with_default_runner
+from pipeline.beam_options import with_default_runner, with_worker_code
 from pipeline.code_version import code_fingerprint
-from pipeline.configs import STAGES, PipelineConfig, VertexTraining
+from pipeline.configs import SETUP_FILE, STAGES, PipelineConfig, VertexTraining
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -202,4 +202,12 @@ def create_pipeline(config: PipelineConfig,
         components=_with_resources(create_components(config), config.resources),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=with_default_runner(config.beam_pipeline_args))
+        beam_pipeline_args=beam_pipeline_args(config))
+
+
+def beam_pipeline_args(config: PipelineConfig) -> List[str]:
+    """The Beam args every Beam component gets: `config.beam_pipeline_args` with the default
+    runner, and, for workers that are not local processes, the way to the project's code
+    (`config.beam_worker_image`, else the checkout's setup.py; pipeline/beam_options.py)."""
+    return with_worker_code(with_default_runner(config.beam_pipeline_args),
+                            image=config.beam_worker_image, setup_file=SETUP_FILE)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
@@ -93,3 +94,29 @@ def test_runs_on_the_fn_api_runner_unless_a_runner_is_named():
     spec.loader.exec_module(cli_main)
     assert cli_main.run(["--root_path", "r", "--json_file", "j", "--output", "o",
                          "--num_shards=-1"]) == 1
+
+
+def test_dataflow_workers_of_the_converter_get_the_checkouts_setup_file(tmp_path, monkeypatch):
+    """What the CLI hands Beam for a Dataflow run (recorded; nothing is submitted)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_tfrecord_main", CLI)
+    cli_main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli_main)
+    seen = []
+
+    class Recorded(Exception):
+        pass
+
+    def recording_options(args):
+        seen.append(list(args))
+        raise Recorded
+
+    monkeypatch.setattr(cli_main, "PipelineOptions", recording_options)
+    dataflow = ["--runner=DataflowRunner", "--project=acme"]
+    for extra, added in (([], [f"--setup_file={os.path.join(REPO_ROOT, 'setup.py')}"]),
+                         (["--extra_package=dist/ffem.whl"], [])):
+        with pytest.raises(Recorded):
+            cli_main.run(["--root_path", "r", "--json_file", "j", "--output",
+                          str(tmp_path / "o"), *dataflow, *extra])
+        assert seen.pop() == [*dataflow, *extra, *added]

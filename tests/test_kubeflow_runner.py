@@ -1,6 +1,9 @@
 """kubeflow_runner compiles the pipeline spec offline: components, image, Beam args, Trainer GPU."""
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -183,3 +186,93 @@ def test_the_image_carries_the_pinned_pretrained_package(monkeypatch):
     assert f"ARG FACE_API={fetch.PACKAGE}@{fetch.VERSION}\n" in dockerfile
     assert "COPY --from=face-api /fetch/*.tgz /pipeline/.cache/face-api/" in dockerfile
     assert fetch.cache_dir() == os.path.join(REPO_ROOT, ".cache", "face-api")
+
+
+def beam_args_by_step(tmp_path, *beam_args):
+    """Each executor's Beam args in the compiled spec (what follows the invocation placeholder)."""
+    _, containers = compiled(tmp_path, "--tflite-levels", "0", "--beam-args", *beam_args)
+    by_step = {}
+    for name, container in containers.items():
+        args = container["args"]
+        by_step[name] = args[args.index("{{$}}") + 1:]
+    return by_step
+
+
+BEAM_STEPS = {"FaceExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
+              "RecallEvaluator"}
+
+
+def test_dataflow_workers_of_every_beam_step_run_the_pipeline_image(tmp_path):
+    dataflow = ["--runner=DataflowRunner", "--project=acme", "--region=europe-west4"]
+    by_step = beam_args_by_step(tmp_path, *dataflow)
+    assert BEAM_STEPS <= set(by_step)
+    for step, args in by_step.items():
+        assert args == [*dataflow, f"--sdk_container_image={REQUIRED[1]}"], step
+
+
+def test_a_setup_file_in_the_beam_args_replaces_the_image_and_local_runners_get_nothing(tmp_path):
+    own = ["--runner=DataflowRunner", "--project=acme", "--setup_file=/pipeline/setup.py"]
+    for step, args in beam_args_by_step(tmp_path, *own).items():
+        assert args == own, step
+    local = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    for step, args in beam_args_by_step(tmp_path, *local).items():
+        assert args == ["--runner=FnApiRunner", *local], step
+
+
+def test_sdk_container_image_on_a_portable_docker_runner_is_refused_before_compiling(tmp_path):
+    with pytest.raises(SystemExit, match="--environment_config=IMAGE"):
+        compiled(tmp_path, "--beam-args", "--runner=PortableRunner", "--job_endpoint=flink:8099",
+                 "--sdk_container_image=gcr.io/acme/other:1")
+    assert not (tmp_path / "spec.json").exists()
+
+
+def dockerfile_lines():
+    """The Dockerfile's instructions, continuation lines joined."""
+    with open(os.path.join(REPO_ROOT, "Dockerfile")) as f:
+        text = f.read().replace("\\\n", "")
+    return [line.strip() for line in text.splitlines() if line.strip() and
+            not line.lstrip().startswith("#")]
+
+
+def test_the_image_is_a_beam_sdk_worker_container_of_the_pinned_beam_and_python():
+    """No Docker engine here: the build itself cannot run. What can be checked: the worker boot
+    program comes from Beam's SDK image of the version constraints.txt pins and of the project's
+    Python, it is the image's entrypoint, and every pipeline step starts with its own command."""
+    with open(os.path.join(REPO_ROOT, "constraints.txt")) as f:
+        [pin] = re.findall(r"^apache-beam(?:\[[^\]]*\])?==(\S+)$", f.read(), re.M)
+    lines = dockerfile_lines()
+    copies = [re.fullmatch(r"COPY --from=apache/beam_python(\d+\.\d+)_sdk:(\S+) "
+                           r"/opt/apache/beam /opt/apache/beam", line) for line in lines]
+    [(python, tag)] = [match.groups() for match in copies if match]
+    assert tag == pin
+    assert python == "%d.%d" % sys.version_info[:2] == "3.10"
+    final_stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+    [entrypoint] = [line for line in final_stage if line.startswith("ENTRYPOINT")]
+    assert json.loads(entrypoint[len("ENTRYPOINT"):]) == ["/opt/apache/beam/boot"]
+    # The harness runs in the image's environment (the package), not in a fresh venv per worker.
+    assert "ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1" in final_stage
+    assert any(re.search(r"pip install .*-c constraints\.txt '\.\[kfp\]'", line)
+               for line in final_stage)
+
+
+def test_the_images_build_check_passes_on_the_pinned_beam_and_fails_on_another(tmp_path):
+    """The Dockerfile's RUN that compares the image's Beam with the pin, run here as the build
+    runs it (sh -c, in a directory holding constraints.txt), on this environment's Beam."""
+    import apache_beam
+
+    [check] = [line[len("RUN "):] for line in dockerfile_lines()
+               if line.startswith("RUN ") and "apache_beam.__version__" in line]
+    for pin, ok in ((apache_beam.__version__, True), ("2.0.0", False)):
+        (tmp_path / "constraints.txt").write_text(f"absl-py==2.1.0\napache-beam=={pin}\n")
+        version_check = check.split(" && test -x")[0].replace("python -c", f"{sys.executable} -c", 1)
+        result = subprocess.run(["sh", "-c", version_check], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert (result.returncode == 0) == ok, result.stderr
+        if not ok:
+            assert f"the worker boot is from Beam {pin} on 3.10" in result.stderr
+
+
+def test_every_pipeline_step_starts_with_its_own_command_not_the_images_entrypoint(tmp_path):
+    _, containers = compiled(tmp_path, "--tflite-levels", "0")
+    for name, container in containers.items():
+        assert container["command"][:2] == ["python", "-m"], name

@@ -1,5 +1,6 @@
 """local_runner's options reach the config, and TFX's Beam executors never see them."""
 import json
+import os
 import sys
 
 import pytest
@@ -172,3 +173,39 @@ def test_the_production_preset_gates_the_1to1_view_on_the_interval_and_the_demo_
     assert all(v["passed"] for v in gate.evaluate_gate(recall, demo_config, None, verification))
     assert [a["statistic"] for a in gate.advisories(verification, demo_config)] == ["fmr_differential"]
     assert gate.advisories(verification, config) == []
+
+
+def record_beam_args(monkeypatch, tmp_path, beam_args):
+    """The Beam args the pipeline would run with, from local_runner with `beam_args`."""
+    from tfx import v1 as tfx
+
+    seen = {}
+
+    class RecordingRunner:
+        def run(self, pipeline):
+            seen["beam_args"] = list(pipeline.beam_pipeline_args)
+
+    monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", RecordingRunner)
+    monkeypatch.setattr(local_runner, "ensure_sample_data", lambda config, seed, say: None)
+    monkeypatch.setattr(local_runner, "print_outcome", lambda config: None)
+    local_runner.run(["--pipeline-root", str(tmp_path / "root"), "--metadata",
+                      str(tmp_path / "m.sqlite"), "--beam-args", *beam_args])
+    return seen.get("beam_args")
+
+
+def test_dataflow_workers_launched_from_a_checkout_get_its_setup_file_unless_told(
+        tmp_path, monkeypatch):
+    from tests.conftest import REPO_ROOT
+
+    dataflow = ["--runner=DataflowRunner", "--project=acme"]
+    assert record_beam_args(monkeypatch, tmp_path, dataflow) == [
+        *dataflow, f"--setup_file={os.path.join(REPO_ROOT, 'setup.py')}"]
+    own = [*dataflow, "--sdk_container_image=gcr.io/acme/ffem-tfx:1"]
+    assert record_beam_args(monkeypatch, tmp_path, own) == own
+
+
+def test_an_image_option_beam_ignores_stops_the_run_before_the_pipeline(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="--environment_config=IMAGE"):
+        record_beam_args(monkeypatch, tmp_path, ["--runner=PortableRunner",
+                                                 "--job_endpoint=flink:8099",
+                                                 "--sdk_container_image=gcr.io/acme/x:1"])
