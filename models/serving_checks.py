@@ -55,8 +55,15 @@ _SOF_MARKERS = tuple(m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)
 _STANDALONE = (0x01, *range(0xD0, 0xD8))
 
 
+# The reason codes a refusal can carry: ingest's (core.records.REASONS), in its checks' order.
+REASON_CODES = ("bad_box", "bad_landmarks", "image_too_large", "empty_file", "unsupported_format",
+                "undecodable_image", "truncated_image", "unsupported_color_mode",
+                "box_outside_image")
+assert set(REASON_CODES) <= set(records.REASONS)
+
+
 def _code(reason: str) -> str:
-    assert reason in records.REASONS, reason
+    assert reason in REASON_CODES, reason
     return reason
 
 
