@@ -206,6 +206,7 @@ def _decodes(data: tf.Tensor, is_jpeg: tf.Tensor) -> tf.Tensor:
     return decoded
 
 
+@tf.autograph.experimental.do_not_convert   # plain graph code: no tensor-dependent Python control flow
 def assert_servable(image_bytes: tf.Tensor, boxes: tf.Tensor,
                     landmarks: Optional[tf.SparseTensor] = None) -> tf.Operation:
     """An op that fails the request (InvalidArgumentError naming each refused input's position and

@@ -268,15 +268,18 @@ def fuzzed(draw):
         data = bytearray(draw(st.binary(max_size=600)))
     elif mutation == "magic":
         data = bytearray(draw(st.sampled_from(_OTHER_MAGICS))) + data
-    box = tuple(draw(_COORDINATE) for _ in range(4))
-    if draw(st.booleans()):
+    # Boxes mostly near the image (so that intact files get embedded), sometimes anywhere in int64.
+    if draw(st.sampled_from(["near", "near", "near", "anywhere"])) == "near":
         box = (draw(st.integers(-3, 30)), draw(st.integers(-3, 30)), draw(st.integers(10, 70)),
                draw(st.integers(10, 50)))
-    landmarks = None
-    if draw(st.booleans()):
+    else:
+        box = tuple(draw(_COORDINATE) for _ in range(4))
+    landmarks = draw(st.sampled_from([None, None, "inside", "any"]))
+    if landmarks == "inside":
+        landmarks = draw(st.lists(st.floats(0, 40, width=32), min_size=10, max_size=10))
+    elif landmarks == "any":
         landmarks = draw(st.lists(st.floats(width=32) | st.floats(-5, 70, width=32),
-                                  min_size=0, max_size=140)
-                         | st.lists(st.floats(0, 40, width=32), min_size=10, max_size=10))
+                                  min_size=0, max_size=140))
     return bytes(data), box, landmarks
 
 
@@ -348,5 +351,5 @@ def test_fuzzed_requests_are_embedded_or_refused_with_a_reason_code(serving):
 def test_fuzzed_requests_are_embedded_or_refused_with_a_reason_code_long_run(serving):
     """The long run (its number of inputs: benchmarks/results.md)."""
     before = dict(TRIED)
-    _fuzz(serving, max_examples=3000, derandomize=False)
+    _fuzz(serving, max_examples=20_000, derandomize=False)
     print("fuzzed serving calls:", {k: TRIED[k] - before[k] for k in TRIED})
