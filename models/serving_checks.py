@@ -199,8 +199,13 @@ def _decodes(data: tf.Tensor, is_jpeg: tf.Tensor) -> tf.Tensor:
                         lambda: tf.shape(tf.io.decode_png(encoded, channels=3)))
         return i, shape
 
+    # The dataset is built per request: its graph rewrites and autotuning would cost more than
+    # the decodes of a small request.
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
     decoded = (tf.data.Dataset.from_tensor_slices((tf.range(n), data, is_jpeg))
-               .map(probe).ignore_errors()
+               .map(probe).ignore_errors().with_options(options)
                .reduce(tf.zeros([n], tf.bool),
                        lambda seen, item: tf.tensor_scatter_nd_update(seen, [[item[0]]], [True])))
     return decoded
