@@ -41,8 +41,8 @@ from core import features, records
 
 LIMITS = records.IngestOptions()
 # A real JPEG has a few dozen segments before its frame header (APPn, DQT, DHT, COM); the walk
-# runs one step per segment for the whole batch, so this bounds its cost (about a millisecond per
-# hundred steps) for a file made of millions of tiny segments.
+# runs one step per segment for the whole batch, so this bounds its cost for a file made of
+# millions of tiny segments (1,024 steps take about 0.2 s: benchmarks/results.md).
 MAX_JPEG_SEGMENTS = 1024
 REFUSED = "serving request refused (reason codes: README, serving contract)"
 

@@ -145,6 +145,25 @@ def test_the_three_signatures_embed_the_stored_crop_alike(serving, transformed_s
     assert np.abs(unrounded - by_examples).max() > 1e-4
 
 
+def test_the_checks_are_graph_ops_tf_serving_runs(exported):
+    """No Python inside the SavedModel (TF Serving has no Python): no py_function anywhere in its
+    graph or function library; the checks are there (their assertion nodes)."""
+    import os
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(exported[2], "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    graph = proto.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [n for fn in graph.library.function for n in fn.node_def]
+    kinds = {n.op for n in nodes}
+    assert not kinds & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+    names = {n.name for n in nodes}
+    assert any("image_header_check" in name for name in names)
+    assert any("image_decode_check" in name for name in names)
+
+
 def verdicts_of(error: tf.errors.InvalidArgumentError):
     """{position: reason code} named by a refusal."""
     assert serving_checks.REFUSED in error.message, error.message
