@@ -17,7 +17,8 @@ The two that take image bytes refuse what ingest refuses, before any decode
 byte limit, a format other than JPEG/PNG, a CMYK JPEG, a truncated or undecodable file, an inverted
 or empty box, a box outside the image beyond ingest's tolerance, landmarks that are not 5 or 68
 finite points or lie outside the image. The InvalidArgumentError names each refused input's
-position in the batch and ingest's reason code (`input 2: image_too_large: ...`).
+position in the batch and ingest's reason code (`input 2: image_too_large: ...`). Any signature
+that takes image bytes must run serving_checks.assert_servable before the Transform, as these do.
 """
 from __future__ import annotations
 
