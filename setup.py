@@ -51,7 +51,7 @@ setup(
     ],
     extras_require={
         "kfp": ["tfx[kfp]==1.16.0", "kfp>=2.5,<3"],
-        "dev": ["pytest", "pytest-timeout", "ruff"],
+        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
         # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers.
         "viewer": ["tensorboard-plugin-fairness-indicators"],
     },

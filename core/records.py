@@ -237,26 +237,31 @@ def check_box_inside(record: FaceRecord, width: int, height: int, tolerance: flo
                        f"{width}x{height} image by more than the tolerance ({tolerance:.0%} of a side)")
 
 
-# Magic numbers of formats we recognise, to name a rejected format precisely.
-_OTHER_FORMATS = (
-    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"), (b"\x00\x00\x01\x00", "ICO"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-    (b"\xff\x0a", "JPEG XL"), (b"8BPS", "PSD"), (b"%PDF", "PDF"),
+# The file signatures, defined once: ingest's `sniff_format` and the serving graph's checks
+# (models/serving_checks.py) both read them. JPEG and PNG are accepted; each other format is a
+# tuple of (offset, bytes) parts that must all match, to name a rejected format precisely.
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+OTHER_FORMATS = (
+    (((0, b"GIF87a"),), "GIF"), (((0, b"GIF89a"),), "GIF"), (((0, b"BM"),), "BMP"),
+    (((0, b"II*\x00"),), "TIFF"), (((0, b"MM\x00*"),), "TIFF"), (((0, b"\x00\x00\x01\x00"),), "ICO"),
+    (((0, b"\x00\x00\x00\x0cjP  "),), "JPEG 2000"), (((0, b"\xff\x0a"),), "JPEG XL"),
+    (((0, b"8BPS"),), "PSD"), (((0, b"%PDF"),), "PDF"),
+    (((0, b"RIFF"), (8, b"WEBP")), "WebP"), (((4, b"ftyp"),), "HEIF/AVIF/MP4 family"),
 )
+# CMYK / YCCK JPEGs: 4 components in the frame header (Pillow's mode "CMYK").
+CMYK_COMPONENTS = 4
 
 
 def sniff_format(data: bytes) -> str:
-    if data.startswith(b"\xff\xd8\xff"):
+    """"JPEG" or "PNG", else Rejected: unsupported_format for a format of OTHER_FORMATS,
+    undecodable_image for anything else."""
+    if data.startswith(JPEG_SIGNATURE):
         return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if data.startswith(PNG_SIGNATURE):
         return "PNG"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        raise Rejected("unsupported_format", "WebP image; only JPEG and PNG are accepted")
-    if data[4:8] == b"ftyp":
-        raise Rejected("unsupported_format", f"{data[8:12].decode('latin-1')!r} (HEIF/AVIF/MP4 "
-                                             "family) file; only JPEG and PNG are accepted")
-    for magic, name in _OTHER_FORMATS:
-        if data.startswith(magic):
+    for parts, name in OTHER_FORMATS:
+        if all(data[offset:offset + len(magic)] == magic for offset, magic in parts):
             raise Rejected("unsupported_format", f"{name} image; only JPEG and PNG are accepted")
     raise Rejected("undecodable_image", f"not a JPEG or PNG file (starts with {data[:8]!r})")
 

@@ -12,8 +12,13 @@ and the one the TFLite converter and its calibration use. Given the decoded stor
 (decode_crops of the Transform's output, i.e. any crop rounded to multiples of 1/255 as
 preprocessing.quantize_crops does) it returns the other two signatures' embedding; an unrounded
 crop differs from it by the rounding, at most 0.5 / 255 per value.
-They refuse (InvalidArgumentError naming the request indices and boxes) an empty or inverted box,
-x2 <= x1 or y2 <= y1, as ingest does: cropped anyway it would give a mirrored or degenerate face.
+The two that take image bytes refuse what ingest refuses, before any decode
+(models/serving_checks.py): an image over ingest's pixel limit (read from the JPEG/PNG header) or
+byte limit, a format other than JPEG/PNG, a CMYK JPEG, a truncated or undecodable file, an inverted
+or empty box, a box outside the image beyond ingest's tolerance, landmarks that are not 5 or 68
+finite points or lie outside the image. The InvalidArgumentError names each refused input's
+position in the batch and ingest's reason code (`input 2: image_too_large: ...`). Any signature
+that takes image bytes must run serving_checks.assert_servable before the Transform, as these do.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from core import features
-from models import preprocessing
+from models import preprocessing, serving_checks
 from models.face_model import EMBEDDING
 from models.layers import l2_normalize
 
@@ -51,17 +56,6 @@ def _serving_feature_spec(raw_feature_spec: Dict) -> Dict:
     return spec
 
 
-def _assert_boxes_valid(raw_features: Dict[str, tf.Tensor]) -> tf.Operation:
-    """Fails the request unless every box has x1 < x2 and y1 < y2 (core.records' box rule)."""
-    x1, y1, x2, y2 = (tf.reshape(raw_features[k], [-1]) for k in preprocessing.BOX_KEYS)
-    bad = tf.logical_or(x2 <= x1, y2 <= y1)
-    return tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad)),
-        ["face box must have x1 < x2 and y1 < y2; request indices", tf.where(bad)[:, 0],
-         "have boxes (x1, y1, x2, y2)", tf.boolean_mask(tf.stack([x1, y1, x2, y2], axis=1), bad)],
-        summarize=20, name="box_check")
-
-
 class EmbeddingExport(tf.Module):
     def __init__(self, embedding_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                  image_size: int):
@@ -75,9 +69,10 @@ class EmbeddingExport(tf.Module):
         return l2_normalize(self.embedding_model(images, training=False)[EMBEDDING])
 
     def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        with tf.control_dependencies([_assert_boxes_valid(raw_features)]):
-            raw_features = {k: tf.identity(v) if isinstance(v, tf.Tensor) else v
-                            for k, v in raw_features.items()}
+        boxes = tf.stack([tf.reshape(raw_features[k], [-1]) for k in preprocessing.BOX_KEYS], 1)
+        check = serving_checks.assert_servable(tf.reshape(raw_features[features.IMAGE_RAW], [-1]),
+                                               boxes, raw_features.get(features.LANDMARKS))
+        raw_features = serving_checks.guarded(check, raw_features)
         transformed = self.tft_layer(raw_features)
         return {OUTPUT: self._embed(preprocessing.decode_crops(transformed[preprocessing.IMAGE],
                                                                self.image_size))}

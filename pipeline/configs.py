@@ -6,6 +6,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 import schema as schema_package
+from core.records import IngestOptions
 
 PIPELINE_NAME = "ffem-tfx"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,9 +26,10 @@ class IngestConfig:
         default_factory=lambda: {"train": "train.json", "eval": "test.json"})
     identity_split: Optional[Dict[str, int]] = None  # e.g. {"train": 9, "eval": 1} with one list
     max_bad_fraction: float = 0.01
-    max_image_pixels: int = 40_000_000
-    max_image_bytes: int = 32 * 1024 * 1024
-    box_tolerance: float = 0.02
+    # Ingest's limits: core.records.IngestOptions defines the defaults (the served model's too).
+    max_image_pixels: int = IngestOptions.max_image_pixels
+    max_image_bytes: int = IngestOptions.max_image_bytes
+    box_tolerance: float = IngestOptions.box_tolerance
     list_format: Optional[str] = None
     fingerprint_images: bool = True
     offset_labels: bool = False                      # merge lists: labels of each list shifted

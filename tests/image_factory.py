@@ -40,6 +40,17 @@ def png_bomb(width=100_000, height=100_000) -> bytes:
             + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + _png_chunk(b"IEND", b""))
 
 
+def png_bomb_decodable(width=14_000, height=14_000) -> bytes:
+    """A complete, decodable black RGB PNG of width x height: its rows compress about 1000:1, so
+    14,000 x 14,000 (196 M pixels, 588 MB decoded) is a file of about half a megabyte."""
+    row = b"\x00" * (1 + 3 * width)       # filter type 0, then the row's pixels
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
+            + _png_chunk(b"IEND", b""))
+
+
 def jpeg_declaring(width: int, height: int) -> bytes:
     """A small JPEG whose frame header is patched to declare another size."""
     data = bytearray(jpeg(16, 16))
