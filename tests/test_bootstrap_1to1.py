@@ -29,6 +29,18 @@ def literal_of(data, units, weights, threshold):
                                       data["groups"], units, weights, threshold)
 
 
+def summary_and_literal(shape, fmr_bootstrap):
+    """(verification summary, literal replicates per scope, scopes) of random data of `shape`
+    (exact_random_data's arguments) at target FMR 0.05, with the FMR path it must have taken."""
+    embeddings, labels, groups = exact_random_data(*shape)
+    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
+    metrics, units, weights = evaluated(data, config(target_fmr=0.05))
+    summary = metrics["verification"]
+    assert summary["fmr_bootstrap"] == fmr_bootstrap
+    replicates = literal_of(data, units, weights, summary["threshold"])
+    return summary, replicates, ["overall"] + sorted(set(groups.tolist()))
+
+
 def width(interval):
     return interval[1] - interval[0]
 
@@ -46,13 +58,8 @@ def config(**kwargs):
 
 
 def test_every_1to1_interval_equals_the_literal_identity_bootstrap():
-    embeddings, labels, groups = exact_random_data(8, 180, 8)
-    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
-    metrics, units, weights = evaluated(data, config(target_fmr=0.05))
-    summary = metrics["verification"]
-    assert summary["fmr_bootstrap"] == "exact"
-    replicates = literal_of(data, units, weights, summary["threshold"])
-    for scope in ["overall"] + sorted(set(groups.tolist())):
+    summary, replicates, scopes = summary_and_literal((8, 180, 8), "exact")
+    for scope in scopes:
         for key in ("fnmr", "fmr"):
             assert_same_interval(summary[scope][f"{key}_ci"],
                                  literal.percentile(replicates[scope][key]), (scope, key))
@@ -98,13 +105,8 @@ def test_first_order_fmr_intervals_agree_with_the_literal_bootstrap(monkeypatch)
     # w_a + w_b - 1. On groups of ~50 identities its intervals are close to the literal ones (the
     # old weight w_a + w_b gave about half their width).
     monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", 0)
-    embeddings, labels, groups = exact_random_data(10, 420, 16)
-    data = {"embeddings": embeddings, "labels": labels, "groups": groups}
-    metrics, units, weights = evaluated(data, config(target_fmr=0.05))
-    summary = metrics["verification"]
-    assert summary["fmr_bootstrap"] == "first_order"
-    replicates = literal_of(data, units, weights, summary["threshold"])
-    for scope in ["overall"] + sorted(set(groups.tolist())):
+    summary, replicates, scopes = summary_and_literal((10, 420, 16), "first_order")
+    for scope in scopes:
         expected = literal.percentile(replicates[scope]["fmr"])
         ratio = width(summary[scope]["fmr_ci"]) / width(expected)
         assert 0.8 <= ratio <= 1.25, (scope, ratio)
