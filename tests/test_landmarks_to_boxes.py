@@ -1,4 +1,5 @@
-"""tools/landmarks_to_boxes: landmark files of RFW, VGGFace2 and Trillion Pairs -> the face list.
+"""core.landmark_files and its CLI (tools/landmarks_to_boxes): landmark files of RFW, VGGFace2 and
+Trillion Pairs -> the face list.
 
 Expected boxes are computed here from the documented formula (eyes' midpoint e, mouth's midpoint m,
 square side 3 * max(|right eye - left eye|, |m - e|), centre e + 0.25 (m - e), rounded half up),
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core import landmark_files as l2b
 from core import records as ingest_records
-from tools import landmarks_to_boxes as l2b
+from core.landmark_files import vggface2
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -184,7 +186,7 @@ def test_rfw_race_from_group_or_file_name(tmp_path):
 
 def vggface2_files(folder):
     landmarks = write(folder / "loose_landmark_train.csv", [
-        ",".join(l2b.VGGFACE2_LANDMARK_HEADER),
+        ",".join(vggface2.VGGFACE2_LANDMARK_HEADER),
         '"n000002/0001_01",' + numbers(A, ","),       # 2
         '"n000002/0002_01",' + numbers(D, ","),       # 3
         '"n000001/0001_01",' + numbers(B, ","),       # 4 duplicate of 7
@@ -416,7 +418,7 @@ def test_cli_writes_the_list_and_exits_2_above_the_bad_fraction(tmp_path):
 
 def test_cli_clean_vggface2_run_and_file_errors(tmp_path):
     landmarks = write(tmp_path / "loose_landmark_test.csv", [
-        ",".join(l2b.VGGFACE2_LANDMARK_HEADER),
+        ",".join(vggface2.VGGFACE2_LANDMARK_HEADER),
         '"n000009/0001_01",' + numbers(A, ","),
         '"n000008/0001_01",' + numbers(B, ","),
     ])

@@ -115,17 +115,17 @@ def test_tools_read_lists_with_the_ingest_checks(tmp_path, key, reason):
 
 
 def test_landmark_converter_rejects_symlinks_leaving_the_image_root(tmp_path):
-    from tools import landmarks_to_boxes
+    from core.landmark_files import conversion, lines
 
     root = tmp_path / "root"
     (root / "African").mkdir(parents=True)
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "m.0abc_0001.jpg").write_bytes(images.jpeg(200, 200))
     os.symlink(tmp_path / "outside", root / "African" / "m.0abc")
-    face = landmarks_to_boxes._Face("African/m.0abc/m.0abc_0001.jpg", "m.0abc", (10, 10, 90, 90),
-                                    "African_lmk.txt", 1, "line")
-    with pytest.raises(landmarks_to_boxes._LineError) as info:
-        landmarks_to_boxes._check_image(face, str(root), clip=False)
+    face = lines.Face("African/m.0abc/m.0abc_0001.jpg", "m.0abc", (10, 10, 90, 90),
+                      "African_lmk.txt", 1, "line")
+    with pytest.raises(lines.LineError) as info:
+        conversion.check_image(face, str(root), clip=False)
     assert info.value.reason == "path_escape"
 
 
@@ -193,14 +193,14 @@ def test_tools_name_the_list_and_the_reason_of_a_bad_list(tmp_path, text, messag
 
 
 def test_landmark_converter_names_a_named_pipe_and_does_not_open_it(tmp_path):
+    from core.landmark_files import conversion, lines
     from tests.test_ingest_records import fifo_watchdog
-    from tools import landmarks_to_boxes
 
     (tmp_path / "African" / "m.0abc").mkdir(parents=True)
     fifo = tmp_path / "African" / "m.0abc" / "m.0abc_0001.jpg"
     os.mkfifo(fifo)
-    face = landmarks_to_boxes._Face("African/m.0abc/m.0abc_0001.jpg", "m.0abc", (10, 10, 90, 90),
-                                    "African_lmk.txt", 1, "line")
-    with fifo_watchdog([fifo]), pytest.raises(landmarks_to_boxes._LineError) as info:
-        landmarks_to_boxes._check_image(face, str(tmp_path), clip=False)
+    face = lines.Face("African/m.0abc/m.0abc_0001.jpg", "m.0abc", (10, 10, 90, 90),
+                      "African_lmk.txt", 1, "line")
+    with fifo_watchdog([fifo]), pytest.raises(lines.LineError) as info:
+        conversion.check_image(face, str(tmp_path), clip=False)
     assert info.value.reason == "unreadable_image" and "named pipe" in info.value.detail
