@@ -127,10 +127,6 @@ def _read_json_lines(stream: BinaryIO, name: str) -> Iterator[Item]:
         index += 1
 
 
-class _NeedMoreInput(Exception):
-    pass
-
-
 class _ObjectReader:
     """Incremental parser for a JSON object whose values are parsed one at a time.
 

@@ -68,7 +68,6 @@ REQUIRED_FIELDS = (features.LABEL, *features.BOX_KEYS)
 INT64_MAX = (1 << 63) - 1
 MAX_KEY_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
-UNGROUPED = "ungrouped"
 
 
 @dataclass(frozen=True)
@@ -107,9 +106,9 @@ class FaceRecord:
 
     @property
     def group(self) -> str:
-        """The first path component (the original's race), or UNGROUPED for a key without folders."""
+        """The first path component (the original's race), or features.UNGROUPED for a key without folders."""
         head, sep, _ = self.key.partition("/")
-        return head if sep else UNGROUPED
+        return head if sep else features.UNGROUPED
 
 
 @dataclass(frozen=True)

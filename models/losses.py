@@ -50,11 +50,6 @@ def cosface_logits(cosine: tf.Tensor, labels: tf.Tensor, margin: float = 0.35,
     return scale * tf.where(_target_mask(labels, cosine), cos_theta - margin, cos_theta)
 
 
-def scaled_cosine_logits(cosine: tf.Tensor, scale: float = 30.0) -> tf.Tensor:
-    """Normalized softmax without a margin (NormFace): s·cos θ_j for every class."""
-    return scale * clip_cosine(cosine)
-
-
 def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Per-example cross-entropy computed from logits (never from softmax probabilities)."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
