@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
-from typing import Iterable, List, Optional, Set
+from typing import Iterable, Iterator, List, Optional, Set, Tuple
 
 from pipeline.configs import REPO_ROOT
 
@@ -32,23 +32,29 @@ def _package_inits(module: str, root: str) -> List[str]:
     return [path for path in inits if os.path.isfile(path)]
 
 
-def _imported_modules(path: str, module: str) -> Iterable[str]:
-    """Every module an import statement in the file may refer to (absolute and relative)."""
-    with open(path, "rb") as f:
-        tree = ast.parse(f.read(), filename=path)
-    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
-    for node in ast.walk(tree):
+def imported_modules(source: str, module: str, is_package: bool = False) -> Iterator[Tuple[int, str]]:
+    """(line, module) for every module an import statement in `source` may refer to, at any depth
+    (function-level imports too), absolute and relative. `module` is the source's dotted name;
+    `is_package` says it is a package's `__init__` (relative imports then start from it)."""
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            yield from ((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, base] if base else anchor)
-            yield base
+            yield node.lineno, base
             # `from package import module` names a module, `from module import name` does not:
-            # both are tried, and only files that exist count.
-            yield from (f"{base}.{alias.name}" for alias in node.names)
+            # both are yielded; the caller keeps what it can resolve.
+            yield from ((node.lineno, f"{base}.{alias.name}") for alias in node.names)
+
+
+def _imported_modules(path: str, module: str) -> Iterable[str]:
+    with open(path, "rb") as f:
+        source = f.read()
+    return (name for _, name in imported_modules(source, module, path.endswith("__init__.py")))
 
 
 def module_closure(*modules: str, root: str = REPO_ROOT) -> List[str]:

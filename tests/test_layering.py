@@ -6,11 +6,11 @@ thin TFX components; pipeline builds and runs them; runners, the converter CLI, 
 sit on top. A module may import from its own layer or below, and a component only from its own
 package, the shared `components.artifacts`, or lower layers (the package root may re-export).
 """
-import ast
 import os
 import subprocess
-from typing import Iterator, List, Tuple
+from typing import List
 
+from pipeline.code_version import imported_modules
 from tests.conftest import REPO_ROOT
 
 LAYERS = {"core": 0, "schema": 0, "system": 0, "models": 1, "components": 2, "pipeline": 3,
@@ -28,29 +28,12 @@ def module_name(relative_path: str) -> str:
     return ".".join(parts)
 
 
-def imports(source: str, module: str) -> Iterator[Tuple[int, str]]:
-    """(line, imported module) for every import, at any depth (function-level ones too)."""
-    package = module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, base] if base else anchor)
-            yield node.lineno, base
-            for alias in node.names:
-                yield node.lineno, f"{base}.{alias.name}"
-
-
-def violations(source: str, module: str) -> List[str]:
+def violations(source: str, module: str, is_package: bool = False) -> List[str]:
     top = module.split(".")[0]
     if top not in LAYERS:
         return []
     found = []
-    for line, imported in imports(source, module):
+    for line, imported in imported_modules(source, module, is_package):
         target = imported.split(".")[0]
         if top == "core" and target in HEAVY_LIBRARIES:
             found.append(f"{module}:{line} imports {imported}: core must not import TensorFlow/TFX/Beam")
@@ -78,7 +61,7 @@ def test_every_import_points_down():
     found = []
     for relative in project_sources():
         with open(os.path.join(REPO_ROOT, relative)) as f:
-            found += violations(f.read(), module_name(relative))
+            found += violations(f.read(), module_name(relative), relative.endswith("__init__.py"))
     assert not found, "\n".join(found)
 
 
