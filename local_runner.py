@@ -5,7 +5,7 @@
     python local_runner.py --data-root /data/rfw --image-root /data/rfw/images --preset production
     python local_runner.py --config experiments/cosface.json --epochs 5
 
-The sample data is generated first when it is missing (tools/make_sample_data.py). The run prints
+The sample data is generated first when it is missing (pipeline/sample_data.py). The run prints
 one line per component as it finishes and one per training epoch; everything else (TensorFlow, Beam
 and TFX logs) goes to <pipeline root>/logs/run-<time>.log, or to the terminal with -v. The run ends
 by printing where the evaluation report and the pushed model are.
@@ -140,87 +140,12 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     return config
 
 
-def ensure_sample_data(config: configs.PipelineConfig, seed: int, say=print) -> None:
-    """Generates the sample data when the default data root is used and its lists are missing;
-    `say` tells the user (a console line)."""
-    if config.ingest.data_root != configs.SAMPLE_DATA_DIR:
-        return
-    lists = [os.path.join(config.ingest.data_root, p) for p in config.ingest.list_files.values()]
-    if all(os.path.exists(p) for p in lists):
-        return
-    from tools import make_sample_data
-
-    say(f"Generating the sample data in {config.ingest.data_root} ...")
-    make_sample_data.generate(config.ingest.data_root, seed=seed)
-
-
-def resolve_evaluate_model(config: configs.PipelineConfig, say=print) -> None:
-    """Turns `config.evaluate_model` into the URI of a Model artifact directory (Format-Serving/
-    holding the SavedModel) for the pipeline's Importer, in place:
-
-    * pretrained:NAME: exported once into <pipeline root>/imported_models/NAME (the network with
-      the pipeline's Transform at its crop recipe and size, which this run then uses too);
-    * a Model artifact directory: as it is;
-    * a SavedModel directory (e.g. a pushed version): copied into <pipeline root>/imported_models/
-      (an artifact must not change under the metadata that records it).
-    """
-    import hashlib
-    import shutil
-
-    spec = config.evaluate_model
-    if "://" in spec:
-        return
-    from models.pretrained import export_pretrained
-
-    name = export_pretrained.parse(spec)
-    imported = os.path.join(config.pipeline_root, "imported_models")
-    if name is not None:
-        settings = export_pretrained.TRANSFORM_SETTINGS
-        config.crop, config.image_size = settings["crop"], settings["image_size"]
-        target = os.path.join(imported, name)
-        if not os.path.exists(os.path.join(target, "Format-Serving", "saved_model.pb")):
-            say(f"Exporting {spec} (face-api's weights, the {config.crop} crop) to {target} ...")
-        config.evaluate_model = export_pretrained.export(target, config.schema_path)
-        return
-    path = os.path.abspath(spec)
-    if os.path.isfile(os.path.join(path, "Format-Serving", "saved_model.pb")):
-        config.evaluate_model = path
-        return
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"--evaluate-model {spec!r}: no SavedModel there (neither "
-                                f"saved_model.pb nor Format-Serving/saved_model.pb)")
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        digest = hashlib.sha256(path.encode() + f.read()).hexdigest()[:16]
-    target = os.path.join(imported, digest)
-    if not os.path.isdir(target):
-        shutil.copytree(path, os.path.join(target + ".partial", "Format-Serving"))
-        os.replace(target + ".partial", target)
-    config.evaluate_model = target
-
-
 def print_outcome(config: configs.PipelineConfig) -> None:
-    from tools import review
+    from pipeline import runs
 
-    runs = review.list_runs(review.open_store(config.metadata_path))
-    if not runs:
-        return
-    run = runs[-1]
-    print(f"\nRun {run['run_id']} finished.")
-    if run["recall_at_1"]:
-        print(f"Recall@1 on unseen identities: {review.format_recall(run['recall_at_1'])}")
-        pixels = review.pixel_recall_at_1(review.read_metrics(run))
-        if pixels:
-            print(f"Raw-pixel nearest neighbour:    {review.format_recall(pixels)}")
-        print(f"Blessed: {'yes' if run['blessed'] else 'no'}")
-        print(f"Report: {run['report']}")
-    if run["pushed"]:
-        print(f"Pushed model: {run['pushed_to']}")
-        if run["tflite_uri"]:
-            print(f"TFLite models: {run['tflite_uri']}")
-    elif run["pushed"] is not None:
-        print(f"Nothing pushed (the model was not blessed); serving dir: "
-              f"{config.serving_model_dir}")
-    print(f"Review runs: python -m tools.review --metadata {config.metadata_path} list")
+    text = runs.outcome_text(config)
+    if text:
+        print(text)
 
 
 def run(argv: Optional[List[str]] = None, keep_log_until_exit: bool = False
@@ -264,7 +189,7 @@ def _run_pipeline(args: argparse.Namespace, config: configs.PipelineConfig,
 
     from tfx import v1 as tfx
 
-    from pipeline import recovery
+    from pipeline import model_import, recovery, sample_data
     from pipeline.pipeline import beam_pipeline_args, create_pipeline
 
     try:
@@ -272,10 +197,10 @@ def _run_pipeline(args: argparse.Namespace, config: configs.PipelineConfig,
         beam_pipeline_args(config)      # remote Beam workers without the project's code: refused
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    ensure_sample_data(config, args.sample_seed, say=console.print)
+    sample_data.ensure_sample_data(config, args.sample_seed, say=console.print)
     if config.evaluate_model:
         try:
-            resolve_evaluate_model(config, say=console.print)
+            model_import.resolve_evaluate_model(config, say=console.print)
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(f"error: {e}") from None
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)

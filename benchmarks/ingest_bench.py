@@ -31,12 +31,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def ensure_images(cache: str, images: int) -> str:
     """A generated data set of at least `images` images in train.json (reused across runs)."""
-    from tools import make_sample_data
+    from pipeline import sample_data
 
     identities = max(4, -(-images // 10))
     marker = os.path.join(cache, f"ingest-{identities}x10")
     if not os.path.exists(os.path.join(marker, "train.json")):
-        make_sample_data.generate(marker, seed=7, train_identities=identities, train_images=10,
+        sample_data.generate(marker, seed=7, train_identities=identities, train_images=10,
                                   test_identities=4, test_images=4, progress=False)
     return marker
 

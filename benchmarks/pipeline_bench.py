@@ -29,11 +29,11 @@ def demo_runs(work: str, data_dir: Optional[str] = None,
     """
     times = {"generate": 0.0}
     if data_dir is None:
-        from tools import make_sample_data
+        from pipeline import sample_data
 
         data_dir = os.path.join(work, "data")
         start = time.perf_counter()
-        make_sample_data.generate(data_dir, seed=0, progress=False)
+        sample_data.generate(data_dir, seed=0, progress=False)
         times["generate"] = time.perf_counter() - start
     command = [sys.executable, os.path.join(REPO, "local_runner.py"), "--data-root", data_dir,
                "--pipeline-root", os.path.join(work, "root"),

@@ -146,9 +146,9 @@ def _pipeline_stages(quick: bool) -> List[str]:
     with tempfile.TemporaryDirectory() as work:
         print("demo (cold, then cached) ...", flush=True)
         if quick:
-            from tools import make_sample_data
+            from pipeline import sample_data
             data = os.path.join(work, "data")
-            make_sample_data.generate(data, seed=0, train_identities=8, train_images=3,
+            sample_data.generate(data, seed=0, train_identities=8, train_images=3,
                                       test_identities=4, test_images=4, progress=False)
             times = pipeline_bench.demo_runs(work, data, ["--epochs", "1", "--batch-size", "8",
                                                           "--image-size", "32",

@@ -14,10 +14,10 @@ LONDON_FACES = os.path.join(TESTS_DIR, "data", "london_faces")
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory):
     """A few dozen generated images: 12 train identities x 3, 8 unseen identities x 4."""
-    from tools import make_sample_data
+    from pipeline import sample_data
 
     out = str(tmp_path_factory.mktemp("sample"))
-    make_sample_data.generate(out, seed=1, train_identities=12, train_images=3, test_identities=8,
+    sample_data.generate(out, seed=1, train_identities=12, train_images=3, test_identities=8,
                               test_images=4, workers=2, progress=False)
     return out
 

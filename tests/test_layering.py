@@ -17,6 +17,10 @@ LAYERS = {"core": 0, "schema": 0, "system": 0, "models": 1, "components": 2, "pi
           "local_runner": 4, "kubeflow_runner": 4, "generate_tfrecord": 4, "tools": 4,
           "benchmarks": 4}
 SHARED_COMPONENT_MODULES = {"components", "components.artifacts"}
+# Entry points share code through pipeline/ and below, not through each other: a tool never imports
+# a runner (it runs one as a command), a runner no tool. The one exception: a benchmark measures a
+# tool, so benchmarks may import tools.
+ENTRY_POINT_IMPORTS_ALLOWED = {("benchmarks", "tools")}
 HEAVY_LIBRARIES = ("tensorflow", "tensorflow_transform", "tfx", "tfx_bsl", "apache_beam", "keras",
                    "tf_keras", "tensorflow_model_analysis")
 
@@ -41,6 +45,9 @@ def violations(source: str, module: str, is_package: bool = False) -> List[str]:
             continue
         if LAYERS[target] > LAYERS[top]:
             found.append(f"{module}:{line} imports {imported} from a layer above it")
+        elif LAYERS[top] == LAYERS[target] == LAYERS["tools"] and target != top and \
+                (top, target) not in ENTRY_POINT_IMPORTS_ALLOWED:
+            found.append(f"{module}:{line} imports {imported}: entry points do not import each other")
         if top == "components" == target and module != "components":   # the root may re-export
             own = ".".join(module.split(".")[:2])
             other = ".".join(imported.split(".")[:2])
@@ -80,5 +87,8 @@ def test_the_check_catches_an_upward_import_a_tensorflow_import_in_core_and_a_bo
     assert not violations("from components.artifacts import split_files\n"
                           "from components.recall_evaluator import gate\n",
                           "components.recall_evaluator.component")
+    assert violations("import local_runner\n", "tools.review_pretrained")
+    assert violations("def f():\n    from tools import review\n", "local_runner")
+    assert violations("from benchmarks import common\n", "tools.review")
     assert not violations("from pipeline import configs\nfrom tools import face_lists\n",
                           "benchmarks.run")

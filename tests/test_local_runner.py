@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import local_runner
-from pipeline import configs
+from pipeline import configs, sample_data
 
 
 def test_beam_args_take_everything_after_them(tmp_path):
@@ -35,7 +35,7 @@ def test_runner_options_are_hidden_from_tfx_executors(tmp_path, monkeypatch):
             seen["beam_args"] = list(pipeline.beam_pipeline_args)
 
     monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", RecordingRunner)
-    monkeypatch.setattr(local_runner, "ensure_sample_data", lambda config, seed, say: None)
+    monkeypatch.setattr(sample_data, "ensure_sample_data", lambda config, seed, say: None)
     monkeypatch.setattr(local_runner, "print_outcome", lambda config: None)
     argv = ["local_runner.py", "-v", "--pipeline-root", str(tmp_path / "root"), "--metadata",
             str(tmp_path / "m.sqlite"), "--beam-args", "--direct_num_workers=2"]
@@ -186,7 +186,7 @@ def record_beam_args(monkeypatch, tmp_path, beam_args):
             seen["beam_args"] = list(pipeline.beam_pipeline_args)
 
     monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", RecordingRunner)
-    monkeypatch.setattr(local_runner, "ensure_sample_data", lambda config, seed, say: None)
+    monkeypatch.setattr(sample_data, "ensure_sample_data", lambda config, seed, say: None)
     monkeypatch.setattr(local_runner, "print_outcome", lambda config: None)
     local_runner.run(["--pipeline-root", str(tmp_path / "root"), "--metadata",
                       str(tmp_path / "m.sqlite"), "--beam-args", *beam_args])

@@ -3,12 +3,12 @@ import pytest
 
 from benchmarks import loss_quality
 from models.face_model import LOSSES
-from tools import make_sample_data
+from pipeline import sample_data
 
 
 @pytest.mark.slow
 def test_every_loss_beats_its_untrained_network(tmp_path):
-    make_sample_data.generate(str(tmp_path), seed=3, train_identities=40, train_images=8,
+    sample_data.generate(str(tmp_path), seed=3, train_identities=40, train_images=8,
                               test_identities=16, test_images=5, workers=2, progress=False)
     rows = loss_quality.run(str(tmp_path), epochs=8, image_size=32, losses=list(LOSSES))
     by_loss = {row["loss"]: row for row in rows}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools import make_sample_data as gen
+from pipeline import sample_data as gen
 
 
 def digest_tree(root):

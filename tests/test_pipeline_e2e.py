@@ -17,6 +17,7 @@ from tfx import v1 as tfx
 
 from core import json_safe
 from pipeline import configs
+from pipeline import runs as pipeline_runs
 from pipeline.pipeline import create_pipeline
 from tests.pipeline_helpers import node_executions, open_store, output_artifacts, state_name
 from tests.trainer_helpers import TINY_TRAINING
@@ -139,21 +140,21 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplo
     assert tflite3.custom_properties["exported"].int_value == 0     # nothing pushed, nothing made
 
     # The review command sees all three runs.
-    runs = review.list_runs(store)
+    runs = pipeline_runs.list_runs(store)
     assert len(runs) == 3
     assert [r["model_id"] for r in runs][:2] == [model1.id, model2.id]
     assert runs[0]["blessed"] and runs[0]["pushed"]
     assert runs[-1]["recall_at_1"] == {k: v["recall@1"] for k, v in metrics["candidate"].items()}
     assert review.main(["--metadata", str(tmp_path / "m.sqlite"), "report", "-1"]) == 0
-    table = review.format_compare(runs[0], runs[1])
+    table = pipeline_runs.format_compare(runs[0], runs[1])
     assert "west" in table and "change" in table
-    listing = review.format_list(runs).splitlines()
+    listing = pipeline_runs.format_list(runs).splitlines()
     assert listing[0].split()[:4] == ["run", "started", "model", "overall"]
     assert [line.split()[-2:] for line in listing[1:]] == [["yes", "yes"], ["yes", "yes"],
                                                           ["no", "no"]]
     overall = f"{metrics['candidate']['overall']['recall@1']:.3f}"
     assert listing[3].split()[3] == overall
-    shown = review.format_show(runs[-1])
+    shown = pipeline_runs.format_show(runs[-1])
     assert f"overall {overall}" in shown
     pixels = metrics["pixel_baseline"]["overall"]["recall@1"]
     assert "raw pixels" in shown and f"overall {pixels:.3f}" in shown.split("raw pixels")[1]

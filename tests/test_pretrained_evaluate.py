@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import local_runner
-from pipeline import configs
+from pipeline import configs, model_import
 from pipeline import pipeline as pipeline_module
 from tests.conftest import LONDON_FACES
 from tests.test_pretrained import face_api_package  # noqa: F401 (fixture)
@@ -59,7 +59,7 @@ def test_a_savedmodel_directory_is_copied_into_a_model_artifact_and_a_wrong_one_
     saved.mkdir(parents=True)
     (saved / "saved_model.pb").write_bytes(b"graph")
     config = configs.PipelineConfig(pipeline_root=str(tmp_path / "root"), evaluate_model=str(saved))
-    local_runner.resolve_evaluate_model(config, say=lambda _: None)
+    model_import.resolve_evaluate_model(config, say=lambda _: None)
     assert config.evaluate_model.startswith(str(tmp_path / "root" / "imported_models"))
     with open(os.path.join(config.evaluate_model, "Format-Serving", "saved_model.pb"), "rb") as f:
         assert f.read() == b"graph"
@@ -67,15 +67,15 @@ def test_a_savedmodel_directory_is_copied_into_a_model_artifact_and_a_wrong_one_
     (artifact / "Format-Serving").mkdir(parents=True)
     (artifact / "Format-Serving" / "saved_model.pb").write_bytes(b"graph")
     config.evaluate_model = str(artifact)
-    local_runner.resolve_evaluate_model(config, say=lambda _: None)
+    model_import.resolve_evaluate_model(config, say=lambda _: None)
     assert config.evaluate_model == str(artifact)
     config.evaluate_model = str(tmp_path)
     with pytest.raises(FileNotFoundError, match="no SavedModel there"):
-        local_runner.resolve_evaluate_model(config, say=lambda _: None)
+        model_import.resolve_evaluate_model(config, say=lambda _: None)
     config.evaluate_model = "pretrained:resnet"
     with pytest.raises(ValueError, match="unknown pretrained model 'resnet'; known: "
                                          "pretrained:face_recognition_net"):
-        local_runner.resolve_evaluate_model(config, say=lambda _: None)
+        model_import.resolve_evaluate_model(config, say=lambda _: None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_review_command_runs_the_pipeline_on_all_204_photos_and_writes_the_repor
         text = f.read()
     assert "Pipeline gate" in text and "NOT BLESSED" in text
     assert "Recall@1-only gate (same settings without max_fmr_ratio): BLESSED" in text
-    from tools import review
+    from pipeline import runs as review
 
     run = review.list_runs(review.open_store(str(tmp_path / "metadata.sqlite")))[-1]
     assert run["blessed"] is False and run["pushed"] is None

@@ -3,7 +3,7 @@ runs are the dicts `list_runs` returns, metrics.json is written here)."""
 import math
 
 from core import json_safe
-from tools import review
+from pipeline import runs as review
 
 
 def run(tmp_path, name, model_id, recall, metrics):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -121,13 +122,16 @@ def main(argv=None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     work = os.path.abspath(args.work)
-    import local_runner
-    from tools import review
+    from pipeline import runs as pipeline_runs
 
-    local_runner.run(runner_arguments(work, args.max_fmr_ratio, verbose=args.verbose))
-    runs = review.list_runs(review.open_store(os.path.join(work, "metadata.sqlite")))
-    run = runs[-1]
-    metrics = review.read_metrics(run)
+    # The local runner as a command (a tool never imports a runner): its progress lines stream here.
+    command = [sys.executable, os.path.join(configs.REPO_ROOT, "local_runner.py"),
+               *runner_arguments(work, args.max_fmr_ratio, verbose=args.verbose)]
+    if subprocess.run(command, cwd=configs.REPO_ROOT).returncode != 0:
+        print("the pipeline run failed", file=sys.stderr)
+        return 1
+    run = pipeline_runs.list_runs(pipeline_runs.open_store(os.path.join(work, "metadata.sqlite")))[-1]
+    metrics = pipeline_runs.read_metrics(run)
     if metrics is None:
         print("the run wrote no evaluation", file=sys.stderr)
         return 1
