@@ -125,7 +125,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         section, _, name = key.rpartition(".")
         if name not in (layers.get(section, {}) if section else layers):
             raise ValueError(f"{flag} is required (or {key!r} in --config)")
-    base = configs.PipelineConfig(metadata_path=None, beam_pipeline_args=[])
+    base = configs.preset("production", metadata_path=None, beam_pipeline_args=[])
     config = overrides.apply(base, layers,
                              f"--config {args.config}" if args.config else "command line")
     # Read inside the container: the schema as the image holds it.
@@ -200,13 +200,13 @@ def run(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     try:
         config = build_config(args)
-        replicas = (args.trainer_gpus or 1) * args.trainer_workers
-        overrides.check_training(config.training,
-                                 replicas=replicas if replicas > 1 or args.trainer_gpus else None)
         if args.submit and not (args.endpoint or (args.vertex_project and args.region)):
             raise ValueError("--submit needs --endpoint (KFP) or --vertex-project and --region "
                              "(Vertex AI Pipelines)")
-        from pipeline.pipeline import beam_pipeline_args, create_pipeline
+        from pipeline.pipeline import beam_pipeline_args, check_config, create_pipeline
+
+        replicas = (args.trainer_gpus or 1) * args.trainer_workers
+        check_config(config, replicas=replicas if replicas > 1 or args.trainer_gpus else None)
 
         beam_args = beam_pipeline_args(config)
     except ValueError as e:

@@ -25,9 +25,10 @@ from pipeline import configs, overrides, progress
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("demo", "production"), default="demo",
-                        help="demo: small CNN on 64x64 crops (minutes on a CPU); production: the "
-                             "original's ResNet50V2, 512-d, 112x112 (default: demo)")
+    parser.add_argument("--preset", choices=configs.presets(), default="demo",
+                        help="configs/NAME.json: demo, a small CNN on 64x64 crops (minutes on a "
+                             "CPU); production, the original's ResNet50V2, 512-d, 112x112, and "
+                             "the production gate (default: demo)")
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", default=None,
                       help="directory holding the face lists (default: the sample data, generated "
@@ -80,52 +81,46 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Named flags -> (section, setting); "" is the top level. Paths are made absolute.
+_FLAG_SETTINGS = (
+    ("data_root", "ingest", "data_root"), ("image_root", "ingest", "image_root"),
+    ("max_bad_fraction", "ingest", "max_bad_fraction"), ("offset_labels", "ingest", "offset_labels"),
+    ("loss", "model", "loss"), ("backbone", "model", "backbone"),
+    ("embedding_size", "model", "embedding_size"), ("epochs", "training", "epochs"),
+    ("batch_size", "training", "batch_size"), ("min_recall", "gate", "min_recall"),
+    ("max_drop", "gate", "max_drop"), ("pipeline_root", "", "pipeline_root"),
+    ("metadata", "", "metadata_path"), ("serving_dir", "", "serving_model_dir"),
+    ("warm_start", "", "warm_start"), ("last_stage", "", "last_stage"),
+    ("evaluate_model", "", "evaluate_model"), ("crop", "", "crop"))
+_PATH_FLAGS = ("data_root", "image_root", "pipeline_root", "metadata", "serving_dir")
+
+
 def flag_overrides(args: argparse.Namespace) -> Dict[str, Any]:
     """This command's flags as an overrides dict (pipeline/overrides.py): only flags given. The
-    named Trainer and gate flags come first, so `--training`/`--gate` pairs win over them."""
-    ingest: Dict[str, Any] = {}
-    for flag, key in (("data_root", "data_root"), ("image_root", "image_root")):
-        if getattr(args, flag):
-            ingest[key] = os.path.abspath(getattr(args, flag))
-    if args.max_bad_fraction is not None:
-        ingest["max_bad_fraction"] = args.max_bad_fraction
-    if args.offset_labels:
-        ingest["offset_labels"] = True
-    training = {key: getattr(args, key) for key in ("loss", "backbone", "embedding_size",
-                                                    "epochs", "batch_size")
-                if getattr(args, key) is not None}
-    gate = {key: getattr(args, key) for key in ("min_recall", "max_drop")
-            if getattr(args, key) is not None}
+    named flags come first, so `--model`/`--training`/`--gate` pairs win over them."""
+    layer: Dict[str, Any] = {}
+    for flag, section, key in _FLAG_SETTINGS:
+        value = getattr(args, flag)
+        if value is None or value is False:
+            continue
+        value = os.path.abspath(value) if flag in _PATH_FLAGS else value
+        (layer.setdefault(section, {}) if section else layer)[key] = value
     if args.group_min_recall:
-        gate["group_min_recall"] = overrides.parse_pairs(
+        layer.setdefault("gate", {})["group_min_recall"] = overrides.parse_pairs(
             args.group_min_recall, "--group-min-recall", "float", "GROUP=BAR")
-    top: Dict[str, Any] = {}
-    for flag, key in (("pipeline_root", "pipeline_root"), ("metadata", "metadata_path"),
-                      ("serving_dir", "serving_model_dir")):
-        if getattr(args, flag):
-            top[key] = os.path.abspath(getattr(args, flag))
-    if args.warm_start:
-        top["warm_start"] = args.warm_start
-    if args.last_stage:
-        top["last_stage"] = args.last_stage
     if args.no_cache:
-        top["enable_cache"] = False
-    if args.evaluate_model:
-        top["evaluate_model"] = args.evaluate_model
-        if not args.push and not args.last_stage:
-            top["last_stage"] = "evaluate"
-    if args.crop:
-        top["crop"] = args.crop
+        layer["enable_cache"] = False
+    if args.evaluate_model and not args.push and not args.last_stage:
+        layer["last_stage"] = "evaluate"
     if args.beam_args is not None:
-        top["beam_pipeline_args"] = list(args.beam_args)
-    return overrides.merge({"ingest": ingest, "training": training, "gate": gate, **top},
-                           overrides.from_arguments(args))
+        layer["beam_pipeline_args"] = list(args.beam_args)
+    return overrides.merge(layer, overrides.from_arguments(args))
 
 
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     """The preset, then --config FILE, then the flags: each layer wins over the one before.
     Local paths from the file are taken relative to the working directory, as flags are."""
-    config = configs.demo_config() if args.preset == "demo" else configs.PipelineConfig()
+    config = configs.preset(args.preset)
     file_layer = overrides.load_file(args.config) if args.config else {}
     flags = flag_overrides(args)
     overrides.check_keys(flags, "command line")
@@ -190,10 +185,10 @@ def _run_pipeline(args: argparse.Namespace, config: configs.PipelineConfig,
     from tfx import v1 as tfx
 
     from pipeline import model_import, recovery, sample_data
-    from pipeline.pipeline import beam_pipeline_args, create_pipeline
+    from pipeline.pipeline import beam_pipeline_args, check_config, create_pipeline
 
     try:
-        overrides.check_training(config.training)
+        check_config(config)
         beam_pipeline_args(config)      # remote Beam workers without the project's code: refused
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None

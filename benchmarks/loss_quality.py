@@ -20,8 +20,9 @@ import tensorflow as tf
 
 from benchmarks.common import train_on_crops
 from core.recall import recall_at_k
+from core.settings.model import LOSSES
 from models import trainer
-from models.face_model import LOSSES, build_embedding_model, embed
+from models.face_model import build_embedding_model, embed
 from tools import face_lists
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +54,7 @@ def run(data_dir: str, epochs: int, image_size: int, losses: List[str]) -> List[
     test_x, test_y, test_g = load_crops(data_dir, "test.json", image_size)
     rows = [{"loss": "raw pixels", "untrained": None,
              "trained": recall_of(test_x.reshape(len(test_x), -1), test_y, test_g)}]
-    settings = dict(configs.DEMO_TRAINING, epochs=epochs)
+    settings = dict(configs.trainer_settings(configs.preset("demo")), epochs=epochs)
     for loss in losses:
         tf.keras.utils.set_random_seed(0)
         config, training = trainer.configs_from_settings({**settings, "loss": loss}, image_size)

@@ -128,7 +128,8 @@ def recall_comparison(data_dir: str, epochs: int, rates=(1.0, 0.3), image_size: 
     for rate in rates:
         tf.keras.utils.set_random_seed(0)
         config, training = trainer.configs_from_settings(
-            dict(configs.DEMO_TRAINING, epochs=epochs, sample_rate=rate), image_size)
+            dict(configs.trainer_settings(configs.preset("demo")), epochs=epochs, sample_rate=rate),
+            image_size)
         embedding_model = build_embedding_model(config)
         model = train_on_crops(embedding_model, config, training, train_x, train_y, epochs)
         rows.append({"sample_rate": rate, "columns": model.num_sample,

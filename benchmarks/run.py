@@ -166,7 +166,7 @@ def _pipeline_stages(quick: bool) -> List[str]:
                                                           "transformed_examples", "*"))
         graph = pipeline_bench._latest(os.path.join(root, "Transform", "transform_graph", "*"))
         from pipeline import configs
-        config = dict(configs.DEMO_TRAINING, batch_size=8 if quick else 64)
+        config = dict(configs.trainer_settings(configs.preset("demo")), batch_size=8 if quick else 64)
         rows = train_bench.run(transformed, graph, config, steps=3 if quick else 40,
                                repeats=1 if quick else 3)
         sections += ["## Training throughput", "", train_bench.markdown_table(rows, config), "",

@@ -103,7 +103,8 @@ def plain_fit(transformed_uri: str, config: Dict, steps: int) -> float:
     label = keras.Input((), dtype=tf.int64)
     cosine = CosineClassifier(int(labels.max()) + 1)(embedding_model(image)[EMBEDDING])
     logits = keras.layers.Lambda(lambda args: losses.arcface_logits(
-        args[0], args[1], model_config.margin, model_config.scale))([cosine, label])
+        args[0], args[1], model_config.loss_value("margin"),
+        model_config.loss_value("scale")))([cosine, label])
     model = keras.Model([image, label], logits)
     model.compile(optimizer=keras.optimizers.Adam(config.get("learning_rate", 1e-3)),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -1,10 +1,5 @@
-"""The embedding network and the training models of the original, selectable by name.
-
-    SoftmaxCenter     L2-softmax (α = 30) + center loss (weight 1e-3), Wen et al.'s center update
-    ArcFace           s = 60, m = 0.5 ("AngularMargin", the original's name, is accepted too)
-    GroupAware        GroupFace (4 groups, intermediate 256, group loss weight 0.1) + ArcFace
-    CosFace           s = 60, m = 0.35
-    SubCenterArcFace  ArcFace over K = 3 sub-centers per class
+"""The embedding network and the training models of the original, selectable by name (the settings,
+losses and their defaults: core/settings/model.py).
 
 `sample_rate` < 1 turns on Partial FC (models/partial_fc.py) for ArcFace, GroupAware, CosFace and
 SubCenterArcFace: each optimizer step samples the global batch's identities plus uniform negatives,
@@ -16,90 +11,12 @@ per call over `accumulation_steps` micro-batches, with losses scaled to the glob
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-from typing import Any, Dict, Iterable, Optional
-
 import tensorflow as tf
 
+from core.settings.model import ModelConfig
 from models import backbones, layers, losses, partial_fc
 
 keras = tf.keras
-
-LOSS_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "SoftmaxCenter": {"scale": 30.0, "center_weight": 1e-3},
-    "ArcFace": {"scale": 60.0, "margin": 0.5},
-    "GroupAware": {"scale": 60.0, "margin": 0.5},
-    "CosFace": {"scale": 60.0, "margin": 0.35},
-    "SubCenterArcFace": {"scale": 60.0, "margin": 0.5, "subcenters": 3},
-}
-LOSSES = tuple(LOSS_DEFAULTS)
-# Older names still accepted, mapped to the loss's name in LOSSES.
-LOSS_ALIASES: Dict[str, str] = {"AngularMargin": "ArcFace"}
-
-
-def refuse_unknown_settings(kind: str, given: Iterable[str], known: Iterable[str]) -> None:
-    """ValueError naming every key of `given` that is not in `known`, each with the closest
-    known names: a misspelt setting must not be dropped silently and train with the default."""
-    known = sorted(set(known))
-    unknown = sorted(set(given) - set(known))
-    if not unknown:
-        return
-    described = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, known, n=3)
-        described.append(f"{key!r} (did you mean {' or '.join(map(repr, close))}?)" if close
-                         else f"{key!r}")
-    raise ValueError(f"unknown {kind} setting(s): {', '.join(described)}; known settings: "
-                     f"{', '.join(known)}")
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    loss: str = "ArcFace"
-    backbone: str = "resnet50v2"
-    backbone_weights: Optional[str] = None     # None, "imagenet" or a local no-top weights file
-    image_size: int = 112
-    embedding_size: int = 512
-    pooling: str = "gnap"                      # "gnap" or "average"
-    scale: Optional[float] = None              # None: the loss's default (LOSS_DEFAULTS)
-    margin: Optional[float] = None
-    subcenters: Optional[int] = None
-    center_weight: Optional[float] = None
-    center_alpha: float = 0.5                  # Wen et al.'s center learning rate α
-    num_groups: int = 4
-    group_intermediate: int = 256
-    group_weight: float = 0.1
-    sample_rate: float = 1.0                   # Partial FC: fraction of classes per step (1: all)
-
-    def __post_init__(self):
-        self.loss = LOSS_ALIASES.get(self.loss, self.loss)
-        if self.loss not in LOSS_DEFAULTS:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        for name, value in LOSS_DEFAULTS[self.loss].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        if self.pooling not in ("gnap", "average"):
-            raise ValueError(f"pooling must be 'gnap' or 'average', got {self.pooling!r}")
-        if (isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, (int, float))
-                or not 0.0 < self.sample_rate <= 1.0):
-            raise ValueError(f"sample_rate must be a number in (0, 1] (the fraction of identities "
-                             f"each step samples; 1 = full softmax), got {self.sample_rate!r}")
-        if self.sample_rate < 1.0 and self.loss == "SoftmaxCenter":
-            raise ValueError("sample_rate < 1 (Partial FC) needs a cosine head (ArcFace, GroupAware, "
-                             "CosFace or SubCenterArcFace); SoftmaxCenter's L2-softmax has a bias "
-                             "and center loss over every class")
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
-        """Every key must be a field (models.trainer.configs_from_settings splits the Trainer's
-        mixed settings)."""
-        refuse_unknown_settings("model", values, (f.name for f in dataclasses.fields(cls)))
-        return cls(**values)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 EMBEDDING = "embedding"
 GROUP_LOGITS = "group_logits"
@@ -133,8 +50,8 @@ def build_embedding_model(config: ModelConfig, synchronized_bn: bool = False) ->
 
 def _head_for(config: ModelConfig, num_classes: int) -> keras.layers.Layer:
     if config.loss == "SoftmaxCenter":
-        return layers.L2SoftmaxClassifier(num_classes, alpha=config.scale, name="l2_softmax")
-    subcenters = config.subcenters if config.loss == "SubCenterArcFace" else 1
+        return layers.L2SoftmaxClassifier(num_classes, alpha=config.loss_value("scale"), name="l2_softmax")
+    subcenters = config.loss_value("subcenters") if config.loss == "SubCenterArcFace" else 1
     if config.sample_rate < 1.0:
         return partial_fc.PartialFCClassifier(num_classes, subcenters=subcenters, name="partial_fc")
     return layers.CosineClassifier(num_classes, subcenters=subcenters, name="class_weights")
@@ -145,8 +62,10 @@ def head_logits(config: ModelConfig, head_output: tf.Tensor, labels: tf.Tensor) 
     if config.loss == "SoftmaxCenter":
         return tf.cast(head_output, tf.float32)
     if config.loss == "CosFace":
-        return losses.cosface_logits(head_output, labels, config.margin, config.scale)
-    return losses.arcface_logits(head_output, labels, config.margin, config.scale)
+        return losses.cosface_logits(head_output, labels, config.loss_value("margin"),
+                                     config.loss_value("scale"))
+    return losses.arcface_logits(head_output, labels, config.loss_value("margin"),
+                                 config.loss_value("scale"))
 
 
 def _replica_context():
@@ -217,8 +136,8 @@ class FaceTrainingModel(keras.Model):
         logits = head_logits(self.config, head_output, labels)
         per_example = losses.softmax_cross_entropy(logits, labels)
         if self.centers is not None:
-            per_example += self.config.center_weight * losses.center_loss(embedding, labels,
-                                                                          self.centers)
+            per_example += self.config.loss_value("center_weight") * losses.center_loss(
+                embedding, labels, self.centers)
         if GROUP_LOGITS in outputs:
             group_logits = tf.cast(outputs[GROUP_LOGITS], tf.float32)
             probs = tf.nn.softmax(group_logits, axis=-1)

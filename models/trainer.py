@@ -30,61 +30,16 @@ from tfx import v1 as tfx_v1
 
 from core.features import OVERALL
 from core.recall import recall_at_k
+from core.settings.base import refuse_unknown
+from core.settings.model import ModelConfig
+from core.settings.training import TrainingConfig, check_batch_split
 from models import backbones, data, export, preprocessing
-from models.face_model import (
-    EMBEDDING,
-    FaceTrainingModel,
-    ModelConfig,
-    build_embedding_model,
-    refuse_unknown_settings,
-)
+from models.face_model import EMBEDDING, FaceTrainingModel, build_embedding_model
 from models.layers import l2_normalize
 
 keras = tf.keras
 WARMSTART_DIR = "warmstart"
 WARMSTART_WEIGHTS = "embedding.h5"
-DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step")
-
-
-@dataclasses.dataclass
-class TrainingConfig:
-    batch_size: int = 64                   # global batch per optimizer step (all replicas)
-    epochs: int = 20
-    steps_per_epoch: Optional[int] = None  # None: one pass over the train split
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    momentum: float = 0.9                  # SGD (Nesterov)
-    mixed_precision: bool = False
-    accumulation_steps: int = 1            # micro-batches per optimizer step (averaged)
-    distribution: str = "auto"
-    augmentation: Dict[str, bool] = dataclasses.field(default_factory=lambda: {"enabled": True})
-    recall_every_epochs: int = 1           # eval-split Recall@1 (unseen identities)
-    checkpoint_every_steps: int = 50
-    resume_root: Optional[str] = None      # default: <pipeline root>/Trainer/resume
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}")
-        check_batch_split(self.batch_size, self.accumulation_steps)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "TrainingConfig":
-        """Every key must be a field (configs_from_settings splits the Trainer's mixed
-        settings)."""
-        refuse_unknown_settings("training", values, (f.name for f in dataclasses.fields(cls)))
-        return cls(**values)
-
-
 MODEL_SETTINGS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 TRAINING_SETTINGS = frozenset(f.name for f in dataclasses.fields(TrainingConfig))
 # Keys the pipeline adds to the Trainer's custom_config that are not settings: the code fingerprint,
@@ -96,43 +51,18 @@ PIPELINE_KEYS = frozenset({"code_version", _VERTEX.ENABLE_VERTEX_KEY, _VERTEX.VE
                            _VERTEX.ENABLE_UCAIP_KEY, _VERTEX.UCAIP_REGION_KEY})
 
 
-def check_batch_split(batch_size: int, accumulation_steps: int,
-                      replicas: Optional[int] = None) -> None:
-    """The global batch is split evenly over the replicas, then each replica's share into
-    `accumulation_steps` micro-batches (tf.split): batch_size must be a multiple of
-    replicas × accumulation_steps. Without `replicas` only the accumulation split is checked."""
-    for name, value in (("batch_size", batch_size), ("accumulation_steps", accumulation_steps),
-                        ("replicas", replicas)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if replicas is None:
-        if batch_size % accumulation_steps:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of accumulation_steps "
-                             f"{accumulation_steps}: each optimizer step splits the batch into "
-                             f"{accumulation_steps} equal micro-batches")
-        return
-    if batch_size % (replicas * accumulation_steps):
-        raise ValueError(
-            f"batch_size {batch_size} does not split over {replicas} replicas with "
-            f"accumulation_steps {accumulation_steps}: the batch is divided evenly over the "
-            f"replicas, then each replica's share into {accumulation_steps} micro-batches, so "
-            f"batch_size must be a multiple of {replicas} × {accumulation_steps} = "
-            f"{replicas * accumulation_steps}")
-
-
 def configs_from_settings(settings: Dict[str, Any], image_size: Optional[int] = None
                           ) -> Tuple[ModelConfig, TrainingConfig]:
     """The Trainer's custom_config (ModelConfig and TrainingConfig fields, plus PIPELINE_KEYS)
     -> the two configs. Unknown keys are refused; `image_size`, when given, replaces the
     setting (run_fn takes it from the Transform's output)."""
-    refuse_unknown_settings("Trainer", settings, MODEL_SETTINGS | TRAINING_SETTINGS | PIPELINE_KEYS)
+    refuse_unknown(settings, MODEL_SETTINGS | TRAINING_SETTINGS | PIPELINE_KEYS, "Trainer settings")
     model_values = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
     if image_size is not None:
         model_values["image_size"] = int(image_size)
     training_values = {k: v for k, v in settings.items() if k in TRAINING_SETTINGS}
-    model_config = ModelConfig.from_dict(model_values)
-    training_config = TrainingConfig.from_dict(training_values)
+    model_config = ModelConfig.from_dict(model_values, "Trainer settings")
+    training_config = TrainingConfig.from_dict(training_values, "Trainer settings")
     if training_config.mixed_precision and model_config.backbone.lower() in backbones.FLOAT32_ONLY:
         raise ValueError(
             f"Trainer setting mixed_precision=true cannot be used with backbone "
@@ -145,7 +75,7 @@ def check_training_settings(settings: Dict[str, Any], replicas: Optional[int] = 
     """Raises ValueError for settings the Trainer would refuse, before any pipeline runs:
     unknown keys (with the closest known names), values the configs refuse, and a batch that
     does not split over `replicas` (when given) and into accumulation_steps micro-batches."""
-    refuse_unknown_settings("Trainer", settings, MODEL_SETTINGS | TRAINING_SETTINGS | PIPELINE_KEYS)
+    refuse_unknown(settings, MODEL_SETTINGS | TRAINING_SETTINGS | PIPELINE_KEYS, "Trainer settings")
     # Before the configs are built: TrainingConfig's own check cannot name the replicas.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
     check_batch_split(settings.get("batch_size", defaults["batch_size"]),
@@ -174,23 +104,44 @@ def choose_strategy(distribution: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """0 -> `target` linearly over `warmup_steps` optimizer steps, then `after` (a schedule of the
+    step, or a constant): the warm-up of the step and constant schedules (cosine has its own,
+    with the same ramp)."""
+
+    def __init__(self, target: float, warmup_steps: int, after):
+        self.target, self.warmup_steps, self.after = float(target), int(warmup_steps), after
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        after = self.after(step) if callable(self.after) else self.after
+        ramp = self.target * step / float(self.warmup_steps)
+        return tf.where(step < self.warmup_steps, ramp, tf.cast(after, tf.float32))
+
+    def get_config(self):
+        return {"target": self.target, "warmup_steps": self.warmup_steps,
+                "after": keras.optimizers.schedules.serialize(self.after)
+                if callable(self.after) else self.after}
+
+
 def learning_rate_schedule(config: TrainingConfig, total_steps: int, steps_per_epoch: int):
-    """The learning rate: a schedule of the optimizer step, or a constant."""
+    """The learning rate: a schedule of the optimizer step, or a constant. `warmup_epochs` ramps
+    every schedule up from 0 (cosine then decays over the steps after the warm-up; step keeps its
+    drops at 50 % and 75 % of all steps)."""
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "cosine":
         decay_steps = max(1, total_steps - warmup)
         if warmup:
-            rate = keras.optimizers.schedules.CosineDecay(
+            return keras.optimizers.schedules.CosineDecay(
                 0.0, decay_steps, warmup_target=config.learning_rate, warmup_steps=warmup)
-        else:
-            rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps)
-    elif config.schedule == "step":   # x0.1 at 50 % and 75 % of training
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps)
+    if config.schedule == "step":   # x0.1 at 50 % and 75 % of training
         rate = keras.optimizers.schedules.PiecewiseConstantDecay(
             [int(total_steps * 0.5), int(total_steps * 0.75)],
             [config.learning_rate, config.learning_rate * 0.1, config.learning_rate * 0.01])
     else:
         rate = config.learning_rate
-    return rate
+    return LinearWarmup(config.learning_rate, warmup, rate) if warmup else rate
 
 
 def make_optimizer(config: TrainingConfig, total_steps: int, steps_per_epoch: int):
@@ -380,7 +331,7 @@ def run_fn(fn_args) -> None:
 
         train_dataset = data.transformed_dataset(
             fn_args.train_files, fn_args.data_accessor, schema, training.batch_size,
-            training=True, seed=training.seed, augmentation=training.augmentation,
+            training=True, seed=training.seed, augmentation=training.augmentation.to_dict(),
             image_size=image_size)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = \

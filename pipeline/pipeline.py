@@ -16,7 +16,7 @@ from models import backbones
 from models.trainer import check_training_settings
 from pipeline.beam_options import with_default_runner, with_worker_code
 from pipeline.code_version import code_fingerprint
-from pipeline.configs import SETUP_FILE, STAGES, PipelineConfig, VertexTraining
+from pipeline.configs import SETUP_FILE, STAGES, PipelineConfig, VertexTraining, trainer_settings
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -45,8 +45,24 @@ def vertex_training_settings(vertex: VertexTraining) -> Dict[str, Any]:
 def crop_setting(config: PipelineConfig) -> Dict[str, str]:
     """The Transform's crop recipe setting: `config.crop`, else the one the Trainer's backbone needs;
     empty for the default box crop (so existing Transform runs keep their cache)."""
-    recipe = config.crop or backbones.crop_recipe(config.training.get("backbone", ""))
+    recipe = config.crop or backbones.crop_recipe(config.model.backbone)
     return {} if recipe == "box" else {"crop": recipe}
+
+
+def check_config(config: PipelineConfig, replicas: Optional[int] = None) -> None:
+    """What the settings tree cannot check by itself, before anything runs (ValueError naming the
+    settings): the Trainer's settings against the model code (backbone names, mixed precision, a
+    batch that splits over `replicas`), and a crop recipe that does not suit a backbone trained
+    from a pretrained network (it would learn on crops it was not made for). Imported models
+    (`evaluate_model`) train nothing: their crop is theirs."""
+    if config.evaluate_model:
+        return
+    check_training_settings(trainer_settings(config), replicas)
+    needed = backbones.crop_recipe(config.model.backbone)
+    if config.crop and needed != "box" and config.crop != needed:
+        raise ValueError(f"crop {config.crop!r} does not suit model.backbone "
+                         f"{config.model.backbone!r}, which needs the {needed!r} crop: drop the "
+                         f"crop setting (the backbone's own is used) or choose another backbone")
 
 
 def _upto(config: PipelineConfig, stage: str) -> bool:
@@ -54,25 +70,10 @@ def _upto(config: PipelineConfig, stage: str) -> bool:
 
 
 def create_components(config: PipelineConfig):
-    if config.last_stage not in STAGES:
-        raise ValueError(f"last_stage must be one of {STAGES}, got {config.last_stage!r}")
-    # Unknown or inconsistent Trainer settings stop the build, not the Trainer after ingest and
-    # Transform have run.
-    check_training_settings(config.training)
-    ingest = config.ingest
-    example_gen = FaceExampleGen(
-        input_base=ingest.data_root,
-        image_root=ingest.image_root,
-        list_files=ingest.list_files,
-        identity_split=ingest.identity_split,
-        max_bad_fraction=ingest.max_bad_fraction,
-        max_image_pixels=ingest.max_image_pixels,
-        max_image_bytes=ingest.max_image_bytes,
-        box_tolerance=ingest.box_tolerance,
-        list_format=ingest.list_format,
-        fingerprint_images=ingest.fingerprint_images,
-        offset_labels=ingest.offset_labels,
-        code_version=code_fingerprint(CODE_MODULES["FaceExampleGen"]))
+    """The pipeline's components up to `config.last_stage`, each built once, in order."""
+    # Unknown or inconsistent settings stop the build, not the Trainer after ingest and Transform.
+    check_config(config)
+    example_gen = _example_gen(config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     example_validator = tfx.components.ExampleValidator(
@@ -91,9 +92,7 @@ def create_components(config: PipelineConfig):
     components.append(transform)
     if not _upto(config, "train"):
         return components
-    if config.evaluate_model:
-        return _evaluate_imported(config, components, example_gen, transform)
-    trainer_inputs = {}
+    # The last blessed model: the evaluator's baseline, and a warm start's source.
     latest_blessed = None
     if _upto(config, "evaluate") or config.warm_start == "latest_blessed":
         latest_blessed = tfx.dsl.Resolver(
@@ -102,30 +101,11 @@ def create_components(config: PipelineConfig):
             model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
         ).with_id("latest_blessed_model_resolver")
         components.append(latest_blessed)
-    if config.warm_start == "latest_blessed":
-        trainer_inputs["base_model"] = latest_blessed.outputs["model"]
-    elif config.warm_start:
-        base_model = tfx.dsl.Importer(source_uri=config.warm_start,
-                                      artifact_type=tfx.types.standard_artifacts.Model,
-                                      reimport=False).with_id("warm_start_model")
-        components.append(base_model)
-        trainer_inputs["base_model"] = base_model.outputs["model"]
-    trainer_config = {**config.training, "code_version": code_fingerprint(CODE_MODULES["Trainer"])}
-    trainer_class = tfx.components.Trainer
-    if config.vertex_training is not None:
-        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
-        trainer_config.update(vertex_training_settings(config.vertex_training))
-    trainer = trainer_class(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        custom_config=trainer_config,
-        **trainer_inputs)
-    components.append(trainer)
+    model = _model(config, transform, latest_blessed, components)
     if not _upto(config, "evaluate"):
         return components
     evaluator = RecallEvaluator(
-        examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"], model=model,
         baseline_model=latest_blessed.outputs["model"],
         transformed_examples=transform.outputs["transformed_examples"], gate=config.gate,
         code_version=code_fingerprint(CODE_MODULES["RecallEvaluator"]))
@@ -133,7 +113,7 @@ def create_components(config: PipelineConfig):
     if not _upto(config, "push"):
         return components
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+        model=model, model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=config.serving_model_dir)),
@@ -149,35 +129,57 @@ def create_components(config: PipelineConfig):
     return components
 
 
-def _evaluate_imported(config: PipelineConfig, components, example_gen, transform):
-    """ingest -> Transform -> RecallEvaluator of the model at `config.evaluate_model` (a TFX
-    Importer: a Model artifact whose Format-Serving/ holds the SavedModel), against the latest
-    blessed model; the Pusher only when the last stage is "push"."""
-    if not _upto(config, "evaluate"):
-        return components
-    imported = tfx.dsl.Importer(source_uri=config.evaluate_model,
-                                artifact_type=tfx.types.standard_artifacts.Model,
-                                reimport=False).with_id("evaluated_model")
-    latest_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
-    evaluator = RecallEvaluator(
-        examples=example_gen.outputs["examples"], model=imported.outputs["result"],
-        baseline_model=latest_blessed.outputs["model"],
-        transformed_examples=transform.outputs["transformed_examples"], gate=config.gate,
-        code_version=code_fingerprint(CODE_MODULES["RecallEvaluator"]))
-    components += [imported, latest_blessed, evaluator]
-    if _upto(config, "push"):
-        components.append(tfx.components.Pusher(
-            model=imported.outputs["result"], model_blessing=evaluator.outputs["blessing"],
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(
-                    base_directory=config.serving_model_dir)),
-            custom_executor_spec=executor_spec.ExecutorClassSpec(guarded_pusher.Executor),
-            custom_config={"code_version": code_fingerprint(CODE_MODULES["Pusher"])}))
-    return components
+def _example_gen(config: PipelineConfig) -> FaceExampleGen:
+    ingest = config.ingest
+    return FaceExampleGen(
+        input_base=ingest.data_root,
+        image_root=ingest.image_root,
+        list_files=ingest.list_files,
+        identity_split=ingest.identity_split,
+        max_bad_fraction=ingest.max_bad_fraction,
+        max_image_pixels=ingest.max_image_pixels,
+        max_image_bytes=ingest.max_image_bytes,
+        box_tolerance=ingest.box_tolerance,
+        list_format=ingest.list_format,
+        fingerprint_images=ingest.fingerprint_images,
+        offset_labels=ingest.offset_labels,
+        code_version=code_fingerprint(CODE_MODULES["FaceExampleGen"]))
+
+
+def _model(config: PipelineConfig, transform, latest_blessed, components: list):
+    """The channel of the model the rest of the pipeline evaluates and pushes, its components
+    appended to `components`: the model at `config.evaluate_model` (a TFX Importer: a Model
+    artifact whose Format-Serving/ holds the SavedModel; no Trainer runs), or the Trainer's, warm
+    started from the last blessed model or an imported one when `config.warm_start` says so."""
+    if config.evaluate_model:
+        imported = tfx.dsl.Importer(source_uri=config.evaluate_model,
+                                    artifact_type=tfx.types.standard_artifacts.Model,
+                                    reimport=False).with_id("evaluated_model")
+        components.append(imported)
+        return imported.outputs["result"]
+    trainer_inputs = {}
+    if config.warm_start == "latest_blessed":
+        trainer_inputs["base_model"] = latest_blessed.outputs["model"]
+    elif config.warm_start:
+        base_model = tfx.dsl.Importer(source_uri=config.warm_start,
+                                      artifact_type=tfx.types.standard_artifacts.Model,
+                                      reimport=False).with_id("warm_start_model")
+        components.append(base_model)
+        trainer_inputs["base_model"] = base_model.outputs["model"]
+    trainer_config = {**trainer_settings(config),
+                      "code_version": code_fingerprint(CODE_MODULES["Trainer"])}
+    trainer_class = tfx.components.Trainer
+    if config.vertex_training is not None:
+        trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer
+        trainer_config.update(vertex_training_settings(config.vertex_training))
+    trainer = trainer_class(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        custom_config=trainer_config,
+        **trainer_inputs)
+    components.append(trainer)
+    return trainer.outputs["model"]
 
 
 def _with_resources(components, resources: Dict[str, Any]):

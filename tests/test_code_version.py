@@ -72,7 +72,7 @@ def test_the_trainer_and_evaluator_closures_hold_the_recall_code_they_use():
 
 
 def test_every_custom_component_carries_its_code_version():
-    config = configs.demo_config(tflite_levels=[0], metadata_path=None)
+    config = configs.preset("demo", tflite_levels=[0], metadata_path=None)
     components = {c.id: c for c in pipeline_module.create_components(config)}
     for node, module in pipeline_module.CODE_MODULES.items():
         expected = code_version.code_fingerprint(module)
@@ -111,7 +111,6 @@ def test_changed_ingest_code_reruns_ingest_instead_of_reusing_the_cache(small_sa
 
 
 def test_unknown_training_settings_stop_the_build_naming_the_closest_known_key():
-    config = configs.demo_config(metadata_path=None)
-    config.training["epohcs"] = 5
+    config = configs.preset("demo", metadata_path=None)
     with pytest.raises(ValueError, match=r"epohcs.*epochs"):
-        pipeline_module.create_components(config)
+        config.updated({"training": {"epohcs": 5}}, "test")

@@ -17,7 +17,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from tests.conftest import REPO_ROOT
 from tests.pipeline_helpers import node_executions, open_store, output_artifacts, state_name
-from tests.trainer_helpers import TINY_TRAINING
+from tests.trainer_helpers import TINY_TRAINING, split_settings
 
 pytestmark = pytest.mark.pipeline
 
@@ -38,10 +38,11 @@ local_runner.run(sys.argv[1:])
 
 
 def runner_args(data, work, last_stage="push", epochs=6):
-    training = {**TINY_TRAINING, "epochs": epochs, "checkpoint_every_steps": 2}
+    model, training = split_settings({**TINY_TRAINING, "epochs": epochs, "checkpoint_every_steps": 2})
     return ["--data-root", data, "--image-size", "32", "--pipeline-root", str(work / "root"),
             "--metadata", str(work / "m.sqlite"), "--serving-dir", str(work / "serving"),
             "--min-recall", "0", "--last-stage", last_stage,
+            "--model", *[f"{k}={json.dumps(v)}" for k, v in model.items()],
             "--training", *[f"{k}={json.dumps(v)}" for k, v in training.items()], "--beam-args"]
 
 

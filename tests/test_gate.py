@@ -350,7 +350,7 @@ def test_an_advisory_names_the_figure_its_interval_and_level_and_never_changes_t
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"min_recal": 0.5}, "unknown gate settings"),
+    ({"min_recal": 0.5}, "unknown setting 'min_recal'; closest known: min_recall"),
     ({"min_recall": 1.5}, "min_recall"),
     ({"gallery": "all"}, "gallery"),
     ({"regression_test": "strict"}, "regression_test"),

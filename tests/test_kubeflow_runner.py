@@ -54,7 +54,7 @@ REQUIRED = ["--image", "gcr.io/acme/ffem-tfx:1.2", "--pipeline-root", "gs://acme
 
 def test_same_overrides_give_the_same_config_as_the_local_runner(tmp_path):
     path = tmp_path / "experiment.json"
-    path.write_text(json.dumps({"training": {"epochs": 3, "loss": "CosFace"},
+    path.write_text(json.dumps({"training": {"epochs": 3}, "model": {"loss": "CosFace"},
                                 "gate": {"min_recall": 0.7}, "image_size": 48,
                                 "ingest": {"max_bad_fraction": 0.05}}))
     shared = ["--config", str(path), "--training", "epochs=5", "optimizer=sgd",
@@ -63,12 +63,13 @@ def test_same_overrides_give_the_same_config_as_the_local_runner(tmp_path):
               "--identity-split", "train=9", "eval=1", "--tflite-levels", "0", "2"]
     kubeflow = kubeflow_runner.build_config(kubeflow_runner.parse_args(REQUIRED + shared))
     local = local_runner.build_config(local_runner.parse_args(["--preset", "production"] + shared))
-    expected_training = {**configs.PRODUCTION_TRAINING, "epochs": 5, "loss": "CosFace",
-                         "optimizer": "sgd"}
-    expected_gate = {**configs.PipelineConfig().gate, "min_recall": 0.7, "max_drop": 0.1,
-                     "group_min_recall": {"north": 0.8}}
+    production = json.loads(open(configs.preset_path("production")).read())
+    expected_training = configs.TrainingConfig.from_dict(
+        {**production["training"], "epochs": 5, "optimizer": "sgd"})
+    expected_gate = configs.GateConfig.from_dict(
+        {**production["gate"], "min_recall": 0.7, "max_drop": 0.1, "group_min_recall": {"north": 0.8}})
     for config in (kubeflow, local):
-        assert config.training == expected_training
+        assert config.training == expected_training and config.model.loss == "CosFace"
         assert config.gate == expected_gate
         assert config.image_size == 48 and config.tflite_levels == [0, 2]
         assert config.ingest.max_bad_fraction == 0.05
@@ -80,8 +81,8 @@ def test_json_object_form_of_training_and_gate_still_accepted():
     args = kubeflow_runner.parse_args(REQUIRED + ["--training", '{"epochs": 3, "batch_size": 32}',
                                                   "--gate", '{"min_recall": 0.6}'])
     config = kubeflow_runner.build_config(args)
-    assert config.training["epochs"] == 3 and config.training["batch_size"] == 32
-    assert config.gate["min_recall"] == 0.6
+    assert config.training.epochs == 3 and config.training.batch_size == 32
+    assert config.gate.min_recall == 0.6
 
 
 def test_locations_come_from_flags_or_config_file_and_are_required(tmp_path):
@@ -161,7 +162,7 @@ def test_trainer_workers_compile_to_a_vertex_custom_job_with_a_chief_and_workers
         assert pool["machine_spec"]["accelerator_count"] == 2
         assert pool["machine_spec"]["accelerator_type"] == "NVIDIA_L4"
     assert job["job_spec"]["service_account"] == "trainer@acme.iam.gserviceaccount.com"
-    assert custom_config["loss"] == configs.PRODUCTION_TRAINING["loss"]
+    assert custom_config["loss"] == configs.preset("production").model.loss
 
 
 def test_submit_sends_the_compiled_spec_to_the_endpoint_and_prints_the_run_link(tmp_path, capsys):

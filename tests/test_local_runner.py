@@ -13,7 +13,7 @@ def test_beam_args_take_everything_after_them(tmp_path):
     args = local_runner.parse_args(["-v", "--epochs", "3", "--beam-args",
                                     "--direct_num_workers=4", "--direct_running_mode=multi_threading"])
     config = local_runner.build_config(args)
-    assert args.verbose and config.training["epochs"] == 3
+    assert args.verbose and config.training.epochs == 3
     assert config.beam_pipeline_args == ["--direct_num_workers=4",
                                          "--direct_running_mode=multi_threading"]
     alone = local_runner.build_config(local_runner.parse_args(["--beam-args"]))
@@ -61,8 +61,12 @@ def test_config_file_sets_fields_and_flags_win_over_it(tmp_path, monkeypatch):
     config = local_runner.build_config(local_runner.parse_args([
         "--config", path, "--epochs", "7", "--min-recall", "0.8", "--gate", "max_drop=0.2"]))
     # Flags win; the file's other settings stay; the preset's untouched settings stay.
-    assert config.training == {**configs.DEMO_TRAINING, "epochs": 7, "batch_size": 16}
-    assert config.gate == {**configs.DEMO_GATE, "min_recall": 0.8, "max_drop": 0.2}
+    demo = json.loads(open(configs.preset_path("demo")).read())
+    assert config.training.to_dict() == configs.TrainingConfig.from_dict(
+        {**demo["training"], "epochs": 7, "batch_size": 16}).to_dict()
+    assert config.gate.to_dict() == configs.GateConfig.from_dict(
+        {**demo["gate"], "min_recall": 0.8, "max_drop": 0.2}).to_dict()
+    assert config.model.backbone == demo["model"]["backbone"]
     assert config.image_size == 48 and config.last_stage == "train"
     # Flags not given do not reset the file's settings.
     assert config.enable_cache is False and config.ingest.offset_labels is True
@@ -70,30 +74,34 @@ def test_config_file_sets_fields_and_flags_win_over_it(tmp_path, monkeypatch):
     assert config.ingest.data_root == str(tmp_path / "faces")
     assert config.ingest.image_root == str(tmp_path / "faces" / "images")
     without_file = local_runner.build_config(local_runner.parse_args([]))
-    assert without_file.enable_cache is True and without_file.image_size == configs.DEMO_IMAGE_SIZE
+    assert without_file.enable_cache is True and without_file.image_size == demo["image_size"]
 
 
 def test_pair_options_read_json_values_and_plain_strings():
     config = local_runner.build_config(local_runner.parse_args([
-        "--training", "optimizer=sgd", "mixed_precision=true", "epochs=3", "margin=0.4",
+        "--training", "optimizer=sgd", "mixed_precision=true", "epochs=3", "--model", "margin=0.4",
         "--list-files", "train=lists/train-*.json", "eval=3.json",
         "--identity-split", "train=9", "eval=1", "--group-min-recall", "north=0.75",
         "--training", '{"schedule": "constant"}']))
-    assert config.training["optimizer"] == "sgd" and config.training["mixed_precision"] is True
-    assert config.training["epochs"] == 3 and config.training["margin"] == 0.4
-    assert config.training["schedule"] == "constant"   # a repeated --training adds to the first
+    assert config.training.optimizer == "sgd" and config.training.mixed_precision is True
+    assert config.training.epochs == 3 and config.model.margin == 0.4
+    assert config.training.schedule == "constant"   # a repeated --training adds to the first
     assert config.ingest.list_files == {"train": "lists/train-*.json", "eval": "3.json"}
     assert config.ingest.identity_split == {"train": 9, "eval": 1}
-    assert config.gate["group_min_recall"] == {"north": 0.75}
+    assert config.gate.group_min_recall == {"north": 0.75}
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--training", "epochs"], "--training: expected KEY=JSON, got 'epochs'"),
     (["--group-min-recall", "north=high"], "--group-min-recall north=high: 'high' is not a number"),
     (["--identity-split", "train=0.9"], "--identity-split train=0.9: '0.9' is not an integer"),
-    (["--gate", "min_recal=0.5"], "command line, gate: unknown setting 'min_recal'; closest known: "
+    (["--gate", "min_recal=0.5"], "command line: gate: unknown setting 'min_recal'; closest known: "
                                   "min_recall"),
-    (["--gate", "min_recall=1.5"], "command line, gate: "),
+    (["--gate", "min_recall=1.5"], "command line: gate: "),
+    (["--training", "loss=CosFace"], "command line: training: unknown setting 'loss'; 'loss' is a "
+                                     "setting of model"),
+    (["--training", 'augmentation={"flipp": false}'], "command line: training.augmentation: unknown "
+                                                       "setting 'flipp'; closest known: flip"),
 ])
 def test_bad_options_are_errors_naming_option_and_reason(argv, message):
     with pytest.raises(ValueError) as error:
@@ -103,9 +111,9 @@ def test_bad_options_are_errors_naming_option_and_reason(argv, message):
         assert "min_recall" in str(error.value) and "1.5" in str(error.value)
 
 
-def test_unknown_trainer_setting_stops_the_run_before_the_pipeline(tmp_path, monkeypatch, capfd):
-    """Trainer keys are checked by models.trainer before anything runs; without -v the message
-    reaches the terminal and the log file keeps the traceback."""
+def test_unknown_trainer_setting_stops_the_run_before_anything_starts(tmp_path, monkeypatch, capfd):
+    """Every key is checked when the settings are built: the command exits naming the key and its
+    closest known name before a log, a pipeline root or the pipeline exist."""
     from tfx import v1 as tfx
 
     class FailingRunner:
@@ -117,11 +125,20 @@ def test_unknown_trainer_setting_stops_the_run_before_the_pipeline(tmp_path, mon
     with pytest.raises(SystemExit) as error:
         local_runner.run(["--pipeline-root", str(root), "--metadata", str(tmp_path / "m.sqlite"),
                           "--training", "epochz=3"])
-    assert "epochz" in str(error.value) and "epochs" in str(error.value)
-    out = capfd.readouterr().out
-    [log] = (root / "logs").iterdir()
-    assert out.splitlines() == [f"Log: {log}", str(error.value), f"Full log: {log}"]
-    assert "Traceback" in log.read_text() and "epochz" in log.read_text()
+    assert "unknown setting 'epochz'" in str(error.value) and "epochs" in str(error.value)
+    assert not root.exists()
+
+
+def test_a_pretrained_backbone_on_the_box_crop_is_refused_naming_both_settings(tmp_path):
+    from pipeline.pipeline import check_config
+
+    config = local_runner.build_config(local_runner.parse_args(
+        ["--backbone", "face_recognition_net", "--crop", "box"]))
+    with pytest.raises(ValueError, match=r"crop 'box' does not suit model.backbone "
+                                         r"'face_recognition_net'.*face_api_aligned"):
+        check_config(config)
+    check_config(local_runner.build_config(local_runner.parse_args(
+        ["--backbone", "face_recognition_net"])))     # its own crop: accepted
 
 
 @pytest.mark.parametrize("values, key, closest", [
@@ -144,7 +161,7 @@ def test_config_file_values_must_have_the_settings_type(tmp_path):
     with pytest.raises(ValueError, match=r"image_size must be an integer, got '64'"):
         local_runner.build_config(local_runner.parse_args(["--config", path]))
     path = write_config(tmp_path, {"training": ["epochs", 3]})
-    with pytest.raises(ValueError, match=r"'training' must be a JSON object"):
+    with pytest.raises(ValueError, match=r"training must be an object of settings"):
         local_runner.build_config(local_runner.parse_args(["--config", path]))
     with pytest.raises(ValueError, match="no such file"):
         local_runner.build_config(local_runner.parse_args(["--config", str(tmp_path / "no.json")]))
@@ -154,10 +171,10 @@ def test_the_production_preset_gates_the_1to1_view_on_the_interval_and_the_demo_
     from components.recall_evaluator import gate
 
     production = local_runner.build_config(local_runner.parse_args(["--preset", "production"]))
-    config = gate.GateConfig.from_dict(production.gate)
+    config = production.gate
     assert (config.max_fmr_ratio, config.max_fnmr_ratio, config.bar_test) == (8.0, 3.0, "interval")
     demo = local_runner.build_config(local_runner.parse_args([]))
-    assert demo.gate == {"ks": [1, 5], "min_recall": 0.6, "max_drop": 0.05}
+    assert demo.gate == gate.GateConfig(ks=[1, 5], min_recall=0.6, max_drop=0.05)
     # A differential of 18.5 [7.6, 31.0] over two groups of 2,500 impostor pairs among 10,000
     # (composition ceiling 2): the production gate refuses it, the demo blesses it and names it.
     recall = {s: {"recall@1": 0.95, "recall@1_ci": [0.9, 0.99], "n_identities": 30, "n_queries": 90}
@@ -169,7 +186,7 @@ def test_the_production_preset_gates_the_1to1_view_on_the_interval_and_the_demo_
         verification[scope] = {"fnmr": 0.05, "fnmr_ci": [0.03, 0.07], "fmr": 1e-3, "n_impostor": pairs}
     refused = [v["rule"] for v in gate.evaluate_gate(recall, config, None, verification) if not v["passed"]]
     assert refused == ["max_fmr_ratio"]
-    demo_config = gate.GateConfig.from_dict(demo.gate)
+    demo_config = demo.gate
     assert all(v["passed"] for v in gate.evaluate_gate(recall, demo_config, None, verification))
     assert [a["statistic"] for a in gate.advisories(verification, demo_config)] == ["fmr_differential"]
     assert gate.advisories(verification, config) == []

@@ -2,7 +2,7 @@
 import pytest
 
 from benchmarks import loss_quality
-from models.face_model import LOSSES
+from core.settings.model import LOSSES
 from pipeline import sample_data
 
 

@@ -131,7 +131,8 @@ def test_sampled_logits_equal_the_full_logits_on_the_sampled_columns(loss, subce
     centers = np_normalize(layer.class_centers.numpy().astype(np.float64))      # [C, K, D]
     full_cosine = (np_normalize(embeddings.astype(np.float16).astype(np.float64))
                    @ centers.reshape(C * subcenters, D).T).reshape(B, C, subcenters).max(-1)
-    full = np_margin_logits(full_cosine, labels, loss, config.margin, config.scale)
+    full = np_margin_logits(full_cosine, labels, loss, config.loss_value("margin"),
+                            config.loss_value("scale"))
     np.testing.assert_allclose(logits.numpy(), full[:, ids], rtol=1e-5, atol=3e-4)
 
 
@@ -339,7 +340,8 @@ def test_default_sample_rate_is_the_full_softmax_head():
     embeddings = model.embedding_model(images)["embedding"].numpy().astype(np.float64)
     weights = model.head.class_weights.numpy().astype(np.float64)                # [D, C]
     cosine = np_normalize(embeddings) @ np_normalize(weights, axis=0)
-    logits = np_margin_logits(cosine, labels, "ArcFace", config.margin, config.scale)
+    logits = np_margin_logits(cosine, labels, "ArcFace", config.loss_value("margin"),
+                              config.loss_value("scale"))
     shifted = logits - logits.max(axis=1, keepdims=True)
     expected = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(8), labels])
     history = model.fit(images, labels, batch_size=8, epochs=1, verbose=0, shuffle=False)

@@ -20,18 +20,21 @@ from pipeline import configs
 from pipeline import runs as pipeline_runs
 from pipeline.pipeline import create_pipeline
 from tests.pipeline_helpers import node_executions, open_store, output_artifacts, state_name
-from tests.trainer_helpers import TINY_TRAINING
+from tests.trainer_helpers import TINY_TRAINING, split_settings
 from tools import review
 
 pytestmark = pytest.mark.pipeline
 
 
-def run_pipeline(work, data, training, gate):
+def run_pipeline(work, data, trainer_settings, gate):
+    """One run; `trainer_settings` flat (the Trainer's custom_config), split into the model and
+    training sections here."""
+    model, training = split_settings(trainer_settings)
     config = configs.PipelineConfig(
         pipeline_root=str(work / "root"), metadata_path=str(work / "m.sqlite"),
         serving_model_dir=str(work / "serving"),
         ingest=configs.IngestConfig(data_root=data, image_root=os.path.join(data, "images")),
-        beam_pipeline_args=[], image_size=32, training=training, gate=gate,
+        beam_pipeline_args=[], image_size=32, model=model, training=training, gate=gate,
         tflite_levels=[0])
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
     return open_store(config.metadata_path)

@@ -42,7 +42,7 @@ def test_transform_gets_the_crop_recipe_of_the_backbone_or_of_the_setting(tmp_pa
                           .exec_properties["custom_config"])
 
     assert "crop" not in transform_config()          # the box crop: existing runs keep their cache
-    assert transform_config(training={"backbone": "face_recognition_net"})["crop"] == "face_api_aligned"
+    assert transform_config(model={"backbone": "face_recognition_net"})["crop"] == "face_api_aligned"
     assert transform_config(crop="face_api_aligned")["crop"] == "face_api_aligned"
 
 

@@ -133,6 +133,29 @@ def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
     assert optimizer.nesterov and optimizer.momentum == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("schedule", ["step", "constant"])
+def test_warmup_ramps_every_schedule_then_leaves_it_as_it_was(schedule):
+    """warmup_epochs used to apply to cosine only: step and constant ignored it. Now every schedule
+    ramps linearly 0 -> learning_rate over the warm-up steps; after them the rate is the
+    schedule's own (step keeps its drops at 50 % and 75 % of all steps)."""
+    config = TrainingConfig(learning_rate=0.1, schedule=schedule, warmup_epochs=2.0, epochs=10)
+    plain = TrainingConfig(learning_rate=0.1, schedule=schedule, epochs=10)
+    rate = trainer.learning_rate_schedule(config, total_steps=100, steps_per_epoch=10)
+    after = trainer.learning_rate_schedule(plain, total_steps=100, steps_per_epoch=10)
+    for step in (0, 5, 10, 19):
+        assert float(rate(step)) == pytest.approx(0.1 * step / 20, abs=1e-7), step
+    for step in (20, 49, 51, 76, 99):
+        expected = float(after(step)) if callable(after) else after
+        assert float(rate(step)) == pytest.approx(expected, abs=1e-7), step
+    optimizer = trainer.make_optimizer(config, total_steps=100, steps_per_epoch=10)
+    assert float(optimizer.learning_rate) == pytest.approx(0.0)     # step 0 of the ramp
+
+
+def test_warmup_longer_than_training_is_refused():
+    with pytest.raises(ValueError, match="warmup_epochs must be in"):
+        TrainingConfig(epochs=2, warmup_epochs=3)
+
+
 def test_sgd_nesterov_step_matches_its_update_rule():
     """v <- m v - lr g;  w <- w + m v - lr g  (Keras' Nesterov form), on w = [1, -2], g = w."""
     config = TrainingConfig(learning_rate=0.1, schedule="constant", optimizer="sgd", momentum=0.9)
@@ -186,11 +209,12 @@ def test_bad_training_settings_are_refused_with_the_choices():
 
 
 def test_arcface_is_the_loss_name_and_angular_margin_an_alias_for_it():
-    from models.face_model import LOSSES, ModelConfig
+    from core.settings.model import LOSSES, ModelConfig
 
     assert "ArcFace" in LOSSES and "AngularMargin" not in LOSSES
     old = ModelConfig(loss="AngularMargin", backbone="small_cnn")
-    assert old.loss == "ArcFace" and (old.scale, old.margin) == (60.0, 0.5)   # ArcFace's defaults
+    # ArcFace's defaults:
+    assert old.loss == "ArcFace" and (old.loss_value("scale"), old.loss_value("margin")) == (60.0, 0.5)
     assert old == ModelConfig(loss="ArcFace", backbone="small_cnn")
     assert ModelConfig().loss == "ArcFace"
     with pytest.raises(ValueError, match="ArcFace"):
@@ -202,17 +226,18 @@ def test_unknown_training_settings_are_refused_with_the_closest_known_names():
         trainer.check_training_settings({"loss": "ArcFace", "epohcs": 3, "batch_sise": 32,
                                          "zzzz": 1, "code_version": "abc"})
     message = str(error.value)
-    for expected in ("'epohcs'", "'epochs'", "'batch_sise'", "'batch_size'", "'zzzz'"):
+    for expected in ("'epohcs'; closest known: epochs", "'batch_sise'; closest known: batch_size",
+                     "'zzzz'; known: "):
         assert expected in message
     assert "code_version" not in message.split("known")[0]      # the pipeline's key is allowed
-    with pytest.raises(ValueError, match="'embedding_size'"):
+    with pytest.raises(ValueError, match="closest known: embedding_size"):
         trainer.check_training_settings({"embeding_size": 8})
 
 
 def test_the_pipelines_training_settings_pass_the_check():
     from pipeline import configs
 
-    for settings in (configs.PRODUCTION_TRAINING, configs.DEMO_TRAINING):
+    for settings in (configs.trainer_settings(configs.preset(name)) for name in configs.presets()):
         trainer.check_training_settings({**settings, "code_version": "0123"})
         trainer.check_training_settings(settings, replicas=1)
 
@@ -220,11 +245,11 @@ def test_the_pipelines_training_settings_pass_the_check():
 def test_config_from_dict_refuses_keys_that_are_not_its_fields():
     from models.face_model import ModelConfig
 
-    with pytest.raises(ValueError, match="'embedding_size'"):
+    with pytest.raises(ValueError, match="closest known: embedding_size"):
         ModelConfig.from_dict({"embeding_size": 8})
-    with pytest.raises(ValueError, match="'learning_rate'"):
+    with pytest.raises(ValueError, match="closest known: learning_rate"):
         TrainingConfig.from_dict({"learning_rte": 0.1})
-    with pytest.raises(ValueError, match="'epochs'"):               # a TrainingConfig field
+    with pytest.raises(ValueError, match="unknown setting 'epochs'"):   # a TrainingConfig field
         ModelConfig.from_dict({"loss": "ArcFace", "epochs": 3})
     assert TrainingConfig.from_dict({"epochs": 3}).epochs == 3
 
@@ -266,5 +291,5 @@ def test_run_fn_refuses_a_batch_that_does_not_split_before_reading_anything(monk
     with pytest.raises(ValueError, match="batch_size 64.*3 replicas.*accumulation_steps 2"):
         trainer.run_fn(fn_args)
     fn_args.custom_config = {"batch_size": 64, "epohcs": 2}
-    with pytest.raises(ValueError, match="'epochs'"):
+    with pytest.raises(ValueError, match="'epohcs'; closest known: epochs"):
         trainer.run_fn(fn_args)

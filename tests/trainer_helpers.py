@@ -11,6 +11,15 @@ TINY_TRAINING = {"loss": "AngularMargin", "backbone": "small_cnn", "embedding_si
                  "checkpoint_every_steps": 2}
 
 
+def split_settings(trainer_settings):
+    """Flat Trainer settings (a custom_config) -> the settings tree's model and training sections."""
+    from core.settings.model import ModelConfig
+
+    model_keys = ModelConfig.field_types()
+    return ({k: v for k, v in trainer_settings.items() if k in model_keys},
+            {k: v for k, v in trainer_settings.items() if k not in model_keys})
+
+
 def _artifact(kind, uri, split_names=None):
     artifact = kind()
     artifact.uri = uri

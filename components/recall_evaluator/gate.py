@@ -58,114 +58,17 @@ level, so noise alone never raises one:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 from core.features import OVERALL
+from core.settings.gate import GateConfig
 
-GALLERIES = ("mixed", "within")
-REGRESSION_TESTS = ("point", "significant", "non_inferiority")
-BAR_TESTS = ("point", "interval")
-_RENAMED_BAR_TESTS = {"lower_bound": "interval"}     # deprecated name -> current one
 # Advisory levels (the module docstring): a group rejecting genuine users 1.5 times as often as
 # another; a group's FMR at least twice the target and above what the groups' composition explains
 # (`composition_ceiling`).
 ADVISORY_FMR_RATIO = 2.0
 ADVISORY_FNMR_RATIO = 1.5
-_REMOVED = {"min_group_queries": "groups are no longer skipped silently: a gated group needs "
-                                 "`min_group_identities` identities, and `ungated_groups` exempts a group"}
-
-
-@dataclasses.dataclass
-class GateConfig:
-    ks: List[int] = dataclasses.field(default_factory=lambda: [1, 5])
-    min_recall: float = 0.5                      # default Recall@1 bar for every group
-    min_recall_overall: Optional[float] = None   # default: min_recall
-    group_min_recall: Dict[str, float] = dataclasses.field(default_factory=dict)
-    max_drop: float = 0.02                       # allowed Recall@1 drop vs the baseline
-    gallery: str = "mixed"                       # "mixed" | "within": the Recall@1 that is gated
-    regression_test: str = "significant"         # "point" | "significant" | "non_inferiority"
-    bar_test: str = "point"                      # "point" | "interval" ("lower_bound": old name)
-    min_group_identities: int = 10
-    ungated_groups: List[str] = dataclasses.field(default_factory=list)
-    target_fmr: float = 1e-3                     # sets the global 1:1 threshold
-    max_fnmr: Union[None, float, Dict[str, float]] = None
-    max_fmr_ratio: Optional[float] = None
-    max_fnmr_ratio: Optional[float] = None
-    bootstrap_resamples: int = 1000
-    bootstrap_seed: int = 0
-    confidence: float = 0.95
-
-    def __post_init__(self):
-        self.ks = sorted({int(k) for k in self.ks} | {1})
-        self.bar_test = _RENAMED_BAR_TESTS.get(self.bar_test, self.bar_test)
-        bounded = [("min_recall", self.min_recall), ("max_drop", self.max_drop),
-                   *((f"group_min_recall[{g!r}]", v) for g, v in self.group_min_recall.items())]
-        if self.min_recall_overall is not None:
-            bounded.append(("min_recall_overall", self.min_recall_overall))
-        if isinstance(self.max_fnmr, dict):
-            bounded += [(f"max_fnmr[{g!r}]", v) for g, v in self.max_fnmr.items()]
-        elif self.max_fnmr is not None:
-            bounded.append(("max_fnmr", self.max_fnmr))
-        for name, value in bounded:
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"gate setting {name} must be a number in [0, 1], got {value!r}")
-        for name, value, allowed in [("gallery", self.gallery, GALLERIES),
-                                     ("regression_test", self.regression_test, REGRESSION_TESTS),
-                                     ("bar_test", self.bar_test, BAR_TESTS)]:
-            if value not in allowed:
-                raise ValueError(f"gate setting {name} must be one of {list(allowed)}, got {value!r}")
-        if int(self.min_group_identities) != self.min_group_identities or self.min_group_identities < 1:
-            raise ValueError(f"gate setting min_group_identities must be an integer >= 1, "
-                             f"got {self.min_group_identities!r}")
-        self.ungated_groups = sorted(str(g) for g in self.ungated_groups)
-        if OVERALL in self.ungated_groups:
-            raise ValueError(f"gate setting ungated_groups may not name {OVERALL!r}: it is always gated")
-        if not 0.0 < float(self.target_fmr) < 1.0:
-            raise ValueError(f"gate setting target_fmr must be in (0, 1), got {self.target_fmr!r}")
-        for name in ("max_fmr_ratio", "max_fnmr_ratio"):
-            value = getattr(self, name)
-            if value is not None and not float(value) >= 1.0:
-                raise ValueError(f"gate setting {name} must be >= 1 (a max/min ratio), got {value!r}")
-        if int(self.bootstrap_resamples) < 100:
-            raise ValueError(f"gate setting bootstrap_resamples must be >= 100, "
-                             f"got {self.bootstrap_resamples!r}")
-        if not 0.5 <= float(self.confidence) < 1.0:
-            raise ValueError(f"gate setting confidence must be in [0.5, 1), got {self.confidence!r}")
-
-    def bar(self, scope: str) -> float:
-        if scope == OVERALL:
-            return self.min_recall if self.min_recall_overall is None else self.min_recall_overall
-        return float(self.group_min_recall.get(scope, self.min_recall))
-
-    def gated(self, scope: str) -> bool:
-        return scope == OVERALL or scope not in self.ungated_groups
-
-    def fnmr_bar(self, scope: str) -> Optional[float]:
-        if isinstance(self.max_fnmr, dict):
-            value = self.max_fnmr.get(scope)
-            return None if value is None else float(value)
-        return None if self.max_fnmr is None else float(self.max_fnmr)
-
-    @property
-    def suffix(self) -> str:
-        """Key suffix of the gated recall figure: "" (whole gallery) or "_within"."""
-        return "_within" if self.gallery == "within" else ""
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "GateConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        for name, reason in _REMOVED.items():
-            if name in values:
-                raise ValueError(f"gate setting {name} was removed: {reason}")
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown gate settings {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**values)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _missing(value) -> bool:
