@@ -206,7 +206,6 @@ class _ObjectReader:
 
     # -- grammar --------------------------------------------------------------------------------
     def entries(self) -> Iterator[Item]:
-        index = 0
         try:
             self._skip_byte_order_mark()
             first = self._peek()
@@ -214,24 +213,32 @@ class _ObjectReader:
             yield FileError(0, "invalid_json", f"{self._name}: not UTF-8 text ({e.reason})")
             return
         if first != "{":
-            if first == "":
-                detail = f"{self._name}: the file is empty (expected a JSON object)"
-                yield FileError(0, "invalid_json", detail)
-            elif first == "[":
-                yield FileError(0, "bad_top_level",
-                                f"{self._name}: top level is a JSON array; expected an object "
-                                f'{{"<image path>": {{"label": .., "x1": ..}}, ...}} '
-                                f"(or JSON Lines in a .jsonl file)")
-            else:
-                try:   # a JSON scalar is valid JSON of the wrong shape; anything else is not JSON
-                    self._parse(json.JSONDecoder().raw_decode)
-                    reason = "bad_top_level"
-                except json.JSONDecodeError:
-                    reason = "invalid_json"
-                yield FileError(0, reason, f"{self._name}: expected a JSON object at the start, "
-                                           f"found {first!r}")
+            yield self._not_an_object(first)
             return
         self._pos += 1
+        yield from self._records()
+
+    def _not_an_object(self, first: str) -> FileError:
+        """Why a file that does not start with '{' is refused as a whole."""
+        if first == "":
+            return FileError(0, "invalid_json",
+                             f"{self._name}: the file is empty (expected a JSON object)")
+        if first == "[":
+            return FileError(0, "bad_top_level",
+                             f"{self._name}: top level is a JSON array; expected an object "
+                             f'{{"<image path>": {{"label": .., "x1": ..}}, ...}} '
+                             f"(or JSON Lines in a .jsonl file)")
+        try:   # a JSON scalar is valid JSON of the wrong shape; anything else is not JSON
+            self._parse(json.JSONDecoder().raw_decode)
+            reason = "bad_top_level"
+        except json.JSONDecodeError:
+            reason = "invalid_json"
+        return FileError(0, reason, f"{self._name}: expected a JSON object at the start, "
+                                    f"found {first!r}")
+
+    def _records(self) -> Iterator[Item]:
+        """The object's records after its '{', then a FileError if the rest is not valid JSON."""
+        index = 0
         try:
             if self._peek() == "}":
                 self._pos += 1

@@ -29,7 +29,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.face_example_gen import beam_ingest
+from components.face_example_gen import beam_ingest, example_sink
 from core.records import IngestOptions
 from pipeline import beam_options, configs
 
@@ -78,10 +78,10 @@ def run(argv=None) -> int:
             outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
                 args.json_file, args.root_path, options, args.list_format, args.offset_labels,
                 example_batches=True)
-            staging = beam_ingest.write_examples(outputs["examples"], args.output,
+            staging = example_sink.write_examples(outputs["examples"], args.output,
                                                  args.num_shards)
             beam_ingest.write_quarantine_and_summary(outputs, quarantine_path, summary_path)
-        beam_ingest.publish_examples(staging, args.output, args.num_shards)
+        example_sink.publish_examples(staging, args.output, args.num_shards)
         summary = beam_ingest.read_summary(summary_path)
     except beam_ingest.IngestError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.face_example_gen import beam_ingest
+from components.face_example_gen import beam_ingest, example_sink
 from core import records
 from tests import image_factory as images
 from tests.test_ingest_records import fifo_watchdog
@@ -343,8 +343,8 @@ def test_examples_are_staged_beside_the_output_and_published_without_walking_it(
 
     with beam.Pipeline() as pipeline:
         batches = pipeline | beam.Create([records[i:i + 7] for i in range(0, len(records), 7)])
-        staging = beam_ingest.write_examples(batches, output, num_shards)
-    published = beam_ingest.publish_examples(staging, output, num_shards)
+        staging = example_sink.write_examples(batches, output, num_shards)
+    published = example_sink.publish_examples(staging, output, num_shards)
 
     # Beam's sink still lists its shard names, but only in the staging directory.
     assert all(root.startswith(staging) for root in walked), walked

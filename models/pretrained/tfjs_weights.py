@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -29,6 +29,24 @@ class WeightsFormatError(ValueError):
 
 def _spec_error(source: str, spec: Mapping, reason: str) -> WeightsFormatError:
     return WeightsFormatError(f"{source}: weight {spec.get('name')!r}: {reason}")
+
+
+def _stored_dtype(spec: Mapping, dtype: str, quantization: Optional[Mapping], source: str) -> np.dtype:
+    """The dtype of the weight's bytes in the shards: its own, or its quantization's."""
+    if quantization is None:
+        if dtype not in _STORED:
+            raise _spec_error(source, spec, f"dtype {dtype!r} is not supported (float32, int32, bool)")
+        return np.dtype(_STORED[dtype])
+    qdtype = quantization.get("dtype")
+    if qdtype not in _QUANTIZED:
+        raise _spec_error(source, spec, f"quantization dtype {qdtype!r} is not uint8, uint16 or float16")
+    if qdtype == "float16" and dtype != "float32":
+        raise _spec_error(source, spec, f"float16 quantization needs dtype float32, not {dtype!r}")
+    if qdtype != "float16" and ("scale" not in quantization or "min" not in quantization):
+        raise _spec_error(source, spec, f"{qdtype} quantization without 'scale' and 'min'")
+    if dtype not in ("float32", "int32"):
+        raise _spec_error(source, spec, f"quantized dtype {dtype!r} is not float32 or int32")
+    return np.dtype(_QUANTIZED[qdtype])
 
 
 def _decode_one(spec: Mapping, data: memoryview, offset: int, source: str):
@@ -45,21 +63,7 @@ def _decode_one(spec: Mapping, data: memoryview, offset: int, source: str):
         raise _spec_error(source, spec, f"negative dimension in shape {list(shape)}")
     count = int(np.prod(shape, dtype=np.int64))
     quantization = spec.get("quantization")
-    if quantization is None:
-        if dtype not in _STORED:
-            raise _spec_error(source, spec, f"dtype {dtype!r} is not supported (float32, int32, bool)")
-        stored = np.dtype(_STORED[dtype])
-    else:
-        qdtype = quantization.get("dtype")
-        if qdtype not in _QUANTIZED:
-            raise _spec_error(source, spec, f"quantization dtype {qdtype!r} is not uint8, uint16 or float16")
-        if qdtype == "float16" and dtype != "float32":
-            raise _spec_error(source, spec, f"float16 quantization needs dtype float32, not {dtype!r}")
-        if qdtype != "float16" and ("scale" not in quantization or "min" not in quantization):
-            raise _spec_error(source, spec, f"{qdtype} quantization without 'scale' and 'min'")
-        if dtype not in ("float32", "int32"):
-            raise _spec_error(source, spec, f"quantized dtype {dtype!r} is not float32 or int32")
-        stored = np.dtype(_QUANTIZED[qdtype])
+    stored = _stored_dtype(spec, dtype, quantization, source)
     size = count * stored.itemsize
     if offset + size > len(data):
         raise _spec_error(source, spec, f"needs bytes {offset}..{offset + size} but the shards hold "
