@@ -6,7 +6,7 @@ lists outside the pipeline (tools/face_lists.py) call it directly. A rejection c
 reason code (`REASONS`) and a detail that names what is wrong; `beam_ingest` writes it as a
 quarantine line.
 
-Decisions (README "Input format"):
+Decisions (docs/data.md):
 * Extra fields in a record are accepted and ignored (datasets carry scores, ...), except
   `landmarks`: when present it must be a list of 5 or 68 [x, y] pairs of finite JSON numbers in
   photo pixels (features.LANDMARKS says the point order), each inside the image within the box
@@ -40,7 +40,7 @@ from PIL import Image
 from core import features
 from core.example_codec import encode_example
 
-# The stable reason codes. Tests, the README and downstream tooling rely on these names.
+# The stable reason codes. Tests, docs/data.md and downstream tooling rely on these names.
 REASONS: Dict[str, str] = {
     "invalid_json": "the list file (or one JSON Lines line) is not valid JSON",
     "bad_top_level": "the list is not a JSON object of records (or a JSON Lines line is not an object)",
@@ -72,7 +72,7 @@ MAX_COMPONENT_BYTES = 255
 
 @dataclass(frozen=True)
 class IngestOptions:
-    """Limits applied to every record. Defaults are documented in the README."""
+    """Limits applied to every record. Defaults are documented in docs/data.md and docs/configuration.md."""
     max_image_pixels: int = 40_000_000       # width * height; Pillow's own bomb limit is 89 M
     max_image_bytes: int = 32 * 1024 * 1024
     box_tolerance: float = 0.02              # fraction of the image side a box may overshoot

@@ -44,7 +44,7 @@ LIMITS = records.IngestOptions()
 # runs one step per segment for the whole batch, so this bounds its cost for a file made of
 # millions of tiny segments (1,024 steps take about 0.2 s: benchmarks/results.md).
 MAX_JPEG_SEGMENTS = 1024
-REFUSED = "serving request refused (reason codes: README, serving contract)"
+REFUSED = "serving request refused (reason codes: docs/serving.md)"
 
 _HEADER_BYTES = 32
 _PNG_END = b"IEND\xaeB`\x82"     # the IEND chunk's type and CRC: the last 8 bytes of a whole PNG

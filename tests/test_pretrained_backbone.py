@@ -59,7 +59,7 @@ def test_two_steps_of_every_loss_fine_tune_every_backbone_weight(face_api_packag
     embedding_model = build_embedding_model(cfg)
     model = FaceTrainingModel(embedding_model, cfg, num_classes=3)
     # The Trainer's default optimizer (Adam, 1e-3). Plain SGD at 0.01 diverges within two steps on
-    # this network, which has no batch normalization (README, "As a backbone").
+    # this network, which has no batch normalization (docs/pretrained.md, "As a backbone").
     model.compile(optimizer=keras.optimizers.Adam(trainer.TrainingConfig().learning_rate))
     before = [w.numpy().copy() for w in backbone_of(embedding_model).trainable_weights]
     x = images(8, 1)

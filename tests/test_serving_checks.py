@@ -228,12 +228,12 @@ def test_accepted_images_decode_to_the_header_size():
         assert serving_verdicts([(data, (0, 0, 39, 23), None)]) == {0: "box_outside_image"}
 
 
-def test_every_serving_reason_code_has_a_row_in_the_readme_serving_contract():
+def test_every_serving_reason_code_has_a_row_in_the_serving_contract_page():
     import os
 
     from tests.conftest import REPO_ROOT
 
-    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
-        section = f.read().split("### The serving contract", 1)[1].split("\n### ", 1)[0]
+    with open(os.path.join(REPO_ROOT, "docs", "serving.md"), encoding="utf-8") as f:
+        section = f.read().split("## The serving contract", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| `")]
     assert sorted(rows) == sorted(f"`{code}`" for code in serving_checks.REASON_CODES)

@@ -23,7 +23,7 @@ from tests.pipeline_helpers import examples_by_path, feature_value
 pytestmark = pytest.mark.pipeline
 
 VERDICT = re.compile(r"input (\d+): ([a-z_]+): ")
-# The stated bound (README, serving contract): a request's peak memory above the loaded model's is
+# The stated bound (docs/serving.md): a request's peak memory above the loaded model's is
 # at most this many bytes per pixel of the request's valid images, plus the base.
 PEAK_BYTES_PER_PIXEL = 16
 PEAK_BASE_MB = 64

@@ -1,7 +1,7 @@
 """Landmark files -> the face list: `convert` and the writers.
 
 Output: `{"<key>": {"label": 0, "x1": .., "y1": .., "x2": .., "y2": .., "landmarks": [[x, y] x 5]},
-...}` (README "Input format"): keys are paths relative to the image root, sorted; labels 0..N-1 are
+...}` (docs/data.md): keys are paths relative to the image root, sorted; labels 0..N-1 are
 given to the identities in sorted order of their name; the box is left, top, right, bottom in
 integer pixels, right/bottom exclusive; the five points are the file's, unrounded (the pretrained
 network's aligned crop uses them; the networks trained here crop by the box). The list is written
