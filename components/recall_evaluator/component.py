@@ -23,7 +23,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 import system as kfp_types
 from components.artifacts import crop_side, split_files
-from components.recall_evaluator import beam_embed, report, tfma_results
+from components.recall_evaluator import beam_embed, report, shipping, tfma_results
 from components.recall_evaluator import gate as gate_lib
 from core import features, intervals, json_safe
 from core import verification as verification_lib
@@ -378,6 +378,9 @@ class Executor(tfx_evaluator_executor.Executor):
         evaluation.set_string_custom_property("report", paths["report"])
 
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        # issue 22: the operating point travels with the blessing to the Pusher.
+        shipping.write_operating_point(metrics, candidate["paths"], examples, split, evaluation,
+                                       blessing, model)
         blessing.set_int_custom_property("blessed", int(metrics["blessed"]))
         blessing.set_string_custom_property("current_model", model.uri)
         blessing.set_int_custom_property("current_model_id", model.id)
