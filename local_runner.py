@@ -52,6 +52,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     gate.add_argument("--min-recall", type=float, help="Recall@1 bar for every group")
     gate.add_argument("--group-min-recall", nargs="+", default=None, metavar="GROUP=BAR")
     gate.add_argument("--max-drop", type=float, help="allowed Recall@1 drop vs the last blessed")
+    gate.add_argument("--report-examples", type=int, metavar="N",
+                      help="error gallery of the report: N highest-scoring impostor and N "
+                           "lowest-scoring genuine pairs per group (default 6); 0 copies no image "
+                           "into the report")
     run = parser.add_argument_group("run")
     run.add_argument("--pipeline-root", default=None)
     run.add_argument("--metadata", default=None, help="SQLite metadata file")
@@ -94,7 +98,7 @@ def flag_overrides(args: argparse.Namespace) -> Dict[str, Any]:
     training = {key: getattr(args, key) for key in ("loss", "backbone", "embedding_size",
                                                     "epochs", "batch_size")
                 if getattr(args, key) is not None}
-    gate = {key: getattr(args, key) for key in ("min_recall", "max_drop")
+    gate = {key: getattr(args, key) for key in ("min_recall", "max_drop", "report_examples")
             if getattr(args, key) is not None}
     if args.group_min_recall:
         gate["group_min_recall"] = overrides.parse_pairs(

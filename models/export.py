@@ -11,6 +11,8 @@ that apply the model's operating point.
     compare           embedding_a, embedding_b (float32 [n, d], normalized here) -> the same
     operating_point   no input -> operating_point (the JSON text), threshold (float64; NaN when
                       the model carries none). Also `tf.saved_model.load(path).operating_point()`.
+    crop_examples     examples (as serving_default) -> crop: the Transform's stored crop, uint8
+                      [n, s, s, 3]: the face as the model sees it (the report's error gallery)
 
 The operating point: `assets/operating_point.json` (core/operating_point.py). The export writes a
 placeholder without a threshold; the GuardedPusher replaces it in the pushed copy with the
@@ -55,6 +57,8 @@ from models.layers import l2_normalize
 SERVING_DEFAULT = "serving_default"
 EMBED_IMAGES = "embed_images"
 EMBED_TRANSFORMED = "embed_transformed"
+CROP_EXAMPLES = "crop_examples"
+CROP = "crop"
 VERIFY = "verify"
 COMPARE = "compare"
 OPERATING_POINT = "operating_point"
@@ -100,14 +104,17 @@ class EmbeddingExport(tf.Module):
     def _embed(self, images: tf.Tensor) -> tf.Tensor:
         return l2_normalize(self.embedding_model(images, training=False)[EMBEDDING])
 
-    def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    def _crops_raw(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """The Transform's crops (float32 [n, s, s, 3], uint8 / 255) of checked raw features."""
         boxes = tf.stack([tf.reshape(raw_features[k], [-1]) for k in preprocessing.BOX_KEYS], 1)
         check = serving_checks.assert_servable(tf.reshape(raw_features[features.IMAGE_RAW], [-1]),
                                                boxes, raw_features.get(features.LANDMARKS))
         raw_features = serving_checks.guarded(check, raw_features)
         transformed = self.tft_layer(raw_features)
-        return {OUTPUT: self._embed(preprocessing.decode_crops(transformed[preprocessing.IMAGE],
-                                                               self.image_size))}
+        return preprocessing.decode_crops(transformed[preprocessing.IMAGE], self.image_size)
+
+    def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        return {OUTPUT: self._embed(self._crops_raw(raw_features))}
 
     def _embed_image_bytes(self, image_bytes, x1, y1, x2, y2) -> Dict[str, tf.Tensor]:
         """embed_images' request as raw features (defaults for what it omits), checked by
@@ -162,6 +169,11 @@ class EmbeddingExport(tf.Module):
         def serve_examples(examples):
             return self._embed_raw(tf.io.parse_example(examples, spec))
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def crop_examples(examples):
+            crops = self._crops_raw(tf.io.parse_example(examples, spec))
+            return {CROP: tf.cast(tf.round(crops * 255.0), tf.uint8)}
+
         @tf.function(input_signature=image_specs)
         def embed_images(image_bytes, x1, y1, x2, y2):
             return self._embed_image_bytes(image_bytes, x1, y1, x2, y2)
@@ -185,7 +197,8 @@ class EmbeddingExport(tf.Module):
             return self._decide(embedding_a, embedding_b)
 
         return {SERVING_DEFAULT: serve_examples, EMBED_IMAGES: embed_images,
-                EMBED_TRANSFORMED: embed_transformed, VERIFY: verify, COMPARE: compare,
+                EMBED_TRANSFORMED: embed_transformed, CROP_EXAMPLES: crop_examples,
+                VERIFY: verify, COMPARE: compare,
                 OPERATING_POINT: self.operating_point}
 
 

@@ -23,7 +23,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 import system as kfp_types
 from components.artifacts import crop_side, split_files
-from components.recall_evaluator import beam_embed, report, shipping, tfma_results
+from components.recall_evaluator import beam_embed, gallery, report, shipping, tfma_results
 from components.recall_evaluator import gate as gate_lib
 from core import features, intervals, json_safe
 from core import verification as verification_lib
@@ -358,12 +358,16 @@ class Executor(tfx_evaluator_executor.Executor):
         metrics["model"] = {"uri": model.uri, "id": model.id}
         metrics["baseline_model"] = ({"uri": baseline_model.uri, "id": baseline_model.id}
                                      if baseline_model is not None else None)
+        # issue 22: the error gallery, from these embeddings (keys into metrics.json, crops by
+        # the candidate's Transform into the report).
+        gallery_html = gallery.write_gallery(metrics, candidate, config.report_examples,
+                                             serving_model_dir(model), files)
 
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         tf.io.gfile.makedirs(evaluation.uri)
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, "metrics.json"), "w") as f:
             json_safe.dump(metrics, f, indent=1, sort_keys=True)
-        paths = report.write_report(metrics, evaluation.uri)
+        paths = report.write_report(metrics, evaluation.uri, gallery_html)
         # The same numbers in TFMA's format (tfma.load_eval_result / load_validation_result) and a
         # summary that points TensorBoard's Fairness Indicators at them.
         tfma_results.write(metrics, evaluation.uri, candidate_uri=model.uri,

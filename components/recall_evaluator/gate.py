@@ -96,6 +96,9 @@ class GateConfig:
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
     confidence: float = 0.95
+    # Error gallery of the report (components/recall_evaluator/gallery.py): pairs per group and
+    # kind; 0 copies no image into the report (data that must not leave its store).
+    report_examples: int = 6
 
     def __post_init__(self):
         self.ks = sorted({int(k) for k in self.ks} | {1})
@@ -131,6 +134,11 @@ class GateConfig:
         if int(self.bootstrap_resamples) < 100:
             raise ValueError(f"gate setting bootstrap_resamples must be >= 100, "
                              f"got {self.bootstrap_resamples!r}")
+        if (isinstance(self.report_examples, bool) or int(self.report_examples) != self.report_examples
+                or self.report_examples < 0):
+            raise ValueError(f"gate setting report_examples must be an integer >= 0, "
+                             f"got {self.report_examples!r}")
+        self.report_examples = int(self.report_examples)
         if not 0.5 <= float(self.confidence) < 1.0:
             raise ValueError(f"gate setting confidence must be in [0.5, 1), got {self.confidence!r}")
 

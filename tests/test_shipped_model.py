@@ -2,6 +2,7 @@
 every eval pair (genuine and impostor) matches exactly when the evaluator's score is at or above
 its threshold; `compare` agrees with NumPy's cosine; a model that was not pushed refuses to
 decide; `operating_point()` returns the shipped document."""
+import io
 import json
 import os
 
@@ -161,3 +162,31 @@ def test_the_threshold_is_read_from_the_asset_as_written(exported, tmp_path):
         with open(os.path.join(copy, ASSET_PATH), "w") as f:
             f.write(operating_point.dumps(doc))
         assert tf.saved_model.load(copy).operating_point()["threshold"].numpy() == value
+
+
+def test_crop_examples_returns_the_crop_the_model_embedded_and_the_gallery_reads_it(
+        exported, pushed, transformed_sample):
+    """crop_examples' uint8 crop, fed to embed_transformed as uint8 / 255, gives serving_default's
+    embedding (it is the crop the model embedded); the gallery's PNGs, from one read of the eval
+    files, decode to exactly those crops."""
+    import glob
+
+    from PIL import Image
+
+    from components.recall_evaluator import gallery
+
+    artifact, examples, keys = exported
+    _, embeddings, _, _, _, unpushed = pushed
+    serialized = tf.constant([e.SerializeToString() for e in examples])
+    crops = unpushed.signatures[export.CROP_EXAMPLES](examples=serialized)[export.CROP].numpy()
+    assert crops.dtype == np.uint8 and crops.shape[1:] == (32, 32, 3)
+    again = unpushed.signatures[export.EMBED_TRANSFORMED](
+        image=tf.constant(crops.astype(np.float32) / np.float32(255)))["embedding"].numpy()
+    np.testing.assert_allclose(again, embeddings, atol=1e-5)
+    files = sorted(glob.glob(os.path.join(transformed_sample["examples"], "Split-eval", "*")))
+    wanted = [keys[0], keys[-1], keys[len(keys) // 2]]
+    pngs = gallery.crops(os.path.join(artifact.uri, "Format-Serving"), files, wanted)
+    assert sorted(pngs) == sorted(wanted)
+    for key, png in pngs.items():
+        decoded = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        np.testing.assert_array_equal(decoded, crops[keys.index(key)])
