@@ -190,3 +190,55 @@ def test_crop_examples_returns_the_crop_the_model_embedded_and_the_gallery_reads
     for key, png in pngs.items():
         decoded = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         np.testing.assert_array_equal(decoded, crops[keys.index(key)])
+
+
+def test_the_report_gallery_shows_every_crop_in_headless_chromium_without_a_network_request(
+        exported, pushed, transformed_sample, tmp_path):
+    """As a reviewer opens it: the evaluator's report.html with the error gallery of the eval
+    split (the model's real crops) in headless Chromium. Every gallery image is decoded
+    (naturalWidth > 0), laid out and visible; the page requests nothing but itself (data: URIs
+    aside). The screenshot of the gallery is kept at tmp_path (docs/report_gallery.png is one)."""
+    import glob
+
+    from components.recall_evaluator import gallery, report
+    from tests import headless_chromium
+
+    if headless_chromium.executable() is None:
+        pytest.skip("no chromium (make test installs Debian's package: scripts/chromium.sh)")
+    artifact, examples, keys = exported
+    _, embeddings, labels, metrics, _, _ = pushed
+    groups = np.array([feature_value(e, "group").decode() for e in examples])
+    candidate = {"embeddings": embeddings, "labels": labels, "groups": groups,
+                 "paths": np.array(keys)}
+    metrics = dict(metrics, split="eval", model={"uri": artifact.uri, "id": artifact.id},
+                   baseline_model=None)
+    files = sorted(glob.glob(os.path.join(transformed_sample["examples"], "Split-eval", "*")))
+    section = gallery.write_gallery(metrics, candidate, 3, os.path.join(artifact.uri,
+                                                                        "Format-Serving"), files)
+    page = report.write_report(metrics, str(tmp_path), section)["report"]
+    expected = sum(2 * len(pairs) for kinds in metrics["error_gallery"].values()
+                   for pairs in kinds.values())
+    assert expected > 0
+
+    with headless_chromium.Browser() as browser:
+        browser.open(page)
+        shown = browser.evaluate("""Array.from(document.querySelectorAll('img.gallery')).map(i => {
+            const r = i.getBoundingClientRect(), s = getComputedStyle(i);
+            return {alt: i.alt, complete: i.complete, natural: i.naturalWidth, width: r.width,
+                    height: r.height, visible: s.visibility === 'visible' && s.display !== 'none'};
+        })""")
+        box = browser.evaluate("""(() => { const h = document.getElementById('error-gallery');
+            const r = h.getBoundingClientRect(); const y = r.top + window.scrollY;
+            return {x: 0, y: y, width: document.documentElement.scrollWidth,
+                    height: Math.min(900, document.documentElement.scrollHeight - y)}; })()""")
+        screenshot = browser.screenshot(clip=box)
+        requests = [r["url"] for r in browser.requests]
+    assert len(shown) == expected
+    for image in shown:
+        assert image["complete"] and image["natural"] == 32, image        # decoded: the 32 px crop
+        assert image["width"] > 0 and image["height"] > 0 and image["visible"], image
+    assert {image["alt"] for image in shown} == set(gallery.keys_of(metrics["error_gallery"]))
+    outside = [u for u in requests if not u.startswith("data:") and u != "file://" + page]
+    assert outside == [], outside
+    (tmp_path / "report_gallery.png").write_bytes(screenshot)
+    assert screenshot.startswith(b"\x89PNG")
