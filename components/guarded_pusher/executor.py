@@ -36,13 +36,13 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
-from core import operating_point
+from core import model_card, operating_point
 
 PUSH_MARKER = "ffem_pushed_model.json"
 _TIMESTAMP_VERSIONING = (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP)
 ASSET_PATH = os.path.join("assets", operating_point.FILE)   # inside the pushed SavedModel
 # Files of the blessing copied next to the pushed SavedModel when present (the model card).
-SHIPPED_FILES = ("model_card.json", "model_card.html")
+SHIPPED_FILES = (model_card.JSON_FILE, model_card.HTML_FILE)
 # The parts of an operating point that make two of them the same for serving.
 _SAME_POINT_KEYS = ("threshold", "target_fmr", "eval_data")
 
