@@ -101,7 +101,7 @@ def evaluated_metrics(embeddings, labels, groups):
     return metrics
 
 
-@pytest.mark.parametrize("value", [-1, 1.5, True])
+@pytest.mark.parametrize("value", [-1, 1.5, True, "6"])
 def test_report_examples_must_be_a_non_negative_integer(value):
     with pytest.raises(ValueError, match="report_examples"):
         gate.GateConfig(report_examples=value)

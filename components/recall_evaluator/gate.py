@@ -134,11 +134,7 @@ class GateConfig:
         if int(self.bootstrap_resamples) < 100:
             raise ValueError(f"gate setting bootstrap_resamples must be >= 100, "
                              f"got {self.bootstrap_resamples!r}")
-        if (isinstance(self.report_examples, bool) or int(self.report_examples) != self.report_examples
-                or self.report_examples < 0):
-            raise ValueError(f"gate setting report_examples must be an integer >= 0, "
-                             f"got {self.report_examples!r}")
-        self.report_examples = int(self.report_examples)
+        self.report_examples = _count_setting("report_examples", self.report_examples)
         if not 0.5 <= float(self.confidence) < 1.0:
             raise ValueError(f"gate setting confidence must be in [0.5, 1), got {self.confidence!r}")
 
@@ -174,6 +170,14 @@ class GateConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _count_setting(name: str, value) -> int:
+    """An integer >= 0 (not a bool, not a fraction), else a ValueError naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+            or value < 0:
+        raise ValueError(f"gate setting {name} must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def _missing(value) -> bool:
