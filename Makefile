@@ -23,7 +23,7 @@ demo: setup
 test: setup lint bob-env chromium
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# Debian's chromium for the test that opens the report headless (tests/test_report_chromium.py;
+# Debian's chromium for the test that opens the report headless (tests/test_shipped_model.py;
 # it skips without it). Installed with apt-get as root, or via passwordless sudo; quick when present.
 chromium:
 	@scripts/chromium.sh
