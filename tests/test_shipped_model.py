@@ -242,3 +242,19 @@ def test_the_report_gallery_shows_every_crop_in_headless_chromium_without_a_netw
     assert outside == [], outside
     (tmp_path / "report_gallery.png").write_bytes(screenshot)
     assert screenshot.startswith(b"\x89PNG")
+
+
+def test_verify_refuses_what_embed_images_refuses_on_either_side(exported, pushed):
+    """The serving checks run on both images of a pair (models/serving_checks.py, reused): an
+    inverted box on side b, a non-image on side a, are refused with ingest's reason codes."""
+    _, examples, _ = exported
+    loaded = pushed[0]
+    request = _pair_request(examples, [0, 1], [2, 3])
+    bad_box = dict(request, x1_b=tf.constant([30, feature_value(examples[3], "x1")], tf.int64),
+                   x2_b=tf.constant([5, feature_value(examples[3], "x2")], tf.int64))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input 0: bad_box"):
+        loaded.signatures[export.VERIFY](**bad_box)
+    not_an_image = dict(request, image_bytes_a=tf.constant([b"GIF89a" + b"\0" * 40,
+                                                            feature_value(examples[1], "image_raw")]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input 0: unsupported_format"):
+        loaded.signatures[export.VERIFY](**not_an_image)
