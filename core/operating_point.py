@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from typing import Any, Dict, Iterable, Optional
 
@@ -33,6 +34,7 @@ from core import json_safe
 from core.features import OVERALL
 
 FILE = "operating_point.json"
+ASSET = os.path.join("assets", FILE)      # its place inside a (pushed) SavedModel
 SCHEMA_VERSION = 1
 # The threshold of a `dumps` document: its first key's number (group 1).
 THRESHOLD_PATTERN = r'(?s)^\{\s*"threshold":\s*(-?[0-9][0-9.eE+-]*)\s*,.*$'

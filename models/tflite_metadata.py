@@ -17,7 +17,7 @@ METADATA_NAME = "ffem_operating_point"
 def saved_model_operating_point(saved_model_dir: str) -> Optional[str]:
     """The SavedModel's operating_point.json text when it holds a threshold (a pushed model), else
     None (an exported model's placeholder, or a model exported before the asset)."""
-    path = os.path.join(saved_model_dir, "assets", operating_point.FILE)
+    path = os.path.join(saved_model_dir, operating_point.ASSET)
     if not os.path.exists(path):
         return None
     with open(path) as f:

@@ -225,10 +225,11 @@ def format_advisories(metrics: Dict[str, Any]) -> List[str]:
 def read_operating_point(run: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
     """("shipped", the pushed model's operating point) when the run pushed one, else
     ("evaluated", the evaluation's), else None."""
-    places = [("shipped", run.get("pushed_to") and os.path.join(run["pushed_to"], "assets")),
-              ("evaluated", run.get("evaluation_uri"))]
-    for where, directory in places:
-        path = directory and os.path.join(directory, operating_point.FILE)
+    places = [("shipped", run.get("pushed_to") and os.path.join(run["pushed_to"],
+                                                                operating_point.ASSET)),
+              ("evaluated", run.get("evaluation_uri") and os.path.join(run["evaluation_uri"],
+                                                                       operating_point.FILE))]
+    for where, path in places:
         if path and os.path.exists(path):
             with open(path) as f:
                 return where, operating_point.loads(f.read(), source=path)

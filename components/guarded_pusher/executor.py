@@ -40,7 +40,7 @@ from core import model_card, operating_point
 
 PUSH_MARKER = "ffem_pushed_model.json"
 _TIMESTAMP_VERSIONING = (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP)
-ASSET_PATH = os.path.join("assets", operating_point.FILE)   # inside the pushed SavedModel
+ASSET_PATH = operating_point.ASSET   # inside the pushed SavedModel
 # Files of the blessing copied next to the pushed SavedModel when present (the model card).
 SHIPPED_FILES = (model_card.JSON_FILE, model_card.HTML_FILE)
 # The parts of an operating point that make two of them the same for serving.
@@ -159,7 +159,7 @@ class Executor(pusher_executor.Executor):
 
     def _ship(self, input_dict, directory: str) -> None:
         """The operating point into `directory`'s SavedModel assets, the card files beside it."""
-        tf.io.gfile.makedirs(os.path.join(directory, "assets"))
+        tf.io.gfile.makedirs(os.path.dirname(os.path.join(directory, ASSET_PATH)))
         with tf.io.gfile.GFile(os.path.join(directory, ASSET_PATH), "w") as f:
             f.write(self._point_text)
         blessing = artifact_utils.get_single_instance(

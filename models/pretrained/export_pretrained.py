@@ -108,7 +108,7 @@ def export(out_dir: str, schema_path: Optional[str] = None, cache: Optional[str]
 
     serving = os.path.join(out_dir, "Format-Serving")
     if tf.io.gfile.exists(os.path.join(serving, "saved_model.pb")):
-        if tf.io.gfile.exists(os.path.join(serving, "assets", operating_point.FILE)):
+        if tf.io.gfile.exists(os.path.join(serving, operating_point.ASSET)):
             return out_dir
         tf.io.gfile.rmtree(out_dir)     # an export from before the operating point: remade
     fetch.package_dir(cache)
