@@ -12,7 +12,7 @@ ARGS ?=
 # Arguments for pytest, e.g.  make test PYTEST_ARGS="-k ingest"
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint test-slow test-all bench setup sample-data clean pretrained bob-env
+.PHONY: demo test lint test-slow test-all bench setup sample-data clean pretrained bob-env chromium
 
 setup:
 	@scripts/bootstrap.sh
@@ -20,8 +20,13 @@ setup:
 demo: setup
 	$(PY) local_runner.py $(ARGS)
 
-test: setup lint bob-env
+test: setup lint bob-env chromium
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Debian's chromium for the test that opens the report headless (tests/test_shipped_model.py;
+# it skips without it). Installed with apt-get as root, or via passwordless sudo; quick when present.
+chromium:
+	@scripts/chromium.sh
 
 # Idiap's bob.measure in its own throwaway environment (.cache/bob-env), for the test that checks
 # the 1:1 figures against it (tests/test_bob_measure.py; it skips without the environment).

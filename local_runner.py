@@ -53,6 +53,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     gate.add_argument("--min-recall", type=float, help="Recall@1 bar for every group")
     gate.add_argument("--group-min-recall", nargs="+", default=None, metavar="GROUP=BAR")
     gate.add_argument("--max-drop", type=float, help="allowed Recall@1 drop vs the last blessed")
+    gate.add_argument("--report-examples", type=int, metavar="N",
+                      help="error gallery of the report: N highest-scoring impostor and N "
+                           "lowest-scoring genuine pairs per group (default 6); 0 copies no image "
+                           "into the report")
     run = parser.add_argument_group("run")
     run.add_argument("--pipeline-root", default=None)
     run.add_argument("--metadata", default=None, help="SQLite metadata file")
@@ -88,7 +92,8 @@ _FLAG_SETTINGS = (
     ("loss", "model", "loss"), ("backbone", "model", "backbone"),
     ("embedding_size", "model", "embedding_size"), ("epochs", "training", "epochs"),
     ("batch_size", "training", "batch_size"), ("min_recall", "gate", "min_recall"),
-    ("max_drop", "gate", "max_drop"), ("pipeline_root", "", "pipeline_root"),
+    ("max_drop", "gate", "max_drop"), ("report_examples", "gate", "report_examples"),
+    ("pipeline_root", "", "pipeline_root"),
     ("metadata", "", "metadata_path"), ("serving_dir", "", "serving_model_dir"),
     ("warm_start", "", "warm_start"), ("last_stage", "", "last_stage"),
     ("evaluate_model", "", "evaluate_model"), ("crop", "", "crop"))

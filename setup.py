@@ -51,6 +51,9 @@ setup(
     ],
     extras_require={
         "kfp": ["tfx[kfp]==1.16.0", "kfp>=2.5,<3"],
+        # model-card-toolkit 2.0.0 is not listed: its pins (TFMA < 0.42, absl < 1.1) cannot be
+        # resolved beside TFX 1.16. tests/test_model_card.py fetches that pinned wheel without its
+        # dependencies and validates model_card.json against the schema file inside it.
         "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
         # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers.
         "viewer": ["tensorboard-plugin-fairness-indicators"],

@@ -1,9 +1,27 @@
-"""The exported SavedModel: three signatures that all return the L2-normalized embedding.
+"""The exported SavedModel: three signatures that return the L2-normalized embedding, and three
+that apply the model's operating point.
 
     serving_default   examples: serialized raw tf.Examples (image_raw and the box are enough;
                       `landmarks`, when given, are used by the aligned crop recipe)
     embed_images      image_bytes (JPEG/PNG), x1, y1, x2, y2 (pixels)
     embed_transformed image: float32 [n, s, s, 3] in [0, 1], the face crop (for evaluation, TFLite)
+    verify            image_bytes_a, x1_a, y1_a, x2_a, y2_a and the same with _b (pairs of faces,
+                      as embed_images takes them) -> score (cosine of the two embeddings, float32
+                      [n]), match (score >= threshold, bool [n]), threshold (float64 [n])
+    compare           embedding_a, embedding_b (float32 [n, d], normalized here) -> the same
+    operating_point   no input -> operating_point (the JSON text), threshold (float64; NaN when
+                      the model carries none). Also `tf.saved_model.load(path).operating_point()`.
+    crop_examples     examples (as serving_default) -> crop: the Transform's stored crop, uint8
+                      [n, s, s, 3]: the face as the model sees it (the report's error gallery)
+
+The operating point: `assets/operating_point.json` (core/operating_point.py). The export writes a
+placeholder without a threshold; the GuardedPusher replaces it in the pushed copy with the
+evaluation's. `verify` and `compare` read the threshold from that asset on each call (the number
+that starts the document, core.operating_point.THRESHOLD_PATTERN) and refuse to run without one
+(InvalidArgumentError "no operating point"): a model that was not evaluated and pushed has no
+threshold to decide with. Scores are compared in float64 with the shipped threshold, which the
+evaluator places midway between two observed scores, so a score moving in its last float32 bits
+decides as the evaluator did. `verify` embeds each side as embed_images does, checks included.
 
 The first two run the Transform graph (TFT layer) inside, so they crop exactly as training did, and
 decode its stored uint8 crop with preprocessing.decode_crops (uint8 / 255), as the Trainer does.
@@ -24,12 +42,14 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Dict
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from core import features
+from core import operating_point as operating_point_lib
 from models import preprocessing, serving_checks
 from models.face_model import EMBEDDING
 from models.layers import l2_normalize
@@ -37,7 +57,17 @@ from models.layers import l2_normalize
 SERVING_DEFAULT = "serving_default"
 EMBED_IMAGES = "embed_images"
 EMBED_TRANSFORMED = "embed_transformed"
+CROP_EXAMPLES = "crop_examples"
+CROP = "crop"
+VERIFY = "verify"
+COMPARE = "compare"
+OPERATING_POINT = "operating_point"
 OUTPUT = "embedding"
+SCORE, MATCH, THRESHOLD = "score", "match", "threshold"
+NO_OPERATING_POINT = ("this SavedModel carries no operating point (assets/operating_point.json is "
+                      "the export's placeholder): only a model pushed by the GuardedPusher has a "
+                      "threshold to verify with")
+PAIR_SIDES = ("a", "b")
 MODEL_CONFIG_FILE = "ffem_model_config.json"   # written into the SavedModel's assets.extra
 
 # Raw features a serving request may omit: only the Transform's pass-through outputs use them.
@@ -64,53 +94,112 @@ class EmbeddingExport(tf.Module):
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._raw_spec = _serving_feature_spec(tf_transform_output.raw_feature_spec())
         self.image_size = image_size
+        # The placeholder operating point, tracked as an asset: saved as assets/operating_point.json,
+        # resolved to the loaded copy's file (the pushed one's) when loaded.
+        placeholder = os.path.join(tempfile.mkdtemp(prefix="ffem_export"), operating_point_lib.FILE)
+        with open(placeholder, "w") as f:
+            f.write(json.dumps(operating_point_lib.PLACEHOLDER, indent=1))
+        self.operating_point_file = tf.saved_model.Asset(placeholder)
 
     def _embed(self, images: tf.Tensor) -> tf.Tensor:
         return l2_normalize(self.embedding_model(images, training=False)[EMBEDDING])
 
-    def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    def _crops_raw(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """The Transform's crops (float32 [n, s, s, 3], uint8 / 255) of checked raw features."""
         boxes = tf.stack([tf.reshape(raw_features[k], [-1]) for k in preprocessing.BOX_KEYS], 1)
         check = serving_checks.assert_servable(tf.reshape(raw_features[features.IMAGE_RAW], [-1]),
                                                boxes, raw_features.get(features.LANDMARKS))
         raw_features = serving_checks.guarded(check, raw_features)
         transformed = self.tft_layer(raw_features)
-        return {OUTPUT: self._embed(preprocessing.decode_crops(transformed[preprocessing.IMAGE],
-                                                               self.image_size))}
+        return preprocessing.decode_crops(transformed[preprocessing.IMAGE], self.image_size)
+
+    def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        return {OUTPUT: self._embed(self._crops_raw(raw_features))}
+
+    def _embed_image_bytes(self, image_bytes, x1, y1, x2, y2) -> Dict[str, tf.Tensor]:
+        """embed_images' request as raw features (defaults for what it omits), checked by
+        _embed_raw (serving_checks.assert_servable) before the Transform."""
+        spec = self._raw_spec
+        batch = tf.shape(image_bytes)[0]
+        raw = {features.IMAGE_RAW: image_bytes, features.X1: x1, features.Y1: y1, features.X2: x2,
+               features.Y2: y2}
+        for name, default in _OPTIONAL_RAW_DEFAULTS.items():
+            if name in spec:
+                dtype = spec[name].dtype
+                raw[name] = tf.fill([batch], tf.constant(default, dtype))
+        raw = {k: tf.reshape(v, [-1, 1]) for k, v in raw.items() if k in spec}
+        if features.LANDMARKS in spec:
+            # No landmarks: the aligned crop recipe finds them with its network (as for a
+            # face list without them); the box recipe ignores them.
+            raw[features.LANDMARKS] = tf.SparseTensor(
+                tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.float32),
+                tf.stack([tf.cast(batch, tf.int64), tf.constant(0, tf.int64)]))
+        return self._embed_raw(raw)
+
+    def _threshold(self) -> tf.Tensor:
+        """The shipped threshold (float64), or an InvalidArgumentError without one."""
+        text = tf.io.read_file(self.operating_point_file)
+        found = tf.strings.regex_full_match(text, operating_point_lib.THRESHOLD_PATTERN)
+        with tf.control_dependencies([tf.debugging.Assert(found, [NO_OPERATING_POINT])]):
+            number = tf.strings.regex_replace(text, operating_point_lib.THRESHOLD_PATTERN, r"\1")
+            return tf.strings.to_number(number, tf.float64)
+
+    def _decide(self, a: tf.Tensor, b: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Cosine of the normalized embeddings a, b [n, d] and the decision at the threshold."""
+        threshold = self._threshold()
+        score = tf.reduce_sum(l2_normalize(a) * l2_normalize(b), axis=1)
+        return {SCORE: score, MATCH: tf.cast(score, tf.float64) >= threshold,
+                THRESHOLD: tf.fill(tf.shape(score), threshold)}
+
+    @tf.function(input_signature=[])
+    def operating_point(self):
+        """The shipped operating point's text and threshold (NaN when it is the placeholder)."""
+        text = tf.io.read_file(self.operating_point_file)
+        found = tf.strings.regex_full_match(text, operating_point_lib.THRESHOLD_PATTERN)
+        threshold = tf.cond(found, self._threshold, lambda: tf.constant(float("nan"), tf.float64))
+        return {OPERATING_POINT: text, THRESHOLD: threshold}
 
     def signatures(self):
         size = self.image_size
         spec = self._raw_spec
+        image_specs = ([tf.TensorSpec([None], tf.string, name="image_bytes")]
+                       + [tf.TensorSpec([None], tf.int64, name=k) for k in preprocessing.BOX_KEYS])
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve_examples(examples):
             return self._embed_raw(tf.io.parse_example(examples, spec))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
-                     + [tf.TensorSpec([None], tf.int64, name=k) for k in preprocessing.BOX_KEYS])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def crop_examples(examples):
+            crops = self._crops_raw(tf.io.parse_example(examples, spec))
+            return {CROP: tf.cast(tf.round(crops * 255.0), tf.uint8)}
+
+        @tf.function(input_signature=image_specs)
         def embed_images(image_bytes, x1, y1, x2, y2):
-            batch = tf.shape(image_bytes)[0]
-            raw = {features.IMAGE_RAW: image_bytes, features.X1: x1, features.Y1: y1, features.X2: x2,
-                   features.Y2: y2}
-            for name, default in _OPTIONAL_RAW_DEFAULTS.items():
-                if name in spec:
-                    dtype = spec[name].dtype
-                    raw[name] = tf.fill([batch], tf.constant(default, dtype))
-            raw = {k: tf.reshape(v, [-1, 1]) for k, v in raw.items() if k in spec}
-            if features.LANDMARKS in spec:
-                # No landmarks: the aligned crop recipe finds them with its network (as for a
-                # face list without them); the box recipe ignores them.
-                raw[features.LANDMARKS] = tf.SparseTensor(
-                    tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.float32),
-                    tf.stack([tf.cast(batch, tf.int64), tf.constant(0, tf.int64)]))
-            return self._embed_raw(raw)
+            return self._embed_image_bytes(image_bytes, x1, y1, x2, y2)
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
                                                     name="image")])
         def embed_transformed(image):
             return {OUTPUT: self._embed(image)}
 
+        @tf.function(input_signature=[tf.TensorSpec(s.shape, s.dtype, name=f"{s.name}_{side}")
+                                      for side in PAIR_SIDES for s in image_specs])
+        def verify(image_bytes_a, x1_a, y1_a, x2_a, y2_a, image_bytes_b, x1_b, y1_b, x2_b, y2_b):
+            a = self._embed_image_bytes(image_bytes_a, x1_a, y1_a, x2_a, y2_a)[OUTPUT]
+            b = self._embed_image_bytes(image_bytes_b, x1_b, y1_b, x2_b, y2_b)[OUTPUT]
+            return self._decide(a, b)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32,
+                                                    name=f"embedding_{side}")
+                                      for side in PAIR_SIDES])
+        def compare(embedding_a, embedding_b):
+            return self._decide(embedding_a, embedding_b)
+
         return {SERVING_DEFAULT: serve_examples, EMBED_IMAGES: embed_images,
-                EMBED_TRANSFORMED: embed_transformed}
+                EMBED_TRANSFORMED: embed_transformed, CROP_EXAMPLES: crop_examples,
+                VERIFY: verify, COMPARE: compare,
+                OPERATING_POINT: self.operating_point}
 
 
 def export_saved_model(embedding_model, tf_transform_output, image_size: int, export_dir: str,

@@ -27,6 +27,11 @@ scale comes from calibration (close to 1/255 with zero point 0 for crops in [0, 
 use the parameters, never assume `pixel / 255`). The dequantized embedding is only approximately
 unit length; normalize it before comparing with cosine or Euclidean distance.
 
+The operating point: a pushed SavedModel's operating_point.json travels into every level's
+metadata (models/tflite_metadata.py); the check reads it back from the written file and a level
+whose threshold differs from the SavedModel's (or is missing while the SavedModel has one) fails.
+A SavedModel without an operating point (exported, not pushed) gives TFLite models without one.
+
 The check: each level embeds check crops (disjoint from the calibration crops when the sample allows,
 `split_calibration_and_check`) and is compared with the SavedModel's embeddings of the same crops by
 cosine. Bounds on the mean cosine (MIN_MEAN_COSINE): level 0 >= 0.995, levels 1 and 2 >= 0.98. Why:
@@ -47,6 +52,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from core import operating_point
+from models import tflite_metadata
 from models.export import EMBED_TRANSFORMED, OUTPUT, load_signature
 
 LEVELS = (0, 1, 2)
@@ -227,6 +234,8 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
                          f"({image_size}, {image_size}, 3)")
     bounds = {**MIN_MEAN_COSINE, **(min_mean_cosine or {})}
     reference = saved_model_embeddings(signature, check_crops)
+    point = tflite_metadata.saved_model_operating_point(saved_model_dir)
+    threshold = operating_point.threshold_of(point) if point else None
     os.makedirs(out_dir, exist_ok=True)
     report = {"saved_model": os.path.abspath(saved_model_dir), "image_size": image_size,
               "embedding_size": int(reference.shape[1]),
@@ -237,10 +246,13 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
               "check_crops": int(len(check_crops)), **(extra_report or {}), "levels": {}}
     for level in levels:
         path = tflite_path(out_dir, level)
+        converted = convert(loaded, signature, image_size, level, calibration_crops)
         with open(path, "wb") as f:
-            f.write(convert(loaded, signature, image_size, level, calibration_crops))
+            f.write(tflite_metadata.with_operating_point(converted, point) if point else converted)
         interpreter = tf.lite.Interpreter(model_path=path)
         similarity = cosines(run_tflite(path, check_crops), reference)
+        carried = tflite_metadata.read_operating_point(path)
+        carried = operating_point.threshold_of(carried) if carried else None
         report["levels"][str(level)] = {
             "name": LEVEL_NAMES[level], "path": os.path.abspath(path),
             "size_bytes": os.path.getsize(path),
@@ -249,8 +261,10 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
             "float_ops": float_ops(path),
             "cosine_mean": float(np.mean(similarity)), "cosine_min": float(np.min(similarity)),
             "min_mean_cosine": float(bounds[level]),
-            "passed": bool(np.mean(similarity) >= bounds[level]),
+            "threshold": carried, "threshold_matches": carried == threshold,
+            "passed": bool(np.mean(similarity) >= bounds[level]) and carried == threshold,
         }
+    report["saved_model_threshold"] = threshold
     report["passed"] = all(entry["passed"] for entry in report["levels"].values())
     with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=1)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from components.recall_evaluator import gate as gate_lib
-from core import json_safe
+from core import json_safe, operating_point
 from core.features import OVERALL
 from pipeline import configs
 from pipeline.metadata import custom_property as _custom
@@ -215,6 +215,20 @@ def format_advisories(metrics: Dict[str, Any]) -> List[str]:
     return [f"not gated  {advisory['message']}" for advisory in metrics.get("advisories") or []]
 
 
+def read_operating_point(run: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """("shipped", the pushed model's operating point) when the run pushed one, else
+    ("evaluated", the evaluation's), else None."""
+    places = [("shipped", run.get("pushed_to") and os.path.join(run["pushed_to"],
+                                                                operating_point.ASSET)),
+              ("evaluated", run.get("evaluation_uri") and os.path.join(run["evaluation_uri"],
+                                                                       operating_point.FILE))]
+    for where, path in places:
+        if path and os.path.exists(path):
+            with open(path) as f:
+                return where, operating_point.loads(f.read(), source=path)
+    return None
+
+
 def format_show(run: Dict[str, Any]) -> str:
     lines = [f"run        {run['run_id']} (started {run['started']})",
              f"model      {run['model_id']} {run['model_uri'] or ''} (Trainer {run['trainer']})",
@@ -232,6 +246,10 @@ def format_show(run: Dict[str, Any]) -> str:
         lines += format_advisories(metrics)
         for verdict in metrics["verdicts"]:
             lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}")
+    shipped = read_operating_point(run)
+    if shipped:
+        where, point = shipped
+        lines.append(f"{where:<10} " + "\n".join(operating_point.summary_lines(point)))
     if run["failed_nodes"]:
         lines.append(f"failed     {', '.join(n for n in run['failed_nodes'] if n)}")
     return "\n".join(lines)

@@ -283,3 +283,56 @@ def test_the_tflite_steps_crops_are_the_stored_uint8_crops_over_255(tmp_path):
     np.testing.assert_array_equal(crops, pixels[:4].astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(eval_crops(examples, 50),
                                   pixels.astype(np.float32) / np.float32(255))
+
+
+def _with_point(tiny, tmp_path, threshold):
+    """A copy of the tiny SavedModel carrying an operating point, as a pushed model does."""
+    import shutil
+
+    from core import operating_point
+
+    copy = str(tmp_path / "pushed")
+    shutil.copytree(tiny["path"], copy)
+    os.makedirs(os.path.join(copy, "assets"), exist_ok=True)
+    text = operating_point.dumps({"threshold": threshold, "target_fmr": 1e-3})
+    with open(os.path.join(copy, "assets", operating_point.FILE), "w") as f:
+        f.write(text)
+    return copy, text
+
+
+def test_the_tflite_model_carries_the_saved_models_operating_point_and_the_check_reads_it(
+        tiny, tmp_path):
+    from models import tflite_metadata
+
+    source, text = _with_point(tiny, tmp_path, 0.3125)
+    report = tflite_core.export_tflite(source, [0], str(tmp_path / "out"), None, tiny["test"])
+    path = tflite_core.tflite_path(str(tmp_path / "out"), 0)
+    assert tflite_metadata.read_operating_point(path) == text          # byte for byte
+    entry = report["levels"]["0"]
+    assert entry["threshold"] == report["saved_model_threshold"] == 0.3125
+    assert entry["passed"] and report["passed"]
+    # The model with its metadata still runs and embeds as before.
+    assert numpy_cosines(tflite_core.run_tflite(path, tiny["test"]),
+                         tiny["reference"]).mean() >= STATED_BOUNDS[0]
+
+
+def test_a_tflite_model_whose_threshold_differs_from_the_saved_models_fails_the_check(
+        tiny, tmp_path, monkeypatch):
+    from core import operating_point
+    from models import tflite_metadata
+
+    source, _ = _with_point(tiny, tmp_path, 0.3125)
+    real = tflite_metadata.with_operating_point
+    monkeypatch.setattr(tflite_metadata, "with_operating_point", lambda model, text: real(
+        model, operating_point.dumps({"threshold": 0.5, "target_fmr": 1e-3})))
+    report = tflite_core.export_tflite(source, [0], str(tmp_path / "out"), None, tiny["test"])
+    assert report["levels"]["0"]["threshold"] == 0.5
+    assert not report["levels"]["0"]["passed"] and not report["passed"]
+
+
+def test_a_saved_model_without_an_operating_point_gives_tflite_without_one(exported):
+    from models import tflite_metadata
+
+    out, report = exported
+    assert report["saved_model_threshold"] is None
+    assert tflite_metadata.read_operating_point(tflite_core.tflite_path(out, 0)) is None

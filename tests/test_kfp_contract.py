@@ -157,9 +157,20 @@ def test_blessing_names_the_model_so_the_compiled_resolver_and_the_pusher_find_i
     for scope in ("overall", "a", "b"):
         assert numbers["metadata"][f"recall@1/{scope}"] == recall[scope]["recall@1"]
     assert numbers["metadata"]["blessed"] == 1
+    card = outputs["model_card"]
+    assert kfp_harness.schema_title(card["type"]) == "system.HTML"
+    with open(card["uri"]) as f:
+        assert "Model card" in f.read()
     pushed = vertex.push(model, blessing)
     assert pushed["metadata"]["pushed"] == 1
-    assert os.path.exists(os.path.join(pushed["metadata"]["pushed_destination"], "saved_model.pb"))
+    destination = pushed["metadata"]["pushed_destination"]
+    assert os.path.exists(os.path.join(destination, "saved_model.pb"))
+    # The operating point and the card travel with the pushed model.
+    with open(os.path.join(destination, "assets", "operating_point.json")) as f:
+        point = json_safe.load(f)
+    with open(os.path.join(evaluation, "metrics.json")) as f:
+        assert point["threshold"] == json_safe.load(f)["verification"]["threshold"]
+    assert os.path.exists(os.path.join(destination, "model_card.json"))
 
 
 @pytest.mark.pipeline

@@ -277,3 +277,13 @@ def test_every_pipeline_step_starts_with_its_own_command_not_the_images_entrypoi
     _, containers = compiled(tmp_path, "--tflite-levels", "0")
     for name, container in containers.items():
         assert container["command"][:2] == ["python", "-m"], name
+
+
+def test_the_model_card_is_an_html_output_of_the_compiled_evaluator(tmp_path):
+    """What the Kubeflow UI lists for the RecallEvaluator: the report and the model card as
+    system.HTML pages beside the evaluation and blessing."""
+    pipeline, _ = compiled(tmp_path)
+    outputs = pipeline["components"]["RecallEvaluator"]["outputDefinitions"]["artifacts"]
+    for name in ("model_card", "report"):
+        schema = outputs[name]["artifactType"]["instanceSchema"]
+        assert schema.splitlines()[0] == "title: system.HTML", (name, schema)

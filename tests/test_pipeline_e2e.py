@@ -85,6 +85,24 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplo
         **{k: tf.constant([box[k]], tf.int64) for k in ("x1", "y1", "x2", "y2")})["embedding"]
     assert served.shape == (1, TINY_TRAINING["embedding_size"])
     assert np.linalg.norm(served.numpy()) == pytest.approx(1.0, abs=1e-5)
+    # It ships with the evaluation's operating point, decides with it, and has its card; the
+    # report shows the error gallery and metrics.json names its pairs.
+    from core import operating_point
+    loaded = tf.saved_model.load(pushed_dir)
+    threshold = metrics["verification"]["threshold"]
+    assert loaded.operating_point()["threshold"].numpy() == threshold
+    with open(os.path.join(pushed_dir, "assets", operating_point.FILE)) as f:
+        point = operating_point.loads(f.read())
+    assert point["model"]["uri"] == model1.uri and point["evaluation"]["uri"] == evaluation.uri
+    pair = {f"{name}_{side}": value for side in ("a", "b") for name, value in
+            [("image_bytes", tf.constant([image]))]
+            + [(k, tf.constant([box[k]], tf.int64)) for k in ("x1", "y1", "x2", "y2")]}
+    decided = loaded.signatures["verify"](**pair)
+    assert decided["score"].numpy()[0] == pytest.approx(1.0, abs=1e-5)
+    assert decided["match"].numpy()[0] == (decided["score"].numpy()[0] >= threshold)
+    assert os.path.exists(os.path.join(pushed_dir, "model_card.json"))
+    assert "id='error-gallery'" in page and "data:image/png;base64" in page
+    assert set(metrics["error_gallery"]) == {"north", "south", "east", "west"}
 
     # The optional TFLite step converted the pushed model and checked it against the SavedModel.
     from models import tflite as tflite_core
@@ -95,6 +113,7 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplo
     with open(os.path.join(tflite.uri, tflite_core.REPORT_FILE)) as f:
         report = json.load(f)
     assert list(report["levels"]) == ["0"] and report["passed"]
+    assert report["levels"]["0"]["threshold"] == threshold
     assert report["levels"]["0"]["cosine_mean"] >= tflite_core.MIN_MEAN_COSINE[0]
     assert os.path.getsize(tflite_core.tflite_path(tflite.uri, 0)) > 1000
 

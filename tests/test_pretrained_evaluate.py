@@ -150,3 +150,36 @@ def test_review_command_runs_the_pipeline_on_all_204_photos_and_writes_the_repor
     assert run["blessed"] is False and run["pushed"] is None
     assert run["recall_at_1"]["overall"] >= 0.98
     assert os.path.isfile(run["report"])
+
+
+@pytest.mark.slow
+def test_an_imported_pretrained_model_is_pushed_with_its_operating_point_card_and_gallery(
+        small_sample, tmp_path, face_api_package):  # noqa: F811
+    """`--evaluate-model pretrained:face_recognition_net --push`: the pushed copy carries the
+    evaluation's operating point (read by the model itself) and its card; the report has the
+    gallery of the crops that model saw (its aligned crop)."""
+    import local_runner
+    from core import json_safe, operating_point
+    from pipeline import runs as review
+
+    local_runner.run(["--evaluate-model", "pretrained:face_recognition_net", "--push",
+                      "--data-root", small_sample, "--pipeline-root", str(tmp_path / "root"),
+                      "--metadata", str(tmp_path / "m.sqlite"),
+                      "--serving-dir", str(tmp_path / "serving"), "--report-examples", "2",
+                      "--gate", "min_recall=0.0", "max_drop=1.0", "min_group_identities=1"])
+    run = review.list_runs(review.open_store(str(tmp_path / "m.sqlite")))[-1]
+    assert run["blessed"] and run["pushed"]
+    with open(os.path.join(run["evaluation_uri"], "metrics.json")) as f:
+        metrics = json_safe.load(f)
+    pushed = run["pushed_to"]
+    with open(os.path.join(pushed, "assets", operating_point.FILE)) as f:
+        point = operating_point.loads(f.read())
+    assert point["threshold"] == metrics["verification"]["threshold"]
+    assert tf.saved_model.load(pushed).operating_point()["threshold"].numpy() == point["threshold"]
+    with open(os.path.join(pushed, "model_card.json")) as f:
+        assert "face_recognition_net" in json.load(f)["model_parameters"]["model_architecture"]
+    assert all(len(kinds["impostor"]) <= 2 for kinds in metrics["error_gallery"].values())
+    with open(run["report"]) as f:
+        page = f.read()
+    assert page.count("<img class='gallery'") == 2 * sum(
+        len(pairs) for kinds in metrics["error_gallery"].values() for pairs in kinds.values())

@@ -80,3 +80,27 @@ def test_show_names_what_is_not_gated_and_prints_unbounded_ends_and_missing_inte
     assert "Infinity" not in text and '"inf"' in text
     assert review.read_metrics({"evaluation_uri": str(tmp_path / "r1")})["verification"][
         "skewed_error_ratio_ci"] == [1.05, math.inf]
+
+
+def test_show_prints_the_shipped_operating_point_in_preference_to_the_evaluated_one(tmp_path):
+    from core import operating_point
+
+    def point(threshold):
+        metrics = {"verification": {"target_fmr": 0.001, "threshold": threshold,
+                                    "overall": {"n_genuine": 10, "n_impostor": 900, "fnmr": 0.1,
+                                                "fnmr_ci": [0.05, 0.2], "fmr": 0.001,
+                                                "fmr_ci": [0.0, 0.003]}},
+                   "confidence": 0.95, "gate_config": {}, "blessed": True, "failed_rules": []}
+        return operating_point.dumps(operating_point.build(
+            metrics, "/ex", "eval", ["a/1.jpg"], {"id": 1, "uri": "/e"}, {"id": 3, "uri": "/m"}))
+
+    shown_run = run(tmp_path, "r1", 3, {"overall": 0.8}, metrics({"overall": [0.75, 0.85]}))
+    (tmp_path / "r1" / operating_point.FILE).write_text(point(0.25))
+    shown = review.format_show(shown_run)
+    assert "evaluated  operating point: threshold 0.250000 at target FMR 0.001" in shown
+    assert "overall          FNMR 0.10000 [0.05000, 0.20000]   FMR 0.00100 [0.00000, 0.00300]" in shown
+    pushed = tmp_path / "serving" / "17"
+    (pushed / "assets").mkdir(parents=True)
+    (pushed / "assets" / operating_point.FILE).write_text(point(0.375))
+    shown = review.format_show(dict(shown_run, pushed_to=str(pushed)))
+    assert "shipped    operating point: threshold 0.375000" in shown

@@ -67,3 +67,43 @@ def test_bootstrap_installs_once_and_again_only_when_its_inputs_change(tmp_path)
         f.write("\n# a changed pin\n")
     assert bootstrap() == 2
     assert bootstrap() == 0
+
+
+def _chromium_script(tmp_path, uid, chromium, sudo=False):
+    """scripts/chromium.sh with stand-ins for id, apt-get, sudo and chromium on its PATH; returns
+    (result, the apt-get calls)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "calls"
+    stubs = {"id": f"echo {uid}", "apt-get": f'echo "apt-get $*" >> {log}',
+             "sudo": 'if [ "$1" = -n ] && [ "$2" = true ]; then exit 0; fi; shift; "$@"'
+             if sudo else "exit 1"}
+    if chromium:
+        stubs["chromium"] = "exit 0"
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    if not chromium:
+        # apt-get "installs" chromium: later lookups find it.
+        (bin_dir / "apt-get").write_text(
+            f'#!/bin/bash\necho "apt-get $*" >> {log}\n'
+            f'if [ "$1" = install ]; then printf "#!/bin/bash\\n" > {bin_dir}/chromium; '
+            f'/bin/chmod +x {bin_dir}/chromium; fi\n')
+    result = subprocess.run(["/bin/bash", os.path.join(REPO_ROOT, "scripts", "chromium.sh")],
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": str(bin_dir)})
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result, calls
+
+
+def test_chromium_setup_installs_as_root_only_when_missing_and_never_fails(tmp_path):
+    result, calls = _chromium_script(tmp_path / "present", 0, chromium=True)
+    assert result.returncode == 0 and calls == []                 # present: nothing to do
+    result, calls = _chromium_script(tmp_path / "root", 0, chromium=False)
+    assert result.returncode == 0, result.stderr
+    assert [c.split()[:2] for c in calls] == [["apt-get", "update"], ["apt-get", "install"]]
+    assert calls[1].split()[-1] == "chromium" and "installed" in result.stderr
+    result, calls = _chromium_script(tmp_path / "sudo", 1000, chromium=False, sudo=True)
+    assert result.returncode == 0 and len(calls) == 2              # through passwordless sudo
+    result, calls = _chromium_script(tmp_path / "user", 1000, chromium=False)
+    assert result.returncode == 0 and calls == [] and "will skip" in result.stderr

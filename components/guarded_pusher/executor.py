@@ -14,6 +14,14 @@
    at its old directory would say A is served while B is. Versions are TFX's Unix-timestamp
    seconds, raised above the highest existing version when the clock has not passed it (two
    pushes within one second would otherwise share, or invert, a version).
+4. The model ships with its operating point. The blessing must hold the evaluator's
+   `operating_point.json` (core/operating_point.py) measured for exactly this model (its uri);
+   without it nothing is pushed. The pushed version holds it as `assets/operating_point.json`
+   (where the SavedModel's `verify` / `compare` / `operating_point` functions read the threshold),
+   plus the model card files the blessing carries (`SHIPPED_FILES`), written before saved_model.pb.
+   A model whose newest pushed version holds another operating point (re-evaluated on other data)
+   is pushed again as a new version. Only filesystem destinations with timestamp versioning are
+   supported: TFX's own push to other destinations would ship the model without its operating point.
 """
 import hashlib
 import json
@@ -28,8 +36,15 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from core import model_card, operating_point
+
 PUSH_MARKER = "ffem_pushed_model.json"
 _TIMESTAMP_VERSIONING = (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP)
+ASSET_PATH = operating_point.ASSET   # inside the pushed SavedModel
+# Files of the blessing copied next to the pushed SavedModel when present (the model card).
+SHIPPED_FILES = (model_card.JSON_FILE, model_card.HTML_FILE)
+# The parts of an operating point that make two of them the same for serving.
+_SAME_POINT_KEYS = ("threshold", "target_fmr", "eval_data")
 
 
 def resource_name_id(name: str) -> int:
@@ -85,6 +100,8 @@ class Executor(pusher_executor.Executor):
         blessing = artifact_utils.get_single_instance(blessings)
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
         problem = blessing_names_model(blessing, model)
+        if not problem:
+            self._point_text, problem = read_operating_point(blessing, model)
         if problem:
             logging.error("Refusing to push model %d (%s): %s", model.id, model.uri, problem)
             return False
@@ -97,8 +114,9 @@ class Executor(pusher_executor.Executor):
         filesystem = destination.filesystem
         if (destination.WhichOneof("destination") != "filesystem" or not filesystem.base_directory
                 or filesystem.versioning not in _TIMESTAMP_VERSIONING):
-            super().Do(input_dict, output_dict, exec_properties)   # TFX's handling and errors
-            return
+            raise ValueError("the GuardedPusher pushes to a filesystem base_directory with "
+                             "timestamp versioning only (anything else would ship the model "
+                             "without its operating point)")
         self._log_startup(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
         model_push = artifact_utils.get_single_instance(
@@ -109,6 +127,10 @@ class Executor(pusher_executor.Executor):
         base = filesystem.base_directory
         versions = _versions(base)
         existing = find_pushed_version(base, model.uri)
+        if existing and not same_operating_point(existing, self._point_text):
+            logging.info("Model %d was pushed at %s with another operating point: pushing it "
+                         "again with the new one", model.id, existing)
+            existing = None
         if existing and existing == os.path.join(base, versions[-1][1]):
             logging.info("Model %d is already the newest pushed version, %s; not pushing it again",
                          model.id, existing)
@@ -124,14 +146,62 @@ class Executor(pusher_executor.Executor):
         model_path = self.GetModelPath(input_dict)
         # saved_model.pb last, as TFX's Pusher does: model servers take it as "the version is whole".
         io_utils.copy_dir(model_path, serving_path, deny_regex_patterns=[r"saved_model\.pb"])
+        self._ship(input_dict, serving_path)
         saved_model = os.path.join(model_path, "saved_model.pb")
         if tf.io.gfile.exists(saved_model):
             io_utils.copy_file(saved_model, os.path.join(serving_path, "saved_model.pb"))
         with tf.io.gfile.GFile(os.path.join(serving_path, PUSH_MARKER), "w") as f:
             json.dump({"model_id": model.id, "model_uri": model.uri}, f)
         io_utils.copy_dir(model_path, model_push.uri)    # TFX's archive copy in the artifact
+        self._ship(input_dict, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
         logging.info("Model %d pushed to %s", model.id, serving_path)
+
+    def _ship(self, input_dict, directory: str) -> None:
+        """The operating point into `directory`'s SavedModel assets, the card files beside it."""
+        tf.io.gfile.makedirs(os.path.dirname(os.path.join(directory, ASSET_PATH)))
+        with tf.io.gfile.GFile(os.path.join(directory, ASSET_PATH), "w") as f:
+            f.write(self._point_text)
+        blessing = artifact_utils.get_single_instance(
+            input_dict[standard_component_specs.MODEL_BLESSING_KEY])
+        for name in SHIPPED_FILES:
+            source = os.path.join(blessing.uri, name)
+            if tf.io.gfile.exists(source):
+                io_utils.copy_file(source, os.path.join(directory, name), overwrite=True)
+
+
+def read_operating_point(blessing, model) -> Tuple[Optional[str], Optional[str]]:
+    """(the text of the blessing's operating_point.json, None) when it is a valid operating point
+    measured for `model`, else (None, the reason)."""
+    path = os.path.join(blessing.uri, operating_point.FILE)
+    if not tf.io.gfile.exists(path):
+        return None, (f"its blessing {blessing.id} carries no {operating_point.FILE} (the "
+                      f"evaluation set no threshold, or the blessing is not the RecallEvaluator's)")
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    try:
+        point = operating_point.loads(text, source=path)
+    except ValueError as e:
+        return None, str(e)
+    if point["model"].get("uri") != model.uri:
+        return None, (f"{path} was measured for model {point['model'].get('uri')!r}, not "
+                      f"{model.uri!r}")
+    return text, None
+
+
+def same_operating_point(version_dir: str, text: str) -> bool:
+    """Whether the pushed version at `version_dir` holds the same operating point as `text`
+    (threshold, target FMR and eval data; the evaluation's own id may differ)."""
+    path = os.path.join(version_dir, ASSET_PATH)
+    if not tf.io.gfile.exists(path):
+        return False
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            shipped = operating_point.loads(f.read(), source=path)
+        except ValueError:
+            return False
+    new = operating_point.loads(text)
+    return all(shipped.get(key) == new.get(key) for key in _SAME_POINT_KEYS)
 
 
 def _versions(base_directory: str) -> List[Tuple[int, str]]:

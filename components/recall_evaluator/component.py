@@ -23,7 +23,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 import system as kfp_types
 from components.artifacts import crop_side, split_files
-from components.recall_evaluator import beam_embed, report, tfma_results
+from components.recall_evaluator import beam_embed, gallery, model_card, report, shipping, tfma_results
 from components.recall_evaluator import gate as gate_lib
 from core import features, intervals, json_safe
 from core import verification as verification_lib
@@ -55,6 +55,7 @@ class RecallEvaluatorSpec(types.ComponentSpec):
         # For the Kubeflow Pipelines UI: the report as a page, Recall@1 per group as metrics.
         "report": ChannelParameter(type=kfp_types.HTML),
         "recall_metrics": ChannelParameter(type=kfp_types.Metrics),
+        "model_card": ChannelParameter(type=kfp_types.HTML),     # model_card.html, for the UI
     }
 
 
@@ -358,12 +359,16 @@ class Executor(tfx_evaluator_executor.Executor):
         metrics["model"] = {"uri": model.uri, "id": model.id}
         metrics["baseline_model"] = ({"uri": baseline_model.uri, "id": baseline_model.id}
                                      if baseline_model is not None else None)
+        # issue 22: the error gallery, from these embeddings (keys into metrics.json, crops by
+        # the candidate's Transform into the report).
+        gallery_html = gallery.write_gallery(metrics, candidate, config.report_examples,
+                                             serving_model_dir(model), files)
 
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         tf.io.gfile.makedirs(evaluation.uri)
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, "metrics.json"), "w") as f:
             json_safe.dump(metrics, f, indent=1, sort_keys=True)
-        paths = report.write_report(metrics, evaluation.uri)
+        paths = report.write_report(metrics, evaluation.uri, gallery_html)
         # The same numbers in TFMA's format (tfma.load_eval_result / load_validation_result) and a
         # summary that points TensorBoard's Fairness Indicators at them.
         tfma_results.write(metrics, evaluation.uri, candidate_uri=model.uri,
@@ -378,6 +383,13 @@ class Executor(tfx_evaluator_executor.Executor):
         evaluation.set_string_custom_property("report", paths["report"])
 
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
+        # issue 22: the operating point and the model card travel with the blessing to the Pusher.
+        point = shipping.write_operating_point(metrics, candidate["paths"], examples, split,
+                                               evaluation, blessing, model)
+        model_card.write_model_card(metrics, point,
+                                    model_card.model_config_of(serving_model_dir(model)),
+                                    candidate["groups"], examples.uri, [evaluation.uri, blessing.uri],
+                                    output_dict.get("model_card") or [])
         blessing.set_int_custom_property("blessed", int(metrics["blessed"]))
         blessing.set_string_custom_property("current_model", model.uri)
         blessing.set_int_custom_property("current_model_id", model.id)
@@ -417,5 +429,6 @@ class RecallEvaluator(base_component.BaseComponent):
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
             report=types.Channel(type=kfp_types.HTML),
-            recall_metrics=types.Channel(type=kfp_types.Metrics))
+            recall_metrics=types.Channel(type=kfp_types.Metrics),
+            model_card=types.Channel(type=kfp_types.HTML))
         super().__init__(spec=spec)

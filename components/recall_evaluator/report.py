@@ -219,7 +219,11 @@ def _verification_rows(metrics: Dict[str, Any]) -> str:
     return "".join(rows)
 
 
-def render_html(metrics: Dict[str, Any], charts: Dict[str, bytes]) -> str:
+# Nothing is fetched: images are data: URIs and the style is inline (the report may hold faces).
+CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def render_html(metrics: Dict[str, Any], charts: Dict[str, bytes], gallery_html: str = "") -> str:
     blessed = metrics["blessed"]
     ks = metrics["gate_config"]["ks"]
     gallery = metrics["gate_config"].get("gallery", "mixed")
@@ -242,6 +246,7 @@ def render_html(metrics: Dict[str, Any], charts: Dict[str, bytes]) -> str:
     level = metrics.get("confidence", 0.95)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>FFEM-TFX evaluation</title>
+<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
@@ -253,6 +258,12 @@ td:first-child, th:first-child {{ text-align: left; }}
 tr.fail td {{ background: #fdecea; }} tr.pass td:first-child {{ color: #2e7d32; }}
 figure {{ display: inline-block; margin: 0 1em 1em 0; }}
 .advisory {{ border: 2px solid #ef6c00; background: #fff3e0; padding: 0.5em 1em; margin: 1em 0; }}
+.pairs {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+.pair {{ border: 1px solid #ccc; padding: 4px; }} .pair.error {{ border: 2px solid #c62828; }}
+.crop {{ display: inline-block; margin: 2px; font-size: 0.7em; max-width: 120px;
+         overflow-wrap: anywhere; vertical-align: top; }}
+img.gallery {{ width: 112px; height: 112px; image-rendering: pixelated; display: block; }}
+.score {{ font-size: 0.85em; }}
 </style></head><body>
 <h1>Model evaluation</h1>
 <p class="verdict {'blessed' if blessed else 'not-blessed'}">{'BLESSED' if blessed else
@@ -284,6 +295,7 @@ skewed error ratio (max / min FNMR): {_figure(verification.get('skewed_error_rat
 <table><tr><th>group</th><th>genuine pairs</th><th>impostor pairs</th><th>FNMR</th><th>FMR</th>
 {far_headers}</tr>{_verification_rows(metrics)}</table>
 <h2>Charts</h2>{images}
+{gallery_html}
 </body></html>
 """
 
@@ -294,8 +306,9 @@ def charts_of(metrics: Dict[str, Any]) -> Dict[str, bytes]:
             "det": det_chart(metrics)}
 
 
-def write_report(metrics: Dict[str, Any], output_dir: str) -> Dict[str, str]:
-    """Writes report.html and the chart PNGs; returns their paths."""
+def write_report(metrics: Dict[str, Any], output_dir: str, gallery_html: str = "") -> Dict[str, str]:
+    """Writes report.html (with the error gallery's section, components/recall_evaluator/
+    gallery.py) and the chart PNGs; returns their paths."""
     import tensorflow as tf  # gfile: works for gs:// too
 
     charts = charts_of(metrics)
@@ -306,5 +319,5 @@ def write_report(metrics: Dict[str, Any], output_dir: str) -> Dict[str, str]:
             f.write(data)
     paths["report"] = os.path.join(output_dir, "report.html")
     with tf.io.gfile.GFile(paths["report"], "w") as f:
-        f.write(render_html(metrics, charts))
+        f.write(render_html(metrics, charts, gallery_html))
     return paths

@@ -77,8 +77,9 @@ def TFLiteExporter(
     tflite_model.set_string_custom_property("source_model", source)
     tflite_model.set_string_custom_property("cosine_mean", json.dumps(
         {level: entry["cosine_mean"] for level, entry in report["levels"].items()}))
-    failed = [f"level {level}: mean cosine {entry['cosine_mean']:.5f} < "
-              f"{entry['min_mean_cosine']}" for level, entry in report["levels"].items()
+    failed = [f"level {level}: mean cosine {entry['cosine_mean']:.5f} (bound "
+              f"{entry['min_mean_cosine']}), threshold {entry['threshold']} (SavedModel's "
+              f"{report['saved_model_threshold']})" for level, entry in report["levels"].items()
               if not entry["passed"]]
     if failed:
         raise RuntimeError(f"TFLite export of {source} is not faithful to the SavedModel: "

@@ -47,6 +47,10 @@ class GateConfig(Section):
     bootstrap_resamples: int = setting(1000, help="identity-bootstrap resamples of every interval")
     bootstrap_seed: int = setting(0, help="seed of the bootstrap draws")
     confidence: float = setting(0.95, help="level of every interval")
+    report_examples: int = setting(6, help="error gallery of the report: this many highest-scoring "
+                                   "impostor and lowest-scoring genuine pairs per group, as the crops "
+                                   "the model saw; 0 copies no image into the report (data that must "
+                                   "not leave its store)")
 
     @classmethod
     def check_keys(cls, values: Mapping[str, Any], where: str,
@@ -80,6 +84,9 @@ class GateConfig(Section):
         if int(self.bootstrap_resamples) < 100:
             raise ValueError(f"gate setting bootstrap_resamples must be >= 100, "
                              f"got {self.bootstrap_resamples!r}")
+        if self.report_examples < 0:
+            raise ValueError(f"gate setting report_examples must be an integer >= 0, got "
+                             f"{self.report_examples!r}")
         if not 0.5 <= float(self.confidence) < 1.0:
             raise ValueError(f"gate setting confidence must be in [0.5, 1), got {self.confidence!r}")
 

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from core import features
+from core import features, operating_point
 from models.pretrained import alignment, fetch
 from models.pretrained import recognition_net as frn
 
@@ -97,7 +97,8 @@ def transform_graph(schema_path: str, out_dir: str) -> str:
 def export(out_dir: str, schema_path: Optional[str] = None, cache: Optional[str] = None) -> str:
     """Writes the Model artifact directory (`<out_dir>/Format-Serving`) once; returns `out_dir`.
 
-    Reuses a complete earlier export (Format-Serving/saved_model.pb present). Raises
+    Reuses a complete earlier export (Format-Serving/saved_model.pb and its operating-point asset
+    present; an export from before the asset is remade). Raises
     PretrainedUnavailable, saying how to fetch it, when the face-api package is not cached.
     """
     import tensorflow_transform as tft
@@ -107,7 +108,9 @@ def export(out_dir: str, schema_path: Optional[str] = None, cache: Optional[str]
 
     serving = os.path.join(out_dir, "Format-Serving")
     if tf.io.gfile.exists(os.path.join(serving, "saved_model.pb")):
-        return out_dir
+        if tf.io.gfile.exists(os.path.join(serving, operating_point.ASSET)):
+            return out_dir
+        tf.io.gfile.rmtree(out_dir)     # an export from before the operating point: remade
     fetch.package_dir(cache)
     staging = out_dir.rstrip("/") + ".partial"
     if tf.io.gfile.exists(staging):

@@ -1,0 +1,32 @@
+"""What the RecallEvaluator hands to deployment: the operating point (core/operating_point.py),
+written into the `evaluation` artifact (for reviewers) and the `blessing` artifact (the Pusher's
+input, which copies it into the pushed SavedModel and refuses to push without it)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import tensorflow as tf
+from absl import logging
+
+from core import operating_point
+
+
+def write_operating_point(metrics: Dict[str, Any], keys: Sequence[str], examples, split: str,
+                          evaluation, blessing, model) -> Optional[Dict[str, Any]]:
+    """Writes operating_point.json into both artifacts and returns it; None (nothing written, so
+    the Pusher refuses) when the evaluation set no threshold."""
+    try:
+        point = operating_point.build(
+            metrics, examples.uri, split, keys,
+            evaluation={"id": evaluation.id or None, "uri": evaluation.uri},
+            model={"id": model.id or None, "uri": model.uri})
+    except ValueError as e:
+        logging.warning("RecallEvaluator: no operating point written: %s", e)
+        return None
+    text = operating_point.dumps(point)
+    for artifact in (evaluation, blessing):
+        tf.io.gfile.makedirs(artifact.uri)
+        with tf.io.gfile.GFile(os.path.join(artifact.uri, operating_point.FILE), "w") as f:
+            f.write(text)
+    return point
