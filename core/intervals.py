@@ -110,3 +110,76 @@ def paired_difference_interval(weights, candidate: Tuple[np.ndarray, np.ndarray]
     `candidate` and `baseline` are (numerators, denominators) per unit."""
     difference = ratio_replicates(weights, *candidate) - ratio_replicates(weights, *baseline)
     return percentile_interval(difference, level)
+
+
+# ----------------------------------------------------------------------------- small counts
+
+MIN_ERRORS_FOR_DESIGN_EFFECT = 5
+
+
+def design_effect(rate: Optional[float], trials: float, replicates) -> Optional[float]:
+    """The identity bootstrap's variance of a rate over the binomial variance rate (1 - rate) /
+    trials of as many independent trials: how much the clustering of trials in identities inflates
+    the noise (>= 1 by construction here). None when it cannot be estimated reliably: no rate, no
+    trials, fewer than MIN_ERRORS_FOR_DESIGN_EFFECT errors or non-errors (the bootstrap variance of
+    a handful of errors is that of the one or two identities holding them), or no finite replicate."""
+    if rate is None or not trials:
+        return None
+    errors = float(rate) * float(trials)
+    if min(errors, float(trials) - errors) < MIN_ERRORS_FOR_DESIGN_EFFECT - 1e-9:
+        return None
+    replicates = np.asarray(replicates, dtype=np.float64)
+    finite = replicates[np.isfinite(replicates)]
+    if len(finite) < 2:
+        return None
+    binomial = float(rate) * (1.0 - float(rate)) / float(trials)
+    return max(1.0, float(np.var(finite, ddof=1)) / binomial)
+
+
+def wilson_interval(rate: float, trials: float, level: float = DEFAULT_LEVEL) -> List[float]:
+    """Wilson's score interval of a binomial proportion `rate` out of `trials` (which may be a
+    fractional effective count): the p with |rate - p| <= z sqrt(p (1 - p) / trials)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    n, p = float(trials), float(rate)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def small_count_interval(rate: Optional[float], trials: float, replicates, cluster_sizes,
+                         bootstrap: Optional[List[float]], level: float = DEFAULT_LEVEL,
+                         pooled_design_effect: Optional[float] = None) -> Optional[List[float]]:
+    """Interval of an error rate (FNMR, FMR: errors / trials, trials clustered in identities) that
+    keeps its coverage when few or no errors are observed: per end, the wider of the bootstrap
+    percentile interval `bootstrap` and Wilson's score interval at the effective number of trials.
+
+    Why: with no error observed every resample has none either, and the percentile interval is
+    [0, 0], which covers no positive rate; with one to a few errors it is about as short. A score
+    interval needs only the count, but the trials are not independent (the pairs of one identity
+    fail together), so it is taken at n_eff = trials / design effect:
+    * the scope's own design effect (`design_effect`: bootstrap variance / binomial variance) when
+      it has at least MIN_ERRORS_FOR_DESIGN_EFFECT errors and as many non-errors;
+    * else `pooled_design_effect`, measured where errors are plentiful (the caller passes the
+      overall scope's for a group: the clustering of pairs in identities is a property of the
+      model and the data, not of the group);
+    * else the largest design effect identities allow: the trials of each identity perfectly
+      correlated, n_eff = (sum of cluster sizes)^2 / sum of squared cluster sizes (Kish's effective
+      number of clusters).
+    n_eff is never below that floor nor above `trials`. `cluster_sizes` are the trials per identity
+    (any common multiple: only their proportions matter). The result is None when `bootstrap` is
+    None (too many undefined resamples: fail closed) and `bootstrap` itself when `rate` is None.
+    Ends lie in [0, 1]; the point estimate always lies inside (Wilson's interval contains it).
+    """
+    if bootstrap is None or rate is None or not trials:
+        return bootstrap
+    sizes = np.asarray(cluster_sizes, dtype=np.float64)
+    sizes = sizes[sizes > 0]
+    floor = float(sizes.sum() ** 2 / np.square(sizes).sum()) if len(sizes) else 1.0
+    own = design_effect(rate, trials, replicates)
+    effect = own if own is not None else pooled_design_effect
+    n_eff = float(trials) / effect if effect else floor
+    n_eff = min(float(trials), max(floor, n_eff))
+    lo, hi = wilson_interval(float(rate), n_eff, level)
+    return [float(min(bootstrap[0], lo)), float(max(bootstrap[1], hi))]
