@@ -151,9 +151,11 @@ def wilson_interval(rate: float, trials: float, level: float = DEFAULT_LEVEL) ->
 def small_count_interval(rate: Optional[float], trials: float, replicates, cluster_sizes,
                          bootstrap: Optional[List[float]], level: float = DEFAULT_LEVEL,
                          pooled_design_effect: Optional[float] = None) -> Optional[List[float]]:
-    """Interval of an error rate (FNMR, FMR: errors / trials, trials clustered in identities) that
-    keeps its coverage when few or no errors are observed: per end, the wider of the bootstrap
-    percentile interval `bootstrap` and Wilson's score interval at the effective number of trials.
+    """Interval of a proportion (FNMR, FMR: errors / trials; Recall@k: hits / queries; trials
+    clustered in identities) that keeps its coverage when few or no errors (misses) are observed:
+    per end, the wider of the bootstrap percentile interval `bootstrap` and Wilson's score interval
+    at the effective number of trials (symmetric in p and 1 - p, so a Recall@1 near 1 is handled
+    as an error rate near 0).
 
     Why: with no error observed every resample has none either, and the percentile interval is
     [0, 0], which covers no positive rate; with one to a few errors it is about as short. A score

@@ -116,3 +116,110 @@ def test_paired_difference_uses_the_same_identities_for_both_models():
 def test_bad_resample_count_is_rejected():
     with pytest.raises(ValueError, match="n_resamples"):
         intervals.resample_weights(np.zeros(3, int), 0)
+
+
+# ----------------------------------------------------------------------------- small counts
+
+def test_wilson_interval_matches_scipy():
+    from scipy import stats
+
+    for errors, trials in [(0, 20), (1, 37), (5, 120), (60, 120), (120, 120), (3, 1000)]:
+        expected = stats.binomtest(errors, trials).proportion_ci(0.95, method="wilson")
+        got = intervals.wilson_interval(errors / trials, trials, 0.95)
+        assert got == pytest.approx([expected.low, expected.high], abs=1e-12)
+    expected = stats.binomtest(2, 50).proportion_ci(0.9, method="wilson")
+    assert intervals.wilson_interval(2 / 50, 50, 0.9) == pytest.approx([expected.low, expected.high])
+
+
+def _literal_bootstrap(errors, trials, resamples, seed):
+    """Ratios of identities drawn with replacement (a plain loop, not core.intervals)."""
+    rng = np.random.default_rng(seed)
+    n = len(trials)
+    values = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, n, size=n)
+        values.append(errors[drawn].sum() / trials[drawn].sum())
+    return np.array(values)
+
+
+def test_design_effect_is_one_for_independent_trials_and_the_cluster_size_when_identities_fail_together():
+    trials = np.full(400, 5.0)
+    # Independent: each identity's 5 trials are Bernoulli(0.1) on their own.
+    rng = np.random.default_rng(0)
+    independent = rng.binomial(5, 0.1, size=400).astype(float)
+    rate = independent.sum() / trials.sum()
+    reps = _literal_bootstrap(independent, trials, 2000, 1)
+    assert intervals.design_effect(rate, trials.sum(), reps) == pytest.approx(1.0, abs=0.15)
+    # Perfectly clustered: an identity fails all 5 trials or none: design effect 5 (1 + (m-1) rho).
+    clustered = 5.0 * (rng.random(400) < 0.1)
+    rate = clustered.sum() / trials.sum()
+    reps = _literal_bootstrap(clustered, trials, 2000, 2)
+    assert intervals.design_effect(rate, trials.sum(), reps) == pytest.approx(5.0, rel=0.15)
+    # Too few errors to estimate it.
+    assert intervals.design_effect(4 / 2000, 2000, reps) is None
+    assert intervals.design_effect(0.0, 2000, reps) is None
+
+
+def test_zero_errors_give_the_wilson_bound_at_the_number_of_identities_not_zero_zero():
+    from scipy import stats
+
+    # 20 identities of 6 pairs each, no error: every resample has none, bootstrap [0, 0]. Without a
+    # design effect the effective count is Kish's (sum n)^2 / sum n^2 = 20 identities.
+    sizes = np.full(20, 6.0)
+    got = intervals.small_count_interval(0.0, 120, np.zeros(1000), sizes, [0.0, 0.0])
+    expected = stats.binomtest(0, 20).proportion_ci(0.95, method="wilson")
+    assert got == pytest.approx([0.0, expected.high])
+    # Unequal identities: Kish's count of (1, 1, 1, 9): 144 / 84.
+    kish = 12 ** 2 / 84
+    got = intervals.small_count_interval(0.0, 12, np.zeros(100), [1, 1, 1, 9], [0.0, 0.0])
+    assert got[1] == pytest.approx(intervals.wilson_interval(0.0, kish)[1])
+    # A design effect measured elsewhere (the overall scope): n_eff = trials / 2 = 60.
+    got = intervals.small_count_interval(0.0, 120, np.zeros(1000), sizes, [0.0, 0.0],
+                                         pooled_design_effect=2.0)
+    assert got[1] == pytest.approx(stats.binomtest(0, 60).proportion_ci(method="wilson").high)
+    # All queries hit (Recall@1 = 1): the mirror image.
+    got = intervals.small_count_interval(1.0, 120, np.ones(1000), sizes, [1.0, 1.0])
+    assert got == pytest.approx([1 - expected.high, 1.0])
+
+
+def test_small_count_interval_keeps_the_wider_end_and_fails_closed_without_a_bootstrap():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    trials = rng.integers(1, 20, size=300).astype(float)
+    errors = rng.binomial(trials.astype(int), 0.2).astype(float)
+    rate = errors.sum() / trials.sum()
+    reps = _literal_bootstrap(errors, trials, 1000, 4)
+    boot = list(np.percentile(reps, [2.5, 97.5]))
+    deff = np.var(reps, ddof=1) / (rate * (1 - rate) / trials.sum())
+    wilson = intervals.wilson_interval(rate, trials.sum() / max(1.0, deff))
+    got = intervals.small_count_interval(rate, trials.sum(), reps, trials, boot)
+    assert got == pytest.approx([min(boot[0], wilson[0]), max(boot[1], wilson[1])])
+    assert got[0] <= rate <= got[1]
+    # Never narrower than what independent trials would give (n_eff <= trials).
+    plain = stats.binomtest(int(errors.sum()), int(trials.sum())).proportion_ci(method="wilson")
+    assert got[0] <= plain.low + 1e-12 and got[1] >= plain.high - 1e-12
+    assert intervals.small_count_interval(rate, trials.sum(), reps, trials, None) is None
+
+
+def test_small_count_interval_covers_clustered_rates_with_few_errors():
+    # 400 simulated groups of 20 identities x 2-10 images (pairs m(m-1)/2); identity i fails each
+    # of its pairs with probability p_i, p_i ~ Beta with mean 0.01 (errors clustered in few
+    # identities): most groups see 0-5 errors, where the percentile interval alone covers little.
+    rng = np.random.default_rng(5)
+    covered_plain = covered = 0
+    sets = 400
+    for s in range(sets):
+        images = rng.integers(2, 11, size=20)
+        pairs = (images * (images - 1) / 2).astype(float)
+        p = rng.beta(0.2, 19.8, size=20)
+        truth = 0.01                       # the expectation of the pair-weighted rate
+        errors = rng.binomial(pairs.astype(int), p).astype(float)
+        rate = errors.sum() / pairs.sum()
+        reps = _literal_bootstrap(errors, pairs, 300, s)
+        boot = list(np.percentile(reps, [2.5, 97.5]))
+        got = intervals.small_count_interval(rate, pairs.sum(), reps, pairs, boot)
+        covered_plain += boot[0] <= truth <= boot[1]
+        covered += got[0] <= truth <= got[1]
+    assert covered_plain / sets < 0.85
+    assert covered / sets >= 0.93

@@ -149,25 +149,25 @@ def _measure(embedded: Dict[str, np.ndarray], config: gate_lib.GateConfig, curve
                                                         weights.shape[1], config.ks)
     return {"full": ranks.summary(curve_ks), "verification": verification,
             "replicates": intervals.ratio_replicates(weights, numerators, denominators),
-            "columns": columns}
+            "denominators": denominators, "columns": columns}
 
 
 def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tuple[Dict, Dict]:
     """metrics.json's recall entries and verification summary of one model, with `<key>_ci`."""
     recall = _pick(measured["full"], config.ks)
     summary = {key: value for key, value in measured["verification"].summary.items()}
-    pooled = {}     # the overall scope's design effect per rate (it comes first)
+    pooled = {}     # each statistic's design effect in the overall scope (which comes first)
     for i, (column, ci) in enumerate(zip(measured["columns"], intervals.percentile_intervals(
             measured["replicates"], config.confidence))):
         scope, key = column
         target = summary[scope] if key in ("fnmr", "fmr") else recall[scope]
-        if key in ("fnmr", "fmr"):   # few or no errors: core.intervals.small_count_interval
-            pairs = "genuine" if key == "fnmr" else "impostor"
-            trials, reps = target[f"n_{pairs}"], measured["replicates"][:, i]
-            ci = intervals.small_count_interval(
-                target[key], trials, reps, measured["verification"].unit_counts[scope][pairs], ci,
-                config.confidence, pooled.get(key))
-            pooled.setdefault(key, intervals.design_effect(target[key], trials, reps))
+        # Few or no errors (misses): widened by core.intervals.small_count_interval.
+        trials = target[{"fnmr": "n_genuine", "fmr": "n_impostor"}.get(
+            key, "n_queries_within" if key.endswith("_within") else "n_queries")]
+        reps = measured["replicates"][:, i]
+        ci = intervals.small_count_interval(target[key], trials, reps, measured["denominators"][:, i],
+                                            ci, config.confidence, pooled.get(key))
+        pooled.setdefault(key, intervals.design_effect(target[key], trials, reps))
         target[f"{key}_ci"] = ci
     # The ratios over the gated groups, each with its interval from the same replicates.
     gated = [scope for scope in recall if scope != OVERALL and config.gated(scope)]
