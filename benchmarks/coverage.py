@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -499,13 +499,16 @@ def rates_table(cells) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool = False, sets: Optional[int] = None, sizes: Sequence[int] = (20, 80),
-        scenarios: Sequence[str] = ("low", "moderate", "high"), resamples: int = 1000,
-        progress: bool = True) -> List[Dict[str, Any]]:
-    """Every (scenario, size) cell; one population per scenario, 100 x the largest size."""
+def run(quick: bool = False, sets: Union[None, int, Dict[int, int]] = None,
+        sizes: Sequence[int] = (20, 80), scenarios: Sequence[str] = ("low", "moderate", "high"),
+        resamples: int = 1000, progress: bool = True) -> List[Dict[str, Any]]:
+    """Every (scenario, size) cell; one population per scenario, 100 x the largest size. `sets`:
+    eval sets per cell, one number or {identities per group: sets} (then its keys are the sizes)."""
     if quick:
         sets, sizes, scenarios, resamples = sets or 4, (10,), ("moderate",), 200
-    sets = sets or 500
+    if isinstance(sets, dict):
+        sizes = tuple(sets)
+    per_size = sets if isinstance(sets, dict) else {size: sets or 500 for size in sizes}
     cells = []
     for name in scenarios:
         scenario = SCENARIOS[name]
@@ -515,8 +518,8 @@ def run(quick: bool = False, sets: Optional[int] = None, sizes: Sequence[int] = 
         built = time.perf_counter() - start
         for size in sizes:
             if progress:
-                print(f"coverage: {name}, {size}/group, {sets} sets ...", flush=True)
-            cell = simulate(scenario, size, sets, population, resamples=resamples,
+                print(f"coverage: {name}, {size}/group, {per_size[size]} sets ...", flush=True)
+            cell = simulate(scenario, size, per_size[size], population, resamples=resamples,
                             truth_sets=20 if quick else RECALL_TRUTH_SETS)
             cell["population_seconds"] = built
             cell["population_identities"] = len(population.identity_group)
@@ -537,7 +540,8 @@ def markdown(cells) -> str:
         f"FMR truths from {IMPOSTOR_SAMPLE:,} impostor pairs per scope, Recall@1 truths from "
         f"{RECALL_TRUTH_SETS} independent eval sets per cell. evaluate() with the gate's defaults "
         f"(target_fmr 1e-3, {first['resamples']} resamples, confidence 0.95; a fresh bootstrap seed "
-        f"per set). Sets per cell: {first['sets']}. Scenarios: "
+        f"per set). Sets per cell: "
+        + ", ".join(sorted({f"{c['sets']} at {c['per_group']}/group" for c in cells})) + ". Scenarios: "
         + "; ".join(f"{s.name}: {s.about}" for s in SCENARIOS.values() if
                     s.name in {c['scenario'] for c in cells}) + ". Time: "
         + ", ".join(f"{c['scenario']} {c['per_group']}/group {c['seconds']:.0f} s "

@@ -23,7 +23,8 @@ more than half of them are.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import math
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -176,12 +177,54 @@ def small_count_interval(rate: Optional[float], trials: float, replicates, clust
     """
     if bootstrap is None or rate is None or not trials:
         return bootstrap
+    n_eff = effective_trials(rate, trials, replicates, cluster_sizes, pooled_design_effect)
+    lo, hi = wilson_interval(float(rate), n_eff, level)
+    return [float(min(bootstrap[0], lo)), float(max(bootstrap[1], hi))]
+
+
+def effective_trials(rate: float, trials: float, replicates, cluster_sizes,
+                     pooled_design_effect: Optional[float] = None) -> float:
+    """n_eff of `small_count_interval`: trials / (own design effect, else the pooled one), else
+    Kish's effective number of clusters; never below that floor nor above `trials`."""
     sizes = np.asarray(cluster_sizes, dtype=np.float64)
     sizes = sizes[sizes > 0]
     floor = float(sizes.sum() ** 2 / np.square(sizes).sum()) if len(sizes) else 1.0
     own = design_effect(rate, trials, replicates)
     effect = own if own is not None else pooled_design_effect
     n_eff = float(trials) / effect if effect else floor
-    n_eff = min(float(trials), max(floor, n_eff))
-    lo, hi = wilson_interval(float(rate), n_eff, level)
-    return [float(min(bootstrap[0], lo)), float(max(bootstrap[1], hi))]
+    return min(float(trials), max(floor, n_eff))
+
+
+def paired_small_count_interval(candidate: Tuple[float, Any, Optional[float]],
+                                baseline: Tuple[float, Any, Optional[float]], trials: float,
+                                cluster_sizes, bootstrap: Optional[List[float]],
+                                level: float = DEFAULT_LEVEL) -> Optional[List[float]]:
+    """Interval of candidate rate - baseline rate on the same trials (the paired deltas), per end
+    the wider of the paired bootstrap's percentile interval `bootstrap` and Newcombe's hybrid
+    score interval (MOVER: the method of variance estimates recovery, Newcombe 1998, method 10,
+    and Zou & Donner 2008) built from each rate's Wilson interval at its effective number of
+    trials (`effective_trials`) and the correlation of the two rates over the paired resamples:
+
+        L = d - sqrt((p1 - l1)^2 + (u2 - p2)^2 - 2 r (p1 - l1)(u2 - p2))
+        U = d + sqrt((u1 - p1)^2 + (p2 - l2)^2 - 2 r (u1 - p1)(p2 - l2))
+
+    Why: with few misses (Recall@1 near 1) the percentile interval of a difference is as short and
+    skewed as that of a rate (it ignores how far the rarer event's rate may be), while the score
+    limits carry that asymmetry into the difference; r keeps the pairing (identities hard for both
+    models cancel). `candidate` / `baseline`: (rate, replicates, pooled design effect or None).
+    r is 0 when either rate has no resampling variance (no information: the unpaired bound).
+    None when `bootstrap` is None (fail closed); `bootstrap` when a rate is None."""
+    if bootstrap is None or candidate[0] is None or baseline[0] is None or not trials:
+        return bootstrap
+    (p1, reps1, pooled1), (p2, reps2, pooled2) = candidate, baseline
+    l1, u1 = wilson_interval(p1, effective_trials(p1, trials, reps1, cluster_sizes, pooled1), level)
+    l2, u2 = wilson_interval(p2, effective_trials(p2, trials, reps2, cluster_sizes, pooled2), level)
+    reps1, reps2 = np.asarray(reps1, dtype=np.float64), np.asarray(reps2, dtype=np.float64)
+    both = np.isfinite(reps1) & np.isfinite(reps2)
+    r = 0.0
+    if both.sum() > 2 and np.std(reps1[both]) > 0 and np.std(reps2[both]) > 0:
+        r = float(np.clip(np.corrcoef(reps1[both], reps2[both])[0, 1], -1.0, 1.0))
+    d = float(p1) - float(p2)
+    low = d - math.sqrt(max(0.0, (p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * r * (p1 - l1) * (u2 - p2)))
+    high = d + math.sqrt(max(0.0, (u1 - p1) ** 2 + (p2 - l2) ** 2 - 2 * r * (u1 - p1) * (p2 - l2)))
+    return [float(min(bootstrap[0], max(-1.0, low))), float(max(bootstrap[1], min(1.0, high)))]

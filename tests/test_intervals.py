@@ -223,3 +223,38 @@ def test_small_count_interval_covers_clustered_rates_with_few_errors():
         covered += got[0] <= truth <= got[1]
     assert covered_plain / sets < 0.85
     assert covered / sets >= 0.93
+
+
+def test_paired_small_count_interval_is_newcombes_hybrid_score_interval_with_the_resampled_correlation():
+    from scipy import stats
+
+    # 24 identities x 5 queries: the candidate misses none, the baseline 3 (too few for a design
+    # effect): each rate's Wilson interval at Kish's 24 identities, r = 0 (no candidate variance).
+    sizes = np.full(24, 5.0)
+    rng = np.random.default_rng(0)
+    baseline_reps = 1 - rng.binomial(3, 0.5, size=500) / 120
+    c = stats.binomtest(24, 24).proportion_ci(method="wilson")
+    lb, ub = intervals.wilson_interval(117 / 120, 24)
+    d = 1.0 - 117 / 120
+    expected = [d - np.hypot(1.0 - c.low, ub - 117 / 120), d + np.hypot(0.0, 117 / 120 - lb)]
+    got = intervals.paired_small_count_interval((1.0, np.ones(500), None),
+                                                (117 / 120, baseline_reps, None), 120, sizes,
+                                                [0.0, 0.05])
+    assert got == pytest.approx([min(0.0, expected[0]), max(0.05, expected[1])])
+    # Correlated resamples shrink the interval (the pairing): r from the paired replicates.
+    p1, p2 = 0.9, 0.8
+    common = rng.normal(0, 0.03, size=2000)
+    reps1, reps2 = p1 + common + rng.normal(0, 0.005, 2000), p2 + common + rng.normal(0, 0.005, 2000)
+    r = np.corrcoef(reps1, reps2)[0, 1]
+    sizes = np.full(100, 10.0)
+    n1 = intervals.effective_trials(p1, 1000, reps1, sizes)
+    n2 = intervals.effective_trials(p2, 1000, reps2, sizes)
+    (l1, u1), (l2, u2) = intervals.wilson_interval(p1, n1), intervals.wilson_interval(p2, n2)
+    low = p1 - p2 - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * r * (p1 - l1) * (u2 - p2))
+    high = p1 - p2 + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2 - 2 * r * (u1 - p1) * (p2 - l2))
+    got = intervals.paired_small_count_interval((p1, reps1, None), (p2, reps2, None), 1000, sizes,
+                                                [0.1, 0.1])
+    assert got == pytest.approx([low, high])
+    assert high - low < 0.5 * (u1 - l1 + u2 - l2)        # narrower than unpaired
+    assert intervals.paired_small_count_interval((p1, reps1, None), (p2, reps2, None), 1000, sizes,
+                                                 None) is None

@@ -213,6 +213,14 @@ def _deltas(candidate: Dict[str, Any], baseline: Optional[Dict[str, Any]],
                 result[scope][f"{key}_ci"] = intervals.percentile_interval(
                     candidate["replicates"][:, index[(scope, key)]]
                     - baseline["replicates"][:, index[(scope, key)]], config.confidence) if both else None
+                if both:     # few misses: core.intervals.paired_small_count_interval
+                    i, o, n = index[(scope, key)], index[(OVERALL, key)], f"n_queries{suffix}"
+                    pooled = [intervals.design_effect(m["full"][OVERALL][key], m["full"][OVERALL][n],
+                                                      m["replicates"][:, o]) for m in (candidate, baseline)]
+                    result[scope][f"{key}_ci"] = intervals.paired_small_count_interval(
+                        (mine, candidate["replicates"][:, i], pooled[0]),
+                        (theirs, baseline["replicates"][:, i], pooled[1]), entry[n],
+                        candidate["denominators"][:, i], result[scope][f"{key}_ci"], config.confidence)
     return result
 
 
