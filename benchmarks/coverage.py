@@ -525,6 +525,8 @@ def run(quick: bool = False, sets: Union[None, int, Dict[int, int]] = None,
             cell["population_identities"] = len(population.identity_group)
             cell["population_images"] = len(population.image_identity)
             cell["resamples"] = resamples
+            cell["impostor_sample"] = population.impostor_sample
+            cell["truth_sets"] = 20 if quick else RECALL_TRUTH_SETS
             cells.append(cell)
     return cells
 
@@ -537,8 +539,8 @@ def markdown(cells) -> str:
         f"identities per group), {MIN_IMAGES}-{MAX_IMAGES} images per identity, D = {DIM}, "
         f"population {first['population_identities']:,} identities "
         f"({first['population_images']:,} images; {POPULATION_FACTOR} x the largest eval set), "
-        f"FMR truths from {IMPOSTOR_SAMPLE:,} impostor pairs per scope, Recall@1 truths from "
-        f"{RECALL_TRUTH_SETS} independent eval sets per cell. evaluate() with the gate's defaults "
+        f"FMR truths from {first['impostor_sample']:,} impostor pairs per scope, Recall@1 truths "
+        f"from {first['truth_sets']} independent eval sets per cell. evaluate() with the gate's defaults "
         f"(target_fmr 1e-3, {first['resamples']} resamples, confidence 0.95; a fresh bootstrap seed "
         f"per set). Sets per cell: "
         + ", ".join(sorted({f"{c['sets']} at {c['per_group']}/group" for c in cells})) + ". Scenarios: "
