@@ -213,12 +213,11 @@ def paired_small_count_interval(candidate: Tuple[float, Any, Optional[float]],
     limits carry that asymmetry into the difference; r keeps the pairing (identities hard for both
     models cancel). `candidate` / `baseline`: (rate, replicates, pooled design effect or None).
     r is 0 when either rate has no resampling variance (no information: the unpaired bound).
-    None when `bootstrap` is None (fail closed); `bootstrap` when a rate is None, or when both
-    models give the same rate in every resample (the same model as its own baseline: the
-    difference is exactly 0)."""
+    Two models with the same results on every identity (the paired bootstrap: [0, 0]) therefore
+    get about +-(1 - Wilson's lower limit) when both are near 1 (no discordant query seen is not
+    proof of none, as no error seen is not), and nearly [0, 0] at mid rates (r = 1).
+    None when `bootstrap` is None (fail closed); `bootstrap` when a rate is None."""
     if bootstrap is None or candidate[0] is None or baseline[0] is None or not trials:
-        return bootstrap
-    if np.array_equal(np.asarray(candidate[1]), np.asarray(baseline[1]), equal_nan=True):
         return bootstrap
     (p1, reps1, pooled1), (p2, reps2, pooled2) = candidate, baseline
     l1, u1 = wilson_interval(p1, effective_trials(p1, trials, reps1, cluster_sizes, pooled1), level)

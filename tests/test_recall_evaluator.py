@@ -153,9 +153,14 @@ def test_paired_deltas_and_regressions_against_the_baseline():
     assert not worse["blessed"]
     assert {("max_drop", "a"), ("max_drop", "b"), ("min_recall", "overall")} <= set(
         failed(worse["verdicts"]))
-    # The same model as its own baseline: every difference and its interval are exactly 0.
+    # The same model as its own baseline: every difference is exactly 0; with every query hit
+    # (Recall@1 = 1 for both), no discordant query seen bounds the difference only as far as the
+    # identities allow: symmetric about 0, Wilson's 0-of-n_eff bound on each side.
     same = component.evaluate(good, config, baseline=good)
-    assert same["deltas"]["b"]["recall@1"] == 0.0 and same["deltas"]["b"]["recall@1_ci"] == [0.0, 0.0]
+    assert same["deltas"]["b"]["recall@1"] == 0.0
+    lo, hi = same["deltas"]["b"]["recall@1_ci"]
+    n_eff = same["candidate"]["b"]["n_identities"]          # 10 identities x 4 queries: Kish = 10
+    assert hi == pytest.approx(1 - intervals.wilson_interval(1.0, n_eff)[0]) and lo == pytest.approx(-hi)
 
 
 def test_a_baseline_of_other_images_is_refused():
