@@ -108,18 +108,29 @@ def test_recall_intervals_resample_identities_with_the_configured_seed():
     x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1), 1e-30)[:, None]
     sims = x @ x.T
     units, unit_groups = intervals.identity_units(labels, groups)
-    hits = np.zeros(units.max() + 1)
-    queries = np.zeros(units.max() + 1)
-    for i in np.flatnonzero(groups == "north"):
+    hits = {scope: np.zeros(units.max() + 1) for scope in ("north", "overall")}
+    queries = {scope: np.zeros(units.max() + 1) for scope in ("north", "overall")}
+    for i in range(len(labels)):
         others = [j for j in range(len(labels)) if j != i]
         if not any(labels[j] == labels[i] for j in others):
             continue
         best = min(others, key=lambda j: (-sims[i, j], j))
-        queries[units[i]] += 1
-        hits[units[i]] += labels[best] == labels[i]
+        for scope in ("overall", "north") if groups[i] == "north" else ("overall",):
+            queries[scope][units[i]] += 1
+            hits[scope][units[i]] += labels[best] == labels[i]
     weights = intervals.resample_weights(unit_groups, 500, seed=7)
-    assert metrics["candidate"]["north"]["recall@1_ci"] == pytest.approx(
-        intervals.ratio_interval(weights, hits, queries))
+    # The percentile interval of those resamples, widened per end by the small-count interval
+    # (Wilson at the effective count; the design effect pooled from the overall scope).
+    reps = {s: intervals.ratio_replicates(weights, hits[s], queries[s]) for s in hits}
+    rate = {s: hits[s].sum() / queries[s].sum() for s in hits}
+    percentile = intervals.ratio_interval(weights, hits["north"], queries["north"])
+    expected = small_counts.small_count_interval(
+        rate["north"], queries["north"].sum(), reps["north"], queries["north"], percentile,
+        pooled_design_effect=small_counts.design_effect(rate["overall"], queries["overall"].sum(),
+                                                     reps["overall"]))
+    got = metrics["candidate"]["north"]["recall@1_ci"]
+    assert got == pytest.approx(expected)
+    assert got[0] <= percentile[0] and got[1] >= percentile[1]
 
 
 def test_paired_deltas_and_regressions_against_the_baseline():
@@ -144,9 +155,14 @@ def test_paired_deltas_and_regressions_against_the_baseline():
     assert not worse["blessed"]
     assert {("max_drop", "a"), ("max_drop", "b"), ("min_recall", "overall")} <= set(
         failed(worse["verdicts"]))
-    # The same model as its own baseline: every difference and its interval are exactly 0.
+    # The same model as its own baseline: every difference is exactly 0; with every query hit
+    # (Recall@1 = 1 for both), no discordant query seen bounds the difference only as far as the
+    # identities allow: symmetric about 0, Wilson's 0-of-n_eff bound on each side.
     same = component.evaluate(good, config, baseline=good)
-    assert same["deltas"]["b"]["recall@1"] == 0.0 and same["deltas"]["b"]["recall@1_ci"] == [0.0, 0.0]
+    assert same["deltas"]["b"]["recall@1"] == 0.0
+    lo, hi = same["deltas"]["b"]["recall@1_ci"]
+    n_eff = same["candidate"]["b"]["n_identities"]          # 10 identities x 4 queries: Kish = 10
+    assert hi == pytest.approx(1 - small_counts.wilson_interval(1.0, n_eff)[0]) and lo == pytest.approx(-hi)
 
 
 def test_a_baseline_of_other_images_is_refused():

@@ -25,7 +25,7 @@ import system as kfp_types
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import beam_embed, report, tfma_results
 from components.recall_evaluator import gate as gate_lib
-from core import features, intervals, json_safe
+from core import bias_corrected, features, intervals, json_safe, rate_intervals, small_counts
 from core import verification as verification_lib
 from core.features import OVERALL
 from core.recall import QueryRanks, recall_at_k
@@ -151,18 +151,23 @@ def _measure(embedded: Dict[str, np.ndarray], config: gate_lib.GateConfig, curve
                                                         weights.shape[1], config.ks)
     return {"full": ranks.summary(curve_ks), "verification": verification,
             "replicates": intervals.ratio_replicates(weights, numerators, denominators),
-            "columns": columns}
+            "clusters": small_counts.unit_clusters(denominators), "columns": columns}
 
 
 def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tuple[Dict, Dict]:
-    """metrics.json's recall entries and verification summary of one model, with `<key>_ci`."""
+    """metrics.json's recall entries and verification summary of one model, with `<key>_ci`;
+    `measured["entries"]`: the entry holding each column's rate and trials (for `_deltas`)."""
     recall = _pick(measured["full"], config.ks)
     summary = {key: value for key, value in measured["verification"].summary.items()}
-    for column, ci in zip(measured["columns"],
-                          intervals.percentile_intervals(measured["replicates"], config.confidence)):
-        scope, key = column
-        target = summary[scope] if key in ("fnmr", "fmr") else recall[scope]
-        target[f"{key}_ci"] = ci
+    # Percentile intervals widened for few errors (misses): core.rate_intervals, core.small_counts.
+    columns = measured["columns"]
+    entries = {(scope, key): (summary if key in rate_intervals.TRIALS else recall)[scope]
+               for scope, key in columns}
+    widened, effects = rate_intervals.widened_intervals(columns, entries, measured["replicates"],
+                                                        measured["clusters"], config.confidence)
+    for (scope, key), ci in zip(columns, widened):
+        entries[scope, key][f"{key}_ci"] = ci
+    measured["entries"] = entries
     # The ratios over the gated groups, each with its interval from the same replicates.
     gated = [scope for scope in recall if scope != OVERALL and config.gated(scope)]
     summary["ratio_groups"] = gated
@@ -175,10 +180,16 @@ def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tu
     fnmr = np.stack([reps[:, index[(g, "fnmr")]] for g in gated], axis=1) if gated else None
     summary["fmr_differential_ci"] = summary["skewed_error_ratio_ci"] = None
     if gated:
-        summary["fmr_differential_ci"] = intervals.percentile_interval(
-            _max_defined(fmr) / config.target_fmr, config.confidence)
-        summary["skewed_error_ratio_ci"] = intervals.percentile_interval(
-            _skewed_error_ratios(fnmr), config.confidence)
+        # A maximum (over a minimum) of group rates: bias-corrected percentiles (core.bias_corrected).
+        summary["fmr_differential_ci"] = bias_corrected.bias_corrected_interval(
+            _max_defined(fmr) / config.target_fmr, summary["fmr_differential"], config.confidence)
+        ratio_ci = bias_corrected.bias_corrected_interval(
+            _skewed_error_ratios(fnmr), summary["skewed_error_ratio"], config.confidence)
+        joint = rate_intervals.joint_ratio_bounds(columns, entries, reps, measured["clusters"],
+                                                  effects, gated, "fnmr", config.confidence)
+        # Per end the wider of BC and the groups' joint small-count bounds (core.rate_intervals).
+        summary["skewed_error_ratio_ci"] = (None if ratio_ci is None or joint is None else
+                                            [min(ratio_ci[0], joint[0]), max(ratio_ci[1], joint[1])])
     return recall, summary
 
 
@@ -224,6 +235,15 @@ def _deltas(candidate: Dict[str, Any], baseline: Optional[Dict[str, Any]],
             result[scope][f"{key}_ci"] = intervals.percentile_interval(
                 candidate["replicates"][:, index[(scope, key)]]
                 - baseline["replicates"][:, index[(scope, key)]], config.confidence) if both else None
+            if both:     # few misses: core.small_counts.paired_small_count_interval
+                i, o = index[(scope, key)], index[(OVERALL, key)]
+                rates = [(rate, m["replicates"][:, i], small_counts.design_effect(
+                    m["entries"][OVERALL, key][key],
+                    m["entries"][OVERALL, key][rate_intervals.trials_key(key)], m["replicates"][:, o]))
+                    for rate, m in ((mine, candidate), (theirs, baseline))]
+                result[scope][f"{key}_ci"] = small_counts.paired_small_count_interval(
+                    rates[0], rates[1], candidate["entries"][scope, key][rate_intervals.trials_key(key)],
+                    candidate["clusters"][i], result[scope][f"{key}_ci"], config.confidence)
     return result
 
 
