@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from components.recall_evaluator import component, gate, report
-from core import intervals
+from core import intervals, small_counts
 from tests.test_recall import exact_random_data, reference_recall
 from tests.test_verification import reference as reference_verification
 
@@ -120,14 +120,15 @@ def test_recall_intervals_resample_identities_with_the_configured_seed():
             hits[scope][units[i]] += labels[best] == labels[i]
     weights = intervals.resample_weights(unit_groups, 500, seed=7)
     # The percentile interval of those resamples, widened per end by the small-count interval
-    # (Wilson at the effective count; the design effect pooled from the overall scope).
+    # (core.small_counts, tested on its own in tests/test_small_counts.py: Wilson at the effective
+    # count; the prior design effect from the overall scope).
     reps = {s: intervals.ratio_replicates(weights, hits[s], queries[s]) for s in hits}
     rate = {s: hits[s].sum() / queries[s].sum() for s in hits}
     percentile = intervals.ratio_interval(weights, hits["north"], queries["north"])
     expected = small_counts.small_count_interval(
         rate["north"], queries["north"].sum(), reps["north"], queries["north"], percentile,
-        pooled_design_effect=small_counts.design_effect(rate["overall"], queries["overall"].sum(),
-                                                     reps["overall"]))
+        prior_design_effect=small_counts.design_effect(rate["overall"], queries["overall"].sum(),
+                                                       reps["overall"]))
     got = metrics["candidate"]["north"]["recall@1_ci"]
     assert got == pytest.approx(expected)
     assert got[0] <= percentile[0] and got[1] >= percentile[1]
@@ -157,12 +158,17 @@ def test_paired_deltas_and_regressions_against_the_baseline():
         failed(worse["verdicts"]))
     # The same model as its own baseline: every difference is exactly 0; with every query hit
     # (Recall@1 = 1 for both), no discordant query seen bounds the difference only as far as the
-    # identities allow: symmetric about 0, Wilson's 0-of-n_eff bound on each side.
+    # identities allow: symmetric about 0, on each side Wilson's bound for 0 misses out of G = 10
+    # identities (10 x 4 queries, Kish's count), with the small-cluster correction: n = G - 1 = 9
+    # and Student's t with 9 degrees of freedom, 1 - n / (n + t^2) = t^2 / (9 + t^2).
+    from scipy import stats
+
     same = component.evaluate(good, config, baseline=good)
     assert same["deltas"]["b"]["recall@1"] == 0.0
     lo, hi = same["deltas"]["b"]["recall@1_ci"]
-    n_eff = same["candidate"]["b"]["n_identities"]          # 10 identities x 4 queries: Kish = 10
-    assert hi == pytest.approx(1 - small_counts.wilson_interval(1.0, n_eff)[0]) and lo == pytest.approx(-hi)
+    assert same["candidate"]["b"]["n_identities"] == 10
+    t = stats.t.ppf(0.975, 9)
+    assert hi == pytest.approx(t * t / (9 + t * t)) and lo == pytest.approx(-hi)
 
 
 def test_a_baseline_of_other_images_is_refused():

@@ -6,6 +6,19 @@ import pytest
 from core import small_counts
 
 
+def t_wilson(p, n_eff, clusters, level=0.95):
+    """Wilson's score interval (the textbook formula) with Student's t quantile at G - 1 degrees
+    of freedom and n_eff (G - 1) / G trials, G = max(2, clusters): the small-cluster correction."""
+    from scipy import stats
+
+    g = max(2.0, clusters)
+    z = stats.t.ppf(0.5 + level / 2, g - 1)
+    n = n_eff * (g - 1) / g
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def test_wilson_interval_matches_scipy():
     from scipy import stats
 
@@ -50,22 +63,24 @@ def test_zero_errors_give_the_wilson_bound_at_the_number_of_identities_not_zero_
     from scipy import stats
 
     # 20 identities of 6 pairs each, no error: every resample has none, bootstrap [0, 0]. Without a
-    # design effect the effective count is Kish's (sum n)^2 / sum n^2 = 20 identities.
+    # design effect the effective count is Kish's (sum n)^2 / sum n^2 = 20 identities; with the
+    # small-cluster correction the upper end is t^2 / (19 + t^2), t at 19 degrees of freedom.
     sizes = np.full(20, 6.0)
     got = small_counts.small_count_interval(0.0, 120, np.zeros(1000), sizes, [0.0, 0.0])
-    expected = stats.binomtest(0, 20).proportion_ci(0.95, method="wilson")
-    assert got == pytest.approx([0.0, expected.high])
-    # Unequal identities: Kish's count of (1, 1, 1, 9): 144 / 84.
+    t = stats.t.ppf(0.975, 19)
+    assert got == pytest.approx([0.0, t * t / (19 + t * t)])
+    assert got[1] > stats.binomtest(0, 20).proportion_ci(0.95, method="wilson").high
+    # Unequal identities: Kish's count of (1, 1, 1, 9) is 144 / 84 (G = 2 at least for the t).
     kish = 12 ** 2 / 84
     got = small_counts.small_count_interval(0.0, 12, np.zeros(100), [1, 1, 1, 9], [0.0, 0.0])
-    assert got[1] == pytest.approx(small_counts.wilson_interval(0.0, kish)[1])
-    # A design effect measured elsewhere (the overall scope): n_eff = trials / 2 = 60.
+    assert got[1] == pytest.approx(t_wilson(0.0, kish, kish)[1])
+    # A prior design effect (the overall scope's): n_eff = trials / 2 = 60, still G = 20.
     got = small_counts.small_count_interval(0.0, 120, np.zeros(1000), sizes, [0.0, 0.0],
-                                         prior_design_effect=2.0)
-    assert got[1] == pytest.approx(stats.binomtest(0, 60).proportion_ci(method="wilson").high)
+                                            prior_design_effect=2.0)
+    assert got[1] == pytest.approx(t_wilson(0.0, 60, 20)[1])
     # All queries hit (Recall@1 = 1): the mirror image.
     got = small_counts.small_count_interval(1.0, 120, np.ones(1000), sizes, [1.0, 1.0])
-    assert got == pytest.approx([1 - expected.high, 1.0])
+    assert got == pytest.approx([1 - t * t / (19 + t * t), 1.0])
 
 
 def test_small_count_interval_keeps_the_wider_end_and_fails_closed_without_a_bootstrap():
@@ -78,7 +93,8 @@ def test_small_count_interval_keeps_the_wider_end_and_fails_closed_without_a_boo
     reps = _literal_bootstrap(errors, trials, 1000, 4)
     boot = list(np.percentile(reps, [2.5, 97.5]))
     deff = np.var(reps, ddof=1) / (rate * (1 - rate) / trials.sum())
-    wilson = small_counts.wilson_interval(rate, trials.sum() / max(1.0, deff))
+    kish = trials.sum() ** 2 / np.square(trials).sum()
+    wilson = t_wilson(rate, trials.sum() / max(1.0, deff), kish)
     got = small_counts.small_count_interval(rate, trials.sum(), reps, trials, boot)
     assert got == pytest.approx([min(boot[0], wilson[0]), max(boot[1], wilson[1])])
     assert got[0] <= rate <= got[1]
@@ -120,12 +136,12 @@ def test_paired_small_count_interval_is_newcombes_hybrid_score_interval_with_the
     sizes = np.full(24, 5.0)
     rng = np.random.default_rng(0)
     baseline_reps = 1 - rng.binomial(3, 0.5, size=500) / 120
-    c = stats.binomtest(24, 24).proportion_ci(method="wilson")
+    c_low = t_wilson(1.0, 24, 24)[0]
     own = np.var(baseline_reps, ddof=1) / (117 / 120 * 3 / 120 / 120)
     n_eff = min(120, max(24, 120 / (0.6 * max(1.0, own) + 0.4 * 5.0)))
-    lb, ub = small_counts.wilson_interval(117 / 120, n_eff)
+    lb, ub = t_wilson(117 / 120, n_eff, 24)
     d = 1.0 - 117 / 120
-    expected = [d - np.hypot(1.0 - c.low, ub - 117 / 120), d + np.hypot(0.0, 117 / 120 - lb)]
+    expected = [d - np.hypot(1.0 - c_low, ub - 117 / 120), d + np.hypot(0.0, 117 / 120 - lb)]
     got = small_counts.paired_small_count_interval((1.0, np.ones(500), None),
                                                 (117 / 120, baseline_reps, None), 120, sizes,
                                                 [0.0, 0.05])
@@ -138,7 +154,7 @@ def test_paired_small_count_interval_is_newcombes_hybrid_score_interval_with_the
     sizes = np.full(100, 10.0)
     n1 = small_counts.effective_trials(p1, 1000, reps1, sizes)
     n2 = small_counts.effective_trials(p2, 1000, reps2, sizes)
-    (l1, u1), (l2, u2) = small_counts.wilson_interval(p1, n1), small_counts.wilson_interval(p2, n2)
+    (l1, u1), (l2, u2) = t_wilson(p1, n1, 100), t_wilson(p2, n2, 100)
     low = p1 - p2 - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2 - 2 * r * (p1 - l1) * (u2 - p2))
     high = p1 - p2 + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2 - 2 * r * (u1 - p1) * (p2 - l2))
     got = small_counts.paired_small_count_interval((p1, reps1, None), (p2, reps2, None), 1000, sizes,
@@ -164,7 +180,7 @@ def test_few_errors_shrink_the_own_design_effect_towards_the_prior_in_proportion
     got = small_counts.small_count_interval(rate, 200, reps, trials, [0.0, 0.0],
                                             prior_design_effect=3.0)
     ci = stats.binomtest(2, 200).proportion_ci(method="wilson")   # only to bracket the result
-    assert got == pytest.approx([0.0, small_counts.wilson_interval(rate, expected_n)[1]])
+    assert got == pytest.approx([0.0, t_wilson(rate, expected_n, 40)[1]])
     assert got[1] > ci.high                                      # wider than independent trials
     # Five errors or more: the own design effect alone, whatever the prior.
     errors[[1, 5, 9]] = 1.0
@@ -172,7 +188,7 @@ def test_few_errors_shrink_the_own_design_effect_towards_the_prior_in_proportion
     own = max(1.0, np.var(reps, ddof=1) / (0.025 * 0.975 / 200))
     got = small_counts.small_count_interval(0.025, 200, reps, trials, [0.0, 0.0],
                                             prior_design_effect=40.0)
-    assert got == pytest.approx([0.0, small_counts.wilson_interval(0.025, min(200, max(40, 200 / own)))[1]])
+    assert got == pytest.approx([0.0, t_wilson(0.025, min(200, max(40, 200 / own)), 40)[1]])
 
 
 def test_unit_trials_are_each_units_share_of_the_trials():
