@@ -128,7 +128,6 @@ def test_small_count_interval_covers_clustered_rates_with_few_errors():
 
 
 def test_paired_small_count_interval_is_newcombes_hybrid_score_interval_with_the_resampled_correlation():
-    from scipy import stats
 
     # 24 identities x 5 queries: the candidate misses none (Wilson at Kish's 24 identities), the
     # baseline 3 (its own design effect weighs 3/5 against the conservative prior 120 / 24 = 5);
