@@ -200,3 +200,69 @@ def test_unit_trials_are_each_units_share_of_the_trials():
                     pairs=(np.array([0]), np.array([2]), np.array([-2.0]), np.array([1])))
     assert small_counts.unit_trials(sums) == pytest.approx(
         np.array([[4.0, 1 * 5 - 2], [1.0, 2 * 4], [0.0, 3 * 3 - 2]]))
+
+
+def test_impostor_pairs_cluster_in_pairs_of_identities_kish_over_unit_pairs():
+    from core.intervals import UnitSums
+
+    # 5 identities of 1, 2, 2, 3, 6 images: the pairs of two identities are v_a v_b image pairs
+    # each; Kish's count over all identity pairs, by brute force.
+    v = np.array([1.0, 2.0, 2.0, 3.0, 6.0])
+    sizes = [v[a] * v[b] for a in range(5) for b in range(a + 1, 5)]
+    expected = sum(sizes) ** 2 / sum(s * s for s in sizes)
+    queries = np.array([3.0, 1.0, 1.0, 1.0, 2.0])           # a per-unit column beside it
+    sums = UnitSums(np.stack([queries, np.zeros(5)], axis=1),
+                    products=np.stack([np.zeros(5), v], axis=1))
+    got = small_counts.unit_clusters(sums)
+    assert got == pytest.approx([queries.sum() ** 2 / np.square(queries).sum(), expected])
+
+
+def test_bias_corrected_interval_shifts_towards_the_estimate_when_resamples_sit_above_it():
+    from scipy import stats
+
+    from core import bias_corrected
+
+    # Resamples of a maximum sit above the estimate: 80 % of them above. BC takes the
+    # Phi(2 z0 -+ 1.96) percentiles, z0 = Phi^-1(0.2), here written out with NumPy / SciPy.
+    rng = np.random.default_rng(0)
+    reps = np.concatenate([rng.uniform(0.5, 1.0, 200), rng.uniform(1.0, 3.0, 800)])
+    z0 = stats.norm.ppf(0.2)
+    expected = np.percentile(reps, 100 * stats.norm.cdf([2 * z0 - 1.959964, 2 * z0 + 1.959964]))
+    got = bias_corrected.bias_corrected_interval(reps, 1.0)
+    assert got == pytest.approx(expected, rel=1e-5)
+    plain = np.percentile(reps, [2.5, 97.5])
+    assert got[0] < plain[0] and got[1] < plain[1]
+    # Centred resamples: the plain percentile interval; an infinite estimate: the plain one too.
+    centred = rng.normal(size=1001)
+    assert bias_corrected.bias_corrected_interval(centred, float(np.median(centred))) == \
+        pytest.approx(np.percentile(centred, [2.5, 97.5]))
+    assert bias_corrected.bias_corrected_interval(reps, np.inf) == pytest.approx(plain)
+    # +inf resamples stay (an end may be +inf); too many undefined: no interval.
+    unbounded = np.concatenate([rng.uniform(0.5, 1.0, 800), np.full(200, np.inf)])
+    assert bias_corrected.bias_corrected_interval(unbounded, 1.0)[1] == np.inf
+    assert bias_corrected.bias_corrected_interval(np.full(10, np.nan), 1.0) is None
+
+
+def test_joint_bounds_of_a_max_over_min_hold_when_every_group_interval_holds():
+    from core import rate_intervals
+
+    # Two groups, FNMR 0.1 of 100 pairs (spread over identities) and 0 of 50; Bonferroni level
+    # 0.975 each: lower = largest lower end / smallest upper end, upper = largest upper / 0 = inf.
+    rng = np.random.default_rng(1)
+    reps = np.stack([rng.normal(0.1, 0.02, 1000), np.zeros(1000)], axis=1)
+    columns = [("a", "fnmr"), ("b", "fnmr")]
+    entries = {("a", "fnmr"): {"fnmr": 0.1, "n_genuine": 100},
+               ("b", "fnmr"): {"fnmr": 0.0, "n_genuine": 50}}
+    clusters = np.array([40.0, 20.0])
+    each = [small_counts.small_count_interval(
+        entries[c]["fnmr"], entries[c]["n_genuine"], reps[:, i], clusters[i],
+        list(np.percentile(reps[:, i], [1.25, 98.75])), 0.975) for i, c in enumerate(columns)]
+    got = rate_intervals.joint_ratio_bounds(columns, entries, reps, clusters, {}, ["a", "b"])
+    assert each[1][0] == 0.0
+    assert got == pytest.approx([each[0][0] / each[1][1], np.inf])
+    # Both groups without an error: 0 / 0 is 1 at both ends only if every upper end is 0 too,
+    # which the small-count interval never gives (no error seen is not proof of none).
+    zeros = {c: {"fnmr": 0.0, "n_genuine": 50} for c in columns}
+    low, high = rate_intervals.joint_ratio_bounds(columns, zeros, np.zeros((1000, 2)), clusters,
+                                                  {}, ["a", "b"])
+    assert low == 0.0 and high == np.inf
