@@ -321,3 +321,23 @@ def test_report_puts_the_advisories_above_the_rules_and_shows_unbounded_ends_and
     east = re.search(r"<tr><td>east</td>(.*?)</tr>", page.split("<h2>1:1 verification")[1], re.S).group(1)
     assert f"{metrics['verification']['east']['fmr']:.5f} <span class='ci'>no interval</span>" in east
     assert "<div class='advisory'>" not in report.render_html(dict(metrics, advisories=[]), {})
+
+
+def test_metrics_and_report_mark_the_intervals_the_simulation_found_approximate():
+    from core import interval_quality
+
+    data = crowded_group_example()
+    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
+                                                       bootstrap_resamples=100))
+    assert metrics["approximate_intervals"] == interval_quality.APPROXIMATE
+    metrics.update(split="eval", model={"uri": "/m/1", "id": 1}, baseline_model=None)
+    metrics["approximate_intervals"] = {"fmr": "too wide", "skewed_error_ratio": "too wide too"}
+    page = report.render_html(metrics, {})
+    one_to_one = page.split("<h2>1:1 verification")[1]
+    east = re.search(r"<tr><td>east</td>(.*?)</tr>", one_to_one, re.S).group(1)
+    fnmr_cell, fmr_cell = re.findall(r"<td>(.*?)</td>", east)[2:4]
+    assert fmr_cell.endswith("</span><span class='approx'> ≈</span>")
+    assert "approx" not in fnmr_cell
+    assert re.search(r"skewed error ratio \(max / min FNMR\): .*?</span><span class='approx'> ≈", one_to_one)
+    assert "<strong>fmr</strong>: too wide" in page
+    assert "approx" not in report.render_html(dict(metrics, approximate_intervals={}), {})

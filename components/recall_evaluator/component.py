@@ -25,7 +25,15 @@ import system as kfp_types
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import beam_embed, report, tfma_results
 from components.recall_evaluator import gate as gate_lib
-from core import bias_corrected, features, intervals, json_safe, rate_intervals, small_counts
+from core import (
+    bias_corrected,
+    features,
+    interval_quality,
+    intervals,
+    json_safe,
+    rate_intervals,
+    small_counts,
+)
 from core import verification as verification_lib
 from core.features import OVERALL
 from core.recall import QueryRanks, recall_at_k
@@ -303,6 +311,7 @@ def evaluate(candidate: Dict[str, np.ndarray], config: gate_lib.GateConfig,
     metrics["failed_rules"] = [v["message"] for v in metrics["verdicts"] if not v["passed"]]
     metrics["blessed"] = not metrics["failed_rules"]
     metrics["advisories"] = gate_lib.advisories(metrics["verification"], config)   # never a verdict
+    metrics["approximate_intervals"] = interval_quality.approximate_intervals()    # results.md
     return metrics
 
 
