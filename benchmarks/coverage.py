@@ -534,6 +534,12 @@ def run(quick: bool = False, sets: Union[None, int, Dict[int, int]] = None,
 
 
 GOAL = (0.93, 0.97)
+# The metric key (core.interval_quality's figure names) of each reported family of intervals.
+FAMILY_FIGURE = {"Recall@1 whole gallery": "recall@1", "Recall@1 within group": "recall@1_within",
+                 "FNMR": "fnmr", "FMR": "fmr", "FMR differential": "fmr_differential",
+                 "skewed error ratio": "skewed_error_ratio", "delta Recall@1": "delta recall@1",
+                 "delta Recall@1 within": "delta recall@1_within", "delta FNMR": "delta fnmr",
+                 "delta FMR": "delta fmr"}
 
 
 def approximate(cells) -> List[str]:

@@ -3,16 +3,25 @@
 and the full tables in benchmarks/results.md).
 
 100 simulated eval sets of about 20 identities per group (4 groups of unequal size, 2-10 images per
-identity, identity random effects) go through evaluate() with the gate's default 1,000 resamples;
-each interval's coverage must lie in 0.88-0.99 (0.95 +- about 3 Monte Carlo standard errors at 100
-sets): below, an interval is too narrow (the gate blesses on noise); above, too wide (it refuses
-good models). The truths are independent of the code under test: population rates at the chosen
-threshold from every population genuine pair and a million sampled impostor pairs, Recall@1 as the
-expectation over independent eval sets by a plain NumPy nearest neighbour."""
+identity, identity random effects) go through evaluate() with the gate's default 1,000 resamples,
+in a scenario with many errors ("high") and one with few ("low": groups with 0-5 false
+non-matches). Each interval's coverage must lie in 0.88-0.99 (0.95 +- about 3 Monte Carlo
+standard errors at 100 sets): below, an interval is too narrow (the gate blesses on noise); above,
+too wide (it refuses good models); in the "low" scenario only the lower end applies (with 0-5
+errors the small-count intervals are conservative by design). An interval that core.interval_quality declares approximate
+because it is conservative (wider than 95 %; published as such in metrics.json, the report and
+`review show`) is held to the lower end only: it must still cover. The truths are independent of
+the code under test: population rates at the chosen threshold from every population genuine pair
+and a million sampled impostor pairs, Recall@1 as the expectation over independent eval sets by a
+plain NumPy nearest neighbour.
+
+It fails on a regression of any interval: e.g. with the impostor pair weight w_a + w_b (issue 19)
+the FMR, FMR differential and delta FMR intervals cover far below 0.88."""
 import numpy as np
 import pytest
 
 from benchmarks import coverage
+from core import interval_quality
 
 SETS = 100
 LOW, HIGH = 0.88, 0.99
@@ -29,39 +38,26 @@ def cells():
     return result
 
 
-FAMILIES = [(label, family, scopes) for label, family, scopes in [
-    ("Recall@1 whole gallery, overall", "Recall@1 whole gallery", ("overall",)),
-    ("Recall@1 whole gallery, per group", "Recall@1 whole gallery", coverage.GROUPS),
-    ("Recall@1 within group, per group", "Recall@1 within group", coverage.GROUPS),
-    ("FNMR, overall", "FNMR", ("overall",)),
-    ("FNMR, per group", "FNMR", coverage.GROUPS),
-    ("FMR, overall", "FMR", ("overall",)),
-    ("FMR, per group", "FMR", coverage.GROUPS),
-    ("FMR differential", "FMR differential", ("overall",)),
-    ("skewed error ratio", "skewed error ratio", ("overall",)),
-    ("delta Recall@1, overall", "delta Recall@1", ("overall",)),
-    ("delta Recall@1, per group", "delta Recall@1", coverage.GROUPS),
-    ("delta Recall@1 within, per group", "delta Recall@1 within", coverage.GROUPS),
-]]
+SCOPES = {"overall": ("overall",), "per group": coverage.GROUPS}
+FAMILIES = [(family, scope) for family in coverage.FAMILY_FIGURE for scope in SCOPES
+            if not (scope == "per group" and family in ("FMR differential", "skewed error ratio"))
+            and not (scope == "overall" and family in ("Recall@1 within group",
+                                                       "delta Recall@1 within"))]
 
 
-@pytest.mark.parametrize("label,family,scopes", FAMILIES, ids=[f[0] for f in FAMILIES])
-def test_interval_covers_its_truth_at_about_95_percent(cells, label, family, scopes):
-    measured = coverage.coverage(cells["high"]["rows"], family, scopes)
-    assert measured is not None, f"{label}: evaluate() gave no such interval"
+@pytest.mark.parametrize("scenario", ["high", "low"])
+@pytest.mark.parametrize("family,scope", FAMILIES, ids=[f"{f}, {s}" for f, s in FAMILIES])
+def test_interval_covers_its_truth_at_about_95_percent(cells, scenario, family, scope):
+    measured = coverage.coverage(cells[scenario]["rows"], family, SCOPES[scope])
+    assert measured is not None, f"{family}, {scope}: evaluate() gave no such interval"
     value, error, sets = measured
     assert sets == SETS
-    assert LOW <= value <= HIGH, f"{label}: coverage {value:.3f} +- {error:.3f} outside {LOW}-{HIGH}"
-
-
-@pytest.mark.parametrize("family", ["FNMR", "FMR"])
-@pytest.mark.parametrize("scopes", [("overall",), coverage.GROUPS], ids=["overall", "per group"])
-def test_rates_with_few_errors_still_cover(cells, family, scopes):
-    # FNMR of 0.05-1 % per group: most groups see 0-5 false non-matches, many none, where a
-    # percentile interval is [0, 0] or about as short. At zero errors the identities alone bound
-    # the rate (conservative), so only the lower end of the band applies here.
-    value, error, _ = coverage.coverage(cells["low"]["rows"], family, scopes)
-    assert value >= LOW, f"{family} {scopes}: coverage {value:.3f} +- {error:.3f} below {LOW}"
+    text = f"{family}, {scope} ({scenario}): coverage {value:.3f} +- {error:.3f}"
+    assert value >= LOW, f"{text} below {LOW}: too narrow"
+    # With few errors (low) the small-count intervals are conservative by design (no error seen
+    # bounds a rate only as far as the identities allow): there the lower end only.
+    if scenario == "high" and coverage.FAMILY_FIGURE[family] not in interval_quality.APPROXIMATE:
+        assert value <= HIGH, f"{text} above {HIGH}: too wide (or mark it approximate)"
 
 
 def test_the_low_scenario_has_groups_with_no_error_and_they_are_covered(cells):
