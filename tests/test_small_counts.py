@@ -241,6 +241,10 @@ def test_bias_corrected_interval_shifts_towards_the_estimate_when_resamples_sit_
     unbounded = np.concatenate([rng.uniform(0.5, 1.0, 800), np.full(200, np.inf)])
     assert bias_corrected.bias_corrected_interval(unbounded, 1.0)[1] == np.inf
     assert bias_corrected.bias_corrected_interval(np.full(10, np.nan), 1.0) is None
+    # The FMR differential keeps BC's lower end and the higher of the two upper ends.
+    raised = bias_corrected.at_least_the_percentile_upper_end(got, reps)
+    assert raised == pytest.approx([got[0], plain[1]])
+    assert bias_corrected.at_least_the_percentile_upper_end(None, reps) is None
 
 
 def test_joint_bounds_of_a_max_over_min_hold_when_every_group_interval_holds():

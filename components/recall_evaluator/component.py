@@ -188,9 +188,12 @@ def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tu
     fnmr = np.stack([reps[:, index[(g, "fnmr")]] for g in gated], axis=1) if gated else None
     summary["fmr_differential_ci"] = summary["skewed_error_ratio_ci"] = None
     if gated:
-        # A maximum (over a minimum) of group rates: bias-corrected percentiles (core.bias_corrected).
-        summary["fmr_differential_ci"] = bias_corrected.bias_corrected_interval(
-            _max_defined(fmr) / config.target_fmr, summary["fmr_differential"], config.confidence)
+        # A maximum (over a minimum) of group rates: bias-corrected percentiles (core.bias_corrected),
+        # the FMR differential's upper end never below the plain percentile one (fails safe).
+        differential = _max_defined(fmr) / config.target_fmr
+        summary["fmr_differential_ci"] = bias_corrected.at_least_the_percentile_upper_end(
+            bias_corrected.bias_corrected_interval(differential, summary["fmr_differential"],
+                                                   config.confidence), differential, config.confidence)
         ratio_ci = bias_corrected.bias_corrected_interval(
             _skewed_error_ratios(fnmr), summary["skewed_error_ratio"], config.confidence)
         joint = rate_intervals.joint_ratio_bounds(columns, entries, reps, measured["clusters"],
