@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from core import small_counts
+from core import bias_corrected, small_counts
 from core.features import OVERALL
 from core.intervals import DEFAULT_LEVEL, percentile_interval, ratio
 
@@ -26,6 +26,11 @@ def trials_key(key: str) -> str:
     if key in TRIALS:
         return TRIALS[key]
     return "n_queries_within" if key.endswith("_within") else "n_queries"
+
+
+def unit_clusters(denominators) -> np.ndarray:
+    """[M] each column's effective number of independent clusters (small_counts.unit_clusters)."""
+    return small_counts.unit_clusters(denominators)
 
 
 def prior_effect(effects: Dict[Column, Optional[float]], scope: str, key: str) -> Optional[float]:
@@ -91,3 +96,45 @@ def _max_over_min(high: float, low: float) -> float:
     if high == 0 and low == 0:
         return 1.0
     return float(ratio(np.array([high]), np.array([low]))[0])
+
+
+def fmr_differential_interval(differential: np.ndarray, estimate: Optional[float],
+                              level: float = DEFAULT_LEVEL) -> Optional[List[float]]:
+    """The FMR differential's interval from its resamples (max over groups of FMR / target): the
+    bias-corrected percentile interval (core.bias_corrected), its upper end at least the plain
+    percentile one (fails safe under max_fmr_ratio)."""
+    return bias_corrected.at_least_the_percentile_upper_end(
+        bias_corrected.bias_corrected_interval(differential, estimate, level), differential, level)
+
+
+def skewed_error_ratio_interval(ratios: np.ndarray, estimate: Optional[float], columns, entries,
+                                replicates: np.ndarray, clusters: np.ndarray, effects,
+                                scopes: Sequence[str], level: float = DEFAULT_LEVEL
+                                ) -> Optional[List[float]]:
+    """The skewed error ratio's interval: per end the wider of the bias-corrected percentile
+    interval of its resamples `ratios` and `joint_ratio_bounds` of the groups' FNMR; None (fail
+    closed) when either is None."""
+    boot = bias_corrected.bias_corrected_interval(ratios, estimate, level)
+    joint = joint_ratio_bounds(columns, entries, replicates, clusters, effects, scopes, "fnmr", level)
+    if boot is None or joint is None:
+        return None
+    return [min(boot[0], joint[0]), max(boot[1], joint[1])]
+
+
+def paired_interval(column: Column, mine: float, theirs: float, candidate: dict, baseline: dict,
+                    index: Dict[Column, int], bootstrap: Optional[List[float]],
+                    level: float = DEFAULT_LEVEL) -> Optional[List[float]]:
+    """A paired delta's interval: small_counts.paired_small_count_interval of the two models'
+    rates `mine` and `theirs` at `column`, each with its resamples and the overall scope's design
+    effect as prior. `candidate` / `baseline`: the evaluator's measured models ("replicates",
+    "clusters", "entries" as `widened_intervals` uses them)."""
+    scope, key = column
+    i, o = index[column], index[OVERALL, key]
+    rates = []
+    for rate, model in ((mine, candidate), (theirs, baseline)):
+        overall = model["entries"][OVERALL, key]
+        rates.append((rate, model["replicates"][:, i], small_counts.design_effect(
+            overall[key], overall[trials_key(key)], model["replicates"][:, o])))
+    trials = candidate["entries"][column][trials_key(key)]
+    return small_counts.paired_small_count_interval(rates[0], rates[1], trials,
+                                                    candidate["clusters"][i], bootstrap, level)

@@ -25,15 +25,7 @@ import system as kfp_types
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import beam_embed, report, tfma_results
 from components.recall_evaluator import gate as gate_lib
-from core import (
-    bias_corrected,
-    features,
-    interval_quality,
-    intervals,
-    json_safe,
-    rate_intervals,
-    small_counts,
-)
+from core import features, interval_quality, intervals, json_safe, rate_intervals
 from core import verification as verification_lib
 from core.features import OVERALL
 from core.recall import QueryRanks, recall_at_k
@@ -159,7 +151,7 @@ def _measure(embedded: Dict[str, np.ndarray], config: gate_lib.GateConfig, curve
                                                         weights.shape[1], config.ks)
     return {"full": ranks.summary(curve_ks), "verification": verification,
             "replicates": intervals.ratio_replicates(weights, numerators, denominators),
-            "clusters": small_counts.unit_clusters(denominators), "columns": columns}
+            "clusters": rate_intervals.unit_clusters(denominators), "columns": columns}
 
 
 def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tuple[Dict, Dict]:
@@ -188,19 +180,12 @@ def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tu
     fnmr = np.stack([reps[:, index[(g, "fnmr")]] for g in gated], axis=1) if gated else None
     summary["fmr_differential_ci"] = summary["skewed_error_ratio_ci"] = None
     if gated:
-        # A maximum (over a minimum) of group rates: bias-corrected percentiles (core.bias_corrected),
-        # the FMR differential's upper end never below the plain percentile one (fails safe).
-        differential = _max_defined(fmr) / config.target_fmr
-        summary["fmr_differential_ci"] = bias_corrected.at_least_the_percentile_upper_end(
-            bias_corrected.bias_corrected_interval(differential, summary["fmr_differential"],
-                                                   config.confidence), differential, config.confidence)
-        ratio_ci = bias_corrected.bias_corrected_interval(
-            _skewed_error_ratios(fnmr), summary["skewed_error_ratio"], config.confidence)
-        joint = rate_intervals.joint_ratio_bounds(columns, entries, reps, measured["clusters"],
-                                                  effects, gated, "fnmr", config.confidence)
-        # Per end the wider of BC and the groups' joint small-count bounds (core.rate_intervals).
-        summary["skewed_error_ratio_ci"] = (None if ratio_ci is None or joint is None else
-                                            [min(ratio_ci[0], joint[0]), max(ratio_ci[1], joint[1])])
+        # A maximum (over a minimum) of group rates: core.rate_intervals (bias-corrected).
+        summary["fmr_differential_ci"] = rate_intervals.fmr_differential_interval(
+            _max_defined(fmr) / config.target_fmr, summary["fmr_differential"], config.confidence)
+        summary["skewed_error_ratio_ci"] = rate_intervals.skewed_error_ratio_interval(
+            _skewed_error_ratios(fnmr), summary["skewed_error_ratio"], columns, entries, reps,
+            measured["clusters"], effects, gated, config.confidence)
     return recall, summary
 
 
@@ -246,15 +231,10 @@ def _deltas(candidate: Dict[str, Any], baseline: Optional[Dict[str, Any]],
             result[scope][f"{key}_ci"] = intervals.percentile_interval(
                 candidate["replicates"][:, index[(scope, key)]]
                 - baseline["replicates"][:, index[(scope, key)]], config.confidence) if both else None
-            if both:     # few misses: core.small_counts.paired_small_count_interval
-                i, o = index[(scope, key)], index[(OVERALL, key)]
-                rates = [(rate, m["replicates"][:, i], small_counts.design_effect(
-                    m["entries"][OVERALL, key][key],
-                    m["entries"][OVERALL, key][rate_intervals.trials_key(key)], m["replicates"][:, o]))
-                    for rate, m in ((mine, candidate), (theirs, baseline))]
-                result[scope][f"{key}_ci"] = small_counts.paired_small_count_interval(
-                    rates[0], rates[1], candidate["entries"][scope, key][rate_intervals.trials_key(key)],
-                    candidate["clusters"][i], result[scope][f"{key}_ci"], config.confidence)
+            if both:     # few misses: core.rate_intervals.paired_interval
+                result[scope][f"{key}_ci"] = rate_intervals.paired_interval(
+                    (scope, key), mine, theirs, candidate, baseline, index,
+                    result[scope][f"{key}_ci"], config.confidence)
     return result
 
 
