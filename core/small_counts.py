@@ -15,9 +15,12 @@ scope's OWN design effect: how errors cluster in identities differs between grou
 statistics (a group whose few misses are spread over many identities must not borrow the overall
 scope's clustering, which is dominated by a few hard identities: that made within-group Recall@1
 intervals much too wide). With few errors the own estimate rests on a handful of identities, so it
-is shrunk towards a prior (see `effective_trials`), and n_eff always lies between Kish's number of
-clusters (all of an identity's trials perfectly correlated: the most conservative value the
-identities allow) and the number of trials.
+is shrunk towards a prior (see `effective_trials`; the evaluator's priors: core.rate_intervals
+.prior_effect), and n_eff always lies between Kish's number of clusters (all of a cluster's
+trials perfectly correlated: the most conservative value the clusters allow; identities for
+queries and genuine pairs, pairs of identities for impostor pairs, `unit_clusters`) and the number
+of trials. With G clusters, Wilson's interval takes the small-number-of-clusters corrections
+(`clustered_wilson`: Student's t with G - 1 degrees of freedom, variance x G / (G - 1)).
 """
 from __future__ import annotations
 
@@ -142,9 +145,9 @@ def effective_trials(rate: float, trials: float, replicates, cluster_sizes,
     whatever the true clustering), so it is shrunk towards the prior:
         (e x own + (5 - e) x prior) / 5,
     and with no error (no own estimate) the prior alone. The prior is `prior_design_effect` when the
-    caller has one (the evaluator passes the scope's own design effect of the same figure's sibling
-    measured with more errors, or None), else the most conservative value the identities allow,
-    trials / Kish's number of clusters."""
+    caller has one (core.rate_intervals.prior_effect: for a group's within-group Recall@k the same
+    group's whole-gallery one, else the overall scope's same figure), else the most conservative
+    value the clusters allow, trials / Kish's number of clusters."""
     floor = min(float(trials), kish_clusters(cluster_sizes))
     conservative = float(trials) / floor
     prior = conservative if prior_design_effect is None else min(conservative,
