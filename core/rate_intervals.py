@@ -62,8 +62,8 @@ def widened_intervals(columns: Sequence[Column], entries: Dict[Column, dict], re
 
 
 def joint_ratio_bounds(columns: Sequence[Column], entries: Dict[Column, dict], replicates: np.ndarray,
-                      clusters: np.ndarray, effects: Dict[Column, Optional[float]],
-                      scopes: Sequence[str], key: str = "fnmr", level: float = DEFAULT_LEVEL
+                       clusters: np.ndarray, effects: Dict[Column, Optional[float]],
+                       scopes: Sequence[str], key: str = "fnmr", level: float = DEFAULT_LEVEL
                        ) -> Optional[List[float]]:
     """[lower, upper] bounds of max / min of the `scopes`' rates `key` at confidence `level`, from
     the groups' widened intervals at the Bonferroni level 1 - (1 - level) / len(scopes) (all hold
