@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from components.recall_evaluator import gate as gate_lib
 from core import json_safe, operating_point
 from core.features import OVERALL
+from core.interval_quality import APPROXIMATE_MARK, mark
 from pipeline import configs
 from pipeline.metadata import custom_property as _custom
 from pipeline.metadata import node_of as _node_of
@@ -175,7 +176,8 @@ def format_recall(recall: Dict[str, float]) -> str:
 
 def format_recall_intervals(recall: Dict[str, float], metrics: Dict[str, Any]) -> str:
     """"scope value [lo, hi]" per scope: Recall@1 against the whole gallery with its interval."""
-    return ", ".join(f"{scope} {value:.3f}{_interval(_ci(metrics, scope))}"
+    marked = mark(metrics.get("approximate_intervals") or {}, "recall@1")
+    return ", ".join(f"{scope} {value:.3f}{_interval(_ci(metrics, scope))}{marked}"
                      for scope, value in recall.items() if value is not None)
 
 
@@ -184,21 +186,30 @@ def format_verification(metrics: Dict[str, Any]) -> List[str]:
     differential and the skewed error ratio ("inf" for an unbounded end, "no interval" for a
     figure without one)."""
     verification = metrics.get("verification") or {}
+    approximate = metrics.get("approximate_intervals") or {}
     if verification.get("threshold") is None:
         return []
     lines = [f"1:1        threshold {verification['threshold']:.4f} "
              f"(target FMR {verification['target_fmr']:g})"]
     for scope, entry in verification.items():
         if isinstance(entry, dict) and "fnmr" in entry:
-            lines.append(f"  {scope:<10} FNMR {_figure(entry['fnmr'], entry.get('fnmr_ci'))}  "
-                         f"FMR {_figure(entry['fmr'], entry.get('fmr_ci'), 5)}")
+            lines.append(f"  {scope:<10} FNMR {_figure(entry['fnmr'], entry.get('fnmr_ci'))}"
+                         f"{mark(approximate, 'fnmr')}  "
+                         f"FMR {_figure(entry['fmr'], entry.get('fmr_ci'), 5)}{mark(approximate, 'fmr')}")
     ratios = [f"{label} {_figure(verification[key], verification.get(f'{key}_ci'), 2)}"
+              f"{mark(approximate, key)}"
               for key, label in (("fmr_differential", "FMR differential"),
                                  ("skewed_error_ratio", "skewed error ratio"))
               if key in verification]
     if ratios:
         lines.append(f"  {', '.join(ratios)}")
-    return lines
+    return lines + format_approximate(metrics)
+
+
+def format_approximate(metrics: Dict[str, Any]) -> List[str]:
+    """One line per interval marked approximate (metrics.json's `approximate_intervals`)."""
+    return [f"  {APPROXIMATE_MARK} {figure}: {why}"
+            for figure, why in (metrics.get("approximate_intervals") or {}).items()]
 
 
 def _figure(value, interval, digits: int = 4) -> str:

@@ -29,3 +29,18 @@ def test_break_even_list_size_solves_the_end_to_end_inequality():
     # At n, startup + n / steady equals n / (1.6 loop): the CLI reaches 1.6x end to end.
     assert abs((startup + n / steady) - n / (ingest_bench.TARGET_FACTOR * loop)) < 1e-9
     assert ingest_bench.break_even(startup, 3000.0, loop) is None   # 1.5x steady: never
+
+
+def test_a_stage_replaces_only_its_own_section_of_the_results():
+    from benchmarks.run import replace_section
+
+    text = ("# Benchmarks\n\nMachine: a.\n\n## Recall\n\nold recall\n\n## Coverage\n\nold\ntable\n\n"
+            "## Ingest\n\ningest\n")
+    new = replace_section(text, "## Coverage", "## Coverage\n\nnew table\n")
+    assert new == ("# Benchmarks\n\nMachine: a.\n\n## Recall\n\nold recall\n\n## Coverage\n\nnew table\n"
+                   "\n## Ingest\n\ningest\n")
+    # The last section, and a file without the section (appended).
+    assert replace_section("# B\n\n## Coverage\n\nold\n", "## Coverage", "## Coverage\n\nnew\n") \
+        == "# B\n\n## Coverage\n\nnew\n"
+    assert replace_section("# B\n\n## Recall\n\nr\n", "## Coverage", "## Coverage\n\nnew\n") \
+        == "# B\n\n## Recall\n\nr\n\n## Coverage\n\nnew\n"

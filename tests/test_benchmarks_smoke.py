@@ -19,7 +19,8 @@ def test_benchmark_command_runs_every_stage(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
     for heading in ("## Recall evaluation", "## Ingest", "## The main command",
-                    "## Training throughput", "## Serving", "## Storage"):
+                    "## Training throughput", "## Serving", "## Storage",
+                    "## Coverage of the gate's intervals"):
         assert heading in text
     assert "Machine: " in text and "Date: " in text
     for row in ("| (b) checking loop", "| CLI, Beam 2 workers", "| run_fn step, augmentation off",

@@ -18,7 +18,11 @@ EMBEDDING_SIZE = 64
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    return kfp_harness.compile_spec(tmp_path_factory.mktemp("spec"), "--tflite-levels", "0")
+    # The stand-in models make no error at all on a few identities per group, so the production
+    # gate's max_fnmr_ratio (judged on an interval whose upper end is then unbounded) would refuse
+    # the informative one: these tests are about naming and resolution, not that rule.
+    return kfp_harness.compile_spec(tmp_path_factory.mktemp("spec"), "--tflite-levels", "0",
+                                    "--gate", "max_fnmr_ratio=null")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from components.recall_evaluator import component, gate, report
-from core import intervals
+from core import intervals, small_counts
 from tests.test_recall import exact_random_data, reference_recall
 from tests.test_verification import reference as reference_verification
 
@@ -108,18 +108,30 @@ def test_recall_intervals_resample_identities_with_the_configured_seed():
     x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1), 1e-30)[:, None]
     sims = x @ x.T
     units, unit_groups = intervals.identity_units(labels, groups)
-    hits = np.zeros(units.max() + 1)
-    queries = np.zeros(units.max() + 1)
-    for i in np.flatnonzero(groups == "north"):
+    hits = {scope: np.zeros(units.max() + 1) for scope in ("north", "overall")}
+    queries = {scope: np.zeros(units.max() + 1) for scope in ("north", "overall")}
+    for i in range(len(labels)):
         others = [j for j in range(len(labels)) if j != i]
         if not any(labels[j] == labels[i] for j in others):
             continue
         best = min(others, key=lambda j: (-sims[i, j], j))
-        queries[units[i]] += 1
-        hits[units[i]] += labels[best] == labels[i]
+        for scope in ("overall", "north") if groups[i] == "north" else ("overall",):
+            queries[scope][units[i]] += 1
+            hits[scope][units[i]] += labels[best] == labels[i]
     weights = intervals.resample_weights(unit_groups, 500, seed=7)
-    assert metrics["candidate"]["north"]["recall@1_ci"] == pytest.approx(
-        intervals.ratio_interval(weights, hits, queries))
+    # The percentile interval of those resamples, widened per end by the small-count interval
+    # (core.small_counts, tested on its own in tests/test_small_counts.py: Wilson at the effective
+    # count; the prior design effect from the overall scope).
+    reps = {s: intervals.ratio_replicates(weights, hits[s], queries[s]) for s in hits}
+    rate = {s: hits[s].sum() / queries[s].sum() for s in hits}
+    percentile = intervals.ratio_interval(weights, hits["north"], queries["north"])
+    expected = small_counts.small_count_interval(
+        rate["north"], queries["north"].sum(), reps["north"], queries["north"], percentile,
+        prior_design_effect=small_counts.design_effect(rate["overall"], queries["overall"].sum(),
+                                                       reps["overall"]))
+    got = metrics["candidate"]["north"]["recall@1_ci"]
+    assert got == pytest.approx(expected)
+    assert got[0] <= percentile[0] and got[1] >= percentile[1]
 
 
 def test_paired_deltas_and_regressions_against_the_baseline():
@@ -144,9 +156,19 @@ def test_paired_deltas_and_regressions_against_the_baseline():
     assert not worse["blessed"]
     assert {("max_drop", "a"), ("max_drop", "b"), ("min_recall", "overall")} <= set(
         failed(worse["verdicts"]))
-    # The same model as its own baseline: every difference and its interval are exactly 0.
+    # The same model as its own baseline: every difference is exactly 0; with every query hit
+    # (Recall@1 = 1 for both), no discordant query seen bounds the difference only as far as the
+    # identities allow: symmetric about 0, on each side Wilson's bound for 0 misses out of G = 10
+    # identities (10 x 4 queries, Kish's count), with the small-cluster correction: n = G - 1 = 9
+    # and Student's t with 9 degrees of freedom, 1 - n / (n + t^2) = t^2 / (9 + t^2).
+    from scipy import stats
+
     same = component.evaluate(good, config, baseline=good)
-    assert same["deltas"]["b"]["recall@1"] == 0.0 and same["deltas"]["b"]["recall@1_ci"] == [0.0, 0.0]
+    assert same["deltas"]["b"]["recall@1"] == 0.0
+    lo, hi = same["deltas"]["b"]["recall@1_ci"]
+    assert same["candidate"]["b"]["n_identities"] == 10
+    t = stats.t.ppf(0.975, 9)
+    assert hi == pytest.approx(t * t / (9 + t * t)) and lo == pytest.approx(-hi)
 
 
 def test_a_baseline_of_other_images_is_refused():
@@ -299,3 +321,23 @@ def test_report_puts_the_advisories_above_the_rules_and_shows_unbounded_ends_and
     east = re.search(r"<tr><td>east</td>(.*?)</tr>", page.split("<h2>1:1 verification")[1], re.S).group(1)
     assert f"{metrics['verification']['east']['fmr']:.5f} <span class='ci'>no interval</span>" in east
     assert "<div class='advisory'>" not in report.render_html(dict(metrics, advisories=[]), {})
+
+
+def test_metrics_and_report_mark_the_intervals_the_simulation_found_approximate():
+    from core import interval_quality
+
+    data = crowded_group_example()
+    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
+                                                       bootstrap_resamples=100))
+    assert metrics["approximate_intervals"] == interval_quality.APPROXIMATE
+    metrics.update(split="eval", model={"uri": "/m/1", "id": 1}, baseline_model=None)
+    metrics["approximate_intervals"] = {"fmr": "too wide", "skewed_error_ratio": "too wide too"}
+    page = report.render_html(metrics, {})
+    one_to_one = page.split("<h2>1:1 verification")[1]
+    east = re.search(r"<tr><td>east</td>(.*?)</tr>", one_to_one, re.S).group(1)
+    fnmr_cell, fmr_cell = re.findall(r"<td>(.*?)</td>", east)[2:4]
+    assert fmr_cell.endswith("</span><span class='approx'> ≈</span>")
+    assert "approx" not in fnmr_cell
+    assert re.search(r"skewed error ratio \(max / min FNMR\): .*?</span><span class='approx'> ≈", one_to_one)
+    assert "<strong>fmr</strong>: too wide" in page
+    assert "approx" not in report.render_html(dict(metrics, approximate_intervals={}), {})

@@ -104,3 +104,17 @@ def test_show_prints_the_shipped_operating_point_in_preference_to_the_evaluated_
     (pushed / "assets" / operating_point.FILE).write_text(point(0.375))
     shown = review.format_show(dict(shown_run, pushed_to=str(pushed)))
     assert "shipped    operating point: threshold 0.375000" in shown
+
+
+def test_show_marks_the_approximate_intervals_and_says_why(tmp_path):
+    values = metrics({"overall": [0.75, 0.85]})
+    values["approximate_intervals"] = {"fmr": "conservative, see results", "recall@1": "narrow"}
+    shown = review.format_show(run(tmp_path, "r1", 3, {"overall": 0.8}, values))
+    assert "overall 0.800 [0.750, 0.850] ≈" in shown
+    assert "overall    FNMR 0.0500 [0.0400, 0.0610]  FMR 0.00105 [0.00080, 0.00130] ≈" in shown
+    assert "  ≈ fmr: conservative, see results" in shown.splitlines()
+    assert "  ≈ recall@1: narrow" in shown.splitlines()
+    # Nothing approximate: no mark at all.
+    plain = review.format_show(run(tmp_path, "r2", 3, {"overall": 0.8},
+                                   metrics({"overall": [0.75, 0.85]})))
+    assert "≈" not in plain

@@ -25,7 +25,7 @@ import system as kfp_types
 from components.artifacts import crop_side, split_files
 from components.recall_evaluator import beam_embed, gallery, model_card, report, shipping, tfma_results
 from components.recall_evaluator import gate as gate_lib
-from core import features, intervals, json_safe
+from core import features, interval_quality, intervals, json_safe, rate_intervals
 from core import verification as verification_lib
 from core.features import OVERALL
 from core.recall import QueryRanks, recall_at_k
@@ -152,18 +152,23 @@ def _measure(embedded: Dict[str, np.ndarray], config: gate_lib.GateConfig, curve
                                                         weights.shape[1], config.ks)
     return {"full": ranks.summary(curve_ks), "verification": verification,
             "replicates": intervals.ratio_replicates(weights, numerators, denominators),
-            "columns": columns}
+            "clusters": rate_intervals.unit_clusters(denominators), "columns": columns}
 
 
 def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tuple[Dict, Dict]:
-    """metrics.json's recall entries and verification summary of one model, with `<key>_ci`."""
+    """metrics.json's recall entries and verification summary of one model, with `<key>_ci`;
+    `measured["entries"]`: the entry holding each column's rate and trials (for `_deltas`)."""
     recall = _pick(measured["full"], config.ks)
     summary = {key: value for key, value in measured["verification"].summary.items()}
-    for column, ci in zip(measured["columns"],
-                          intervals.percentile_intervals(measured["replicates"], config.confidence)):
-        scope, key = column
-        target = summary[scope] if key in ("fnmr", "fmr") else recall[scope]
-        target[f"{key}_ci"] = ci
+    # Percentile intervals widened for few errors (misses): core.rate_intervals, core.small_counts.
+    columns = measured["columns"]
+    entries = {(scope, key): (summary if key in rate_intervals.TRIALS else recall)[scope]
+               for scope, key in columns}
+    widened, effects = rate_intervals.widened_intervals(columns, entries, measured["replicates"],
+                                                        measured["clusters"], config.confidence)
+    for (scope, key), ci in zip(columns, widened):
+        entries[scope, key][f"{key}_ci"] = ci
+    measured["entries"] = entries
     # The ratios over the gated groups, each with its interval from the same replicates.
     gated = [scope for scope in recall if scope != OVERALL and config.gated(scope)]
     summary["ratio_groups"] = gated
@@ -176,10 +181,12 @@ def _with_intervals(measured: Dict[str, Any], config: gate_lib.GateConfig) -> Tu
     fnmr = np.stack([reps[:, index[(g, "fnmr")]] for g in gated], axis=1) if gated else None
     summary["fmr_differential_ci"] = summary["skewed_error_ratio_ci"] = None
     if gated:
-        summary["fmr_differential_ci"] = intervals.percentile_interval(
-            _max_defined(fmr) / config.target_fmr, config.confidence)
-        summary["skewed_error_ratio_ci"] = intervals.percentile_interval(
-            _skewed_error_ratios(fnmr), config.confidence)
+        # A maximum (over a minimum) of group rates: core.rate_intervals (bias-corrected).
+        summary["fmr_differential_ci"] = rate_intervals.fmr_differential_interval(
+            _max_defined(fmr) / config.target_fmr, summary["fmr_differential"], config.confidence)
+        summary["skewed_error_ratio_ci"] = rate_intervals.skewed_error_ratio_interval(
+            _skewed_error_ratios(fnmr), summary["skewed_error_ratio"], columns, entries, reps,
+            measured["clusters"], effects, gated, config.confidence)
     return recall, summary
 
 
@@ -225,6 +232,10 @@ def _deltas(candidate: Dict[str, Any], baseline: Optional[Dict[str, Any]],
             result[scope][f"{key}_ci"] = intervals.percentile_interval(
                 candidate["replicates"][:, index[(scope, key)]]
                 - baseline["replicates"][:, index[(scope, key)]], config.confidence) if both else None
+            if both:     # few misses: core.rate_intervals.paired_interval
+                result[scope][f"{key}_ci"] = rate_intervals.paired_interval(
+                    (scope, key), mine, theirs, candidate, baseline, index,
+                    result[scope][f"{key}_ci"], config.confidence)
     return result
 
 
@@ -284,6 +295,7 @@ def evaluate(candidate: Dict[str, np.ndarray], config: gate_lib.GateConfig,
     metrics["failed_rules"] = [v["message"] for v in metrics["verdicts"] if not v["passed"]]
     metrics["blessed"] = not metrics["failed_rules"]
     metrics["advisories"] = gate_lib.advisories(metrics["verification"], config)   # never a verdict
+    metrics["approximate_intervals"] = interval_quality.approximate_intervals()    # results.md
     return metrics
 
 

@@ -284,8 +284,8 @@ def _ratio_verdicts(verification, config, level):
         judged = _bar_judged(value, interval, config, "upper")
         passed = judged <= bar
         beyond = _beyond(interval, passed, bar, higher_is_better=False)
-        unbounded = ("; unbounded: a group with no errors next to one with errors"
-                     if math.isinf(judged) else "")
+        unbounded = ("; unbounded: a group whose error rate may be 0 (none observed) next to one "
+                     "that may have errors" if math.isinf(judged) else "")
         verdicts.append(_verdict(rule, OVERALL, value, bar, passed,
                                  f"{what} {number_text(value, 3)} {'<=' if passed else '>'} {bar:.3f}"
                                  f"{_bar_test_text(config, 'upper')} "

@@ -15,6 +15,7 @@ from typing import Any, Dict, List
 import matplotlib
 
 from core.features import OVERALL
+from core.interval_quality import APPROXIMATE_MARK, mark
 
 matplotlib.use("Agg")   # no display: render to files
 import matplotlib.pyplot as plt  # noqa: E402
@@ -158,9 +159,19 @@ def _ci(interval, signed=False, missing=False, digits=4) -> str:
             f"{_fmt(interval[1], signed, digits)}]</span>")
 
 
-def _figure(value, interval, digits=4) -> str:
-    """A 1:1 figure with its interval, or "no interval" when it has a value but none."""
-    return _fmt(value, digits=digits) + _ci(interval, missing=value is not None, digits=digits)
+def _figure(value, interval, digits=4, approximate="") -> str:
+    """A 1:1 figure with its interval, or "no interval" when it has a value but none; `approximate`
+    (core.interval_quality.mark) after the interval."""
+    return (_fmt(value, digits=digits) + _ci(interval, missing=value is not None, digits=digits)
+            + (f"<span class='approx'>{approximate}</span>" if interval and approximate else ""))
+
+
+def approximate_note(metrics: Dict[str, Any]) -> str:
+    """The intervals marked approximate (metrics.json's `approximate_intervals`) and why."""
+    items = "".join(f"<li><strong>{html.escape(figure)}</strong>: {html.escape(why)}</li>"
+                    for figure, why in (metrics.get("approximate_intervals") or {}).items())
+    return (f"<p class='approx'>{APPROXIMATE_MARK} approximate interval (its simulated coverage is "
+            f"outside 0.93-0.97):</p><ul>{items}</ul>" if items else "")
 
 
 def advisory_box(metrics: Dict[str, Any]) -> str:
@@ -180,6 +191,7 @@ def _noise(verdict) -> str:
 
 def _recall_rows(metrics: Dict[str, Any], ks) -> str:
     rows = []
+    approximate = metrics.get("approximate_intervals") or {}
     ungated = set(metrics.get("ungated") or [])
     for scope in _scopes(metrics):
         candidate = metrics["candidate"][scope]
@@ -191,11 +203,13 @@ def _recall_rows(metrics: Dict[str, Any], ks) -> str:
                  f"<td>{candidate['n_queries']}</td>", f"<td>{candidate['n_skipped']}</td>"]
         for k in ks:
             key = f"recall@{k}"
-            cells.append(f"<td>{_fmt(candidate.get(key))}{_ci(candidate.get(key + '_ci'))}</td>")
+            cells.append(f"<td>{_fmt(candidate.get(key))}{_ci(candidate.get(key + '_ci'))}"
+                         f"{mark(approximate, key)}</td>")
             cells.append(f"<td>{_fmt(candidate.get(key + '_within'))}"
-                         f"{_ci(candidate.get(key + '_within_ci'))}</td>")
+                         f"{_ci(candidate.get(key + '_within_ci'))}{mark(approximate, key + '_within')}</td>")
         cells += [f"<td>{_fmt(baseline.get('recall@1'))}</td>",
-                  f"<td>{_fmt(delta.get('recall@1'), True)}{_ci(delta.get('recall@1_ci'), True)}</td>",
+                  f"<td>{_fmt(delta.get('recall@1'), True)}{_ci(delta.get('recall@1_ci'), True)}"
+                  f"{mark(approximate, 'delta recall@1')}</td>",
                   f"<td>{_fmt(pixels.get('recall@1'))}</td>",
                   f"<td>{_fmt(metrics['thresholds'].get(scope))}</td>"]
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -204,6 +218,7 @@ def _recall_rows(metrics: Dict[str, Any], ks) -> str:
 
 def _verification_rows(metrics: Dict[str, Any]) -> str:
     verification = metrics.get("verification") or {}
+    approximate = metrics.get("approximate_intervals") or {}
     rows = []
     for scope in _scopes(metrics):
         entry = verification.get(scope)
@@ -212,8 +227,8 @@ def _verification_rows(metrics: Dict[str, Any]) -> str:
         fars = [key for key in entry if key.startswith("tar@far=")]
         cells = [f"<td>{html.escape(scope)}</td>", f"<td>{entry['n_genuine']}</td>",
                  f"<td>{entry['n_impostor']}</td>",
-                 f"<td>{_figure(entry.get('fnmr'), entry.get('fnmr_ci'))}</td>",
-                 f"<td>{_figure(entry.get('fmr'), entry.get('fmr_ci'), 5)}</td>"]
+                 f"<td>{_figure(entry.get('fnmr'), entry.get('fnmr_ci'), 4, mark(approximate, 'fnmr'))}</td>",
+                 f"<td>{_figure(entry.get('fmr'), entry.get('fmr_ci'), 5, mark(approximate, 'fmr'))}</td>"]
         cells += [f"<td>{_fmt(entry.get(key))}</td>" for key in fars]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return "".join(rows)
@@ -229,6 +244,7 @@ def render_html(metrics: Dict[str, Any], charts: Dict[str, bytes], gallery_html:
     gallery = metrics["gate_config"].get("gallery", "mixed")
     e = html.escape
     verification = metrics.get("verification") or {}
+    approximate = metrics.get("approximate_intervals") or {}
     rules = "".join(
         f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{'PASS' if r['passed'] else 'FAIL'}"
         f"</td><td>{e(r['rule'])}</td><td>{e(r['scope'])}</td><td>{_noise(r)}</td>"
@@ -289,9 +305,12 @@ its own group only. Brackets: {level:.0%} intervals.</p>
 <p>Threshold {_fmt(threshold)}: the score that {_fmt(verification.get('target_fmr'))} of all impostor
 pairs reach (target FMR). FNMR: genuine pairs of the group below it; FMR: impostor pairs with both
 images in the group at or above it. FMR differential (max FMR / target):
-{_figure(verification.get('fmr_differential'), verification.get('fmr_differential_ci'), 2)};
+{_figure(verification.get('fmr_differential'), verification.get('fmr_differential_ci'), 2,
+         mark(approximate, 'fmr_differential'))};
 skewed error ratio (max / min FNMR): {_figure(verification.get('skewed_error_ratio'),
-                                              verification.get('skewed_error_ratio_ci'), 2)}.</p>
+                                              verification.get('skewed_error_ratio_ci'), 2,
+                                              mark(approximate, 'skewed_error_ratio'))}.</p>
+{approximate_note(metrics)}
 <table><tr><th>group</th><th>genuine pairs</th><th>impostor pairs</th><th>FNMR</th><th>FMR</th>
 {far_headers}</tr>{_verification_rows(metrics)}</table>
 <h2>Charts</h2>{images}
