@@ -13,6 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from core import block_top_k
 from core import recall as recall_module
 from core.recall import brute_force_recall_at_k, per_row_loop_recall_at_1, recall_at_k
 
@@ -285,7 +286,7 @@ def test_random_exact_data_matches_the_definition_at_every_chunk_size(seed, n, d
 @pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:3])
 def test_random_exact_data_through_the_lexsort_merge(monkeypatch, seed, n, dim):
     # Galleries too large for packed uint64 sort keys take the lexsort path; force it here.
-    monkeypatch.setattr(recall_module, "_KEY_BITS", 0)
+    monkeypatch.setattr(block_top_k, "_KEY_BITS", 0)
     embeddings, labels, groups = exact_random_data(seed, n, dim)
     expected, _ = reference_recall(embeddings, labels, groups, (1, 3))
     for chunk_size in (7, n - 1, None):
@@ -336,11 +337,11 @@ def test_packed_similarity_keys_sort_floats_descending_and_decode_back():
     # The merge sorts uint64 keys built from the float32 bits; check that order on awkward values.
     values = np.array([0.5, -np.inf, 1.0, -0.0, 1e-40, -1e-40, 0.0, -1.0, 3e38, -0.5, 1e-30],
                       dtype=np.float32)
-    keys = recall_module._descending_keys(values)
+    keys = block_top_k._descending_keys(values)
     ranked = values[np.argsort(keys, kind="stable")]
     assert ranked.tolist() == sorted(values.tolist(), reverse=True)
     assert keys[3] == keys[6]  # -0.0 and 0.0 compare equal, so they must tie
-    decoded = recall_module._from_descending_keys(keys)
+    decoded = block_top_k._from_descending_keys(keys)
     assert decoded.tobytes() == np.where(values == 0, np.float32(0), values).tobytes()  # bit for bit
 
 
