@@ -383,3 +383,52 @@ def test_every_upper_block_is_visited_once_after_its_ranking():
     blocks = np.arange(23) // 5
     assert (seen == (blocks[:, None] <= blocks[None, :])).all()
     assert ranks.summary((1, 3)) == recall_at_k(embeddings, labels, ks=(1, 3), chunk_size=5)
+
+
+@pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:4])
+@pytest.mark.parametrize("level", [0.0, 0.25, 0.6])
+def test_ranks_from_shared_block_hits_match_the_definition(monkeypatch, seed, n, dim, level):
+    # The 1:1 view's floor makes the ranking take each block's entries >= floor once, for rows,
+    # columns and the within-group rectangles, and scan only the queries short of k entries there.
+    # Rows in group order with their input positions as ids (ties go to the lower input index);
+    # floors at several levels (every query weak at first, or few) and odd block sizes.
+    monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", 1.0)   # use the hits however dense
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    unit = np.asarray(embeddings, dtype=np.float64)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1), np.finfo(np.float32).tiny)[:, None]
+    sims = unit @ unit.T
+    k_max = 3
+
+    def expected(i, gallery):
+        ranked = sorted((j for j in gallery if j != i), key=lambda j: (-sims[i, j], j))
+        same = [r for r, j in enumerate(ranked) if labels[j] == labels[i]]
+        return -1 if not same else min(same[0], k_max)
+
+    rows, checked_labels, checked_groups, _ = recall_module.checked_inputs(embeddings, labels,
+                                                                         groups, (1,))
+    order = recall_module.group_order(checked_groups)
+    rows, in_order_labels, in_order_groups = rows[order], checked_labels[order], checked_groups[order]
+    for chunk_size in (7, 13, n - 1):
+        given = []
+
+        def visit(i0, j0, block, hits):
+            assert hits is not None
+            expected_hits = np.argwhere(block >= level)
+            assert np.array_equal(np.stack([hits.rows, hits.cols], axis=1), expected_hits)
+            given.append((i0, j0))
+
+        ranks = recall_module.first_hit_ranks(rows, in_order_labels, in_order_groups, k_max,
+                                              chunk_size, visit, lambda i0, j0: level, ids=order)
+        ranks = recall_module.ranks_in_input_order(ranks, order, checked_labels, checked_groups)
+        n_blocks = -(-n // chunk_size)
+        assert len(given) == n_blocks * (n_blocks + 1) // 2
+        assert ranks.mixed.tolist() == [expected(i, range(n)) for i in range(n)]
+        assert ranks.within.tolist() == [expected(i, np.flatnonzero(groups == groups[i]))
+                                         for i in range(n)]
+
+
+def test_a_visited_pass_needs_its_rows_in_group_order():
+    embeddings, labels, groups = exact_random_data(0, 50, 8)
+    unit, labels, groups, _ = recall_module.checked_inputs(embeddings, labels, groups, (1,))
+    with pytest.raises(ValueError, match="group order"):
+        recall_module.first_hit_ranks(unit, labels, groups, 3, 7, visit=lambda *args: None)
