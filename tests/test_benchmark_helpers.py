@@ -29,3 +29,18 @@ def test_break_even_list_size_solves_the_end_to_end_inequality():
     # At n, startup + n / steady equals n / (1.6 loop): the CLI reaches 1.6x end to end.
     assert abs((startup + n / steady) - n / (ingest_bench.TARGET_FACTOR * loop)) < 1e-9
     assert ingest_bench.break_even(startup, 3000.0, loop) is None   # 1.5x steady: never
+
+
+def test_a_partial_run_replaces_only_its_own_sections():
+    from benchmarks.run import replace_sections
+
+    existing = ("# Benchmarks\n\nMachine: old.\n\n## Recall evaluation\n\n| old |\n\nTarget: t.\n\n"
+                "## Ingest\n\n| ingest |\n\nIngest notes.\n")
+    new = "# Benchmarks\n\nMachine: new.\n\n## Recall evaluation\n\n| new |\n\nTarget: t. Met.\n"
+    merged = replace_sections(existing, new, "Measured today.")
+    assert merged == ("# Benchmarks\n\nMachine: old.\n\n## Recall evaluation\n\nMeasured today.\n\n"
+                      "| new |\n\nTarget: t. Met.\n\n## Ingest\n\n| ingest |\n\nIngest notes.\n")
+    # A stage without a section yet is appended; the others stay as they were.
+    appended = replace_sections("# Benchmarks\n\n## Ingest\n\n| ingest |\n", new, "Measured today.")
+    assert appended == ("# Benchmarks\n\n## Ingest\n\n| ingest |\n\n## Recall evaluation\n\n"
+                        "Measured today.\n\n| new |\n\nTarget: t. Met.\n")
