@@ -19,8 +19,11 @@ Definitions (every function below follows them):
   whole gallery.
 
 The per-query first-hit positions (`QueryRanks`) are computed once, by one blocked pass over the
-whole gallery and one per group for the within-group gallery; every recall figure, and the bootstrap
-intervals (core/intervals.py), are derived from them without ranking again.
+upper block triangle of the similarity matrix (core/block_top_k.py) that serves both galleries: the
+rows are taken in group order, so the within-group gallery of a block's rows is the rectangles where
+rows and columns share a group (no second product), and ties are broken by the input index. Every
+recall figure, and the bootstrap intervals (core/intervals.py), are derived from the ranks without
+ranking again.
 
 "Exact" means no approximation: `recall_at_k` returns what a full sort of every row of the float32
 similarity matrix under (-similarity, index) returns. The float32 products come from BLAS; a product
@@ -116,11 +119,14 @@ def recall_at_k(embeddings, labels, groups=None, ks: Sequence[int] = (1,),
 
     The similarity matrix is symmetric, so only the blocks on and above the block diagonal are
     multiplied; block (i, j) updates the running top-k of the rows of block i and, read column-wise,
-    of the rows of block j. Extra memory is O(chunk_size * N): one chunk x chunk block, its mask and
-    the [N, k] running lists, never N x N.
+    of the rows of block j, and inside the rectangles where both lie in one group (the rows taken in
+    group order), the within-group lists. Extra memory is O(chunk_size * N): one chunk x chunk
+    block, its mask and the [N, k] running lists, never N x N (plus the float32 unit rows, N x D).
     """
-    unit, labels, groups, ks = checked_inputs(embeddings, labels, groups, ks)
-    return first_hit_ranks(unit, labels, groups, max(ks), chunk_size).summary(ks)
+    unit, labels, groups, ks, order = checked_inputs(embeddings, labels, groups, ks,
+                                                     in_group_order=True)
+    # The figures count queries per scope: the same in any row order.
+    return first_hit_ranks(unit, labels, groups, max(ks), chunk_size, ids=order).summary(ks)
 
 
 def first_hit_ranks(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.ndarray], k_max: int,
@@ -143,7 +149,7 @@ def first_hit_ranks(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.nd
     order = group_order(groups)
     if order is None:
         return ranked_pass(unit, labels, groups, k_max, chunk, visit, floor, ids)
-    if visit is not None or ids is not None:
+    if visit is not None or ids is not None:   # block offsets or ids of rows we would reorder
         raise ValueError("a visited pass needs its rows in group order (core.recall.group_order)")
     return ranks_in_input_order(ranked_pass(unit[order], labels[order], groups[order], k_max, chunk,
                                             ids=order), order, labels, groups)
@@ -202,7 +208,10 @@ def per_row_loop_recall_at_1(embeddings, labels) -> Dict[str, Dict]:
 
 # ----------------------------------------------------------------------------- inputs and output
 
-def checked_inputs(embeddings, labels, groups, ks):
+def checked_inputs(embeddings, labels, groups, ks, in_group_order: bool = False):
+    """(unit rows, labels, groups as str, sorted ks), or with `in_group_order` (unit rows, labels,
+    groups, ks, order): the rows, labels and groups of the input rows `order` (`group_order`; None
+    when already in group order), the rows gathered as they are copied."""
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be [N, D], got shape {embeddings.shape}")
@@ -223,12 +232,20 @@ def checked_inputs(embeddings, labels, groups, ks):
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks!r}")
-    return _unit_rows(embeddings), labels, groups, ks
+    if not in_group_order:
+        return _unit_rows(embeddings), labels, groups, ks
+    order = group_order(groups)
+    if order is None:
+        return _unit_rows(embeddings), labels, groups, ks, None
+    return _unit_rows(embeddings, order), labels[order], groups[order], ks, order
 
 
-def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
-    """float32 rows scaled to unit L2 norm; zero rows stay zero."""
-    unit = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+def _unit_rows(embeddings: np.ndarray, order: Optional[np.ndarray] = None) -> np.ndarray:
+    """float32 rows (the rows `order` when given) scaled to unit L2 norm; zero rows stay zero."""
+    if order is None:
+        unit = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+    else:
+        unit = np.ascontiguousarray(embeddings[order], dtype=np.float32)   # one copy when float32
     if not np.isfinite(unit).all():
         raise ValueError("embeddings contain NaN or infinity (or values beyond float32 range)")
     # Norms in float64 so that large (but finite) values do not overflow when squared.

@@ -150,17 +150,15 @@ def ranks_and_verification(embeddings, labels, groups=None, ks: Sequence[int] = 
     similarity blocks (plus the two radix passes beyond the selection budget). The rows are taken in
     group order (the ranks mapped back; the 1:1 figures do not depend on the order), and each
     block's entries at or above the selection's floor are found once for both views."""
-    unit, labels, groups, ks = recall.checked_inputs(embeddings, labels, groups, ks)
-    order = recall.group_order(groups)
-    rows_labels, rows_groups = labels, groups
-    if order is not None:
-        unit, rows_labels, rows_groups = unit[order], labels[order], groups[order]
+    unit, rows_labels, rows_groups, ks, order = recall.checked_inputs(embeddings, labels, groups, ks,
+                                                                      in_group_order=True)
     counter = _counter(rows_labels, rows_groups, target_fmr, fars, recall._chunk_size(chunk_size),
                        unit)
     ranks = recall.first_hit_ranks(unit, rows_labels, rows_groups, max(ks), counter.chunk,
                                    counter.visit, counter.floor, ids=order)
     if order is not None:
-        ranks = recall.ranks_in_input_order(ranks, order, labels, groups)
+        ranks = recall.ranks_in_input_order(ranks, order, np.asarray(labels),
+                                            np.asarray(groups).astype(str))
     return ranks, _complete(counter, unit).finish()
 
 
