@@ -849,7 +849,9 @@ def _sampled_floor(unit, label_codes, members, size, rng) -> float:
     rows = members[rng.choice(n_members, size=min(n_members, SAMPLED_ROWS), replace=False)]
     if n_pairs < 4 * size or n_members < 4 * len(rows):
         return -np.inf
-    scores = unit[rows] @ unit[members].T
+    contiguous = members[-1] - members[0] + 1 == n_members    # a group's rows in group order
+    gallery = unit[members[0]:members[-1] + 1] if contiguous else unit[members]
+    scores = unit[rows] @ gallery.T
     impostor = label_codes[rows][:, None] != label_codes[members][None, :]
     scores = scores[impostor]
     fraction = 2.0 * size / n_pairs
