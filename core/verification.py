@@ -398,7 +398,10 @@ class _PairCounter:
             rows, cols, values = rows[upper], cols[upper], values[upper]
         first, second = rows + i0, cols + j0
         impostor = self.label_codes[first] != self.label_codes[second]
-        return values[impostor], first[impostor], second[impostor]
+        # Image indices as int32 while they fit: the selection buffers millions of them.
+        index_type = np.int32 if self.n < 2**31 else np.int64
+        return (values[impostor], first[impostor].astype(index_type),
+                second[impostor].astype(index_type))
 
     # The impostor side, per way of selecting.
     def complete(self, unit: np.ndarray) -> bool:
