@@ -14,6 +14,7 @@ Only the other ("weak") queries scan their rows of the block (a few: F keeps abo
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -22,6 +23,9 @@ import numpy as np
 _BOUND_SLICES = 64
 # Width of the packed sort keys in _merge_candidates (tests set it to 0 to exercise the lexsort path).
 _KEY_BITS = 64
+# Blocks of at least this many multiply-adds are computed one ahead in a helper thread (below it
+# the thread's hand-over costs more than the overlap gains; tests set it to 0).
+_PREFETCH_MIN_WORK = 2**24
 # Shared hits are worth finding while at most this fraction of a block reaches the floor.
 _HITS_MAX_FRACTION = 1 / 8
 
@@ -49,18 +53,36 @@ class BlockHits(NamedTuple):
 def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, np.ndarray]]:
     """(row offset, column offset, block) for every block on or above the block diagonal of
     unit @ unit.T, row blocks in order; the diagonal of a diagonal block is -inf. The block lives in
-    one reused buffer: use it before asking for the next."""
+    a reused buffer: use it before asking for the next.
+
+    Large blocks are computed one ahead in a helper thread, into a second buffer: the product
+    (BLAS, which releases the GIL) of block b + 1 runs while the caller works on block b, which
+    otherwise leaves a core idle. Each block is the same single matmul either way."""
     n = len(unit)
     side = min(chunk, n)
-    block_buf = np.empty(side * side, dtype=np.float32)
-    for i0 in range(0, n, chunk):
-        rows_i = unit[i0:i0 + chunk]
-        for j0 in range(i0, n, chunk):
-            rows_j = unit[j0:j0 + chunk]
-            sims = block_buf[:len(rows_i) * len(rows_j)].reshape(len(rows_i), len(rows_j))
-            np.matmul(rows_i, rows_j.T, out=sims)
-            if j0 == i0:
-                np.fill_diagonal(sims, -np.inf)  # the query is not in its own gallery
+    offsets = [(i0, j0) for i0 in range(0, n, chunk) for j0 in range(i0, n, chunk)]
+    buffers = [np.empty(side * side, dtype=np.float32) for _ in range(2 if len(offsets) > 1 else 1)]
+
+    def product(index: int) -> np.ndarray:
+        i0, j0 = offsets[index]
+        rows_i, rows_j = unit[i0:i0 + chunk], unit[j0:j0 + chunk]
+        sims = buffers[index % len(buffers)][:len(rows_i) * len(rows_j)].reshape(len(rows_i),
+                                                                                 len(rows_j))
+        np.matmul(rows_i, rows_j.T, out=sims)
+        if j0 == i0:
+            np.fill_diagonal(sims, -np.inf)  # the query is not in its own gallery
+        return sims
+
+    if len(offsets) < 2 or side * side * unit.shape[1] < _PREFETCH_MIN_WORK:
+        for index, (i0, j0) in enumerate(offsets):
+            yield i0, j0, product(index)
+        return
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        pending = ahead.submit(product, 0)
+        for index, (i0, j0) in enumerate(offsets):
+            sims = pending.result()
+            if index + 1 < len(offsets):    # into the other buffer, which the caller is done with
+                pending = ahead.submit(product, index + 1)
             yield i0, j0, sims
 
 

@@ -432,3 +432,25 @@ def test_a_visited_pass_needs_its_rows_in_group_order():
     unit, labels, groups, _ = recall_module.checked_inputs(embeddings, labels, groups, (1,))
     with pytest.raises(ValueError, match="group order"):
         recall_module.first_hit_ranks(unit, labels, groups, 3, 7, visit=lambda *args: None)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_blocks_are_the_upper_triangle_products_whether_computed_ahead_or_not(monkeypatch, prefetch):
+    # Computed one ahead in a helper thread (forced here at any size) or in turn, each block is the
+    # product of its rows, the diagonal masked; a caller scribbling on a block spoils no other one.
+    monkeypatch.setattr(block_top_k, "_PREFETCH_MIN_WORK", 0 if prefetch else 2**62)
+    rng = np.random.default_rng(3)
+    unit = rng.standard_normal((47, 6)).astype(np.float32)
+    full = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    np.fill_diagonal(full, -np.inf)
+    seen = []
+    for i0, j0, block in block_top_k.similarity_blocks(unit, 10):
+        expected = full[i0:i0 + 10, j0:j0 + 10]
+        np.testing.assert_allclose(block, expected, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(np.isinf(block), np.isinf(expected))
+        block[:] = np.nan
+        seen.append((i0, j0))
+    assert seen == [(i, j) for i in range(0, 47, 10) for j in range(i, 47, 10)]
+    embeddings, labels, groups = exact_random_data(4, 300, 16)
+    expected_recall, _ = reference_recall(embeddings, labels, groups, (1, 3))
+    assert recall_at_k(embeddings, labels, groups, (1, 3), chunk_size=37) == expected_recall
