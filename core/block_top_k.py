@@ -89,12 +89,15 @@ def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, 
 def block_hits(sims: np.ndarray, floor: float, mask_buf: np.ndarray) -> Optional[BlockHits]:
     """The entries of the (contiguous) block >= floor, or None when more than _HITS_MAX_FRACTION of
     the block reaches it (a floor still at -inf, for one): then every query scans the block."""
+    if floor == -np.inf:
+        return None
     mask = mask_buf[:sims.size].reshape(sims.shape)
     np.greater_equal(sims, floor, out=mask)
-    if np.count_nonzero(mask) > _HITS_MAX_FRACTION * sims.size:
+    flat = np.flatnonzero(mask_buf[:sims.size])
+    if len(flat) > _HITS_MAX_FRACTION * sims.size:
         return None
-    rows, cols = nonzero_positions(mask_buf, sims.size, sims.shape[1])
-    return BlockHits(rows, cols, sims[rows, cols], float(floor))
+    rows, cols = np.divmod(flat, sims.shape[1])
+    return BlockHits(rows, cols, sims.reshape(-1)[flat], float(floor))
 
 
 def merge_queries(top_sims, top_idx, sims, gallery_ids, queries_are_rows, mask_buf,
