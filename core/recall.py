@@ -19,8 +19,11 @@ Definitions (every function below follows them):
   whole gallery.
 
 The per-query first-hit positions (`QueryRanks`) are computed once, by one blocked pass over the
-whole gallery and one per group for the within-group gallery; every recall figure, and the bootstrap
-intervals (core/intervals.py), are derived from them without ranking again.
+upper block triangle of the similarity matrix (core/block_top_k.py) that serves both galleries: the
+rows are taken in group order, so the within-group gallery of a block's rows is the rectangles where
+rows and columns share a group (no second product), and ties are broken by the input index. Every
+recall figure, and the bootstrap intervals (core/intervals.py), are derived from the ranks without
+ranking again.
 
 "Exact" means no approximation: `recall_at_k` returns what a full sort of every row of the float32
 similarity matrix under (-similarity, index) returns. The float32 products come from BLAS; a product
@@ -36,22 +39,27 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from core.block_top_k import (
+    BlockHits,
+    block_hits,
+    mask_buffer,
+    merge_queries,
+    similarity_blocks,
+)
 from core.features import OVERALL
 
 # 2048 x 2048 float32 similarities = 16 MiB per block: large enough for BLAS to run at full speed,
 # small enough that the block and its candidate mask stay cheap to scan.
 DEFAULT_CHUNK_SIZE = 2048
-# Each block's k-th largest similarity per query is bounded from below from this many slice maxima.
-_BOUND_SLICES = 64
 # Row slices for the brute force's argpartition, so its int64 output is not a second N x N array.
 _BRUTE_FORCE_ROWS = 1024
-# Width of the packed sort keys in _merge_candidates (tests set it to 0 to exercise the lexsort path).
-_KEY_BITS = 64
 
 
 # Called after each block's ranking work with (row offset, column offset, block); the block may be
 # modified by the callback (core/verification.py counts pair scores from the same blocks).
-BlockVisitor = Callable[[int, int, np.ndarray], None]
+BlockVisitor = Callable[..., None]
+# (row offset, column offset) -> the score below which the visitor needs no entry of that block.
+BlockFloor = Callable[[int, int], Optional[float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,23 +119,59 @@ def recall_at_k(embeddings, labels, groups=None, ks: Sequence[int] = (1,),
 
     The similarity matrix is symmetric, so only the blocks on and above the block diagonal are
     multiplied; block (i, j) updates the running top-k of the rows of block i and, read column-wise,
-    of the rows of block j. Extra memory is O(chunk_size * N): one chunk x chunk block, its mask and
-    the [N, k] running lists, never N x N.
+    of the rows of block j, and inside the rectangles where both lie in one group (the rows taken in
+    group order), the within-group lists. Extra memory is O(chunk_size * N): one chunk x chunk
+    block, its mask and the [N, k] running lists, never N x N (plus the float32 unit rows, N x D).
     """
-    unit, labels, groups, ks = checked_inputs(embeddings, labels, groups, ks)
-    return first_hit_ranks(unit, labels, groups, max(ks), chunk_size).summary(ks)
+    unit, labels, groups, ks, order = checked_inputs(embeddings, labels, groups, ks,
+                                                     in_group_order=True)
+    # The figures count queries per scope: the same in any row order.
+    return first_hit_ranks(unit, labels, groups, max(ks), chunk_size, ids=order).summary(ks)
 
 
 def first_hit_ranks(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.ndarray], k_max: int,
-                    chunk_size: Optional[int] = None,
-                    visit: Optional[BlockVisitor] = None) -> QueryRanks:
-    """`QueryRanks` of inputs from `checked_inputs`: one blocked pass over the whole gallery (its
-    blocks also go to `visit`), then one per group for the within-group gallery."""
+                    chunk_size: Optional[int] = None, visit: Optional[BlockVisitor] = None,
+                    floor: Optional[BlockFloor] = None,
+                    ids: Optional[np.ndarray] = None) -> QueryRanks:
+    """`QueryRanks` of inputs from `checked_inputs`, from ONE blocked pass over the upper block
+    triangle: each block serves the whole gallery of its rows and columns and, read inside the
+    rectangles where both lie in one group, the within-group gallery. That needs each group's rows
+    contiguous, so rows not in group order (`group_order`) are ranked in that order and the ranks
+    mapped back; a `visit` (which sees block offsets) then refuses them: its caller puts the rows
+    in group order itself and passes `ids`, each row's position in the caller's input, by which
+    ties are broken and which `ranks_in_input_order` maps the result back with.
+
+    `floor(i0, j0)`, when given, is a score at or below which the visitor needs no entry of the
+    block: the entries at or above it are then found once (`BlockHits`), serve every ranking of the
+    block and go to `visit(i0, j0, block, hits)` (hits None when too many entries reach the floor);
+    without it `visit(i0, j0, block)`."""
     chunk = _chunk_size(chunk_size)
-    top_sims, top_idx = _chunked_top_k(unit, k_max, chunk, visit)
-    mixed = _first_hits(labels, top_sims, top_idx)
-    return _with_within(labels, groups, k_max, mixed,
-                        lambda members: _chunked_top_k(unit[members], k_max, chunk))
+    order = group_order(groups)
+    if order is None:
+        return ranked_pass(unit, labels, groups, k_max, chunk, visit, floor, ids)
+    if visit is not None or ids is not None:   # block offsets or ids of rows we would reorder
+        raise ValueError("a visited pass needs its rows in group order (core.recall.group_order)")
+    return ranks_in_input_order(ranked_pass(unit[order], labels[order], groups[order], k_max, chunk,
+                                            ids=order), order, labels, groups)
+
+
+def group_order(groups: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """The stable permutation that makes each group's rows contiguous (groups by sorted name, input
+    order inside a group); None when they already are (or there are no groups)."""
+    if groups is None or len(groups) < 2:
+        return None
+    codes = np.unique(groups, return_inverse=True)[1].reshape(-1)
+    if (codes[1:] >= codes[:-1]).all():
+        return None
+    return np.argsort(codes, kind="stable")
+
+
+def ranks_in_input_order(ranks: QueryRanks, order: np.ndarray, labels: np.ndarray,
+                         groups: Optional[np.ndarray]) -> QueryRanks:
+    """`ranks` of the rows `order` of the input (row i is input row order[i]), for the input rows."""
+    mixed, within = np.empty_like(ranks.mixed), np.empty_like(ranks.within)
+    mixed[order], within[order] = ranks.mixed, ranks.within
+    return QueryRanks(labels=labels, groups=groups, k_max=ranks.k_max, mixed=mixed, within=within)
 
 
 def brute_force_recall_at_k(embeddings, labels, groups=None,
@@ -164,7 +208,10 @@ def per_row_loop_recall_at_1(embeddings, labels) -> Dict[str, Dict]:
 
 # ----------------------------------------------------------------------------- inputs and output
 
-def checked_inputs(embeddings, labels, groups, ks):
+def checked_inputs(embeddings, labels, groups, ks, in_group_order: bool = False):
+    """(unit rows, labels, groups as str, sorted ks), or with `in_group_order` (unit rows, labels,
+    groups, ks, order): the rows, labels and groups of the input rows `order` (`group_order`; None
+    when already in group order), the rows gathered as they are copied."""
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be [N, D], got shape {embeddings.shape}")
@@ -185,12 +232,20 @@ def checked_inputs(embeddings, labels, groups, ks):
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks!r}")
-    return _unit_rows(embeddings), labels, groups, ks
+    if not in_group_order:
+        return _unit_rows(embeddings), labels, groups, ks
+    order = group_order(groups)
+    if order is None:
+        return _unit_rows(embeddings), labels, groups, ks, None
+    return _unit_rows(embeddings, order), labels[order], groups[order], ks, order
 
 
-def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
-    """float32 rows scaled to unit L2 norm; zero rows stay zero."""
-    unit = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+def _unit_rows(embeddings: np.ndarray, order: Optional[np.ndarray] = None) -> np.ndarray:
+    """float32 rows (the rows `order` when given) scaled to unit L2 norm; zero rows stay zero."""
+    if order is None:
+        unit = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+    else:
+        unit = np.ascontiguousarray(embeddings[order], dtype=np.float32)   # one copy when float32
     if not np.isfinite(unit).all():
         raise ValueError("embeddings contain NaN or infinity (or values beyond float32 range)")
     # Norms in float64 so that large (but finite) values do not overflow when squared.
@@ -225,158 +280,91 @@ def _group_members(groups: np.ndarray) -> Iterator[Tuple[str, np.ndarray]]:
         yield str(name), members
 
 
-def _first_hits(labels: np.ndarray, top_sims: np.ndarray, top_idx: np.ndarray) -> np.ndarray:
+def _first_hits(labels: np.ndarray, top_sims: np.ndarray, top_idx: np.ndarray,
+                gallery_labels: Optional[np.ndarray] = None) -> np.ndarray:
     """Per query, the position of the first same-label image in its ranked top list (k_max if none),
-    -1 if its identity has no other image in the gallery. Entries at -inf are padding or the query
-    itself (only present when the gallery is smaller than k) and never count."""
+    -1 if its identity has no other image in the gallery (`labels`: the queries' labels, which are
+    the gallery's). `gallery_labels[id]`: the label of a listed id (default `labels`). Entries at
+    -inf are padding or the query itself (only present when the gallery is smaller than k) and
+    never count."""
     n = len(labels)
     _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
     answerable = counts[codes.reshape(-1)] > 1 if n else np.zeros(0, bool)
     real = np.isfinite(top_sims)
-    hit = real & (labels[np.where(real, top_idx, 0)] == labels[:, None])
+    lookup = labels if gallery_labels is None else gallery_labels
+    hit = real & (lookup[np.where(real, top_idx, 0)] == labels[:, None])
     first_hit = np.where(hit.any(axis=1), hit.argmax(axis=1), hit.shape[1])
     return np.where(answerable, first_hit, -1).astype(np.int64)
 
 
-# ----------------------------------------------------------------------------- chunked top-k
+# ----------------------------------------------------------------------------- the blocked pass
 
-def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, np.ndarray]]:
-    """(row offset, column offset, block) for every block on or above the block diagonal of
-    unit @ unit.T, row blocks in order; the diagonal of a diagonal block is -inf. The block lives in
-    one reused buffer: use it before asking for the next."""
+def ranked_pass(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.ndarray], k_max: int,
+                chunk: int, visit: Optional[BlockVisitor] = None, floor: Optional[BlockFloor] = None,
+                ids: Optional[np.ndarray] = None) -> QueryRanks:
+    """`first_hit_ranks` of rows already in group order; the ranks are those of these rows, ties
+    broken by `ids` (default: the row positions)."""
     n = len(unit)
-    side = min(chunk, n)
-    block_buf = np.empty(side * side, dtype=np.float32)
-    for i0 in range(0, n, chunk):
-        rows_i = unit[i0:i0 + chunk]
-        for j0 in range(i0, n, chunk):
-            rows_j = unit[j0:j0 + chunk]
-            sims = block_buf[:len(rows_i) * len(rows_j)].reshape(len(rows_i), len(rows_j))
-            np.matmul(rows_i, rows_j.T, out=sims)
-            if j0 == i0:
-                np.fill_diagonal(sims, -np.inf)  # the query is not in its own gallery
-            yield i0, j0, sims
-
-
-def _chunked_top_k(unit: np.ndarray, k: int, chunk: int,
-                   visit: Optional[BlockVisitor] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """For every row, its k most similar other rows as ([N, k] similarities, [N, k] indices), ranked by
-    (-similarity, index). Missing entries (gallery smaller than k) are -inf. Each block is handed
-    to `visit` once its ranking work is done."""
-    n = len(unit)
-    top_sims = np.full((n, k), -np.inf, dtype=np.float32)
-    top_idx = np.full((n, k), n, dtype=np.int64)  # n sorts after every real index
-    side = min(chunk, n)
-    mask_buf = mask_buffer(side * side)
+    ids = np.arange(n) if ids is None else np.asarray(ids, dtype=np.int64)
+    id_labels = np.empty_like(labels)
+    id_labels[ids] = labels
+    spans = _group_spans(groups)
+    mixed_lists = _top_lists(n, k_max)
+    within_lists = _top_lists(n, k_max) if spans else None
+    mask_buf = mask_buffer(min(chunk, n) ** 2)
     for i0, j0, sims in similarity_blocks(unit, chunk):
-        rows_i, rows_j = slice(i0, i0 + sims.shape[0]), slice(j0, j0 + sims.shape[1])
-        _merge_block(top_sims[rows_i], top_idx[rows_i], sims, j0, True, mask_buf)
-        if j0 != i0:  # the same block, read by columns, serves the rows of block j
-            _merge_block(top_sims[rows_j], top_idx[rows_j], sims, i0, False, mask_buf)
+        hits_floor = None if floor is None else floor(i0, j0)
+        hits = None if hits_floor is None else block_hits(sims, hits_floor, mask_buf)
+        rows = slice(i0, i0 + sims.shape[0])
+        cols = slice(j0, j0 + sims.shape[1])
+        _merge_both_ways(mixed_lists, sims, rows, cols, ids, mask_buf, hits)
+        for start, stop in spans:      # the rectangles where rows and columns share a group
+            g_rows = slice(max(start, rows.start), min(stop, rows.stop))
+            g_cols = slice(max(start, cols.start), min(stop, cols.stop))
+            if g_rows.start < g_rows.stop and g_cols.start < g_cols.stop:
+                local_rows = slice(g_rows.start - i0, g_rows.stop - i0)
+                local_cols = slice(g_cols.start - j0, g_cols.stop - j0)
+                _merge_both_ways(within_lists, sims[local_rows, local_cols], g_rows, g_cols, ids,
+                                 mask_buf, hits.inside(local_rows, local_cols) if hits else None)
         if visit is not None:
-            visit(i0, j0, sims)
-    return top_sims, top_idx
+            if floor is None:
+                visit(i0, j0, sims)
+            else:
+                visit(i0, j0, sims, hits)
+    mixed = _first_hits(labels, *mixed_lists, gallery_labels=id_labels)
+    within = mixed
+    if spans:
+        within = np.full(n, -1, dtype=np.int64)
+        for start, stop in spans:
+            part = slice(start, stop)
+            within[part] = _first_hits(labels[part], within_lists[0][part], within_lists[1][part],
+                                       gallery_labels=id_labels)
+    return QueryRanks(labels=labels, groups=groups, k_max=k_max, mixed=mixed, within=within)
 
 
-def _merge_block(top_sims, top_idx, sims, gallery_offset, queries_are_rows, mask_buf):
-    """Merge one similarity block into the running top-k of its queries (rows or columns of `sims`).
-
-    Only entries that can still enter a top-k are looked at: an entry below the query's current k-th
-    best, or below a lower bound of the k-th best within this block, has k better entries already.
-    Both comparisons keep equal values (>=), so ties reach the merge, where the index decides."""
-    k = top_sims.shape[1]
-    mask = mask_buf[:sims.size].reshape(sims.shape)
-
-    def select(threshold):
-        np.greater_equal(sims, threshold[:, None] if queries_are_rows else threshold[None, :], out=mask)
-        return np.count_nonzero(mask)
-
-    # After a query's first block its running k-th best prunes almost everything (~k/b candidates
-    # per query in its b-th block); only while it is weak (-inf at first) is the block bound worth it.
-    if select(top_sims[:, -1]) > 2 * k * len(top_sims):
-        select(np.maximum(top_sims[:, -1], _kth_largest_lower_bound(sims, k, queries_are_rows)))
-    rows, cols = nonzero_positions(mask_buf, sims.size, sims.shape[1])
-    if rows.size == 0:
-        return
-    found_sims = sims[rows, cols]
-    queries, gallery = (rows, cols) if queries_are_rows else (cols, rows)
-    _merge_candidates(top_sims, top_idx, queries, gallery + gallery_offset, found_sims)
+def _top_lists(n: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Empty running top-k lists: similarities -inf, ids n (after every real id)."""
+    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), n, dtype=np.int64)
 
 
-def _kth_largest_lower_bound(sims, k, queries_are_rows) -> np.ndarray:
-    """Per query, a value <= its k-th largest similarity in this block, from the maxima of disjoint
-    slices of the block: if k slices each have a maximum >= v, the block holds k entries >= v. Costs
-    one vectorised max over the block, a fraction of a partition of the block."""
-    n_queries, gallery_len = sims.shape if queries_are_rows else sims.shape[::-1]
-    n_slices = min(_BOUND_SLICES, gallery_len)
-    if n_slices < k:
-        return np.full(n_queries, -np.inf, dtype=np.float32)
-    slice_len = gallery_len // n_slices
-    used = n_slices * slice_len
-    # Slice s takes gallery positions s, s + n_slices, ...: then the max is an elementwise maximum of
-    # contiguous runs of memory, which NumPy vectorises well in both orientations.
-    if queries_are_rows:
-        slice_max = sims[:, :used].reshape(n_queries, slice_len, n_slices).max(axis=1)
-    else:
-        slice_max = sims[:used].reshape(slice_len, n_slices, n_queries).max(axis=0).T
-    return np.partition(slice_max, n_slices - k, axis=1)[:, n_slices - k]
+def _group_spans(groups: Optional[np.ndarray]) -> List[Tuple[int, int]]:
+    """[(start, stop)] of each group's rows (in group order); [] without groups."""
+    if groups is None:
+        return []
+    sizes = np.unique(groups, return_counts=True)[1]
+    stops = np.cumsum(sizes)
+    return [(int(a), int(b)) for a, b in zip(stops - sizes, stops)]
 
 
-def mask_buffer(size: int) -> np.ndarray:
-    """A bool buffer for `nonzero_positions`: whole uint64 words."""
-    return np.zeros(-(-size // 8) * 8, dtype=bool)
-
-
-def nonzero_positions(mask_buf: np.ndarray, size: int, n_cols: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the True entries of the first `size` mask bytes, row-major order. The mask is
-    sparse, so scan it as uint64 words (8 entries each) first: ~5x faster than np.nonzero on it."""
-    padded = mask_buf[:-(-size // 8) * 8]
-    padded[size:] = False  # bytes past this block may hold a previous, larger block's mask
-    words = np.flatnonzero(padded.view(np.uint64))
-    word_of, byte_of = np.nonzero(padded.reshape(-1, 8)[words])
-    return np.divmod(words[word_of] * 8 + byte_of, n_cols)
-
-
-def _merge_candidates(top_sims, top_idx, queries, gallery, found_sims):
-    """Replace the top-k of every query that has candidates by the best k of (old list + candidates)
-    under (-similarity, index). Every (query, gallery) pair is seen exactly once, so no duplicates."""
-    k = top_sims.shape[1]
-    per_query = np.bincount(queries, minlength=len(top_sims))
-    touched = np.flatnonzero(per_query)
-    q = np.concatenate([np.repeat(touched, k), queries])
-    s = np.concatenate([top_sims[touched].ravel(), found_sims])
-    g = np.concatenate([top_idx[touched].ravel(), gallery])
-    sizes = per_query[touched] + k
-    keep = (np.cumsum(sizes) - sizes)[:, None] + np.arange(k)  # first k of each query once sorted
-    index_bits = int(g.max()).bit_length()
-    if int(touched[-1]).bit_length() + 32 + index_bits <= _KEY_BITS:
-        # Pack (query, similarity descending, index) into one uint64 and sort that: the same order
-        # as the 3-key lexsort below, ~6x faster. Keys are unique, so any sort algorithm will do.
-        keys = np.sort((q.astype(np.uint64) << np.uint64(32 + index_bits))
-                       | (_descending_keys(s).astype(np.uint64) << np.uint64(index_bits))
-                       | g.astype(np.uint64))[keep]
-        top_idx[touched] = (keys & np.uint64((1 << index_bits) - 1)).astype(np.int64)
-        top_sims[touched] = _from_descending_keys((keys >> np.uint64(index_bits)).astype(np.uint32))
-    else:  # indices too large to pack (N beyond ~2**21 with the default chunk)
-        order = np.lexsort((g, -s, q))[keep]  # last key first: query, similarity descending, index
-        top_sims[touched] = s[order]
-        top_idx[touched] = g[order]
-
-
-def _descending_keys(sims: np.ndarray) -> np.ndarray:
-    """float32 -> uint32 whose unsigned order is the floats' DESCENDING order. -0.0 is turned into
-    0.0 first (they compare equal, so they must tie). Inverse: `_from_descending_keys`."""
-    return _flip_non_negative((sims + np.float32(0)).view(np.uint32))
-
-
-def _from_descending_keys(keys: np.ndarray) -> np.ndarray:
-    return _flip_non_negative(keys).view(np.float32)
-
-
-def _flip_non_negative(bits: np.ndarray) -> np.ndarray:
-    # Negative floats keep their bits (larger magnitude = larger bits = later); for the others every
-    # bit but the sign is inverted (larger value = smaller key, all below the negatives' keys).
-    return np.where(bits >> np.uint32(31), bits, ~bits & np.uint32(0x7FFFFFFF))
+def _merge_both_ways(lists, sims, rows: slice, cols: slice, ids, mask_buf,
+                     hits: Optional[BlockHits]):
+    """Merge `sims` (rows x cols of the matrix) into the lists of its rows and, off the diagonal,
+    read by columns, into those of its columns (on the diagonal the rows already see every pair)."""
+    top_sims, top_idx = lists
+    merge_queries(top_sims[rows], top_idx[rows], sims, ids[cols], True, mask_buf, hits)
+    if rows.start != cols.start:
+        merge_queries(top_sims[cols], top_idx[cols], sims, ids[rows], False, mask_buf,
+                      hits.transposed() if hits else None)
 
 
 # ----------------------------------------------------------------------------- brute force

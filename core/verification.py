@@ -87,6 +87,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from core import recall
+from core.block_top_k import BlockHits, mask_buffer, nonzero_positions, similarity_blocks
 from core.features import OVERALL
 from core.intervals import UnitSums, identity_units
 
@@ -136,7 +137,7 @@ def verification(embeddings, labels, groups=None, target_fmr: float = DEFAULT_TA
     selection budget)."""
     unit, labels, groups, _ = recall.checked_inputs(embeddings, labels, groups, (1,))
     counter = _counter(labels, groups, target_fmr, fars, recall._chunk_size(chunk_size), unit)
-    for i0, j0, sims in recall.similarity_blocks(unit, counter.chunk):
+    for i0, j0, sims in similarity_blocks(unit, counter.chunk):
         counter.visit(i0, j0, sims)
     return _complete(counter, unit).finish()
 
@@ -145,12 +146,19 @@ def ranks_and_verification(embeddings, labels, groups=None, ks: Sequence[int] = 
                            target_fmr: float = DEFAULT_TARGET_FMR,
                            fars: Sequence[float] = DEFAULT_FARS, chunk_size: Optional[int] = None
                            ) -> Tuple[recall.QueryRanks, VerificationResult]:
-    """Recall ranks (core.recall.first_hit_ranks) and the 1:1 figures from ONE pass over the whole
-    gallery's similarity blocks (plus the within-group passes of the ranks, and the two radix passes
-    beyond the selection budget)."""
-    unit, labels, groups, ks = recall.checked_inputs(embeddings, labels, groups, ks)
-    counter = _counter(labels, groups, target_fmr, fars, recall._chunk_size(chunk_size), unit)
-    ranks = recall.first_hit_ranks(unit, labels, groups, max(ks), counter.chunk, counter.visit)
+    """Recall ranks (core.recall.first_hit_ranks) and the 1:1 figures from ONE pass over the
+    similarity blocks (plus the two radix passes beyond the selection budget). The rows are taken in
+    group order (the ranks mapped back; the 1:1 figures do not depend on the order), and each
+    block's entries at or above the selection's floor are found once for both views."""
+    unit, rows_labels, rows_groups, ks, order = recall.checked_inputs(embeddings, labels, groups, ks,
+                                                                      in_group_order=True)
+    counter = _counter(rows_labels, rows_groups, target_fmr, fars, recall._chunk_size(chunk_size),
+                       unit)
+    ranks = recall.first_hit_ranks(unit, rows_labels, rows_groups, max(ks), counter.chunk,
+                                   counter.visit, counter.floor, ids=order)
+    if order is not None:
+        ranks = recall.ranks_in_input_order(ranks, order, np.asarray(labels),
+                                            np.asarray(groups).astype(str))
     return ranks, _complete(counter, unit).finish()
 
 
@@ -176,7 +184,7 @@ def _complete(counter: "_PairCounter", unit: np.ndarray) -> "_PairCounter":
     again = _SelectionCounter(counter.labels, counter.groups, counter.target_fmr, counter.fars,
                               counter.chunk)
     again.start(None)
-    for i0, j0, sims in recall.similarity_blocks(unit, again.chunk):
+    for i0, j0, sims in similarity_blocks(unit, again.chunk):
         again.visit(i0, j0, sims)
     again.complete(unit)
     return again
@@ -351,7 +359,7 @@ class _PairCounter:
         self.genuine_keys, self.n_blocks = keys[order], n_blocks
         self.genuine_scores = np.full(len(first), np.nan, dtype=np.float32)
         side = min(self.chunk, max(n, 1))
-        self.mask_buf = recall.mask_buffer(side * side)
+        self.mask_buf = mask_buffer(side * side)
 
     def scope_impostors(self, g: Optional[int]) -> int:
         return self.n_impostor if g is None else int(self.group_impostor[g])
@@ -369,18 +377,31 @@ class _PairCounter:
             self.genuine_scores[lo:hi] = sims[self.genuine_first[lo:hi] - i0,
                                               self.genuine_second[lo:hi] - j0]
 
-    def _impostors_at_least(self, i0: int, j0: int, sims: np.ndarray, floor: float):
-        """(scores, first, second) of the block's impostor pairs (i < j) scoring >= floor."""
-        mask = self.mask_buf[:sims.size].reshape(sims.shape)
-        np.greater_equal(sims, floor, out=mask)
-        rows, cols = recall.nonzero_positions(self.mask_buf, sims.size, sims.shape[1])
+    def floor(self, i0: int, j0: int) -> Optional[float]:
+        """The score below which no entry of block (i0, j0) is needed (None: every entry is)."""
+        return None
+
+    def _impostors_at_least(self, i0: int, j0: int, sims: np.ndarray, floor: float,
+                            hits: Optional[BlockHits] = None):
+        """(scores, first, second) of the block's impostor pairs (i < j) scoring >= floor; from
+        `hits` (the block's entries >= a lower or equal floor) when given."""
+        if hits is not None and hits.floor <= floor:
+            sel = hits.values >= floor
+            rows, cols, values = hits.rows[sel], hits.cols[sel], hits.values[sel]
+        else:
+            mask = self.mask_buf[:sims.size].reshape(sims.shape)
+            np.greater_equal(sims, floor, out=mask)
+            rows, cols = nonzero_positions(self.mask_buf, sims.size, sims.shape[1])
+            values = sims[rows, cols]
         if i0 == j0:                     # a diagonal block: each pair once, as (lower, higher)
             upper = rows < cols
-            rows, cols = rows[upper], cols[upper]
-        values = sims[rows, cols]
+            rows, cols, values = rows[upper], cols[upper], values[upper]
         first, second = rows + i0, cols + j0
         impostor = self.label_codes[first] != self.label_codes[second]
-        return values[impostor], first[impostor], second[impostor]
+        # Image indices as int32 while they fit: the selection buffers millions of them.
+        index_type = np.int32 if self.n < 2**31 else np.int64
+        return (values[impostor], first[impostor].astype(index_type),
+                second[impostor].astype(index_type))
 
     # The impostor side, per way of selecting.
     def complete(self, unit: np.ndarray) -> bool:
@@ -549,11 +570,15 @@ class _SelectionCounter(_PairCounter):
             store.finish()
         return all(store.seeded_floor == -np.inf or store.total() >= store.size for store in stores)
 
-    def visit(self, i0: int, j0: int, sims: np.ndarray):
-        self._visit_genuine(i0, j0, sims)
+    def floor(self, i0: int, j0: int) -> float:
+        """The lowest floor of the selections that block (i0, j0) has pairs for: overall, and the
+        groups with images in both its rows and columns."""
         shared = self.block_groups[i0 // self.chunk] & self.block_groups[j0 // self.chunk]
-        floor = min([self.overall.floor] + [s.floor for g, s in enumerate(self.by_group) if shared[g]])
-        values, first, second = self._impostors_at_least(i0, j0, sims, floor)
+        return min([self.overall.floor] + [s.floor for g, s in enumerate(self.by_group) if shared[g]])
+
+    def visit(self, i0: int, j0: int, sims: np.ndarray, hits: Optional[BlockHits] = None):
+        self._visit_genuine(i0, j0, sims)
+        values, first, second = self._impostors_at_least(i0, j0, sims, self.floor(i0, j0), hits)
         sel = values >= self.overall.floor
         self.overall.add(values[sel], first[sel], second[sel])
         if self.by_group:
@@ -608,7 +633,7 @@ class _RadixCounter(_PairCounter):
             return sims[upper], (codes[upper] if codes is not None else None)
         return sims.reshape(-1), (codes.reshape(-1) if codes is not None else None)
 
-    def visit(self, i0: int, j0: int, sims: np.ndarray):
+    def visit(self, i0: int, j0: int, sims: np.ndarray, hits: Optional[BlockHits] = None):
         """Pass 1: every pair's key prefix per scope (genuine pairs included; taken out in
         `_impostor_top_bins`)."""
         self._visit_genuine(i0, j0, sims)
@@ -655,7 +680,7 @@ class _RadixCounter(_PairCounter):
             table[scope, prefix] = slot
         low_bins = np.zeros(max(1, len(slots)) * _BINS, dtype=np.int64)
         if slots:
-            for i0, j0, sims in recall.similarity_blocks(unit, self.chunk):
+            for i0, j0, sims in similarity_blocks(unit, self.chunk):
                 values, codes = self._block_pairs(i0, j0, sims)
                 keys = sortable_keys(values)
                 low_bins += self._low_counts(table, keys, codes, low_bins.size)
@@ -671,7 +696,7 @@ class _RadixCounter(_PairCounter):
         self.false_matches = _FalseMatches(self.n_units, self.n_groups)
         if self.n_impostor:
             cut = np.float32(_just_above(self.kth[0, _rank(self.target_fmr, self.n_impostor)]))
-            for i0, j0, sims in recall.similarity_blocks(unit, self.chunk):
+            for i0, j0, sims in similarity_blocks(unit, self.chunk):
                 values, first, second = self._impostors_at_least(i0, j0, sims, cut)
                 self.false_matches.add(self.units, self.group_codes, first, second, values)
         return True
@@ -827,7 +852,9 @@ def _sampled_floor(unit, label_codes, members, size, rng) -> float:
     rows = members[rng.choice(n_members, size=min(n_members, SAMPLED_ROWS), replace=False)]
     if n_pairs < 4 * size or n_members < 4 * len(rows):
         return -np.inf
-    scores = unit[rows] @ unit[members].T
+    contiguous = members[-1] - members[0] + 1 == n_members    # a group's rows in group order
+    gallery = unit[members[0]:members[-1] + 1] if contiguous else unit[members]
+    scores = unit[rows] @ gallery.T
     impostor = label_codes[rows][:, None] != label_codes[members][None, :]
     scores = scores[impostor]
     fraction = 2.0 * size / n_pairs

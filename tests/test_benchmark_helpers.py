@@ -31,16 +31,16 @@ def test_break_even_list_size_solves_the_end_to_end_inequality():
     assert ingest_bench.break_even(startup, 3000.0, loop) is None   # 1.5x steady: never
 
 
-def test_a_stage_replaces_only_its_own_section_of_the_results():
-    from benchmarks.run import replace_section
+def test_a_partial_run_replaces_only_its_own_sections():
+    from benchmarks.run import replace_sections
 
-    text = ("# Benchmarks\n\nMachine: a.\n\n## Recall\n\nold recall\n\n## Coverage\n\nold\ntable\n\n"
-            "## Ingest\n\ningest\n")
-    new = replace_section(text, "## Coverage", "## Coverage\n\nnew table\n")
-    assert new == ("# Benchmarks\n\nMachine: a.\n\n## Recall\n\nold recall\n\n## Coverage\n\nnew table\n"
-                   "\n## Ingest\n\ningest\n")
-    # The last section, and a file without the section (appended).
-    assert replace_section("# B\n\n## Coverage\n\nold\n", "## Coverage", "## Coverage\n\nnew\n") \
-        == "# B\n\n## Coverage\n\nnew\n"
-    assert replace_section("# B\n\n## Recall\n\nr\n", "## Coverage", "## Coverage\n\nnew\n") \
-        == "# B\n\n## Recall\n\nr\n\n## Coverage\n\nnew\n"
+    existing = ("# Benchmarks\n\nMachine: old.\n\n## Recall evaluation\n\n| old |\n\nTarget: t.\n\n"
+                "## Ingest\n\n| ingest |\n\nIngest notes.\n")
+    new = "# Benchmarks\n\nMachine: new.\n\n## Recall evaluation\n\n| new |\n\nTarget: t. Met.\n"
+    merged = replace_sections(existing, new, "Measured today.")
+    assert merged == ("# Benchmarks\n\nMachine: old.\n\n## Recall evaluation\n\nMeasured today.\n\n"
+                      "| new |\n\nTarget: t. Met.\n\n## Ingest\n\n| ingest |\n\nIngest notes.\n")
+    # A stage without a section yet is appended; the others stay as they were.
+    appended = replace_sections("# Benchmarks\n\n## Ingest\n\n| ingest |\n", new, "Measured today.")
+    assert appended == ("# Benchmarks\n\n## Ingest\n\n| ingest |\n\n## Recall evaluation\n\n"
+                        "Measured today.\n\n| new |\n\nTarget: t. Met.\n")

@@ -13,6 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from core import block_top_k
 from core import recall as recall_module
 from core.recall import brute_force_recall_at_k, per_row_loop_recall_at_1, recall_at_k
 
@@ -285,7 +286,7 @@ def test_random_exact_data_matches_the_definition_at_every_chunk_size(seed, n, d
 @pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:3])
 def test_random_exact_data_through_the_lexsort_merge(monkeypatch, seed, n, dim):
     # Galleries too large for packed uint64 sort keys take the lexsort path; force it here.
-    monkeypatch.setattr(recall_module, "_KEY_BITS", 0)
+    monkeypatch.setattr(block_top_k, "_KEY_BITS", 0)
     embeddings, labels, groups = exact_random_data(seed, n, dim)
     expected, _ = reference_recall(embeddings, labels, groups, (1, 3))
     for chunk_size in (7, n - 1, None):
@@ -336,11 +337,11 @@ def test_packed_similarity_keys_sort_floats_descending_and_decode_back():
     # The merge sorts uint64 keys built from the float32 bits; check that order on awkward values.
     values = np.array([0.5, -np.inf, 1.0, -0.0, 1e-40, -1e-40, 0.0, -1.0, 3e38, -0.5, 1e-30],
                       dtype=np.float32)
-    keys = recall_module._descending_keys(values)
+    keys = block_top_k._descending_keys(values)
     ranked = values[np.argsort(keys, kind="stable")]
     assert ranked.tolist() == sorted(values.tolist(), reverse=True)
     assert keys[3] == keys[6]  # -0.0 and 0.0 compare equal, so they must tie
-    decoded = recall_module._from_descending_keys(keys)
+    decoded = block_top_k._from_descending_keys(keys)
     assert decoded.tobytes() == np.where(values == 0, np.float32(0), values).tobytes()  # bit for bit
 
 
@@ -382,3 +383,74 @@ def test_every_upper_block_is_visited_once_after_its_ranking():
     blocks = np.arange(23) // 5
     assert (seen == (blocks[:, None] <= blocks[None, :])).all()
     assert ranks.summary((1, 3)) == recall_at_k(embeddings, labels, ks=(1, 3), chunk_size=5)
+
+
+@pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:4])
+@pytest.mark.parametrize("level", [0.0, 0.25, 0.6])
+def test_ranks_from_shared_block_hits_match_the_definition(monkeypatch, seed, n, dim, level):
+    # The 1:1 view's floor makes the ranking take each block's entries >= floor once, for rows,
+    # columns and the within-group rectangles, and scan only the queries short of k entries there.
+    # Rows in group order with their input positions as ids (ties go to the lower input index);
+    # floors at several levels (every query weak at first, or few) and odd block sizes.
+    monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", 1.0)   # use the hits however dense
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    unit = np.asarray(embeddings, dtype=np.float64)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1), np.finfo(np.float32).tiny)[:, None]
+    sims = unit @ unit.T
+    k_max = 3
+
+    def expected(i, gallery):
+        ranked = sorted((j for j in gallery if j != i), key=lambda j: (-sims[i, j], j))
+        same = [r for r, j in enumerate(ranked) if labels[j] == labels[i]]
+        return -1 if not same else min(same[0], k_max)
+
+    rows, checked_labels, checked_groups, _ = recall_module.checked_inputs(embeddings, labels,
+                                                                         groups, (1,))
+    order = recall_module.group_order(checked_groups)
+    rows, in_order_labels, in_order_groups = rows[order], checked_labels[order], checked_groups[order]
+    for chunk_size in (7, 13, n - 1):
+        given = []
+
+        def visit(i0, j0, block, hits):
+            assert hits is not None
+            expected_hits = np.argwhere(block >= level)
+            assert np.array_equal(np.stack([hits.rows, hits.cols], axis=1), expected_hits)
+            given.append((i0, j0))
+
+        ranks = recall_module.first_hit_ranks(rows, in_order_labels, in_order_groups, k_max,
+                                              chunk_size, visit, lambda i0, j0: level, ids=order)
+        ranks = recall_module.ranks_in_input_order(ranks, order, checked_labels, checked_groups)
+        n_blocks = -(-n // chunk_size)
+        assert len(given) == n_blocks * (n_blocks + 1) // 2
+        assert ranks.mixed.tolist() == [expected(i, range(n)) for i in range(n)]
+        assert ranks.within.tolist() == [expected(i, np.flatnonzero(groups == groups[i]))
+                                         for i in range(n)]
+
+
+def test_a_visited_pass_needs_its_rows_in_group_order():
+    embeddings, labels, groups = exact_random_data(0, 50, 8)
+    unit, labels, groups, _ = recall_module.checked_inputs(embeddings, labels, groups, (1,))
+    with pytest.raises(ValueError, match="group order"):
+        recall_module.first_hit_ranks(unit, labels, groups, 3, 7, visit=lambda *args: None)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_blocks_are_the_upper_triangle_products_whether_computed_ahead_or_not(monkeypatch, prefetch):
+    # Computed one ahead in a helper thread (forced here at any size) or in turn, each block is the
+    # product of its rows, the diagonal masked; a caller scribbling on a block spoils no other one.
+    monkeypatch.setattr(block_top_k, "_PREFETCH_MIN_WORK", 0 if prefetch else 2**62)
+    rng = np.random.default_rng(3)
+    unit = rng.standard_normal((47, 6)).astype(np.float32)
+    full = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    np.fill_diagonal(full, -np.inf)
+    seen = []
+    for i0, j0, block in block_top_k.similarity_blocks(unit, 10):
+        expected = full[i0:i0 + 10, j0:j0 + 10]
+        np.testing.assert_allclose(block, expected, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(np.isinf(block), np.isinf(expected))
+        block[:] = np.nan
+        seen.append((i0, j0))
+    assert seen == [(i, j) for i in range(0, 47, 10) for j in range(i, 47, 10)]
+    embeddings, labels, groups = exact_random_data(4, 300, 16)
+    expected_recall, _ = reference_recall(embeddings, labels, groups, (1, 3))
+    assert recall_at_k(embeddings, labels, groups, (1, 3), chunk_size=37) == expected_recall

@@ -11,12 +11,14 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from core import block_top_k
+from core import recall as recall_module
 from core import verification as verification_module
 from core.intervals import identity_units, ratio_replicates, resample_weights
 from core.recall import recall_at_k
 from core.verification import far_key, ranks_and_verification, verification
 from tests.literal_bootstrap import literal_replicates, pair_scores
-from tests.test_recall import exact_random_data
+from tests.test_recall import exact_random_data, reference_recall
 
 FARS = (1e-1, 1e-2, 1e-3)
 
@@ -374,3 +376,25 @@ def test_the_exact_fmr_bootstrap_holds_up_to_its_unit_pair_budget(monkeypatch, w
     monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", n_unit_pairs - 1)
     summary = verification(embeddings, labels, groups, 0.05, FARS, 16).summary
     assert summary["fmr_bootstrap"] == "first_order"
+
+
+@pytest.mark.parametrize("seed, n, dim, target_fmr", CASES[1:])
+def test_one_pass_with_shared_block_hits_matches_the_brute_force(monkeypatch, seed, n, dim, target_fmr):
+    # Sampled floors made finite at this N: every block's entries >= the floor are found once and
+    # serve the rankings and the 1:1 counts (block_top_k.BlockHits). Both must stay exact.
+    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 20)
+    monkeypatch.setattr(verification_module, "SAMPLED_ROWS", 40)
+    monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", 1.0)
+    shared = []
+    original = block_top_k.block_hits
+    monkeypatch.setattr(recall_module, "block_hits",
+                        lambda *args: shared.append(original(*args)) or shared[-1])
+    embeddings, labels, groups = exact_random_data(seed, n, dim)
+    expected, _ = reference(embeddings, labels, groups, target_fmr)
+    expected_recall, _ = reference_recall(embeddings, labels, groups, (1, 5))
+    for chunk_size in (7, 16, None):
+        ranks, result = ranks_and_verification(embeddings, labels, groups, (1, 5), target_fmr, FARS,
+                                               chunk_size)
+        assert_matches(result.summary, expected)
+        assert ranks.summary((1, 5)) == expected_recall
+    assert any(hits is not None and np.isfinite(hits.floor) for hits in shared)
