@@ -129,15 +129,15 @@ def embed_rows(model_dir: str, files: Sequence[str], images: int, repeats: int,
 
 def _kept_sizes(n: int, per_identity: int = 5, groups: int = 4) -> List[int]:
     """The one-pass selection's kept scores per scope (overall first) on the modelled eval set."""
-    from core import verification
+    from core import pair_counter, verification
 
     largest = max(max(verification.DEFAULT_FARS), verification.DEFAULT_TARGET_FMR)
     genuine = n * (per_identity - 1) / 2
     impostor = n * (n - 1) / 2 - genuine
     group_n = n / groups
     group_impostor = group_n * (group_n - 1) / 2 - genuine / groups
-    return ([verification._kept(int(impostor), largest)]
-            + [verification._kept(int(group_impostor), max(verification.DEFAULT_FARS))] * groups)
+    return ([pair_counter._kept(int(impostor), largest)]
+            + [pair_counter._kept(int(group_impostor), max(verification.DEFAULT_FARS))] * groups)
 
 
 def _one_pass_selection(n: int, per_identity: int = 5, groups: int = 4) -> bool:

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from components.recall_evaluator import component, gate
-from core import intervals
-from core import verification as verification_module
+from core import false_matches, intervals
 from tests import literal_bootstrap as literal
 from tests.test_recall import exact_random_data
 
@@ -123,7 +122,7 @@ def test_first_order_fmr_intervals_agree_with_the_literal_bootstrap(monkeypatch,
     # Beyond the unit-pair budget (here: none allowed) the FMR sums take the first-order weight
     # w_a + w_b - 1. On groups of ~50 identities its intervals are close to the literal ones (the
     # old weight w_a + w_b gave about half their width).
-    monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", 0)
+    monkeypatch.setattr(false_matches, "EXACT_UNIT_PAIRS", 0)
     summary, replicates, scopes = summary_and_literal((10, 420, 16), "first_order")
     for scope in scopes:
         expected = literal.percentile(replicates[scope]["fmr"])

@@ -11,7 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from core import block_top_k
+from core import block_top_k, false_matches, pair_counter, pair_selection
 from core import recall as recall_module
 from core import verification as verification_module
 from core.intervals import identity_units, ratio_replicates, resample_weights
@@ -72,7 +72,7 @@ def reference(embeddings, labels, groups, target_fmr, fars=FARS):
             # TAR at the scope's own threshold for FAR `far` (the same rule: FAR <= far).
             n_allowed = allowed(far, len(imp))
             entry[far_key(far)] = (float(np.mean(gen > imp[n_allowed]))
-                                   if n_allowed >= verification_module.MIN_FALSE_ACCEPTS and len(gen)
+                                   if n_allowed >= pair_counter.MIN_FALSE_ACCEPTS and len(gen)
                                    else None)
         result[name] = entry
     group_entries = [result[name] for name in names[1:]]
@@ -117,7 +117,7 @@ def test_tied_scores_are_counted_not_stored_when_the_selection_is_small(monkeypa
                                                                         target_fmr):
     # Keep only the few largest impostor scores: the running selection compacts many times and the
     # scores tied with its cut become counts. The figures must not change.
-    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 3)
+    monkeypatch.setattr(pair_counter, "DET_MIN_KEPT", 3)
     embeddings, labels, groups = exact_random_data(seed, n, dim)
     expected, _ = reference(embeddings, labels, groups, target_fmr)
     assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 7).summary, expected)
@@ -185,8 +185,8 @@ def test_tar_needs_enough_impostor_pairs_for_its_far(way):
 @pytest.mark.parametrize("seed, n, dim, target_fmr", CASES[2:])
 def test_sampled_starting_floors_and_the_second_pass_when_one_is_too_high(monkeypatch, seed, n, dim,
                                                                          target_fmr):
-    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 20)
-    monkeypatch.setattr(verification_module, "SAMPLED_ROWS", 40)
+    monkeypatch.setattr(pair_counter, "DET_MIN_KEPT", 20)
+    monkeypatch.setattr(pair_selection, "SAMPLED_ROWS", 40)
     embeddings, labels, groups = exact_random_data(seed, n, dim)
     expected, _ = reference(embeddings, labels, groups, target_fmr)
     floors = []
@@ -260,7 +260,7 @@ def test_bad_settings_are_rejected(call, message):
 def test_extra_memory_is_blocks_not_all_pairs(monkeypatch):
     # The DET keeps at least DET_MIN_KEPT scores per scope whatever N is (a constant 100,000); at
     # this small N that constant would dominate, so it is lowered to see how memory grows with N.
-    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 2000)
+    monkeypatch.setattr(pair_counter, "DET_MIN_KEPT", 2000)
     rng = np.random.default_rng(5)
     n, dim = 3000, 16
     embeddings = rng.standard_normal((n, dim)).astype(np.float32)
@@ -290,7 +290,7 @@ def test_radix_keys_sort_like_the_scores_and_map_back():
 def test_the_budget_picks_the_way(monkeypatch):
     # FAR 0.6 of the 4,950 impostor pairs of 100 images: 2,970 kept scores against a budget of
     # 20 per image + DET_MIN_KEPT per scope.
-    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 0)
+    monkeypatch.setattr(pair_counter, "DET_MIN_KEPT", 0)
     monkeypatch.setattr(verification_module, "KEPT_PER_IMAGE", 20)
     labels = np.arange(100)
     built = []
@@ -371,9 +371,9 @@ def test_the_exact_fmr_bootstrap_holds_up_to_its_unit_pair_budget(monkeypatch, w
     a, b = units[i[false_match]], units[j[false_match]]
     n_unit_pairs = len(set(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist())))
     assert n_unit_pairs < false_match.sum()          # several image pairs share a unit pair
-    monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", n_unit_pairs)
+    monkeypatch.setattr(false_matches, "EXACT_UNIT_PAIRS", n_unit_pairs)
     assert verification(embeddings, labels, groups, 0.05, FARS, 16).summary["fmr_bootstrap"] == "exact"
-    monkeypatch.setattr(verification_module, "EXACT_UNIT_PAIRS", n_unit_pairs - 1)
+    monkeypatch.setattr(false_matches, "EXACT_UNIT_PAIRS", n_unit_pairs - 1)
     summary = verification(embeddings, labels, groups, 0.05, FARS, 16).summary
     assert summary["fmr_bootstrap"] == "first_order"
 
@@ -382,8 +382,8 @@ def test_the_exact_fmr_bootstrap_holds_up_to_its_unit_pair_budget(monkeypatch, w
 def test_one_pass_with_shared_block_hits_matches_the_brute_force(monkeypatch, seed, n, dim, target_fmr):
     # Sampled floors made finite at this N: every block's entries >= the floor are found once and
     # serve the rankings and the 1:1 counts (block_top_k.BlockHits). Both must stay exact.
-    monkeypatch.setattr(verification_module, "DET_MIN_KEPT", 20)
-    monkeypatch.setattr(verification_module, "SAMPLED_ROWS", 40)
+    monkeypatch.setattr(pair_counter, "DET_MIN_KEPT", 20)
+    monkeypatch.setattr(pair_selection, "SAMPLED_ROWS", 40)
     monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", 1.0)
     shared = []
     original = block_top_k.block_hits
