@@ -190,14 +190,14 @@ def test_sampled_starting_floors_and_the_second_pass_when_one_is_too_high(monkey
     embeddings, labels, groups = exact_random_data(seed, n, dim)
     expected, _ = reference(embeddings, labels, groups, target_fmr)
     floors = []
-    original = verification_module._sampled_floor
-    monkeypatch.setattr(verification_module, "_sampled_floor",
+    original = pair_selection._sampled_floor
+    monkeypatch.setattr(pair_selection, "_sampled_floor",
                         lambda *args: floors.append(original(*args)) or floors[-1])
     assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 16).summary, expected)
     assert any(np.isfinite(floors))                  # the sampled floors were used
     # A floor above the needed scores leaves a selection short: detected, and a second pass
     # without floors gives the exact figures.
-    monkeypatch.setattr(verification_module, "_sampled_floor", lambda *args: 0.99)
+    monkeypatch.setattr(pair_selection, "_sampled_floor", lambda *args: 0.99)
     assert_matches(verification(embeddings, labels, groups, target_fmr, FARS, 16).summary, expected)
 
 
@@ -280,22 +280,22 @@ def test_radix_keys_sort_like_the_scores_and_map_back():
     rng = np.random.default_rng(9)
     scores = np.concatenate([rng.uniform(-1, 1, 5000), [0.0, -0.0, 1.0, -1.0, 1e-40, -1e-40, np.inf,
                                                         -np.inf]]).astype(np.float32)
-    keys = verification_module.sortable_keys(scores)
+    keys = pair_selection.sortable_keys(scores)
     order = np.argsort(keys, kind="stable")
     assert np.all(np.diff(scores[order].astype(np.float64)) >= 0)
     assert keys[scores == 0.0].min() == keys[scores == 0.0].max()       # -0.0 is 0.0
-    assert [verification_module.key_value(int(k)) for k in keys] == scores.astype(np.float64).tolist()
+    assert [pair_selection.key_value(int(k)) for k in keys] == scores.astype(np.float64).tolist()
 
 
 def test_the_budget_picks_the_way(monkeypatch):
     # FAR 0.6 of the 4,950 impostor pairs of 100 images: 2,970 kept scores against a budget of
     # 20 per image + DET_MIN_KEPT per scope.
     monkeypatch.setattr(pair_counter, "DET_MIN_KEPT", 0)
-    monkeypatch.setattr(verification_module, "KEPT_PER_IMAGE", 20)
+    monkeypatch.setattr(pair_counter, "KEPT_PER_IMAGE", 20)
     labels = np.arange(100)
     built = []
-    original = verification_module._RadixCounter.__init__
-    monkeypatch.setattr(verification_module._RadixCounter, "__init__",
+    original = pair_selection._RadixCounter.__init__
+    monkeypatch.setattr(pair_selection._RadixCounter, "__init__",
                         lambda self, *args: built.append(args) or original(self, *args))
     embeddings = np.random.default_rng(0).normal(size=(100, 4))
     verification(embeddings, labels, None, 1e-3, (0.6,))
