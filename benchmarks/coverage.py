@@ -175,7 +175,7 @@ def simulate(scenario: Scenario, per_group: int, sets: int, population: Populati
              resamples: int = 1000, seed: int = 1, truth_sets: int = RECALL_TRUTH_SETS
              ) -> Dict[str, Any]:
     """`sets` eval sets of the design through evaluate(): their judged rows and gate cases."""
-    from components.recall_evaluator import component
+    from components.recall_evaluator import executor
     from components.recall_evaluator import gate as gate_lib
 
     start = time.perf_counter()
@@ -188,7 +188,7 @@ def simulate(scenario: Scenario, per_group: int, sets: int, population: Populati
     for index in range(sets):
         candidate, baseline = population.eval_set(per_group, rng)
         config.bootstrap_seed = index          # fresh resamples for every set
-        metrics = component.evaluate(candidate, config, baseline)
+        metrics = executor.evaluate(candidate, config, baseline)
         judged = judge_set(metrics, population, recall_truth)
         for row in judged:
             row["set"] = index

@@ -14,7 +14,7 @@ on a 32-image split: Beam, worker processes, model loading, the scratch round tr
 throughput without it, `(N - 32) / (t(N) - t(32))`, per worker: the figure that scales with
 Dataflow workers.
 
-Metric step (`memory_rows`): tracemalloc's peak of `component.evaluate()` (recall, 1:1
+Metric step (`memory_rows`): tracemalloc's peak of `executor.evaluate()` (recall, 1:1
 verification, bootstrap intervals; default gate) on Gaussian embeddings at several N, D = 512,
 5 images per identity, 4 groups (benchmarks.recall_bench.make_data), with the embeddings
 themselves, beside the model of its terms (`memory_model`), and an extrapolation to N = 1,000,000:
@@ -194,15 +194,15 @@ def _peak_bytes(fn) -> float:
 
 def memory_rows(sizes: Sequence[int], dim: int = 512, extrapolate_to: int = 1_000_000) -> List[Dict]:
     from benchmarks.recall_bench import make_data
-    from components.recall_evaluator import component, gate
+    from components.recall_evaluator import executor, gate
 
     rows = []
     warm = make_data(500, dim, seed=1)     # first call: lazy imports and caches, not the metric's
-    component.evaluate(dict(zip(("embeddings", "labels", "groups"), warm)), gate.GateConfig())
+    executor.evaluate(dict(zip(("embeddings", "labels", "groups"), warm)), gate.GateConfig())
     for n in sizes:
         embeddings, labels, groups = make_data(n, dim, seed=0)
         data = {"embeddings": embeddings, "labels": labels, "groups": groups}
-        peak = _peak_bytes(lambda: component.evaluate(data, gate.GateConfig()))
+        peak = _peak_bytes(lambda: executor.evaluate(data, gate.GateConfig()))
         model = memory_model(n, dim)
         rows.append({"n": n, "dim": dim, "measured_mb": (peak + embeddings.nbytes) / 1e6,
                      "model_mb": sum(model.values()) / 1e6, "terms": model})

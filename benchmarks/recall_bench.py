@@ -57,11 +57,11 @@ def _radix_verification():
 
 
 def _evaluate_fn(embeddings, labels, groups):
-    from components.recall_evaluator import component, gate  # TensorFlow: import only when timed
+    from components.recall_evaluator import executor, gate  # TensorFlow: import only when timed
 
     data = {"embeddings": embeddings, "labels": labels, "groups": groups}
     config = gate.GateConfig()           # the default settings
-    return lambda: component.evaluate(data, config)
+    return lambda: executor.evaluate(data, config)
 
 
 def numpy_recall_at_1(embeddings, labels) -> float:

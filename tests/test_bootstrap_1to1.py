@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from components.recall_evaluator import component, gate
+from components.recall_evaluator import executor, gate
 from core import false_matches, intervals
 from tests import literal_bootstrap as literal
 from tests.test_recall import exact_random_data
@@ -17,7 +17,7 @@ RESAMPLES, SEED = 200, 3
 
 
 def evaluated(data, config, baseline=None):
-    metrics = component.evaluate(data, config, baseline=baseline)
+    metrics = executor.evaluate(data, config, baseline=baseline)
     units, unit_groups = intervals.identity_units(data["labels"], data["groups"])
     weights = intervals.resample_weights(unit_groups, RESAMPLES, SEED)
     return metrics, units, weights
@@ -146,7 +146,7 @@ def test_a_group_without_false_non_matches_next_to_one_with_them_is_unbounded_an
     # Group a's images sit on their identity's centre: no false non-match; group b's are noisy.
     data = two_groups(np.random.default_rng(0), 0.01, 1.0)
     for bar_test in ("point", "lower_bound"):
-        metrics = component.evaluate(data, config(target_fmr=0.01, max_fnmr_ratio=1e6,
+        metrics = executor.evaluate(data, config(target_fmr=0.01, max_fnmr_ratio=1e6,
                                                   bar_test=bar_test))
         summary = metrics["verification"]
         assert summary["a"]["fnmr"] == 0.0 and summary["b"]["fnmr"] > 0

@@ -92,9 +92,9 @@ def test_the_report_embeds_every_selected_crop_and_metrics_name_the_keys():
 
 
 def evaluated_metrics(embeddings, labels, groups):
-    from components.recall_evaluator import component
+    from components.recall_evaluator import executor
 
-    metrics = component.evaluate({"embeddings": embeddings, "labels": labels, "groups": groups},
+    metrics = executor.evaluate({"embeddings": embeddings, "labels": labels, "groups": groups},
                                  gate.GateConfig(min_group_identities=1, bootstrap_resamples=100,
                                                  target_fmr=0.05))
     metrics.update(split="eval", model={"uri": "/m", "id": 1}, baseline_model=None)

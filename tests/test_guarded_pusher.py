@@ -97,7 +97,7 @@ def test_single_group_regression_with_better_overall_is_never_pushed(tmp_path):
     """The real gate decides the blessing; the Pusher then refuses it."""
     import numpy as np
 
-    from components.recall_evaluator import component, gate
+    from components.recall_evaluator import executor, gate
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(40), 3)
@@ -108,7 +108,7 @@ def test_single_group_regression_with_better_overall_is_never_pushed(tmp_path):
     baseline[labels < 30] += 2.0 * rng.normal(size=(90, 8))      # baseline poor on "big"
     candidate = clean.copy()
     candidate[labels >= 30] += 2.0 * rng.normal(size=(30, 8))    # candidate poor on "small"
-    metrics = component.evaluate(
+    metrics = executor.evaluate(
         {"embeddings": candidate, "labels": labels, "groups": groups},
         gate.GateConfig(min_recall=0.0, max_drop=0.02),
         baseline={"embeddings": baseline, "labels": labels, "groups": groups})

@@ -41,7 +41,7 @@ def test_compiles_spec_with_image_beam_args_and_trainer_gpu(tmp_path):
     assert trainer["accelerator"] == {"type": "NVIDIA_L4", "count": "2"}
     assert "accelerator" not in containers["Transform_executor"].get("resources", {})
     # Our components, by their executor classes, and KFP cannot see image changes: no ingest cache.
-    assert "components.recall_evaluator.component.Executor" in \
+    assert "components.recall_evaluator.executor.Executor" in \
         containers["RecallEvaluator_executor"]["args"]
     assert tasks["FaceExampleGen"]["cachingOptions"]["enableCache"] is False
     params = json.dumps(tasks)

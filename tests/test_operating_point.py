@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tfx.types import standard_artifacts
 
-from components.recall_evaluator import component, gate, shipping
+from components.recall_evaluator import executor, gate, shipping
 from core import operating_point
 
 TARGET = 0.05
@@ -23,7 +23,7 @@ def evaluated():
     embeddings = (centres[labels] + 0.8 * rng.normal(size=(90, 16))).astype(np.float32)
     config = gate.GateConfig(target_fmr=TARGET, min_recall=0.0, min_group_identities=1,
                              bootstrap_resamples=200)
-    metrics = component.evaluate({"embeddings": embeddings, "labels": labels, "groups": groups},
+    metrics = executor.evaluate({"embeddings": embeddings, "labels": labels, "groups": groups},
                                  config)
     keys = [f"{g}/{i:03d}.jpg" for i, g in enumerate(groups)]
     return embeddings, labels, groups, metrics, keys
@@ -99,7 +99,7 @@ def test_an_unusable_document_is_refused_with_the_reason(text, reason):
 
 def test_no_impostor_pair_means_no_operating_point():
     labels = np.zeros(4, dtype=int)
-    metrics = component.evaluate({"embeddings": np.eye(4, 3, dtype=np.float32) + 1, "labels": labels,
+    metrics = executor.evaluate({"embeddings": np.eye(4, 3, dtype=np.float32) + 1, "labels": labels,
                                   "groups": np.array(["g"] * 4)},
                                  gate.GateConfig(min_group_identities=1))
     with pytest.raises(ValueError, match="no 1:1 threshold"):

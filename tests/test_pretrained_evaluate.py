@@ -115,10 +115,10 @@ def numpy_recall_at_1(embeddings, labels):
 
 
 def test_review_recall_at_1_is_high_but_the_fmr_gate_refuses_and_recall_only_blesses(london_embeddings):
-    from components.recall_evaluator import component, gate
+    from components.recall_evaluator import executor, gate
 
     settings = review_pretrained.gate_settings(review_pretrained.DEFAULT_MAX_FMR_RATIO)
-    metrics = component.evaluate(london_embeddings, gate.GateConfig(**settings))
+    metrics = executor.evaluate(london_embeddings, gate.GateConfig(**settings))
     overall = metrics["candidate"]["overall"]["recall@1"]
     assert overall == pytest.approx(numpy_recall_at_1(london_embeddings["embeddings"],
                                                        london_embeddings["labels"]))

@@ -1,4 +1,4 @@
-"""The evaluation's numbers, intervals and verdicts (`component.evaluate`, no pipeline needed) and
+"""The evaluation's numbers, intervals and verdicts (`executor.evaluate`, no pipeline needed) and
 its HTML report. Expected values come from tests.test_recall.reference_recall and
 tests.test_verification.reference (written from the definitions), or from reasoning."""
 import html
@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from components.recall_evaluator import component, gate, report
+from components.recall_evaluator import executor, gate, report
 from core import intervals, small_counts
 from tests.test_recall import exact_random_data, reference_recall
 from tests.test_verification import reference as reference_verification
@@ -52,7 +52,7 @@ def cross_group_example():
 
 def test_cross_group_confusions_are_not_blessed_under_the_default_gate():
     data = cross_group_example()
-    metrics = component.evaluate(data, gate.GateConfig())
+    metrics = executor.evaluate(data, gate.GateConfig())
     expected, _ = reference_recall(data["embeddings"], data["labels"], data["groups"], (1,))
     assert expected["b"]["recall@1_within"] == expected["a"]["recall@1_within"] == 1.0
     assert expected["b"]["recall@1"] == pytest.approx(0.05)
@@ -62,14 +62,14 @@ def test_cross_group_confusions_are_not_blessed_under_the_default_gate():
     assert not metrics["blessed"]
     assert ("min_recall", "b") in failed(metrics["verdicts"])
     # The original protocol (within-group galleries) would have blessed it.
-    assert component.evaluate(data, gate.GateConfig(gallery="within"))["blessed"]
+    assert executor.evaluate(data, gate.GateConfig(gallery="within"))["blessed"]
 
 
 def test_every_number_matches_the_brute_force_and_the_keys_are_as_documented():
     embeddings, labels, groups = exact_random_data(3, 211, 8)
     data = {"embeddings": embeddings, "labels": labels, "groups": groups}
     config = gate.GateConfig(ks=[1, 5], target_fmr=0.01, min_recall=0.0, min_group_identities=1)
-    metrics = component.evaluate(data, config)
+    metrics = executor.evaluate(data, config)
     json.dumps(metrics, allow_nan=False)                          # plain JSON for scripts
     expected, _ = reference_recall(embeddings, labels, groups, (1, 2, 5, 10, 20))
     expected_1to1, _ = reference_verification(embeddings, labels, groups, 0.01, (1e-2, 1e-3, 1e-4))
@@ -104,7 +104,7 @@ def test_recall_intervals_resample_identities_with_the_configured_seed():
     embeddings, labels, groups = exact_random_data(4, 150, 16)
     data = {"embeddings": embeddings, "labels": labels, "groups": groups}
     config = gate.GateConfig(bootstrap_seed=7, bootstrap_resamples=500)
-    metrics = component.evaluate(data, config)
+    metrics = executor.evaluate(data, config)
     x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1), 1e-30)[:, None]
     sims = x @ x.T
     units, unit_groups = intervals.identity_units(labels, groups)
@@ -140,7 +140,7 @@ def test_paired_deltas_and_regressions_against_the_baseline():
     noisy = dict(good, embeddings=good["embeddings"] + 3.0 * rng.normal(size=(80, 16)))
     pixels = dict(noisy, resolution="4x4x3")
     config = gate.GateConfig(min_recall=0.9, max_drop=0.02)
-    metrics = component.evaluate(good, config, baseline=noisy, pixels=pixels)
+    metrics = executor.evaluate(good, config, baseline=noisy, pixels=pixels)
     assert metrics["candidate"]["overall"]["recall@1"] == 1.0
     assert metrics["candidate"]["a"]["n_queries"] == 40 and metrics["candidate"]["a"]["n_identities"] == 10
     base = metrics["baseline"]["a"]["recall@1"]
@@ -152,7 +152,7 @@ def test_paired_deltas_and_regressions_against_the_baseline():
     assert metrics["pixel_baseline"]["overall"]["recall@1"] < 0.9
     assert set(metrics["curves"]["candidate"]["overall"]) >= {"1", "2", "5", "10", "20"}
     # The other way round the candidate regressed everywhere, beyond noise: not blessed.
-    worse = component.evaluate(noisy, config, baseline=good)
+    worse = executor.evaluate(noisy, config, baseline=good)
     assert not worse["blessed"]
     assert {("max_drop", "a"), ("max_drop", "b"), ("min_recall", "overall")} <= set(
         failed(worse["verdicts"]))
@@ -163,7 +163,7 @@ def test_paired_deltas_and_regressions_against_the_baseline():
     # and Student's t with 9 degrees of freedom, 1 - n / (n + t^2) = t^2 / (9 + t^2).
     from scipy import stats
 
-    same = component.evaluate(good, config, baseline=good)
+    same = executor.evaluate(good, config, baseline=good)
     assert same["deltas"]["b"]["recall@1"] == 0.0
     lo, hi = same["deltas"]["b"]["recall@1_ci"]
     assert same["candidate"]["b"]["n_identities"] == 10
@@ -176,23 +176,23 @@ def test_a_baseline_of_other_images_is_refused():
     data = clustered(rng, 12, 3, 0.5, ["a"])
     other = dict(data, labels=data["labels"][::-1].copy())
     with pytest.raises(ValueError, match="baseline.*labels differ"):
-        component.evaluate(data, gate.GateConfig(), baseline=other)
+        executor.evaluate(data, gate.GateConfig(), baseline=other)
 
 
 def test_small_groups_fail_closed_unless_ungated():
     rng = np.random.default_rng(2)
     data = clustered(rng, 24, 3, 0.05, ["big", "big", "big", "tiny"])    # 18 and 6 identities
-    metrics = component.evaluate(data, gate.GateConfig())
+    metrics = executor.evaluate(data, gate.GateConfig())
     assert failed(metrics["verdicts"]) == [("min_group_identities", "tiny")]
     assert not metrics["blessed"]
-    exempt = component.evaluate(data, gate.GateConfig(ungated_groups=["tiny"]))
+    exempt = executor.evaluate(data, gate.GateConfig(ungated_groups=["tiny"]))
     assert exempt["blessed"] and exempt["ungated"] == ["tiny"]
 
 
 def test_report_shows_every_group_intervals_the_1to1_table_and_the_verdict():
     rng = np.random.default_rng(1)
     data = clustered(rng, 12, 3, 0.8, ["east", "north", "south", "west"])
-    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.99, target_fmr=0.01),
+    metrics = executor.evaluate(data, gate.GateConfig(min_recall=0.99, target_fmr=0.01),
                                  baseline=data, pixels=dict(data, resolution="8x8x3"))
     metrics.update(split="eval", model={"uri": "/m/1", "id": 1},
                    baseline_model={"uri": "/m/0", "id": 0})
@@ -243,14 +243,14 @@ def test_pixel_anchor_reads_the_stored_uint8_crops_as_uint8_over_255(tmp_path, m
     write_transformed(tmp_path / "part-0.gz", pixels[:4], labels[:4], groups[:4])
     write_transformed(tmp_path / "part-1.gz", pixels[4:], labels[4:], groups[4:])
     files = [str(tmp_path / "part-0.gz"), str(tmp_path / "part-1.gz")]
-    result = component.pixel_split(files, batch_size=3)
+    result = executor.pixel_split(files, batch_size=3)
     np.testing.assert_array_equal(result["embeddings"],
                                   pixels.reshape(7, -1).astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(result["labels"], labels)
     assert list(result["groups"]) == groups and result["resolution"] == "16x16x3"
     # Over the memory budget: 2x2 average pooling of the same values.
-    monkeypatch.setattr(component, "PIXEL_BUDGET_FLOATS", 7 * 8 * 8 * 3)
-    pooled = component.pixel_split(files, batch_size=3)
+    monkeypatch.setattr(executor, "PIXEL_BUDGET_FLOATS", 7 * 8 * 8 * 3)
+    pooled = executor.pixel_split(files, batch_size=3)
     expected = (pixels.astype(np.float64) / 255).reshape(7, 8, 2, 8, 2, 3).mean(axis=(2, 4))
     np.testing.assert_allclose(pooled["embeddings"], expected.reshape(7, -1), atol=1e-6)
     assert pooled["resolution"] == "8x8x3 (average-pooled from 16x16)"
@@ -287,7 +287,7 @@ def brute_force_fmr(data, threshold, group):
 def test_an_ungated_fmr_differential_beyond_its_level_is_an_advisory_that_never_changes_the_verdict():
     data = crowded_group_example()
     config = gate.GateConfig(min_recall=0.0, target_fmr=0.01, bootstrap_resamples=300)
-    metrics = component.evaluate(data, config)
+    metrics = executor.evaluate(data, config)
     verification = metrics["verification"]
     west = brute_force_fmr(data, verification["threshold"], "west")
     assert verification["west"]["fmr"] == pytest.approx(west, abs=2e-3)
@@ -297,7 +297,7 @@ def test_an_ungated_fmr_differential_beyond_its_level_is_an_advisory_that_never_
     assert advisory["value"] == pytest.approx(verification["west"]["fmr"] / 0.01)
     assert advisory["interval"][0] > advisory["level"] >= gate.ADVISORY_FMR_RATIO
     assert metrics["blessed"] is True                       # an advisory is not a verdict
-    gated = component.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
+    gated = executor.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
                                                      bootstrap_resamples=300, max_fmr_ratio=2.0))
     assert not any(a["statistic"] == "fmr_differential" for a in gated["advisories"])
     assert failed(gated["verdicts"]) == [("max_fmr_ratio", "overall")]
@@ -305,7 +305,7 @@ def test_an_ungated_fmr_differential_beyond_its_level_is_an_advisory_that_never_
 
 def test_report_puts_the_advisories_above_the_rules_and_shows_unbounded_ends_and_missing_intervals():
     data = crowded_group_example()
-    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
+    metrics = executor.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
                                                        bootstrap_resamples=300))
     metrics.update(split="eval", model={"uri": "/m/1", "id": 1}, baseline_model=None)
     metrics["verification"].update(skewed_error_ratio=math.inf,
@@ -327,7 +327,7 @@ def test_metrics_and_report_mark_the_intervals_the_simulation_found_approximate(
     from core import interval_quality
 
     data = crowded_group_example()
-    metrics = component.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
+    metrics = executor.evaluate(data, gate.GateConfig(min_recall=0.0, target_fmr=0.01,
                                                        bootstrap_resamples=100))
     assert metrics["approximate_intervals"] == interval_quality.APPROXIMATE
     metrics.update(split="eval", model={"uri": "/m/1", "id": 1}, baseline_model=None)

@@ -14,7 +14,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from components.guarded_pusher.executor import ASSET_PATH, Executor
-from components.recall_evaluator import component, gate
+from components.recall_evaluator import executor, gate
 from core import operating_point
 from models import export, preprocessing
 from models.face_model import ModelConfig, build_embedding_model
@@ -55,7 +55,7 @@ def pushed(exported, transformed_sample, tmp_path_factory):
     groups = np.array([feature_value(e, "group").decode() for e in examples])
     config = gate.GateConfig(target_fmr=TARGET_FMR, min_recall=0.0, min_group_identities=1,
                              bootstrap_resamples=100)
-    metrics = component.evaluate({"embeddings": embeddings, "labels": labels, "groups": groups},
+    metrics = executor.evaluate({"embeddings": embeddings, "labels": labels, "groups": groups},
                                  config)
     point = operating_point.build(metrics, transformed_sample["examples"], "eval", keys,
                                   evaluation={"id": 3, "uri": "/evaluation"},

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from components.recall_evaluator import component, gate, tfma_results
+from components.recall_evaluator import executor, gate, tfma_results
 from tests.test_recall_evaluator import clustered
 
 
@@ -139,7 +139,7 @@ def strict_evaluation():
     config = gate.GateConfig(min_recall=0.99, max_drop=0.0, regression_test="non_inferiority",
                              max_fnmr=0.001, max_fmr_ratio=1.0, max_fnmr_ratio=1.0, bar_test="interval",
                              min_group_identities=16, target_fmr=0.01, bootstrap_resamples=200)
-    return component.evaluate(candidate, config, baseline)
+    return executor.evaluate(candidate, config, baseline)
 
 
 def test_every_failure_names_a_written_metric_and_lies_beyond_its_bound(tmp_path):
