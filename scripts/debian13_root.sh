@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# scripts/debian13_root.sh CMD...  runs CMD in this checkout inside a Debian 13 (trixie) root.
+#
+# Why: TFX 1.21 needs ml-metadata 1.21, whose wheels need glibc >= 2.38; Debian 12 has 2.36.
+# Debian 13 has 2.41, so on an older host the 1.21 stack runs in a Debian 13 root, e.g.
+#   scripts/debian13_root.sh make test STACK=1.21
+#
+# The root is built once (as root, with Debian's debootstrap, installed here when missing) in
+# ${FFEM_DEBIAN13_ROOT:-$HOME/.cache/ffem-tfx/debian13}, outside the checkout, and rebuilt when
+# missing or incomplete: a stamp file is written last, so an interrupted build is redone. It holds
+# gcc, g++, make, git and python3-dev (pyfarmhash and rouge-score build from source), the host's CA
+# bundle and pip settings (else pip's TLS checks or the host's package mirrors fail inside).
+#
+# Each run gets a private mount namespace (unshare), so its mounts (proc, dev, sys, the host's pyenv
+# Python 3.11 and this checkout, both at their own paths, and the local directories the pip settings
+# point to) vanish with it, and concurrent runs cannot unmount each other's. The build is serialised
+# with flock; runs after it share the root read-mostly. Environment: the caller's, plus PYENV_ROOT
+# so that scripts/find_python.sh finds the bind-mounted Python 3.11.
+#
+# Settings: FFEM_DEBIAN13_ROOT (where), FFEM_DEBIAN_MIRROR (default: the host's apt mirror for
+# Debian, else deb.debian.org).
+set -euo pipefail
+
+if [ $# -eq 0 ]; then
+  echo "usage: scripts/debian13_root.sh CMD...   (e.g. make test STACK=1.21)" >&2
+  exit 2
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: scripts/debian13_root.sh needs root (debootstrap, mount, chroot)." >&2
+  exit 1
+fi
+
+checkout=$(cd "$(dirname "$0")/.." && pwd -P)
+root_dir=${FFEM_DEBIAN13_ROOT:-$HOME/.cache/ffem-tfx/debian13}
+stamp_name=.ffem-debian13-complete
+# Bump when the build recipe below changes: an older root is rebuilt.
+ROOT_RECIPE=1
+PACKAGES="ca-certificates gcc g++ make git python3-dev"
+
+pyenv_root() {
+  if command -v pyenv >/dev/null 2>&1; then pyenv root; else echo "${PYENV_ROOT:-$HOME/.pyenv}"; fi
+}
+
+# The local directories (find-links, file:// indexes) that the pip settings name: bind-mounted in.
+pip_local_dirs() {
+  local files=(/etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf")
+  {
+    for f in "${files[@]}"; do [ -f "$f" ] && cat "$f"; done
+    env | grep -E '^PIP_(FIND_LINKS|INDEX_URL|EXTRA_INDEX_URL|CERT)=' | cut -d= -f2-
+  } | tr ' =,' '\n\n\n' | sed -n -e 's#^file://##' -e '\#^/#p' | while read -r p; do
+    [ -d "$p" ] && echo "$p"
+    [ -f "$p" ] && dirname "$p"
+  done | sort -u
+}
+
+debian_mirror() {
+  if [ -n "${FFEM_DEBIAN_MIRROR:-}" ]; then echo "$FFEM_DEBIAN_MIRROR"; return; fi
+  local m
+  m=$( { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*//p' | tr ' ' '\n';
+         cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+           sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p'; } |
+       grep -E '/debian/?$' | head -1)
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+copy_host_settings() {
+  local r=$1
+  install -D -m 644 /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/ca-certificates.crt"
+  for f in /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
+    if [ -f "$f" ]; then install -D -m 644 "$f" "$r$f"; fi
+  done
+  cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
+}
+
+build_root() {
+  local r=$1 mirror
+  mirror=$(debian_mirror)
+  echo "debian13_root: building a Debian 13 root in $r from $mirror (a few minutes, once)" >&2
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+  fi
+  rm -rf "$r"
+  mkdir -p "$r"
+  debootstrap --variant=minbase trixie "$r" "$mirror" >&2
+  copy_host_settings "$r"
+  unshare --mount --propagation private bash -c '
+    set -e
+    r=$1; shift
+    mount -t proc proc "$r/proc"
+    mount --rbind /dev "$r/dev"
+    mount --rbind /sys "$r/sys"
+    chroot "$r" /usr/bin/env DEBIAN_FRONTEND=noninteractive bash -c "
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends $*"
+  ' _ "$r" "$PACKAGES" >&2
+  echo "recipe $ROOT_RECIPE" > "$r/$stamp_name"
+}
+
+root_complete() {
+  [ -f "$root_dir/$stamp_name" ] && [ "$(cat "$root_dir/$stamp_name")" = "recipe $ROOT_RECIPE" ]
+}
+
+mkdir -p "$(dirname "$root_dir")"
+exec 9>"$root_dir.lock"
+flock 9
+root_complete || build_root "$root_dir"
+# Refresh settings that may have changed on the host since the build.
+copy_host_settings "$root_dir"
+# Runs hold the lock shared: a rebuild (exclusive) waits for them and they wait for it.
+flock -s 9
+
+py_root=$(pyenv_root)
+py311=$(ls -d "$py_root"/versions/3.11.* 2>/dev/null | sort -V | tail -1 || true)
+if [ -z "$py311" ]; then
+  echo "debian13_root: warning: no $py_root/versions/3.11.*; the 1.21 stack needs a Python 3.11" \
+       "(pyenv install 3.11)" >&2
+fi
+
+binds=("$checkout")
+[ -n "$py311" ] && binds+=("$py311")
+while read -r d; do [ -n "$d" ] && binds+=("$d"); done < <(pip_local_dirs)
+
+export PYENV_ROOT_IN=$py_root
+exec unshare --mount --propagation private bash -c '
+  set -euo pipefail
+  r=$1 checkout=$2 nbinds=$3; shift 3
+  binds=("${@:1:$nbinds}"); shift "$nbinds"
+  mount -t proc proc "$r/proc"
+  mount --rbind /dev "$r/dev"
+  mount --rbind /sys "$r/sys"
+  for b in "${binds[@]}"; do
+    mkdir -p "$r$b"
+    mount --bind "$b" "$r$b"
+  done
+  # A private mount namespace: everything above is unmounted when its last process exits.
+  cd "$checkout"
+  exec chroot "$r" /usr/bin/env PYENV_ROOT="$PYENV_ROOT_IN" bash -c "cd \"\$0\" && exec \"\$@\"" "$checkout" "$@"
+' _ "$root_dir" "$checkout" "${#binds[@]}" "${binds[@]}" "$@"
