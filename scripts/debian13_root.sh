@@ -41,15 +41,26 @@ pyenv_root() {
   if command -v pyenv >/dev/null 2>&1; then pyenv root; else echo "${PYENV_ROOT:-$HOME/.pyenv}"; fi
 }
 
-# The local directories (find-links, file:// indexes) that the pip settings name: bind-mounted in.
+# The local directories that the pip settings name (find-links directories; for a file:// index,
+# the folder above it, where such indexes keep their files): bind-mounted in at the same paths.
+# Reads one-line values of pip.conf files and PIP_FIND_LINKS / PIP_INDEX_URL / PIP_EXTRA_INDEX_URL.
 pip_local_dirs() {
-  local files=(/etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf")
+  local key val p v
   {
-    for f in "${files[@]}"; do [ -f "$f" ] && cat "$f"; done
-    env | grep -E '^PIP_(FIND_LINKS|INDEX_URL|EXTRA_INDEX_URL|CERT)=' | cut -d= -f2-
-  } | tr ' =,' '\n\n\n' | sed -n -e 's#^file://##' -e '\#^/#p' | while read -r p; do
-    [ -d "$p" ] && echo "$p"
-    [ -f "$p" ] && dirname "$p"
+    for f in /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
+      [ -f "$f" ] && sed -n 's/^[[:space:]]*\([a-z-]*\)[[:space:]]*=[[:space:]]*\(.*\)/\1 \2/p' "$f"
+    done
+    for v in PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
+      if [ -n "${!v:-}" ]; then echo "$v ${!v}"; fi
+    done
+  } | while read -r key val; do
+    case "$key" in find-links|index-url|extra-index-url|PIP_*) ;; *) continue ;; esac
+    for p in $val; do
+      p=${p#file://}
+      case "$p" in /*) ;; *) continue ;; esac
+      case "$key" in *index*|*INDEX*) p=$(dirname "$p") ;; esac
+      if [ -d "$p" ]; then echo "$p"; fi
+    done
   done | sort -u
 }
 

@@ -1,69 +1,162 @@
-"""scripts/find_python.sh: finds Python 3.10 or fails with a clear message."""
+"""scripts/find_python.sh, scripts/stack.sh and scripts/bootstrap.sh: the interpreter and the pinned
+stack they pick, and the clear errors when there is none.
+
+Runs on either stack: the interpreters and the glibc version are stand-ins (a script that reports a
+chosen Python version through the running interpreter; a fake `getconf`), never the machine's own.
+"""
 import os
+import shutil
 import subprocess
 import sys
 
 from tests.conftest import REPO_ROOT
 
-SCRIPT = os.path.join(REPO_ROOT, "scripts", "find_python.sh")
+SCRIPTS = os.path.join(REPO_ROOT, "scripts")
 
 
-def find(env):
-    clean = {"PATH": "/usr/bin:/bin", "HOME": env.pop("HOME", "/nonexistent")}
-    return subprocess.run(["bash", SCRIPT], capture_output=True, text=True, env={**clean, **env},
-                          timeout=60)
+def fake_python(path, minor):
+    """An executable at `path` that runs `-c CODE` as Python 3.`minor` would report itself."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stub = f"import sys; sys.version_info = (3, {minor}, 0, 'final', 0); exec(sys.argv[1])"
+    path.write_text(f'#!/bin/sh\n[ "$1" = -c ] || exit 9\nexec {sys.executable} -c "{stub}" "$2"\n')
+    path.chmod(0o755)
+    return path
 
 
-def test_explicit_python_must_be_3_10(tmp_path):
-    result = find({"PYTHON": "/bin/false", "HOME": str(tmp_path)})
+# What the scripts call besides bash builtins: the only programs on the PATH the tests give them, so
+# that no interpreter of the machine's (/usr/bin/python3.11 on Debian 12) is found.
+TOOLS = ("awk", "bash", "cat", "cut", "dirname", "head", "ls", "mkdir", "rm", "sha256sum", "sort", "tail")
+
+
+def fake_glibc(tmp_path, version):
+    """The only PATH directory: the tools above, and a `getconf GNU_LIBC_VERSION` that answers
+    `glibc <version>`."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in TOOLS:
+        if not (bin_dir / tool).exists():
+            os.symlink(shutil.which(tool), bin_dir / tool)
+    getconf = bin_dir / "getconf"
+    getconf.write_text(f'#!/bin/sh\necho "glibc {version}"\n')
+    getconf.chmod(0o755)
+    return str(bin_dir)
+
+
+def run(script, tmp_path, env, *args, glibc="2.36"):
+    clean = {"PATH": fake_glibc(tmp_path, glibc), "HOME": str(tmp_path),
+             "PYENV_ROOT": str(tmp_path / "no-pyenv")}
+    return subprocess.run([shutil.which("bash"), os.path.join(SCRIPTS, script), *args], capture_output=True,
+                          text=True, env={**clean, **env}, timeout=60)
+
+
+def pyenv_with(tmp_path, *minors):
+    root = tmp_path / "pyenv"
+    for minor in minors:
+        fake_python(root / "versions" / f"3.{minor}.99" / "bin" / f"python3.{minor}", minor)
+    return str(root)
+
+
+def test_explicit_python_must_be_the_wanted_version(tmp_path):
+    result = run("find_python.sh", tmp_path, {"PYTHON": "/bin/false"})
     assert result.returncode == 1 and "PYTHON=/bin/false is not a working Python 3.10" in \
         result.stderr
-    result = find({"PYTHON": sys.executable, "HOME": str(tmp_path)})   # the venv's 3.10
-    assert result.returncode == 0 and result.stdout.strip()
+    py311 = str(fake_python(tmp_path / "py" / "python", 11))
+    assert run("find_python.sh", tmp_path, {"PYTHON": py311}).returncode == 1
+    result = run("find_python.sh", tmp_path, {"PYTHON": py311}, "3.11")
+    assert result.returncode == 0 and result.stdout.strip() == py311
 
 
 def test_found_under_a_pyenv_root(tmp_path):
-    fake = tmp_path / "pyenv" / "versions" / "3.10.99" / "bin"
-    fake.mkdir(parents=True)
-    os.symlink(sys.executable, fake / "python3.10")
-    result = find({"PYENV_ROOT": str(tmp_path / "pyenv"), "HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(fake / "python3.10")
+    root = pyenv_with(tmp_path, 10, 11)
+    for want in ("3.10", "3.11"):
+        result = run("find_python.sh", tmp_path, {"PYENV_ROOT": root}, want)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"{root}/versions/{want}.99/bin/python{want}"
 
 
 def test_clear_error_when_no_3_10_exists(tmp_path):
-    result = find({"PYENV_ROOT": str(tmp_path / "none"), "HOME": str(tmp_path)})
+    result = run("find_python.sh", tmp_path, {})
     assert result.returncode == 1
     assert "no Python 3.10 found" in result.stderr and "PYTHON=" in result.stderr
 
 
+def test_stack_picked_from_glibc_and_the_pythons_found(tmp_path):
+    both = pyenv_with(tmp_path, 10, 11)
+    picks = {(glibc, root): run("stack.sh", tmp_path, {"PYENV_ROOT": root}, glibc=glibc).stdout.strip()
+             for glibc in ("2.36", "2.38", "2.41") for root in (both, pyenv_with(tmp_path / "b", 10))}
+    assert picks == {("2.36", both): "1.16", ("2.38", both): "1.21", ("2.41", both): "1.21",
+                     ("2.36", str(tmp_path / "b" / "pyenv")): "1.16",
+                     ("2.38", str(tmp_path / "b" / "pyenv")): "1.16",
+                     ("2.41", str(tmp_path / "b" / "pyenv")): "1.16"}
+    # Only a 3.11 on an old glibc: neither stack runs here; the message says what would.
+    result = run("stack.sh", tmp_path, {"PYENV_ROOT": pyenv_with(tmp_path / "c", 11)}, glibc="2.36")
+    assert result.returncode == 1 and not result.stdout
+    for needed in ("glibc 2.36", "glibc >= 2.38", "scripts/debian13_root.sh", "pyenv install 3.11",
+                   "pyenv install 3.10"):
+        assert needed in result.stderr, needed
+
+
+def test_stack_named_by_stack_or_by_python(tmp_path):
+    root = pyenv_with(tmp_path, 10, 11)
+    assert run("stack.sh", tmp_path, {"PYENV_ROOT": root, "STACK": "1.16"}, glibc="2.41").stdout == "1.16\n"
+    assert run("stack.sh", tmp_path, {"PYENV_ROOT": root, "STACK": "1.21"}, glibc="2.41").stdout == "1.21\n"
+    py310 = str(fake_python(tmp_path / "p10" / "python", 10))
+    assert run("stack.sh", tmp_path, {"PYTHON": py310}, glibc="2.41").stdout == "1.16\n"
+    py311 = str(fake_python(tmp_path / "p11" / "python", 11))
+    assert run("stack.sh", tmp_path, {"PYTHON": py311}, glibc="2.41").stdout == "1.21\n"
+
+
+def test_stack_refusals_say_why(tmp_path):
+    root = pyenv_with(tmp_path, 10, 11)
+    old = run("stack.sh", tmp_path, {"PYENV_ROOT": root, "STACK": "1.21"}, glibc="2.36")
+    assert old.returncode == 1 and "glibc >= 2.38" in old.stderr and \
+        "scripts/debian13_root.sh make test STACK=1.21" in old.stderr
+    bad = run("stack.sh", tmp_path, {"PYENV_ROOT": root, "STACK": "1.17"}, glibc="2.41")
+    assert bad.returncode == 1 and "STACK=1.17 is not a pinned stack" in bad.stderr
+    for minor in (12, 13):
+        py = str(fake_python(tmp_path / f"p{minor}" / "python", minor))
+        newer = run("stack.sh", tmp_path, {"PYTHON": py}, glibc="2.41")
+        assert newer.returncode == 1 and f"Python 3.{minor}: not supported" in newer.stderr
+        assert "kfp" in newer.stderr
+    missing = run("stack.sh", tmp_path, {"STACK": "1.21"}, glibc="2.41")
+    assert missing.returncode == 1 and "no Python 3.11 found" in missing.stderr
+
+
 def test_bootstrap_installs_once_and_again_only_when_its_inputs_change(tmp_path):
-    """scripts/bootstrap.sh with a stand-in venv interpreter that records its calls."""
-    import shutil
-
+    """scripts/bootstrap.sh with a stand-in venv interpreter that records its calls, per stack:
+    each stack has its own venv and constraints file, and a change to one reinstalls that one only."""
     repo = tmp_path / "repo"
-    shutil.copytree(os.path.join(REPO_ROOT, "scripts"), repo / "scripts")
-    for name in ("constraints.txt", "setup.py"):
+    shutil.copytree(SCRIPTS, repo / "scripts")
+    for name in ("constraints.txt", "constraints-1.21.txt", "setup.py"):
         shutil.copy(os.path.join(REPO_ROOT, name), repo / name)
-    venv_python = repo / ".venv" / "bin" / "python"
-    venv_python.parent.mkdir(parents=True)
     calls = tmp_path / "calls.log"
-    venv_python.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexit 0\n')
-    venv_python.chmod(0o755)
+    for venv in (".venv", ".venv-1.21"):
+        venv_python = repo / venv / "bin" / "python"
+        venv_python.parent.mkdir(parents=True)
+        venv_python.write_text(f'#!/bin/sh\necho "{venv} $*" >> {calls}\nexit 0\n')
+        venv_python.chmod(0o755)
+    pythons = {"1.16": str(fake_python(tmp_path / "p10" / "python", 10)),
+               "1.21": str(fake_python(tmp_path / "p11" / "python", 11))}
 
-    def bootstrap():
-        result = subprocess.run(["bash", str(repo / "scripts" / "bootstrap.sh")],
+    def bootstrap(stack):
+        result = subprocess.run([shutil.which("bash"), str(repo / "scripts" / "bootstrap.sh")],
                                 capture_output=True, text=True, timeout=60,
-                                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                                     "PYTHON": sys.executable})
+                                env={"PATH": fake_glibc(tmp_path, "2.41"),
+                                     "HOME": str(tmp_path), "PYTHON": pythons[stack]})
         assert result.returncode == 0, result.stderr
-        installs = calls.read_text().count("-m pip install") if calls.exists() else 0
+        lines = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
-        return installs
+        installs = [line for line in lines if "-m pip install" in line]
+        constraints = "constraints.txt" if stack == "1.16" else "constraints-1.21.txt"
+        assert all(line.startswith(".venv " if stack == "1.16" else ".venv-1.21 ") for line in lines)
+        assert all(f"-c {constraints} " in line for line in installs if "-e" in line)
+        return len(installs)
 
-    assert bootstrap() == 2                   # pip itself, then the project with constraints
-    assert bootstrap() == 0                   # nothing changed: no install
-    with open(repo / "constraints.txt", "a") as f:
+    for stack in ("1.16", "1.21"):
+        assert bootstrap(stack) == 2          # pip itself, then the project with constraints
+        assert bootstrap(stack) == 0          # nothing changed: no install
+    with open(repo / "constraints-1.21.txt", "a") as f:
         f.write("\n# a changed pin\n")
-    assert bootstrap() == 2
-    assert bootstrap() == 0
+    assert bootstrap("1.16") == 0
+    assert bootstrap("1.21") == 2
+    assert bootstrap("1.21") == 0
