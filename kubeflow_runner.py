@@ -8,7 +8,7 @@
 
 Writes the pipeline spec (JSON); with --submit it also starts a run, on a KFP endpoint (--endpoint)
 or on Vertex AI Pipelines (--vertex-project, --region), and prints the run's link. The image is built
-from the repository's Dockerfile (tensorflow/tfx:1.16.0 + this package's library layers).
+from the repository's Dockerfile (tensorflow/tfx:1.21.0, or 1.16.0, + this package's library layers).
 
 Resources: --trainer-{gpus,cpus,memory-gb}, --evaluator-{gpus,cpus,memory-gb} (the evaluator embeds
 the eval split) and --resources STEP=cpu=N,memory=GB,gpus=N for any other step. --trainer-workers N

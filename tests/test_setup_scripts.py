@@ -160,3 +160,71 @@ def test_bootstrap_installs_once_and_again_only_when_its_inputs_change(tmp_path)
     assert bootstrap("1.16") == 0
     assert bootstrap("1.21") == 2
     assert bootstrap("1.21") == 0
+
+
+# The two pinned stacks as every installer must see them: TFX version, Python, constraints file.
+STACKS = {"1.16": ("1.16.0", "3.10", "constraints.txt"), "1.21": ("1.21.0", "3.11", "constraints-1.21.txt")}
+
+
+def pins(name):
+    from packaging.utils import canonicalize_name
+
+    with open(os.path.join(REPO_ROOT, name)) as f:
+        lines = [line.split("#")[0].strip() for line in f]
+    return {canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in lines if "==" in line}
+
+
+def setup_kwargs(monkeypatch):
+    import runpy
+
+    import setuptools
+
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    monkeypatch.chdir(REPO_ROOT)
+    runpy.run_path(os.path.join(REPO_ROOT, "setup.py"))
+    return captured
+
+
+def test_each_constraints_file_satisfies_setup_py_on_its_python(monkeypatch):
+    """Every requirement setup.py declares for a stack's Python (its environment markers) is pinned
+    in that stack's constraints file, at a version the requirement allows; tfx at the stack's."""
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import canonicalize_name
+
+    kwargs = setup_kwargs(monkeypatch)
+    declared = kwargs["install_requires"] + [r for extra in ("kfp", "dev", "viewer")
+                                              for r in kwargs["extras_require"][extra]]
+    for tfx, python, constraints in STACKS.values():
+        pinned = pins(constraints)
+        assert pinned["tfx"] == tfx, constraints
+        assert python in SpecifierSet(kwargs["python_requires"])
+        for requirement in map(Requirement, declared):
+            if requirement.marker and not requirement.marker.evaluate({"python_version": python}):
+                continue
+            name = canonicalize_name(requirement.name)
+            assert name in pinned, (constraints, requirement)
+            assert requirement.specifier.contains(pinned[name], prereleases=True), \
+                (constraints, str(requirement), pinned[name])
+    for newer in ("3.12", "3.13", "3.9"):
+        assert newer not in SpecifierSet(kwargs["python_requires"])
+
+
+def test_dockerfile_and_bootstrap_use_each_stacks_constraints_and_python():
+    """The image builds on tensorflow/tfx:1.21.0 by default, 1.16.0 by build argument, each with its
+    stack's constraints file and Python; scripts/bootstrap.sh maps the stacks the same way."""
+    import re
+
+    with open(os.path.join(REPO_ROOT, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert "ARG TFX_VERSION=1.21.0\n" in dockerfile
+    assert "FROM tensorflow/tfx:${TFX_VERSION}\n" in dockerfile
+    image = {m[0]: (m[0], m[2], m[1]) for m in
+             re.findall(r"(\d+\.\d+\.\d+)\) constraints=(\S+) python=(\S+) ;;", dockerfile)}
+    assert image == {tfx: (tfx, python, constraints) for tfx, python, constraints in STACKS.values()}
+    with open(os.path.join(SCRIPTS, "bootstrap.sh")) as f:
+        bootstrap = f.read()
+    venvs = {m[0]: (STACKS[m[0]][0], m[1], m[2]) for m in
+             re.findall(r"(\d+\.\d+)\) want=(\S+); constraints=(\S+);", bootstrap)}
+    assert venvs == STACKS
