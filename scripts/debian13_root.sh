@@ -12,8 +12,8 @@
 # bundle and pip settings (else pip's TLS checks or the host's package mirrors fail inside).
 #
 # Each run gets a private mount namespace (unshare), so its mounts (proc, dev, sys, the host's pyenv
-# Python 3.11 and this checkout, both at their own paths, and the local directories the pip settings
-# point to) vanish with it, and concurrent runs cannot unmount each other's. The build is serialised
+# Python 3.11 and this checkout, both at their own paths, the repository of a git worktree, and the
+# local directories the pip settings point to) vanish with it, and concurrent runs cannot unmount each other's. The build is serialised
 # with flock; runs after it share the root read-mostly. Environment: the caller's, plus PYENV_ROOT
 # so that scripts/find_python.sh finds the bind-mounted Python 3.11.
 #
@@ -127,6 +127,9 @@ if [ -z "$py311" ]; then
 fi
 
 binds=("$checkout")
+# A git worktree's repository lives outside the checkout: mount it too, for the git commands in tests.
+git_dir=$(git -C "$checkout" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+case "$git_dir" in "" | "$checkout"/*) ;; *) binds+=("$git_dir") ;; esac
 [ -n "$py311" ] && binds+=("$py311")
 while read -r d; do [ -n "$d" ] && binds+=("$d"); done < <(pip_local_dirs)
 
