@@ -50,7 +50,8 @@ setup(
     extras_require={
         "kfp": [f"tfx[kfp]=={TFX_116}; {PY310}", f"tfx[kfp]=={TFX_121}; {PY311}", "kfp>=2.5,<3"],
         "dev": ["pytest", "pytest-timeout", "ruff"],
-        # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers.
-        "viewer": ["tensorboard-plugin-fairness-indicators"],
+        # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers. The
+        # plugin's 0.0.x releases import TFMA modules that TFMA 0.52 no longer has.
+        "viewer": ["tensorboard-plugin-fairness-indicators>=0.47"],
     },
 )
