@@ -13,24 +13,18 @@
 #
 # Each run gets a private mount namespace (unshare), so its mounts (proc, dev, sys, the host's pyenv
 # Python 3.11 and this checkout, both at their own paths, the repository of a git worktree, and the
-# local directories the pip settings point to) vanish with it, and concurrent runs cannot unmount each other's. The build is serialised
-# with flock; runs after it share the root read-mostly. Environment: the caller's, plus PYENV_ROOT
-# so that scripts/find_python.sh finds the bind-mounted Python 3.11.
+# local directories the pip settings point to) vanish with it, even when it is killed, and concurrent
+# runs cannot unmount each other's. Concurrency: runs hold a lock on the root shared, for as long as
+# CMD runs; a build or rebuild takes it exclusively (waiting for running commands), so runs wait for
+# a build and never see a half-built root. Environment: the caller's, plus PYENV_ROOT so that
+# scripts/find_python.sh finds the bind-mounted Python 3.11.
 #
 # Settings: FFEM_DEBIAN13_ROOT (where), FFEM_DEBIAN_MIRROR (default: the host's apt mirror for
 # Debian, else deb.debian.org).
+# (Sourcing the file only defines the functions: tests use that.)
 set -euo pipefail
 
-if [ $# -eq 0 ]; then
-  echo "usage: scripts/debian13_root.sh CMD...   (e.g. make test STACK=1.21)" >&2
-  exit 2
-fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "error: scripts/debian13_root.sh needs root (debootstrap, mount, chroot)." >&2
-  exit 1
-fi
-
-checkout=$(cd "$(dirname "$0")/.." && pwd -P)
+checkout=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 root_dir=${FFEM_DEBIAN13_ROOT:-$HOME/.cache/ffem-tfx/debian13}
 stamp_name=.ffem-debian13-complete
 # Bump when the build recipe below changes: an older root is rebuilt.
@@ -74,13 +68,18 @@ debian_mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
+copy_in() {   # copy_in ROOT FILE: FILE to the same path in ROOT, replaced whole (runs may read it)
+  local dest="$1$2"
+  mkdir -p "$(dirname "$dest")"
+  cp "$2" "$dest.tmp.$$" && chmod 644 "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
+}
+
 copy_host_settings() {
-  local r=$1
-  install -D -m 644 /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/ca-certificates.crt"
-  for f in /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
-    if [ -f "$f" ]; then install -D -m 644 "$f" "$r$f"; fi
+  local r=$1 f
+  for f in /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf \
+           /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
+    if [ -f "$f" ]; then copy_in "$r" "$f"; fi
   done
-  cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
 }
 
 build_root() {
@@ -110,42 +109,60 @@ root_complete() {
   [ -f "$root_dir/$stamp_name" ] && [ "$(cat "$root_dir/$stamp_name")" = "recipe $ROOT_RECIPE" ]
 }
 
-mkdir -p "$(dirname "$root_dir")"
-exec 9>"$root_dir.lock"
-flock 9
-root_complete || build_root "$root_dir"
-# Refresh settings that may have changed on the host since the build.
-copy_host_settings "$root_dir"
-# Runs hold the lock shared: a rebuild (exclusive) waits for them and they wait for it.
-flock -s 9
+main() {
+  if [ $# -eq 0 ]; then
+    echo "usage: scripts/debian13_root.sh CMD...   (e.g. make test STACK=1.21)" >&2
+    exit 2
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: scripts/debian13_root.sh needs root (debootstrap, mount, chroot)." >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$root_dir")"
+  exec 9>"$root_dir.lock"
+  flock -s 9
+  if ! root_complete; then
+    flock -u 9
+    flock 9
+    root_complete || build_root "$root_dir"
+    flock -s 9
+  fi
+  # Refresh settings that may have changed on the host since the build.
+  copy_host_settings "$root_dir"
 
-py_root=$(pyenv_root)
-py311=$(ls -d "$py_root"/versions/3.11.* 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "$py311" ]; then
-  echo "debian13_root: warning: no $py_root/versions/3.11.*; the 1.21 stack needs a Python 3.11" \
-       "(pyenv install 3.11)" >&2
+  local py_root py311 git_dir d binds
+  py_root=$(pyenv_root)
+  py311=$(ls -d "$py_root"/versions/3.11.* 2>/dev/null | sort -V | tail -1 || true)
+  if [ -z "$py311" ]; then
+    echo "debian13_root: warning: no $py_root/versions/3.11.*; the 1.21 stack needs a Python 3.11" \
+         "(pyenv install 3.11)" >&2
+  fi
+
+  binds=("$checkout")
+  # A git worktree's repository lives outside the checkout: mount it too, for git commands in tests.
+  git_dir=$(git -C "$checkout" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+  case "$git_dir" in "" | "$checkout"/*) ;; *) binds+=("$git_dir") ;; esac
+  if [ -n "$py311" ]; then binds+=("$py311"); fi
+  while read -r d; do if [ -n "$d" ]; then binds+=("$d"); fi; done < <(pip_local_dirs)
+
+  export PYENV_ROOT_IN=$py_root
+  exec unshare --mount --propagation private bash -c '
+    set -euo pipefail
+    r=$1 checkout=$2 nbinds=$3; shift 3
+    binds=("${@:1:$nbinds}"); shift "$nbinds"
+    mount -t proc proc "$r/proc"
+    mount --rbind /dev "$r/dev"
+    mount --rbind /sys "$r/sys"
+    for b in "${binds[@]}"; do
+      mkdir -p "$r$b"
+      mount --bind "$b" "$r$b"
+    done
+    # A private mount namespace: everything above is unmounted when its last process exits.
+    exec chroot "$r" /usr/bin/env PYENV_ROOT="$PYENV_ROOT_IN" bash -c "cd \"\$0\" && exec \"\$@\"" \
+      "$checkout" "$@"
+  ' _ "$root_dir" "$checkout" "${#binds[@]}" "${binds[@]}" "$@"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
 fi
-
-binds=("$checkout")
-# A git worktree's repository lives outside the checkout: mount it too, for the git commands in tests.
-git_dir=$(git -C "$checkout" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
-case "$git_dir" in "" | "$checkout"/*) ;; *) binds+=("$git_dir") ;; esac
-[ -n "$py311" ] && binds+=("$py311")
-while read -r d; do [ -n "$d" ] && binds+=("$d"); done < <(pip_local_dirs)
-
-export PYENV_ROOT_IN=$py_root
-exec unshare --mount --propagation private bash -c '
-  set -euo pipefail
-  r=$1 checkout=$2 nbinds=$3; shift 3
-  binds=("${@:1:$nbinds}"); shift "$nbinds"
-  mount -t proc proc "$r/proc"
-  mount --rbind /dev "$r/dev"
-  mount --rbind /sys "$r/sys"
-  for b in "${binds[@]}"; do
-    mkdir -p "$r$b"
-    mount --bind "$b" "$r$b"
-  done
-  # A private mount namespace: everything above is unmounted when its last process exits.
-  cd "$checkout"
-  exec chroot "$r" /usr/bin/env PYENV_ROOT="$PYENV_ROOT_IN" bash -c "cd \"\$0\" && exec \"\$@\"" "$checkout" "$@"
-' _ "$root_dir" "$checkout" "${#binds[@]}" "${binds[@]}" "$@"

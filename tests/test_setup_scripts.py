@@ -228,3 +228,44 @@ def test_dockerfile_and_bootstrap_use_each_stacks_constraints_and_python():
     venvs = {m[0]: (STACKS[m[0]][0], m[1], m[2]) for m in
              re.findall(r"(\d+\.\d+)\) want=(\S+); constraints=(\S+);", bootstrap)}
     assert venvs == STACKS
+
+
+def debian13_root(tmp_path, script, env=None):
+    """Runs bash `script` after sourcing scripts/debian13_root.sh (which then only defines functions)."""
+    return subprocess.run([shutil.which("bash"), "-c", f"source {SCRIPTS}/debian13_root.sh; {script}"],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **(env or {})})
+
+
+def test_debian13_root_mounts_the_local_directories_the_pip_settings_name(tmp_path):
+    for folder in ("wheels", "more", "mirror/simple"):
+        (tmp_path / folder).mkdir(parents=True)
+    conf = tmp_path / ".config" / "pip" / "pip.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f"[global]\nfind-links = {tmp_path}/wheels\ncert = {tmp_path}/wheels/ca.pem\n"
+                    f"extra-index-url = file://{tmp_path}/mirror/simple https://pypi.invalid/simple "
+                    f"file://{tmp_path}/gone/simple\n")
+    result = debian13_root(tmp_path, "pip_local_dirs", {"PIP_FIND_LINKS": f"{tmp_path}/more"})
+    assert result.returncode == 0, result.stderr
+    ours = [line for line in result.stdout.split() if line.startswith(str(tmp_path))]
+    # A file:// index's parent (where its files are), find-links as named; not the missing one.
+    assert ours == [str(tmp_path / "mirror"), str(tmp_path / "more"), str(tmp_path / "wheels")]
+
+
+def test_debian13_root_is_rebuilt_unless_its_stamp_names_the_current_recipe(tmp_path):
+    root = tmp_path / "debian13"
+    env = {"FFEM_DEBIAN13_ROOT": str(root)}
+    check = "root_complete && echo complete || echo incomplete"
+    root.mkdir()
+    assert debian13_root(tmp_path, check, env).stdout == "incomplete\n"      # a build cut short
+    (root / ".ffem-debian13-complete").write_text("recipe 0\n")
+    assert debian13_root(tmp_path, check, env).stdout == "incomplete\n"      # an older recipe
+    recipe = debian13_root(tmp_path, 'echo "recipe $ROOT_RECIPE"', env).stdout
+    (root / ".ffem-debian13-complete").write_text(recipe)
+    assert debian13_root(tmp_path, check, env).stdout == "complete\n"
+
+
+def test_debian13_root_without_a_command_prints_its_usage(tmp_path):
+    result = subprocess.run([shutil.which("bash"), os.path.join(SCRIPTS, "debian13_root.sh")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "usage: scripts/debian13_root.sh CMD..." in result.stderr
