@@ -7,9 +7,11 @@
 #
 # The root is built once (as root, with Debian's debootstrap, installed here when missing) in
 # ${FFEM_DEBIAN13_ROOT:-$HOME/.cache/ffem-tfx/debian13}, outside the checkout, and rebuilt when
-# missing or incomplete: a stamp file is written last, so an interrupted build is redone. It holds
-# gcc, g++, make, git and python3-dev (pyfarmhash and rouge-score build from source), the host's CA
-# bundle and pip settings (else pip's TLS checks or the host's package mirrors fail inside).
+# missing, incomplete or built by an older recipe: a stamp file naming the recipe is written last, so an
+# interrupted build is redone. It holds gcc, g++, make, git and python3-dev (pyfarmhash and rouge-score
+# build from source), Node.js and npm (the face-api parity tests run the package's own JavaScript), the
+# host's CA bundle, pip settings and machine-wide npm settings (else TLS checks or the host's package
+# mirrors fail inside).
 #
 # Each run gets a private mount namespace (unshare), so its mounts (proc, dev, sys, the host's pyenv
 # Python 3.11 and this checkout, both at their own paths, the repository of a git worktree, and the
@@ -28,8 +30,8 @@ checkout=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 root_dir=${FFEM_DEBIAN13_ROOT:-$HOME/.cache/ffem-tfx/debian13}
 stamp_name=.ffem-debian13-complete
 # Bump when the build recipe below changes: an older root is rebuilt.
-ROOT_RECIPE=1
-PACKAGES="ca-certificates gcc g++ make git python3-dev"
+ROOT_RECIPE=2
+PACKAGES="ca-certificates gcc g++ make git python3-dev nodejs npm"
 
 pyenv_root() {
   if command -v pyenv >/dev/null 2>&1; then pyenv root; else echo "${PYENV_ROOT:-$HOME/.pyenv}"; fi
@@ -76,7 +78,8 @@ copy_in() {   # copy_in ROOT FILE: FILE to the same path in ROOT, replaced whole
 
 copy_host_settings() {
   local r=$1 f
-  for f in /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf \
+  # npm: the machine-wide settings only (a user's ~/.npmrc may hold registry tokens).
+  for f in /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf /etc/npmrc /usr/etc/npmrc \
            /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
     if [ -f "$f" ]; then copy_in "$r" "$f"; fi
   done
@@ -88,6 +91,11 @@ build_root() {
   echo "debian13_root: building a Debian 13 root in $r from $mirror (a few minutes, once)" >&2
   if ! command -v debootstrap >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+  fi
+  # Never delete through a mount (a bind-mounted checkout): refuse while anything is mounted below.
+  if awk -v r="$r/" 'index($5, r) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+    echo "error: something is mounted under $r (see /proc/self/mountinfo); unmount it first." >&2
+    exit 1
   fi
   rm -rf "$r"
   mkdir -p "$r"
