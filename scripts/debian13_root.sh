@@ -44,7 +44,9 @@ pip_local_dirs() {
   local key val p v
   {
     for f in /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
-      [ -f "$f" ] && sed -n 's/^[[:space:]]*\([a-z-]*\)[[:space:]]*=[[:space:]]*\(.*\)/\1 \2/p' "$f"
+      if [ -f "$f" ]; then
+        sed -n 's/^[[:space:]]*\([a-z-]*\)[[:space:]]*=[[:space:]]*\(.*\)/\1 \2/p' "$f"
+      fi
     done
     for v in PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
       if [ -n "${!v:-}" ]; then echo "$v ${!v}"; fi
