@@ -66,6 +66,14 @@ case "$stack" in
     else
       {
         echo "error: no Python for either pinned stack was found."
+        for newer in python3.13 python3.12 python3; do
+          case "$(command -v "$newer" >/dev/null 2>&1 && python_minor "$newer")" in
+            3.12|3.13)
+              echo "  ($newer is Python $(python_minor "$newer"): not supported; TFX 1.21's kfp extra is not"
+              echo "  offered there and the suite is verified on Python 3.11 only.)"
+              break ;;
+          esac
+        done
         if glibc_ok; then
           echo "  Install Python 3.11 for the TFX 1.21 stack (e.g. \`pyenv install 3.11\`, or your distribution's python3.11),"
         else

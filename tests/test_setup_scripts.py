@@ -118,6 +118,12 @@ def test_stack_refusals_say_why(tmp_path):
         newer = run("stack.sh", tmp_path, {"PYTHON": py}, glibc="2.41")
         assert newer.returncode == 1 and f"Python 3.{minor}: not supported" in newer.stderr
         assert "kfp" in newer.stderr
+    # Only a 3.12 on PATH (Ubuntu 24.04): what to install, and why the 3.12 does not do.
+    fake_python(tmp_path / "fakebin" / "python3.12", 12)
+    only_312 = run("stack.sh", tmp_path, {}, glibc="2.41")
+    os.unlink(tmp_path / "fakebin" / "python3.12")
+    assert only_312.returncode == 1 and "pyenv install 3.11" in only_312.stderr
+    assert "python3.12 is Python 3.12: not supported" in only_312.stderr
     missing = run("stack.sh", tmp_path, {"STACK": "1.21"}, glibc="2.41")
     assert missing.returncode == 1 and "no Python 3.11 found" in missing.stderr
 
