@@ -219,7 +219,8 @@ def test_each_constraints_file_satisfies_setup_py_on_its_python(monkeypatch):
 
 def test_dockerfile_and_bootstrap_use_each_stacks_constraints_and_python():
     """The image builds on tensorflow/tfx:1.21.0 by default, 1.16.0 by build argument, each with its
-    stack's constraints file and Python; scripts/bootstrap.sh maps the stacks the same way."""
+    stack's constraints file and Python; scripts/bootstrap.sh maps the stacks the same way, and the
+    Makefile uses the venv bootstrap.sh fills."""
     import re
 
     with open(os.path.join(REPO_ROOT, "Dockerfile")) as f:
@@ -231,9 +232,13 @@ def test_dockerfile_and_bootstrap_use_each_stacks_constraints_and_python():
     assert image == {tfx: (tfx, python, constraints) for tfx, python, constraints in STACKS.values()}
     with open(os.path.join(SCRIPTS, "bootstrap.sh")) as f:
         bootstrap = f.read()
-    venvs = {m[0]: (STACKS[m[0]][0], m[1], m[2]) for m in
-             re.findall(r"(\d+\.\d+)\) want=(\S+); constraints=(\S+);", bootstrap)}
-    assert venvs == STACKS
+    mapped = re.findall(r"(\d+\.\d+)\) want=(\S+); constraints=(\S+); +default_venv=(\S+) ;;", bootstrap)
+    assert {stack: (STACKS[stack][0], want, constraints) for stack, want, constraints, _ in mapped} == STACKS
+    # The Makefile runs the tools from the venv bootstrap.sh fills for the same STACK.
+    for stack, _, _, venv in mapped:
+        make = subprocess.run(["make", "-n", "-s", "lint", f"STACK={stack}"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert f"\n{venv}/bin/ruff check .\n" in "\n" + make.stdout, make.stdout
 
 
 def debian13_root(tmp_path, script, env=None):
