@@ -29,3 +29,15 @@ def test_break_even_list_size_solves_the_end_to_end_inequality():
     # At n, startup + n / steady equals n / (1.6 loop): the CLI reaches 1.6x end to end.
     assert abs((startup + n / steady) - n / (ingest_bench.TARGET_FACTOR * loop)) < 1e-9
     assert ingest_bench.break_even(startup, 3000.0, loop) is None   # 1.5x steady: never
+
+
+def test_the_machine_line_names_the_stack_the_numbers_were_measured_on():
+    """benchmarks/results.md records which pinned stack ran (README "Stacks"): the TFX and TF
+    versions the packages themselves report."""
+    import tensorflow as tf
+    from tfx import version as tfx_version
+
+    from benchmarks import run
+
+    line = run.machine()
+    assert line.endswith(f", TFX {tfx_version.__version__}, TF {tf.__version__}"), line
