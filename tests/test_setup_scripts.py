@@ -280,3 +280,48 @@ def test_debian13_root_without_a_command_prints_its_usage(tmp_path):
     result = subprocess.run([shutil.which("bash"), os.path.join(SCRIPTS, "debian13_root.sh")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "usage: scripts/debian13_root.sh CMD..." in result.stderr
+
+
+def ci_run(tmp_path, glibc, make_status=0):
+    """.ci/run in a copy of the checkout's scripts, with stand-ins for `make` and the Debian 13 root
+    that record their arguments: the calls in order, and the exit status."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".ci").mkdir(parents=True)
+    (checkout / "scripts").mkdir()
+    shutil.copy(os.path.join(REPO_ROOT, ".ci", "run"), checkout / ".ci" / "run")
+    for script in ("stack.sh", "find_python.sh"):
+        shutil.copy(os.path.join(SCRIPTS, script), checkout / "scripts" / script)
+    log = tmp_path / "calls"
+    root = checkout / "scripts" / "debian13_root.sh"
+    root.write_text(f'#!/bin/sh\necho "root $*" >> {log}\n')
+    bin_dir = fake_glibc(tmp_path, glibc)
+    for tool in ("date", "env"):
+        if not os.path.exists(os.path.join(bin_dir, tool)):
+            os.symlink(shutil.which(tool), os.path.join(bin_dir, tool))
+    make = tmp_path / "fakebin" / "make"
+    make.write_text(f'#!/bin/sh\necho "make $*" >> {log}\nexit {make_status}\n')
+    for stub in (root, make):
+        stub.chmod(0o755)
+    result = subprocess.run([shutil.which("bash"), str(checkout / ".ci" / "run")], capture_output=True,
+                            text=True, timeout=60,
+                            env={"PATH": bin_dir, "HOME": str(tmp_path),
+                                 "PYENV_ROOT": pyenv_with(tmp_path, 10, 11)})
+    return (log.read_text().splitlines() if log.exists() else []), result
+
+
+def test_ci_runs_the_suite_on_this_machines_stack_then_on_the_other_in_the_root_where_needed(tmp_path):
+    calls, result = ci_run(tmp_path, "2.36")      # Debian 12: 1.16 here, 1.21 in the Debian 13 root
+    assert result.returncode == 0, result.stderr
+    assert calls == ["make test STACK=1.16", "root make test STACK=1.21"]
+
+
+def test_ci_runs_the_other_stack_directly_where_this_machine_can(tmp_path):
+    calls, result = ci_run(tmp_path, "2.41")      # Debian 13: 1.21 here, 1.16 beside it
+    assert result.returncode == 0, result.stderr
+    assert calls == ["make test STACK=1.21", "make test STACK=1.16"]
+
+
+def test_ci_runs_both_suites_and_fails_when_one_fails(tmp_path):
+    calls, result = ci_run(tmp_path, "2.36", make_status=1)
+    assert calls == ["make test STACK=1.16", "root make test STACK=1.21"]
+    assert result.returncode == 1 and "TFX 1.16 stack exit 1, TFX 1.21 stack exit 0" in result.stderr
