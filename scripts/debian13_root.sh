@@ -80,8 +80,10 @@ copy_in() {   # copy_in ROOT FILE: FILE to the same path in ROOT, replaced whole
 
 copy_host_settings() {
   local r=$1 f
-  # npm: the machine-wide settings only (a user's ~/.npmrc may hold registry tokens).
-  for f in /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf /etc/npmrc /usr/etc/npmrc \
+  # npm: the machine-wide settings only (a user's ~/.npmrc may hold registry tokens). /etc/hosts:
+  # the machine's own name, which Beam's runner advertises its control service under (the worker
+  # pool's workers in tests/test_worker_package.py connect to it).
+  for f in /etc/ssl/certs/ca-certificates.crt /etc/resolv.conf /etc/hosts /etc/npmrc /usr/etc/npmrc \
            /etc/pip.conf "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
     if [ -f "$f" ]; then copy_in "$r" "$f"; fi
   done

@@ -325,3 +325,15 @@ def test_ci_runs_both_suites_and_fails_when_one_fails(tmp_path):
     calls, result = ci_run(tmp_path, "2.36", make_status=1)
     assert calls == ["make test STACK=1.16", "root make test STACK=1.21"]
     assert result.returncode == 1 and "TFX 1.16 stack exit 1, TFX 1.21 stack exit 0" in result.stderr
+
+
+def test_debian13_root_gets_the_machines_hosts_file_and_ca_bundle(tmp_path):
+    """The root resolves the machine's own name (Beam's runner advertises its control service
+    under it) and trusts the same CAs: both files are copied in on every run."""
+    root = tmp_path / "root"
+    result = debian13_root(tmp_path, f"copy_host_settings {root}")
+    assert result.returncode == 0, result.stderr
+    for f in ("/etc/hosts", "/etc/ssl/certs/ca-certificates.crt"):
+        if os.path.exists(f):
+            with open(f, "rb") as host, open(f"{root}{f}", "rb") as inside:
+                assert inside.read() == host.read(), f
