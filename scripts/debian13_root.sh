@@ -14,7 +14,7 @@
 # mirrors fail inside).
 #
 # Each run gets a private mount namespace (unshare), so its mounts (proc, dev, sys, the host's pyenv
-# Pythons 3.11 and 3.10 and this checkout, both at their own paths, the repository of a git worktree, and the
+# Pythons 3.11 and 3.10, /tmp and this checkout, at their own paths, the repository of a git worktree, and the
 # local directories the pip settings point to) vanish with it, even when it is killed, and concurrent
 # runs cannot unmount each other's. Concurrency: runs hold a lock on the root shared, for as long as
 # CMD runs; a build or rebuild takes it exclusively (waiting for running commands), so runs wait for
@@ -150,7 +150,9 @@ main() {
          "(pyenv install 3.11)" >&2
   fi
 
-  binds=("$checkout")
+  # The host's /tmp as the root's: test runs leave their temporary directories where the host's
+  # own cleanup (and pytest's, which keeps the last three) reaches them, not in the cached root.
+  binds=("$checkout" /tmp)
   # A git worktree's repository lives outside the checkout: mount it too, for git commands in tests.
   git_dir=$(git -C "$checkout" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
   case "$git_dir" in "" | "$checkout"/*) ;; *) binds+=("$git_dir") ;; esac
