@@ -14,8 +14,8 @@
 # mirrors fail inside).
 #
 # Each run gets a private mount namespace (unshare), so its mounts (proc, dev, sys, the host's pyenv
-# Pythons 3.11 and 3.10, /tmp and this checkout, at their own paths, the repository of a git worktree, and the
-# local directories the pip settings point to) vanish with it, even when it is killed, and concurrent
+# Pythons 3.11 and 3.10, /tmp and this checkout, at their own paths, the repository of a git
+# worktree, and the local directories the pip settings point to) vanish with it, even when it is killed, and concurrent
 # runs cannot unmount each other's. Concurrency: runs hold a lock on the root shared, for as long as
 # CMD runs; a build or rebuild takes it exclusively (waiting for running commands), so runs wait for
 # a build and never see a half-built root. Environment: the caller's, plus PYENV_ROOT so that
