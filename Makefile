@@ -1,9 +1,15 @@
 # The two commands of the README:  make demo  (the whole pipeline on the sample data)  and  make test.
-# Both create or reuse .venv (Python 3.10: found automatically, or PYTHON=/path/to/python3.10).
+# Both create or reuse the venv of one pinned stack (scripts/stack.sh picks it; docs/stacks.md):
+#   STACK=1.16  TFX 1.16 on Python 3.10, .venv
+#   STACK=1.21  TFX 1.21 on Python 3.11, .venv-1.21 (glibc >= 2.38, else scripts/debian13_root.sh)
+# PYTHON=/path/to/python3.X names the interpreter; VENV=path overrides the venv's path.
 SHELL := /bin/bash
-VENV := .venv
+ifeq ($(origin STACK),undefined)
+STACK := $(shell scripts/stack.sh 2>/dev/null)
+endif
+VENV := $(if $(filter 1.21,$(STACK)),.venv-1.21,.venv)
 PY := $(VENV)/bin/python
-export PYTHON
+export PYTHON STACK VENV
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 

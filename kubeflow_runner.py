@@ -7,12 +7,12 @@
                     --temp_location=gs://my-bucket/tmp --experiments=use_runner_v2
 
 Writes the pipeline spec (JSON); with --submit it also starts a run, on a KFP endpoint (--endpoint)
-or on Vertex AI Pipelines (--vertex-project, --region), and prints the run's link. The image is built
-from the repository's Dockerfile (tensorflow/tfx:1.16.0 + this package's library layers). It is also
-the Beam SDK worker container: with a runner whose workers are not local processes (Dataflow, a
-portable runner's Docker workers), every step's Beam args get --sdk_container_image=IMAGE (or
---environment_config=IMAGE), unless they name their own --sdk_container_image, --setup_file or
---extra_package (pipeline/beam_options.py worker_code_args).
+or on Vertex AI Pipelines (--vertex-project, --region), and prints the run's link. The image is
+built from the repository's Dockerfile (tensorflow/tfx:1.21.0, or 1.16.0, + this package's library
+layers). It is also the Beam SDK worker container: with a runner whose workers are not local
+processes (Dataflow, a portable runner's Docker workers), every step's Beam args get
+--sdk_container_image=IMAGE (or --environment_config=IMAGE), unless they name their own
+--sdk_container_image, --setup_file or --extra_package (pipeline/beam_options.py worker_code_args).
 
 Resources: --trainer-{gpus,cpus,memory-gb}, --evaluator-{gpus,cpus,memory-gb} (the evaluator embeds
 the eval split) and --resources STEP=cpu=N,memory=GB,gpus=N for any other step. --trainer-workers N

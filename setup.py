@@ -1,8 +1,10 @@
 """FFEM-TFX: a TFX pipeline that trains, evaluates and ships face-embedding models.
 
-The packages declared here are what Beam workers and the Kubeflow image install. Versions are pinned by
-`constraints.txt` (install with `pip install -c constraints.txt -e '.[dev,kfp,viewer]'`, as the Makefile
-does).
+The packages declared here are what Beam workers and the Kubeflow image install. Two stacks, chosen by
+the interpreter (environment markers): TFX 1.16 on Python 3.10, pinned by `constraints.txt`, and TFX
+1.21 on Python 3.11, pinned by `constraints-1.21.txt` (install with
+`pip install -c constraints-1.21.txt -e '.[dev,kfp,viewer]'`, as scripts/bootstrap.sh does). Python 3.12+ is
+refused: TFX 1.21's kfp extra is not offered there and the suite is verified on 3.11 only.
 
 Beam workers that are not local processes import the project's code from this package: Dataflow
 workers from the pipeline image (which installs it), or from the package Beam builds with
@@ -21,12 +23,15 @@ LIBRARY = ["core", "system", "models", "components", "pipeline", "schema"]
 # of the container image, which runs component executors only.
 ENTRY_PACKAGES = ["tools", "benchmarks"]
 ENTRY_MODULES = ["local_runner", "kubeflow_runner"]
+# The two pinned stacks (docs/stacks.md), told apart by the interpreter.
+TFX_116, PY310 = "1.16.0", "python_version < '3.11'"
+TFX_121, PY311 = "1.21.0", "python_version >= '3.11'"
 
 setup(
     name="ffem-tfx",
     version="0.1.0",
     description="Face-embedding training pipeline (ArcFace, GroupFace, Center loss) on TFX",
-    python_requires=">=3.10,<3.11",
+    python_requires=">=3.10,<3.12",
     packages=find_packages(include=[name for package in LIBRARY + ENTRY_PACKAGES
                                     for name in (package, package + ".*")]),
     py_modules=[m for m in ENTRY_MODULES if os.path.exists(os.path.join(HERE, m + ".py"))],
@@ -34,28 +39,31 @@ setup(
     # licence.
     package_data={"schema": ["*.pbtxt"], "models": ["pretrained/*.txt"]},
     install_requires=[
-        "tfx==1.16.0",
+        f"tfx=={TFX_116}; {PY310}",
+        f"tfx=={TFX_121}; {PY311}",
         "tensorflow>=2.16,<2.22",
         "tf-keras>=2.16",
         "tensorflow-transform>=1.16",
         "tensorflow-data-validation>=1.16",
         "tfx-bsl>=1.16",
         "apache-beam[gcp]>=2.50",
-        # tfx-bsl 1.16 imports dill, which recent Beam releases no longer install.
+        # tfx-bsl imports dill, which recent Beam releases no longer install.
         "dill",
-        "numpy>=1.23,<2",
+        f"numpy>=1.23,<2; {PY310}",
+        f"numpy>=1.23,<3; {PY311}",
         "scipy",          # sparse pair counts of the 1:1 bootstrap (core/intervals.py)
         "pillow>=10",
         "tqdm",
         "matplotlib",
     ],
     extras_require={
-        "kfp": ["tfx[kfp]==1.16.0", "kfp>=2.5,<3"],
+        "kfp": [f"tfx[kfp]=={TFX_116}; {PY310}", f"tfx[kfp]=={TFX_121}; {PY311}", "kfp>=2.5,<3"],
         # model-card-toolkit 2.0.0 is not listed: its pins (TFMA < 0.42, absl < 1.1) cannot be
         # resolved beside TFX 1.16. tests/test_model_card.py fetches that pinned wheel without its
         # dependencies and validates model_card.json against the schema file inside it.
         "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
-        # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers.
-        "viewer": ["tensorboard-plugin-fairness-indicators"],
+        # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers. The
+        # plugin's 0.0.x releases import TFMA modules that TFMA 0.52 no longer has.
+        "viewer": ["tensorboard-plugin-fairness-indicators>=0.47"],
     },
 )

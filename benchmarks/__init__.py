@@ -1,4 +1,5 @@
 """benchmarks."""
-from core import legacy_keras
+from core import legacy_keras, stored_import_errors
 
 legacy_keras.enable()
+stored_import_errors.release_at_exit()

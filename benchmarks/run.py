@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import os
 import platform
 import sys
@@ -69,8 +70,11 @@ def machine() -> str:
         memory = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration):
         pass
+    # The pinned stack (docs/stacks.md) the numbers were measured on.
+    stack = ", ".join(f"{label} {importlib.metadata.version(package)}" for label, package in
+                      (("TFX", "tfx"), ("TF", "tensorflow")))
     return (f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
+            f"{platform.release()}, Python {platform.python_version()}, {stack}")
 
 
 def serving_table(rows) -> str:

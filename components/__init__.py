@@ -1,7 +1,8 @@
 """Custom TFX components of FFEM-TFX."""
-from core import legacy_keras
+from core import legacy_keras, stored_import_errors
 
 legacy_keras.enable()
+stored_import_errors.release_at_exit()
 
 
 def __getattr__(name):

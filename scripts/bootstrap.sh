@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Creates or reuses .venv (Python 3.10) and installs the project pinned by constraints.txt.
-# Skips the install when nothing it depends on (constraints, setup.py, the interpreter) changed.
+# Creates or reuses the venv of one pinned stack and installs the project into it:
+#   1.16: TFX 1.16 on Python 3.10, constraints.txt,      .venv
+#   1.21: TFX 1.21 on Python 3.11, constraints-1.21.txt, .venv-1.21
+# The stack comes from scripts/stack.sh ($STACK, $PYTHON or what this machine has); $VENV overrides
+# the venv's path. Skips the install when nothing it depends on (the constraints, setup.py, the
+# interpreter) changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=.venv
 PIP_VERSION=26.3
-python=$(scripts/find_python.sh)
+STACK=$(scripts/stack.sh)
+case "$STACK" in
+  1.16) want=3.10; constraints=constraints.txt;      default_venv=.venv ;;
+  1.21) want=3.11; constraints=constraints-1.21.txt; default_venv=.venv-1.21 ;;
+esac
+VENV=${VENV:-$default_venv}
+python=$(scripts/find_python.sh "$want")
 
-fingerprint=$( { cat constraints.txt setup.py; "$python" -c 'import sys; print(sys.version)';
+fingerprint=$( { cat "$constraints" setup.py; "$python" -c 'import sys; print(sys.version)';
                  echo "pip $PIP_VERSION"; } | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.ffem-install-fingerprint"
 
@@ -16,18 +25,19 @@ if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$finge
   exit 0
 fi
 
-if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))'; then
-  echo "bootstrap: $VENV is not Python 3.10; recreating it" >&2
+if [ -x "$VENV/bin/python" ] && \
+   ! "$VENV/bin/python" -c "import sys; sys.exit(sys.version_info[:2] != (3, ${want#3.}))"; then
+  echo "bootstrap: $VENV is not Python $want; recreating it" >&2
   rm -rf "$VENV"
 fi
 if [ ! -x "$VENV/bin/python" ]; then
-  echo "bootstrap: creating $VENV with $python" >&2
+  echo "bootstrap: creating $VENV (TFX $STACK stack) with $python" >&2
   "$python" -m venv "$VENV"
 fi
-echo "bootstrap: installing the pinned stack into $VENV (a few minutes the first time)" >&2
+echo "bootstrap: installing the TFX $STACK stack into $VENV (a few minutes the first time)" >&2
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "pip==$PIP_VERSION"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -c constraints.txt -e '.[dev,kfp,viewer]'
+  -c "$constraints" -e '.[dev,kfp,viewer]'
 "$VENV/bin/python" -m pip check >&2 || echo "bootstrap: warning: pip check reports conflicts (above)" >&2
 echo "$fingerprint" > "$stamp"
 echo "bootstrap: done" >&2

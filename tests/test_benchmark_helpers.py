@@ -44,3 +44,15 @@ def test_a_partial_run_replaces_only_its_own_sections():
     appended = replace_sections("# Benchmarks\n\n## Ingest\n\n| ingest |\n", new, "Measured today.")
     assert appended == ("# Benchmarks\n\n## Ingest\n\n| ingest |\n\n## Recall evaluation\n\n"
                         "Measured today.\n\n| new |\n\nTarget: t. Met.\n")
+
+
+def test_the_machine_line_names_the_stack_the_numbers_were_measured_on():
+    """benchmarks/results.md records which pinned stack ran (docs/stacks.md): the TFX and TF
+    versions the packages themselves report."""
+    import tensorflow as tf
+    from tfx import version as tfx_version
+
+    from benchmarks import run
+
+    line = run.machine()
+    assert line.endswith(f", TFX {tfx_version.__version__}, TF {tf.__version__}"), line

@@ -235,42 +235,67 @@ def dockerfile_lines():
             not line.lstrip().startswith("#")]
 
 
+def dockerfile_build_args():
+    """The Dockerfile's build arguments for each stack: {TFX version: {arg: value}}, the defaults
+    (ARG lines) for the default stack and the `--build-arg` line its header gives for the other."""
+    with open(os.path.join(REPO_ROOT, "Dockerfile")) as f:
+        text = f.read()
+    defaults = dict(re.findall(r"^ARG (TFX_VERSION|BEAM_PYTHON|BEAM_VERSION)=(\S+)$", text, re.M))
+    [other] = re.findall(r"^#\s+(--build-arg .*)$", text, re.M)
+    other = dict(re.findall(r"--build-arg (\w+)=(\S+)", other))
+    return {args["TFX_VERSION"]: args for args in (defaults, other)}
+
+
+STACK_CONSTRAINTS = {"1.21.0": ("constraints-1.21.txt", "3.11"), "1.16.0": ("constraints.txt", "3.10")}
+
+
 def test_the_image_is_a_beam_sdk_worker_container_of_the_pinned_beam_and_python():
-    """No Docker engine here: the build itself cannot run. What can be checked: the worker boot
-    program comes from Beam's SDK image of the version constraints.txt pins and of the project's
-    Python, it is the image's entrypoint, and every pipeline step starts with its own command."""
-    with open(os.path.join(REPO_ROOT, "constraints.txt")) as f:
-        [pin] = re.findall(r"^apache-beam(?:\[[^\]]*\])?==(\S+)$", f.read(), re.M)
+    """No Docker engine here: the build itself cannot run. What can be checked: for both stacks
+    (the default build arguments and the documented 1.16 ones), the worker boot program comes from
+    Beam's SDK image of the version the stack's constraints pin and of the stack's Python, it is the
+    image's entrypoint, and every pipeline step starts with its own command."""
+    by_stack = dockerfile_build_args()
+    assert set(by_stack) == set(STACK_CONSTRAINTS)
+    for tfx, args in by_stack.items():
+        constraints, python = STACK_CONSTRAINTS[tfx]
+        with open(os.path.join(REPO_ROOT, constraints)) as f:
+            [pin] = re.findall(r"^apache-beam(?:\[[^\]]*\])?==(\S+)$", f.read(), re.M)
+        assert (args["BEAM_VERSION"], args["BEAM_PYTHON"]) == (pin, python), tfx
     lines = dockerfile_lines()
-    copies = [re.fullmatch(r"COPY --from=apache/beam_python(\d+\.\d+)_sdk:(\S+) "
-                           r"/opt/apache/beam /opt/apache/beam", line) for line in lines]
-    [(python, tag)] = [match.groups() for match in copies if match]
-    assert tag == pin
-    assert python == "%d.%d" % sys.version_info[:2] == "3.10"
+    assert "FROM apache/beam_python${BEAM_PYTHON}_sdk:${BEAM_VERSION} AS beam-sdk" in lines
     final_stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+    assert "COPY --from=beam-sdk /opt/apache/beam /opt/apache/beam" in final_stage
     [entrypoint] = [line for line in final_stage if line.startswith("ENTRYPOINT")]
     assert json.loads(entrypoint[len("ENTRYPOINT"):]) == ["/opt/apache/beam/boot"]
     # The harness runs in the image's environment (the package), not in a fresh venv per worker.
     assert "ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1" in final_stage
-    assert any(re.search(r"pip install .*-c constraints\.txt '\.\[kfp\]'", line)
+    assert any(re.search(r"pip install .*-c \"\$constraints\" '\.\[kfp\]'", line)
                for line in final_stage)
 
 
 def test_the_images_build_check_passes_on_the_pinned_beam_and_fails_on_another(tmp_path):
-    """The Dockerfile's RUN that compares the image's Beam with the pin, run here as the build
-    runs it (sh -c, in a directory holding constraints.txt), on this environment's Beam."""
+    """The Dockerfile's RUN that compares the image's Beam and Python with the stack's pin and the
+    build arguments, run here as the build runs it (sh -c, the build arguments in the environment,
+    in a directory holding both constraints files), on this environment's Beam and Python."""
     import apache_beam
 
     [check] = [line[len("RUN "):] for line in dockerfile_lines()
                if line.startswith("RUN ") and "apache_beam.__version__" in line]
-    for pin, ok in ((apache_beam.__version__, True), ("2.0.0", False)):
-        (tmp_path / "constraints.txt").write_text(f"absl-py==2.1.0\napache-beam=={pin}\n")
+    python = "%d.%d" % sys.version_info[:2]
+    here = apache_beam.__version__
+    for pin, build_args, ok in ((here, (python, here), True), ("2.0.0", (python, "2.0.0"), False),
+                                (here, (python, "2.0.0"), False), (here, ("3.9", here), False)):
+        for name in ("constraints.txt", "constraints-1.21.txt"):
+            (tmp_path / name).write_text(f"absl-py==2.1.0\napache-beam=={pin}\n")
         version_check = check.split(" && test -x")[0].replace("python -c", f"{sys.executable} -c", 1)
         result = subprocess.run(["sh", "-c", version_check], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=120,
+                                env={**os.environ, "BEAM_PYTHON": build_args[0],
+                                     "BEAM_VERSION": build_args[1]})
         assert (result.returncode == 0) == ok, result.stderr
         if not ok:
-            assert f"the worker boot is from Beam {pin} on 3.10" in result.stderr
+            assert (f"the worker boot is from Beam {build_args[1]} on {build_args[0]}"
+                    in result.stderr)
 
 
 def test_every_pipeline_step_starts_with_its_own_command_not_the_images_entrypoint(tmp_path):
