@@ -7,57 +7,33 @@
                     --temp_location=gs://my-bucket/tmp --experiments=use_runner_v2
 
 Writes the pipeline spec (JSON); with --submit it also starts a run, on a KFP endpoint (--endpoint)
-or on Vertex AI Pipelines (--vertex-project, --region), and prints the run's link. The image is
-built from the repository's Dockerfile (tensorflow/tfx:1.21.0, or 1.16.0, + this package's library
-layers). It is also the Beam SDK worker container: with a runner whose workers are not local
-processes (Dataflow, a portable runner's Docker workers), every step's Beam args get
---sdk_container_image=IMAGE (or --environment_config=IMAGE), unless they name their own
---sdk_container_image, --setup_file or --extra_package (pipeline/beam_options.py worker_code_args).
-
-Resources: --trainer-{gpus,cpus,memory-gb}, --evaluator-{gpus,cpus,memory-gb} (the evaluator embeds
-the eval split) and --resources STEP=cpu=N,memory=GB,gpus=N for any other step. --trainer-workers N
-(> 1, on Vertex AI) runs the Trainer as a custom job through TFX's Vertex Trainer extension: a chief
-and N-1 workers, each a --trainer-machine-type with --trainer-gpus GPUs, on the same image; Vertex
-sets TF_CONFIG, and the Trainer's `auto` distribution picks MultiWorkerMirroredStrategy.
-
-Caching: KFP decides cache hits before a container runs, from the list files' fingerprint only, so
-it cannot see replaced images. FaceExampleGen therefore always runs on Kubeflow (its output feeds
-every later step); pass --ingest-cache when images are never changed in place (new images arrive
-under new paths with new lists), to let KFP cache the whole pipeline.
-
-Settings use the local runner's syntax (pipeline/overrides.py): `--config FILE.json` of
-PipelineConfig overrides, `--training KEY=JSON ...`, `--gate KEY=JSON ...`; a flag wins over the
-file. --image, --pipeline-root, --data-root and --serving-dir may come from the file too
-("pipeline_root", "serving_model_dir", "ingest": {"data_root": ...}), the image only as a flag.
+or on Vertex AI Pipelines (--vertex-project, --region), and prints the run's link. Settings use the
+local runner's syntax (pipeline/overrides.py) over the production preset. The image, resources,
+multi-node training, caching and Dataflow workers: docs/kubeflow.md; the spec's helpers:
+pipeline/kubeflow.py.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from pipeline import configs, overrides
+from pipeline import configs, kubeflow, overrides
 
 DEFAULT_OUTPUT = "ffem_pipeline.json"
 CONTAINER_REPO_ROOT = "/pipeline"     # where the Dockerfile puts the repository
-INGEST_TASK = "FaceExampleGen"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", required=True, help="container image built from Dockerfile")
-    parser.add_argument("--pipeline-root", default=None,
-                        help="gs://... pipeline root (required, here or in --config)")
-    parser.add_argument("--data-root", default=None,
-                        help="gs://... holding the face lists (required, here or in --config)")
+    parser.add_argument("--pipeline-root", help="gs://... pipeline root (required, or in --config)")
+    parser.add_argument("--data-root", help="gs://... holding the face lists (required, or in --config)")
     parser.add_argument("--image-root", default=None, help="default: <data-root>/images")
-    parser.add_argument("--serving-dir", default=None,
-                        help="gs://... push destination (required, here or in --config)")
-    parser.add_argument("--pipeline-name", default=None,
-                        help=f"default: {configs.PIPELINE_NAME}")
+    parser.add_argument("--serving-dir", help="gs://... push destination (required, or in --config)")
+    parser.add_argument("--pipeline-name", help=f"default: {configs.PIPELINE_NAME}")
     resources = parser.add_argument_group(
         "resources (each step's container; the Trainer's per node with --trainer-workers)")
     resources.add_argument("--trainer-gpus", type=int, default=0, help="GPUs for the Trainer")
@@ -72,19 +48,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                            help="any other step's container, e.g. Transform=cpu=8,memory=32 "
                                 "TFLiteExporter=cpu=4,memory=16")
     vertex = parser.add_argument_group("Vertex AI (multi-node training, submission)")
-    vertex.add_argument("--trainer-workers", type=int, default=1,
-                        help="> 1: the Trainer runs as a Vertex AI custom job on this many nodes "
-                             "(a chief and N-1 workers, --trainer-gpus each); needs "
-                             "--vertex-project and --region")
+    vertex.add_argument("--trainer-workers", type=int, default=1, help="> 1: the Trainer as a Vertex "
+                        "AI custom job on N nodes (--trainer-gpus each; --vertex-project, --region)")
     vertex.add_argument("--trainer-machine-type", default="n1-standard-8")
     vertex.add_argument("--vertex-project", default=None, help="Google Cloud project")
     vertex.add_argument("--region", default=None, help="Vertex AI region, e.g. europe-west4")
     vertex.add_argument("--service-account", default=None,
                         help="service account the Vertex jobs run as")
     submit = parser.add_argument_group("submission (default: compile only)")
-    submit.add_argument("--submit", action="store_true",
-                        help="after compiling, start a run: on --endpoint (a KFP API), else on "
-                             "Vertex AI Pipelines in --vertex-project / --region")
+    submit.add_argument("--submit", action="store_true", help="after compiling, start a run: on "
+                        "--endpoint (a KFP API), else on Vertex AI Pipelines")
     submit.add_argument("--endpoint", default=None, help="KFP API endpoint, e.g. http://host:8888")
     submit.add_argument("--run-name", default=None)
     parser.add_argument("--ingest-cache", action="store_true",
@@ -132,7 +105,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     config.schema_path = os.path.join(CONTAINER_REPO_ROOT, "schema", "schema.pbtxt")
     # Beam workers that are not local processes (Dataflow) run in the pipeline's image too.
     config.beam_worker_image = args.image
-    config.resources = step_resources(args)
+    config.resources = kubeflow.step_resources(args)
     if args.trainer_workers > 1:
         if not (args.vertex_project and args.region):
             raise ValueError("--trainer-workers > 1 runs the Trainer as a Vertex AI custom job: "
@@ -144,56 +117,6 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
             accelerator_count=args.trainer_gpus, service_account=args.service_account)
         del config.resources["Trainer"]      # the custom job's machines, not the step's pod
     return config
-
-
-def resource_spec(cpus: float, memory_gb: float, gpus: int = 0, gpu_type: str = "NVIDIA_TESLA_T4"):
-    """A KFP container ResourceSpec (what `with_platform_config` takes)."""
-    from kfp.pipeline_spec import pipeline_spec_pb2
-
-    spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
-    resources = spec(cpu_limit=cpus, memory_limit=memory_gb)
-    if gpus:
-        resources.accelerator.CopyFrom(spec.AcceleratorConfig(type=gpu_type, count=gpus))
-    return resources
-
-
-def parse_resources(text: str, gpu_type: str):
-    """"STEP=cpu=8,memory=32,gpus=1" -> (STEP, ResourceSpec); an error names what is wrong."""
-    step, sep, values = text.partition("=")
-    fields = dict(item.partition("=")[::2] for item in values.split(",") if item)
-    known = {"cpu", "memory", "gpus"}
-    if not sep or not step or not fields or set(fields) - known or not all(fields.values()):
-        raise ValueError(f"--resources {text!r}: expected STEP=cpu=N,memory=GB,gpus=N (any of "
-                         f"{sorted(known)})")
-    try:
-        return step, resource_spec(float(fields.get("cpu", 0)), float(fields.get("memory", 0)),
-                                   int(fields.get("gpus", 0)), gpu_type)
-    except ValueError:
-        raise ValueError(f"--resources {text!r}: numbers expected") from None
-
-
-def step_resources(args: argparse.Namespace) -> Dict[str, Any]:
-    resources = {
-        "Trainer": resource_spec(args.trainer_cpus, args.trainer_memory_gb, args.trainer_gpus,
-                                 args.gpu_type),
-        "RecallEvaluator": resource_spec(args.evaluator_cpus, args.evaluator_memory_gb,
-                                         args.evaluator_gpus, args.gpu_type),
-    }
-    resources.update(parse_resources(text, args.gpu_type) for text in args.resources)
-    return resources
-
-
-def disable_task_cache(spec_path: str, task: str) -> None:
-    with open(spec_path) as f:
-        spec = json.load(f)
-    tasks = spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
-    matching = [name for name in tasks if name == task or name.startswith(task)]
-    if not matching:
-        raise KeyError(f"no task {task!r} in {spec_path}")
-    for name in matching:
-        tasks[name].setdefault("cachingOptions", {})["enableCache"] = False
-    with open(spec_path, "w") as f:
-        json.dump(spec, f, indent=2, sort_keys=True)
 
 
 def run(argv: Optional[List[str]] = None) -> str:
@@ -211,27 +134,13 @@ def run(argv: Optional[List[str]] = None) -> str:
         beam_args = beam_pipeline_args(config)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    from tfx import v1 as tfx
-
-    output_dir, output_file = os.path.split(os.path.abspath(args.output))
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=args.image),
-        output_dir=output_dir, output_filename=output_file)
-    runner.run(create_pipeline(config), write_out=True)
-    if not args.ingest_cache:
-        disable_task_cache(os.path.join(output_dir, output_file), INGEST_TASK)
-    spec_path = os.path.join(output_dir, output_file)
+    spec_path = kubeflow.compile_spec(create_pipeline(config), args.image, args.output,
+                                      cache_ingest=args.ingest_cache)
     print(f"Pipeline spec written to {spec_path}")
     print(f"Beam args of every step (with how workers get the code): {' '.join(beam_args)}")
     if args.submit:
-        from pipeline import submit
-
-        if args.endpoint:
-            link = submit.submit_to_kfp(spec_path, args.endpoint, run_name=args.run_name,
-                                        service_account=args.service_account)
-        else:
-            link = submit.submit_to_vertex(spec_path, args.vertex_project, args.region,
-                                           service_account=args.service_account)
+        link = kubeflow.submit(spec_path, args.endpoint, args.vertex_project, args.region,
+                               args.run_name, args.service_account)
         print(f"Run submitted: {link}")
     return spec_path
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import local_runner
-from pipeline import configs, sample_data
+from pipeline import configs, local_run, sample_data
 
 
 def test_beam_args_take_everything_after_them(tmp_path):
@@ -36,7 +36,7 @@ def test_runner_options_are_hidden_from_tfx_executors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", RecordingRunner)
     monkeypatch.setattr(sample_data, "ensure_sample_data", lambda config, seed, say: None)
-    monkeypatch.setattr(local_runner, "print_outcome", lambda config: None)
+    monkeypatch.setattr(local_run, "print_outcome", lambda config: None)
     argv = ["local_runner.py", "-v", "--pipeline-root", str(tmp_path / "root"), "--metadata",
             str(tmp_path / "m.sqlite"), "--beam-args", "--direct_num_workers=2"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -204,7 +204,7 @@ def record_beam_args(monkeypatch, tmp_path, beam_args):
 
     monkeypatch.setattr(tfx.orchestration, "LocalDagRunner", RecordingRunner)
     monkeypatch.setattr(sample_data, "ensure_sample_data", lambda config, seed, say: None)
-    monkeypatch.setattr(local_runner, "print_outcome", lambda config: None)
+    monkeypatch.setattr(local_run, "print_outcome", lambda config: None)
     local_runner.run(["--pipeline-root", str(tmp_path / "root"), "--metadata",
                       str(tmp_path / "m.sqlite"), "--beam-args", *beam_args])
     return seen.get("beam_args")
