@@ -267,16 +267,21 @@ def operating_table(cells) -> str:
     return "\n".join(lines)
 
 
-def coverage_table(cells) -> str:
-    lines = ["| interval | " + " | ".join(f"{c['scenario']}, {c['per_group']}/group"
-                                          for c in cells) + " |",
-             "|---|" + "---:|" * len(cells)]
+def _family_lines(cells) -> list:
+    """Every cell's (label, family, scopes) lines, first-seen order, each once."""
     labels = []
     for c in cells:
         for line in families(c["rows"]):
             if line not in labels:
                 labels.append(line)
-    for label, family, scopes in labels:
+    return labels
+
+
+def coverage_table(cells) -> str:
+    lines = ["| interval | " + " | ".join(f"{c['scenario']}, {c['per_group']}/group"
+                                          for c in cells) + " |",
+             "|---|" + "---:|" * len(cells)]
+    for label, family, scopes in _family_lines(cells):
         texts = []
         for c in cells:
             measured = coverage(c["rows"], family, scopes)
@@ -358,12 +363,7 @@ def approximate(cells) -> List[str]:
     """One line per interval whose coverage lies outside GOAL in some cell: the range measured
     and whether it is too narrow (below: the gate may bless on noise) or conservative (above)."""
     lines = []
-    labels = []
-    for c in cells:
-        for line in families(c["rows"]):
-            if line not in labels:
-                labels.append(line)
-    for label, family, scopes in labels:
+    for label, family, scopes in _family_lines(cells):
         values = [m[0] for m in (coverage(c["rows"], family, scopes) for c in cells) if m]
         low, high = min(values), max(values)
         if low < GOAL[0] or high > GOAL[1]:
