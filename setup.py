@@ -61,7 +61,7 @@ setup(
         # model-card-toolkit 2.0.0 is not listed: its pins (TFMA < 0.42, absl < 1.1) cannot be
         # resolved beside TFX 1.16. tests/test_model_card.py fetches that pinned wheel without its
         # dependencies and validates model_card.json against the schema file inside it.
-        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis"],
+        "dev": ["pytest", "pytest-timeout", "ruff", "hypothesis", "jsonschema"],
         # Per-group review in TensorBoard (Fairness Indicators); not needed in the containers. The
         # plugin's 0.0.x releases import TFMA modules that TFMA 0.52 no longer has.
         "viewer": ["tensorboard-plugin-fairness-indicators>=0.47"],
