@@ -88,15 +88,16 @@ def _serving_feature_spec(raw_feature_spec: Dict) -> Dict:
 
 class EmbeddingExport(tf.Module):
     def __init__(self, embedding_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
-                 image_size: int):
+                 image_size: int, scratch: str):
         super().__init__()
         self.embedding_model = embedding_model
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._raw_spec = _serving_feature_spec(tf_transform_output.raw_feature_spec())
         self.image_size = image_size
         # The placeholder operating point, tracked as an asset: saved as assets/operating_point.json,
-        # resolved to the loaded copy's file (the pushed one's) when loaded.
-        placeholder = os.path.join(tempfile.mkdtemp(prefix="ffem_export"), operating_point_lib.FILE)
+        # resolved to the loaded copy's file (the pushed one's) when loaded. `scratch` holds the
+        # placeholder until the module is saved.
+        placeholder = os.path.join(scratch, operating_point_lib.FILE)
         with open(placeholder, "w") as f:
             f.write(json.dumps(operating_point_lib.PLACEHOLDER, indent=1))
         self.operating_point_file = tf.saved_model.Asset(placeholder)
@@ -204,8 +205,9 @@ class EmbeddingExport(tf.Module):
 
 def export_saved_model(embedding_model, tf_transform_output, image_size: int, export_dir: str,
                        model_config: Dict) -> None:
-    module = EmbeddingExport(embedding_model, tf_transform_output, image_size)
-    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    with tempfile.TemporaryDirectory(prefix="ffem_export") as scratch:
+        module = EmbeddingExport(embedding_model, tf_transform_output, image_size, scratch)
+        tf.saved_model.save(module, export_dir, signatures=module.signatures())
     extra = os.path.join(export_dir, "assets.extra")
     tf.io.gfile.makedirs(extra)
     with tf.io.gfile.GFile(os.path.join(extra, MODEL_CONFIG_FILE), "w") as f:

@@ -14,7 +14,8 @@ from components.recall_evaluator.component import RecallEvaluator
 from components.tflite_exporter.component import TFLiteExporter
 from models import backbones
 from models.trainer import check_training_settings
-from pipeline.beam_options import with_default_runner, with_worker_code
+from pipeline.beam_options import (with_default_runner, with_worker_code,
+                                   without_tfx_package_args)
 from pipeline.code_version import code_fingerprint
 from pipeline.configs import SETUP_FILE, STAGES, PipelineConfig, VertexTraining, trainer_settings
 
@@ -210,6 +211,8 @@ def create_pipeline(config: PipelineConfig,
 def beam_pipeline_args(config: PipelineConfig) -> List[str]:
     """The Beam args every Beam component gets: `config.beam_pipeline_args` with the default
     runner, and, for workers that are not local processes, the way to the project's code
-    (`config.beam_worker_image`, else the checkout's setup.py; pipeline/beam_options.py)."""
-    return with_worker_code(with_default_runner(config.beam_pipeline_args),
+    (`config.beam_worker_image`, else the checkout's setup.py); for local workers, what spares
+    every Beam step TFX's packaging of itself (pipeline/beam_options.py)."""
+    args = with_worker_code(with_default_runner(config.beam_pipeline_args),
                             image=config.beam_worker_image, setup_file=SETUP_FILE)
+    return [*args, *without_tfx_package_args(args)]

@@ -108,7 +108,13 @@ def run_component(spec: Dict[str, Any], component: str, store: VertexStore, work
 
     `inputs`: input key -> a stored artifact (from `store`); `output_uris`: output key -> URI (default
     under `work_dir`). `parameters`: overrides of compiled
-    parameter constants, in the spec's Value form (e.g. {"gate_config": {"stringValue": ...}})."""
+    parameter constants, in the spec's Value form (e.g. {"gate_config": {"stringValue": ...}}).
+
+    The component's temporary files go under `work_dir`, as a container's go to its own /tmp:
+    what TFX leaves there (the 50 MB package it builds for a Beam step that names no dependency
+    flag) is removed with the test's directory."""
+    import tempfile
+
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor
 
     definition = spec["components"][component]
@@ -140,7 +146,13 @@ def run_component(spec: Dict[str, Any], component: str, store: VertexStore, work
         _run_module(pre_cache["command"], [a.replace("{{$}}", invocation) for a in pre_cache["args"]])
     argv = [a.replace("{{$}}", invocation) for a in container["args"]]
     assert container["command"][-1] == kubeflow_v2_run_executor.__name__, container["command"]
-    kubeflow_v2_run_executor.main(kubeflow_v2_run_executor._parse_flags(argv))
+    container_tmp = os.path.join(work_dir, component, "tmp")
+    os.makedirs(container_tmp, exist_ok=True)
+    saved_tempdir, tempfile.tempdir = tempfile.tempdir, container_tmp
+    try:
+        kubeflow_v2_run_executor.main(kubeflow_v2_run_executor._parse_flags(argv))
+    finally:
+        tempfile.tempdir = saved_tempdir
     with open(output_file) as f:
         written = json.load(f)
     result = {}

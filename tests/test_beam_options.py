@@ -1,11 +1,14 @@
 """pipeline/beam_options.py: which runners' workers are outside this process, and what they get to
 find the project's code. Expected values are Beam's documented behaviour, and the classification
 of portable runners is checked against the environment Beam's own runner classes build."""
+import glob
+import tempfile
+
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.runners.runner import create_runner
-from apache_beam.transforms.environments import Environment
+from apache_beam.transforms.environments import DockerEnvironment, Environment
 
 from pipeline import beam_options
 from pipeline.beam_options import Workers
@@ -125,3 +128,40 @@ def test_the_classification_of_portable_runners_matches_the_environment_beam_bui
         (common_urns.environments.EXTERNAL.urn, Workers.EXTERNAL))}[built]
     assert beam_options.workers_of(args) is expected
 
+
+
+def test_only_local_workers_without_code_options_are_told_beams_default_image():
+    image = DockerEnvironment.default_docker_image()
+    local = ["--runner=FnApiRunner", "--direct_num_workers=2"]
+    assert beam_options.without_tfx_package_args(local) == [f"--sdk_container_image={image}"]
+    for args in (
+            [*local, f"--setup_file={SETUP}"], [*local, "--requirements_file=r.txt"],
+            [*local, "--sdk_container_image=gcr.io/acme/other:1"],
+            ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+             "--environment_config=127.0.0.1:50000"],
+            ["--runner=DataflowRunner", f"--sdk_container_image={IMAGE}"],
+            ["--runner=PortableRunner", "--job_endpoint=localhost:8099"],
+            ["--runner=some.module.CustomRunner"]):
+        assert beam_options.without_tfx_package_args(args) == [], args
+
+
+def test_a_tfx_beam_executor_given_the_pipelines_local_args_packages_nothing(tmp_path, monkeypatch):
+    """What the args are for, observed: a TFX Beam executor built with a local runner alone
+    packages TFX into the temporary directory; with the pipeline's Beam args it does not."""
+    from tfx.components.statistics_gen.executor import Executor
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+
+    from pipeline import configs
+    from pipeline.pipeline import beam_pipeline_args
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def packages():
+        return glob.glob(str(tmp_path / "*" / "build" / "tfx" / "dist" / "tfx_ephemeral-*"))
+
+    Executor(BaseBeamExecutor.Context(beam_pipeline_args=["--runner=FnApiRunner"]))
+    assert len(packages()) == 1
+    args = beam_pipeline_args(configs.preset("demo"))
+    assert args[0] == "--runner=FnApiRunner"
+    Executor(BaseBeamExecutor.Context(beam_pipeline_args=args))
+    assert len(packages()) == 1

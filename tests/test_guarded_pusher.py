@@ -12,6 +12,13 @@ from components.guarded_pusher.executor import ASSET_PATH, PUSH_MARKER, Executor
 from core import operating_point
 
 
+@pytest.fixture(autouse=True)
+def _temporary_files_in_tmp_path(tmp_path, monkeypatch):
+    """Blessings made with mkdtemp land in the test's directory, which pytest removes."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tempfile.tempdir)
+
+
 def make_model(tmp_path, model_id):
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / f"model{model_id}")

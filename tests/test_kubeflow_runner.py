@@ -9,7 +9,7 @@ import pytest
 
 import kubeflow_runner
 import local_runner
-from pipeline import configs
+from pipeline import beam_options, configs
 from tests.conftest import REPO_ROOT
 
 
@@ -211,13 +211,15 @@ def test_dataflow_workers_of_every_beam_step_run_the_pipeline_image(tmp_path):
         assert args == [*dataflow, f"--sdk_container_image={REQUIRED[1]}"], step
 
 
-def test_a_setup_file_in_the_beam_args_replaces_the_image_and_local_runners_get_nothing(tmp_path):
+def test_a_setup_file_in_the_beam_args_replaces_the_image_and_local_runners_get_no_code(tmp_path):
     own = ["--runner=DataflowRunner", "--project=acme", "--setup_file=/pipeline/setup.py"]
     for step, args in beam_args_by_step(tmp_path, *own).items():
         assert args == own, step
     local = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
     for step, args in beam_args_by_step(tmp_path, *local).items():
-        assert args == ["--runner=FnApiRunner", *local], step
+        # Beam's default image, which local workers do not use: it spares TFX's self-packaging.
+        assert args == ["--runner=FnApiRunner", *local,
+                        *beam_options.without_tfx_package_args(local)], step
 
 
 def test_sdk_container_image_on_a_portable_docker_runner_is_refused_before_compiling(tmp_path):

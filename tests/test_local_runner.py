@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import local_runner
-from pipeline import configs, local_run, sample_data
+from pipeline import beam_options, configs, local_run, sample_data
 
 
 def test_beam_args_take_everything_after_them(tmp_path):
@@ -43,7 +43,8 @@ def test_runner_options_are_hidden_from_tfx_executors(tmp_path, monkeypatch):
     local_runner.run(argv[1:])
     assert seen["argv"] == ["local_runner.py"]
     assert sys.argv == argv
-    assert seen["beam_args"] == ["--runner=FnApiRunner", "--direct_num_workers=2"]
+    assert seen["beam_args"] == ["--runner=FnApiRunner", "--direct_num_workers=2",
+                                 *beam_options.without_tfx_package_args(["--runner=FnApiRunner"])]
 
 
 def write_config(tmp_path, values, name="experiment.json"):

@@ -66,10 +66,14 @@ class Environment:
 
     def env(self) -> dict:
         """Process environment: this environment's bin first on PATH (the pool starts its
-        workers as `python`), no PYTHONPATH (it would name the checkout)."""
+        workers as `python`), no PYTHONPATH (it would name the checkout), no bytecode writes:
+        the workers borrow this process's site-packages, and a worker writing a `.pyc` there
+        while TFX copies its own installed package (the package it builds for a Beam step that
+        names no dependency flag) makes that copy fail."""
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         env["PATH"] = os.path.join(self.root, "bin") + os.pathsep + os.environ.get("PATH", "")
         env["TF_USE_LEGACY_KERAS"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         return env
 
