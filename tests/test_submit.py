@@ -11,6 +11,9 @@ from pipeline import submit
 from tests import kfp_harness
 
 
+ACME_NUMBER = "271828"
+
+
 class Recorder(http.server.BaseHTTPRequestHandler):
     requests = []
 
@@ -26,6 +29,8 @@ class Recorder(http.server.BaseHTTPRequestHandler):
             answer = {"experiment_id": "exp-7", "display_name": "ffem-tfx"}
         elif self.path.startswith("/apis/v2beta1/runs"):
             answer = {"run_id": "run-42", "state": "PENDING"}
+        elif self.path.startswith("/storage/v1/b/"):    # Cloud Storage: the bucket, owned by acme
+            answer = {"name": self.path.split("/")[4].split("?")[0], "projectNumber": ACME_NUMBER}
         else:
             answer = {}
         data = json.dumps(answer).encode()
@@ -89,10 +94,18 @@ def test_submit_to_a_kfp_endpoint_uploads_the_compiled_spec_and_links_the_run(se
     assert run["runtime_config"]["pipeline_root"] == "gs://acme/root"
 
 
-def test_submit_to_vertex_sends_the_pipeline_job_and_links_the_console(server, spec_file):
+def test_submit_to_vertex_sends_the_pipeline_job_and_links_the_console(server, spec_file,
+                                                                        monkeypatch):
     from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform.utils import resource_manager_utils
 
     endpoint, requests = server
+    # The Vertex SDK checks that the pipeline root's bucket exists and belongs to the project:
+    # Cloud Storage's JSON API through the client's emulator setting (the same server) and
+    # Resource Manager's project number, stood in for here; nothing goes to the network.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+    monkeypatch.setattr(resource_manager_utils, "get_project_number",
+                        lambda project, credentials=None: ACME_NUMBER if project == "acme" else "0")
     link = submit.submit_to_vertex(spec_file, project="acme", region="europe-west4",
                                    service_account="runner@acme.iam.gserviceaccount.com",
                                    credentials=AnonymousCredentials(), api_endpoint=endpoint)
@@ -105,6 +118,7 @@ def test_submit_to_vertex_sends_the_pipeline_job_and_links_the_console(server, s
     assert job["serviceAccount"] == "runner@acme.iam.gserviceaccount.com"
     job_id = path.split("pipelineJobId=")[1].split("&")[0]
     assert "console.cloud.google.com" in link and job_id in link and "acme" in link
+    assert any(m == "GET" and p.startswith("/storage/v1/b/acme") for m, p, _ in requests)
 
 
 def test_a_file_that_is_not_a_compiled_job_is_refused(tmp_path):
