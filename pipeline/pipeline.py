@@ -14,8 +14,7 @@ from components.recall_evaluator.component import RecallEvaluator
 from components.tflite_exporter.component import TFLiteExporter
 from models import backbones
 from models.trainer import check_training_settings
-from pipeline.beam_options import (with_default_runner, with_worker_code,
-                                   without_tfx_package_args)
+from pipeline.beam_options import with_default_runner, with_worker_code, without_tfx_package_args
 from pipeline.code_version import code_fingerprint
 from pipeline.configs import SETUP_FILE, STAGES, PipelineConfig, VertexTraining, trainer_settings
 

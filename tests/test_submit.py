@@ -10,7 +10,6 @@ import pytest
 from pipeline import submit
 from tests import kfp_harness
 
-
 ACME_NUMBER = "271828"
 
 
