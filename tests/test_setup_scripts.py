@@ -5,6 +5,7 @@ Runs on either stack: the interpreters and the glibc version are stand-ins (a sc
 chosen Python version through the running interpreter; a fake `getconf`), never the machine's own.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,47 +291,69 @@ def test_debian13_root_without_a_command_prints_its_usage(tmp_path):
 
 def ci_run(tmp_path, glibc, make_status=0):
     """.ci/run in a copy of the checkout's scripts, with stand-ins for `make` and the Debian 13 root
-    that record their arguments: the calls in order, and the exit status."""
+    that record their arguments and working directory: (the calls as (directory, command), in any
+    order since the suites run at the same time; the exit status; the checkout)."""
     checkout = tmp_path / "checkout"
     (checkout / ".ci").mkdir(parents=True)
     (checkout / "scripts").mkdir()
+    (checkout / ".venv").mkdir()             # a venv of this checkout: not copied
     shutil.copy(os.path.join(REPO_ROOT, ".ci", "run"), checkout / ".ci" / "run")
     for script in ("stack.sh", "find_python.sh"):
         shutil.copy(os.path.join(SCRIPTS, script), checkout / "scripts" / script)
     log = tmp_path / "calls"
     root = checkout / "scripts" / "debian13_root.sh"
-    root.write_text(f'#!/bin/sh\necho "root $*" >> {log}\n')
+    # Each records where it ran, what that directory holds (.ci/run, a .venv) and its arguments.
+    seen = '$(pwd)|$([ -f .ci/run ] && echo ci)$([ -e .venv ] && echo +venv)'
+    root.write_text(f'#!/bin/sh\necho "{seen}|root $*" >> {log}\n')
     bin_dir = fake_glibc(tmp_path, glibc)
-    for tool in ("date", "env"):
+    for tool in ("date", "env", "mktemp", "mkdir", "rm", "tar", "cat", "grep"):
         if not os.path.exists(os.path.join(bin_dir, tool)):
             os.symlink(shutil.which(tool), os.path.join(bin_dir, tool))
     make = tmp_path / "fakebin" / "make"
-    make.write_text(f'#!/bin/sh\necho "make $*" >> {log}\nexit {make_status}\n')
+    make.write_text(f'#!/bin/sh\necho "{seen}|make $*" >> {log}\nexit {make_status}\n')
     for stub in (root, make):
         stub.chmod(0o755)
     result = subprocess.run([shutil.which("bash"), str(checkout / ".ci" / "run")], capture_output=True,
                             text=True, timeout=60,
-                            env={"PATH": bin_dir, "HOME": str(tmp_path),
+                            env={"PATH": bin_dir, "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
                                  "PYENV_ROOT": pyenv_with(tmp_path, 10, 11)})
-    return (log.read_text().splitlines() if log.exists() else []), result
+    calls = [line.split("|", 2) for line in (log.read_text().splitlines() if log.exists() else [])]
+    return calls, result, checkout
 
 
-def test_ci_runs_the_suite_on_this_machines_stack_then_on_the_other_in_the_root_where_needed(tmp_path):
-    calls, result = ci_run(tmp_path, "2.36")      # Debian 12: 1.16 here, 1.21 in the Debian 13 root
+def check_the_two_suites(calls, checkout, here, other):
+    """`here` ran in the checkout and `other` in a copy of it (without the venv), each with its own
+    pytest directory outside both; returns the two commands without that argument."""
+    by_place = {}
+    for directory, holds, command in calls:
+        command, basetemp = re.fullmatch(r"(.*) PYTEST_ARGS=--basetemp=(\S+)", command).groups()
+        assert not basetemp.startswith(str(checkout)) and not basetemp.startswith(directory)
+        in_checkout = directory == str(checkout)
+        assert holds == ("ci+venv" if in_checkout else "ci")     # the copy: files, no venv
+        by_place[in_checkout] = (command, basetemp)
+    assert by_place[True][1] != by_place[False][1]
+    assert (by_place[True][0], by_place[False][0]) == (here, other)
+
+
+def test_ci_runs_the_suite_on_this_machines_stack_and_on_the_other_in_the_root_where_needed(tmp_path):
+    calls, result, checkout = ci_run(tmp_path, "2.36")   # Debian 12: 1.16 here, 1.21 in the root
     assert result.returncode == 0, result.stderr
-    assert calls == ["make test STACK=1.16", "root make test STACK=1.21"]
+    check_the_two_suites(calls, checkout, "make test STACK=1.16", "root make test STACK=1.21")
+    assert "ci: both stacks passed" in result.stderr
+    assert not any(name.startswith("ffem-ci.") for name in os.listdir(tmp_path))   # removed
 
 
 def test_ci_runs_the_other_stack_directly_where_this_machine_can(tmp_path):
-    calls, result = ci_run(tmp_path, "2.41")      # Debian 13: 1.21 here, 1.16 beside it
+    calls, result, checkout = ci_run(tmp_path, "2.41")   # Debian 13: 1.21 here, 1.16 beside it
     assert result.returncode == 0, result.stderr
-    assert calls == ["make test STACK=1.21", "make test STACK=1.16"]
+    check_the_two_suites(calls, checkout, "make test STACK=1.21", "make test STACK=1.16")
 
 
 def test_ci_runs_both_suites_and_fails_when_one_fails(tmp_path):
-    calls, result = ci_run(tmp_path, "2.36", make_status=1)
-    assert calls == ["make test STACK=1.16", "root make test STACK=1.21"]
+    calls, result, checkout = ci_run(tmp_path, "2.36", make_status=1)
+    check_the_two_suites(calls, checkout, "make test STACK=1.16", "root make test STACK=1.21")
     assert result.returncode == 1 and "TFX 1.16 stack exit 1, TFX 1.21 stack exit 0" in result.stderr
+    assert "ci: TFX 1.16 stack (this machine): exit 1 after" in result.stdout
 
 
 def test_debian13_root_gets_the_machines_hosts_file_and_ca_bundle(tmp_path):
