@@ -55,6 +55,9 @@ setup(
         "pillow>=10",
         "tqdm",
         "matplotlib",
+        # The evaluator's Fairness Indicators summary (components/recall_evaluator/tfma_results.py)
+        # and tools.embedding_projector; TensorFlow 2.21 no longer installs it.
+        "tensorboard>=2.16,<2.22",
     ],
     extras_require={
         "kfp": [f"tfx[kfp]=={TFX_116}; {PY310}", f"tfx[kfp]=={TFX_121}; {PY311}", "kfp>=2.5,<3"],

@@ -261,3 +261,16 @@ def test_face_example_gen_from_the_compiled_spec_runs_its_beam_steps_on_the_pool
         with open(os.path.join(small_sample, name)) as f:
             assert summary[split]["valid"] == len(json.load(f))
         assert tf.io.gfile.glob(os.path.join(str(tmp_path / "examples"), f"Split-{split}", "*.gz"))
+
+
+def test_the_clean_copy_leaves_out_every_stacks_venv_and_local_state(tmp_path, monkeypatch):
+    """A venv of either stack (.venv, .venv-1.21: gigabytes each) or local state in the checkout
+    never reaches the copy the wheel is built from."""
+    checkout = tmp_path / "checkout"
+    for path in ("core/a.py", ".venv/lib/x.py", ".venv-1.21/lib/x.py", ".cache/c", "runs/r",
+                 "data/d", "setup.py"):
+        (checkout / path).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / path).write_text("")
+    monkeypatch.setattr(worker_env, "REPO_ROOT", str(checkout))
+    source = worker_env.clean_copy(str(tmp_path / "work"))
+    assert sorted(os.listdir(source)) == ["core", "setup.py"]

@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 from tests.conftest import REPO_ROOT
 
 # Build artefacts and local state that are not sources (a stale build/lib would leak into a wheel).
-_NOT_SOURCES = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
+_NOT_SOURCES = shutil.ignore_patterns(".venv*", ".git", "build", "dist", "*.egg-info", "__pycache__",
                                       "*.pyc", "runs", ".cache", ".pytest_cache", "data")
 
 
