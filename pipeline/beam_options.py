@@ -165,10 +165,8 @@ def without_tfx_package_args(beam_args: Sequence[str]) -> List[str]:
     if workers_of(beam_args) is not Workers.LOCAL:
         return []
     options = beam_pipeline_options.PipelineOptions(list(beam_args))
-    setup = options.view_as(beam_pipeline_options.SetupOptions)
-    worker = options.view_as(beam_pipeline_options.WorkerOptions)
-    if (setup.setup_file or setup.extra_packages or setup.requirements_file or
-            worker.sdk_container_image or worker.worker_harness_container_image):
+    if (_own_code_options(options, Workers.LOCAL) or
+            options.view_as(beam_pipeline_options.SetupOptions).requirements_file):
         return []
     from apache_beam.transforms import environments
 

@@ -36,20 +36,21 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "bootstrap: installing the TFX $STACK stack into $VENV (a few minutes the first time)" >&2
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "pip==$PIP_VERSION"
+extras=dev,kfp,viewer
+known='^$'           # pip check lines that are expected
 if [ "$STACK" = 1.21 ]; then
   # The viewer's TensorBoard plugin (Fairness Indicators 0.52) declares numpy < 2 on Python < 3.13
   # (numpy >= 2.1 on 3.13), and this stack has numpy 2: pip cannot resolve the two together, so the
   # plugin is installed at its pin without its dependencies, all of which are pinned and installed
   # with the project. It runs with numpy 2 (tests/test_fairness_indicators.py).
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c "$constraints" -e '.[dev,kfp]'
+  extras=dev,kfp
+  known='^tensorboard-plugin-fairness-indicators .* numpy'
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+  -c "$constraints" -e ".[$extras]"
+if [ "$STACK" = 1.21 ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
     -c "$constraints" --no-deps tensorboard-plugin-fairness-indicators
-  known='^tensorboard-plugin-fairness-indicators .* numpy'
-else
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c "$constraints" -e '.[dev,kfp,viewer]'
-  known='^$'
 fi
 conflicts=$("$VENV/bin/python" -m pip check 2>&1 | grep -v -e '^No broken requirements found' -e "$known" || true)
 if [ -n "$conflicts" ]; then
