@@ -52,6 +52,9 @@ setup(
         f"numpy>=1.23,<2; {PY310}",
         f"numpy>=1.23,<3; {PY311}",
         "scipy",          # sparse pair counts of the 1:1 bootstrap (core/intervals.py)
+        # The compiled merge of the evaluation's blocked top-k pass (core/block_top_k.py); 0.60 is
+        # the first release for numpy 2.
+        "numba>=0.60,<1",
         "pillow>=10",
         "tqdm",
         "matplotlib",
