@@ -2,15 +2,24 @@
 core/verification.py's pair counts share the blocks).
 
 A top-k list is ranked by (-similarity, id): exact ties go to the lower id, the query's position in
-the caller's input. A block is merged into the lists of its rows (`queries_are_rows`) or, read by
-columns, of its columns; only entries that can still enter a list are looked at (those at or above
-the query's current k-th best, ties included, so the id decides at the merge).
+the caller's input. `rank_block` merges a block of the upper block triangle into the lists of its
+rows and, off the block diagonal, read by columns, into those of its columns; inside the
+rectangles where rows and columns share a group (the rows in group order), also into their
+within-group lists. Only entries that can still enter a list are looked at: those at or above the
+row's or the column's current k-th best, ties included, so the id decides in the list.
 
 `BlockHits` are the entries of a block at or above one score F (the 1:1 selection's floor), found
-once per block for every ranking of it (rows, columns, within-group rectangles) and the 1:1
-counts. A query that has at least k entries >= F among its list and its hits ends with a list of
-entries >= F only, and every such entry of the block is a hit: its hits alone are merged, exactly.
-Only the other ("weak") queries scan their rows of the block (a few: F keeps about 2 % of a block).
+in the same pass and handed to the 1:1 counts (core/pair_counter.py).
+
+The pass is compiled (numba), one pass over each block. In NumPy each ranking of a block took
+several passes over it (masks against the rows' and the columns' k-th bests, their positions, a
+sort of the candidates with the old lists, for the rows, the columns and every group rectangle,
+plus the hits' own mask): at N = 20,000 about 2 s of main-thread work against 0.9 s of block
+products that it should overlap with (computed one block ahead in a helper thread), now about
+0.4 s. The kernel releases the GIL (nogil), so the next block's product runs beside it. It is
+compiled at its first call in a process (about 5 s on a 2-core machine) and cached next to this
+module (cache=True; numba uses a user cache directory when that is read-only, NUMBA_CACHE_DIR
+names another): a later process loads it in about 0.2 s.
 """
 from __future__ import annotations
 
@@ -18,15 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
+from numba import njit
 
-# Each block's k-th largest similarity per query is bounded from below from this many slice maxima.
-_BOUND_SLICES = 64
-# Width of the packed sort keys in _merge_candidates (tests set it to 0 to exercise the lexsort path).
-_KEY_BITS = 64
 # Blocks of at least this many multiply-adds are computed one ahead in a helper thread (below it
 # the thread's hand-over costs more than the overlap gains; tests set it to 0).
 _PREFETCH_MIN_WORK = 2**24
-# Shared hits are worth finding while at most this fraction of a block reaches the floor.
+# Hits are handed over while at most this fraction of a block reaches the floor.
 _HITS_MAX_FRACTION = 1 / 8
 
 
@@ -37,17 +43,8 @@ class BlockHits(NamedTuple):
     values: np.ndarray
     floor: float
 
-    def inside(self, rows: slice, cols: slice) -> "BlockHits":
-        """The hits in the rectangle [rows] x [cols], with positions relative to it."""
-        lo, hi = np.searchsorted(self.rows, [rows.start, rows.stop])
-        c = self.cols[lo:hi]
-        sel = (c >= cols.start) & (c < cols.stop)
-        return BlockHits(self.rows[lo:hi][sel] - rows.start, c[sel] - cols.start,
-                         self.values[lo:hi][sel], self.floor)
 
-    def transposed(self) -> "BlockHits":
-        """Rows and columns swapped (no longer in row-major order)."""
-        return BlockHits(self.cols, self.rows, self.values, self.floor)
+TopLists = Tuple[np.ndarray, np.ndarray]   # [N, k] float32 similarities, [N, k] int64 ids
 
 
 def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, np.ndarray]]:
@@ -86,93 +83,148 @@ def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, 
             yield i0, j0, sims
 
 
-def block_hits(sims: np.ndarray, floor: float, mask_buf: np.ndarray) -> Optional[BlockHits]:
-    """The entries of the (contiguous) block >= floor, or None when more than _HITS_MAX_FRACTION of
-    the block reaches it (a floor still at -inf, for one): then every query scans the block."""
-    if floor == -np.inf:
+def rank_block(sims: np.ndarray, i0: int, j0: int, ids: np.ndarray, lists: TopLists,
+               within: Optional[TopLists] = None,
+               group_bounds: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+               floor: Optional[float] = None) -> Optional[BlockHits]:
+    """Merge block (i0, j0) of the upper block triangle (rows i0.., columns j0..) into `lists`:
+    those of its rows and, when j0 != i0, of its columns (on the diagonal the rows see every pair).
+    `ids[i]`: the id of matrix row (and column) i. With `within`, the block's entries whose row and
+    column share a group, `group_bounds[0][i] <= column < group_bounds[1][i]` for row i, are also
+    merged into the `within` lists the same way.
+
+    Returns the block's `BlockHits` at `floor`: None without a floor, at a floor of -inf, or when
+    more than _HITS_MAX_FRACTION of the block reaches it (every such entry is still ranked). The
+    comparison with the floor is in float32, like the block's."""
+    record = floor is not None and floor != -np.inf
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    capacity = int(_HITS_MAX_FRACTION * sims.size) if record else 0
+    hit_rows, hit_cols = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
+    hit_values = np.empty(capacity, dtype=np.float32)
+    k = lists[0].shape[1]
+    if within is None:
+        within = (np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64))
+        group_bounds = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+    n_hits = _rank_block(sims, i0, j0, ids, lists[0], lists[1], within[0], within[1],
+                         group_bounds[0], group_bounds[1], np.float32(floor if record else np.inf),
+                         hit_rows, hit_cols, hit_values)
+    if not record or n_hits > capacity:
         return None
-    mask = mask_buf[:sims.size].reshape(sims.shape)
-    np.greater_equal(sims, floor, out=mask)
-    flat = np.flatnonzero(mask_buf[:sims.size])
-    if len(flat) > _HITS_MAX_FRACTION * sims.size:
-        return None
-    rows, cols = np.divmod(flat, sims.shape[1])
-    return BlockHits(rows, cols, sims.reshape(-1)[flat], float(floor))
+    return BlockHits(hit_rows[:n_hits], hit_cols[:n_hits], hit_values[:n_hits], float(floor))
 
 
-def merge_queries(top_sims, top_idx, sims, gallery_ids, queries_are_rows, mask_buf,
-                  hits: Optional[BlockHits] = None):
-    """Merge a block (or a view of one) into the running top-k of its queries, its rows or columns.
-    `gallery_ids`: the id of each gallery position (columns for row queries, rows for column
-    queries). `hits` (positions as queries x gallery): the queries with k entries >= hits.floor
-    among their list and hits take their candidates from them; the others scan their own rows."""
-    if hits is None:
-        _merge_block(top_sims, top_idx, sims, gallery_ids, queries_are_rows, mask_buf)
-        return
-    # A query with k entries >= the floor among its list and its hits keeps only such entries, all
-    # of which it sees; only the others ("weak") scan their row of the block.
-    k = top_sims.shape[1]
-    kth = top_sims[:, -1]
-    at_floor = np.count_nonzero(top_sims >= hits.floor, axis=1)
-    weak = at_floor + np.bincount(hits.rows, minlength=len(kth)) < k
-    keep = hits.values >= kth[hits.rows]
-    weak_queries = np.flatnonzero(weak)
-    if len(weak_queries):
-        keep &= ~weak[hits.rows]
-    queries, gallery, values = hits.rows[keep], hits.cols[keep], hits.values[keep]
-    if len(weak_queries) == len(kth):
-        _merge_block(top_sims, top_idx, sims, gallery_ids, queries_are_rows, mask_buf)
-    elif len(weak_queries):
-        sub_sims, sub_idx = top_sims[weak_queries], top_idx[weak_queries]
-        part = sims[weak_queries] if queries_are_rows else sims[:, weak_queries]
-        _merge_block(sub_sims, sub_idx, part, gallery_ids, queries_are_rows, mask_buf)
-        top_sims[weak_queries], top_idx[weak_queries] = sub_sims, sub_idx
-    if len(queries):
-        _merge_candidates(top_sims, top_idx, queries, gallery_ids[gallery], values)
+@njit(nogil=True, cache=True)
+def _rank_block(sims, i0, j0, ids, top_sims, top_idx, within_sims, within_idx, group_start,
+                group_stop, floor, hit_rows, hit_cols, hit_values):
+    """`rank_block`'s pass; returns the number of entries >= floor (recorded up to the hit arrays'
+    length).
+
+    Row by row: first a flag per entry that may matter, set when it reaches the row's k-th best
+    (inside the row's group: the lower of its two lists') or its column's limit: the lower of the
+    floor and the column's k-th best (inside the group, also its within-group one). That test is
+    branch-free and vectorises; the flagged entries (a few percent) are then found 8 flags at a
+    time and offered to each list, which checks its own k-th best exactly. Limits only rise (and
+    are updated as a column's list changes), so no entry that can enter a list or is a hit is left
+    unflagged."""
+    height, width = sims.shape
+    last = top_sims.shape[1] - 1
+    columns = i0 != j0
+    grouped = within_sims.shape[0] > 0
+    tail, tail_id, tail_within, tail_within_id = _column_tails(top_sims, top_idx, within_sims,
+                                                               within_idx, j0, width, columns)
+    limit = np.minimum(tail, floor)
+    limit_within = np.minimum(limit, tail_within)
+    n_words = (width + 7) // 8
+    flags = np.zeros(n_words * 8, dtype=np.uint8)
+    words = flags.view(np.uint64)
+    n_hits = 0
+    capacity = hit_rows.shape[0]
+    for r in range(height):
+        row = i0 + r
+        row_id = ids[row]
+        values = sims[r]
+        lo = hi = 0
+        if grouped:
+            lo = min(max(group_start[row] - j0, 0), width)
+            hi = min(max(group_stop[row] - j0, lo), width)
+        threshold = top_sims[row, last]
+        _flag(values[:lo], limit[:lo], threshold, flags[:lo])
+        if hi > lo:
+            _flag(values[lo:hi], limit_within[lo:hi], min(threshold, within_sims[row, last]),
+                  flags[lo:hi])
+        _flag(values[hi:], limit[hi:], threshold, flags[hi:width])
+        for w in range(n_words):
+            word = words[w]
+            while word:
+                low = word & (~word + np.uint64(1))        # the lowest flag: byte i holds 1
+                word ^= low
+                c = w * 8 + int((low * np.uint64(0x0001020304050607)) >> np.uint64(56))
+                value = values[c]
+                if value >= floor:
+                    if n_hits < capacity:
+                        hit_rows[n_hits], hit_cols[n_hits], hit_values[n_hits] = r, c, value
+                    n_hits += 1
+                col = j0 + c
+                col_id = ids[col]
+                _offer(top_sims, top_idx, row, value, col_id)
+                if _before(value, row_id, tail[c], tail_id[c]):
+                    _offer(top_sims, top_idx, col, value, row_id)
+                    tail[c], tail_id[c] = top_sims[col, last], top_idx[col, last]
+                    limit[c] = min(tail[c], floor)
+                    limit_within[c] = min(limit[c], tail_within[c])
+                if lo <= c < hi:
+                    _offer(within_sims, within_idx, row, value, col_id)
+                    if _before(value, row_id, tail_within[c], tail_within_id[c]):
+                        _offer(within_sims, within_idx, col, value, row_id)
+                        tail_within[c] = within_sims[col, last]
+                        tail_within_id[c] = within_idx[col, last]
+                        limit_within[c] = min(limit[c], tail_within[c])
+    return n_hits
 
 
-def _merge_block(top_sims, top_idx, sims, gallery_ids, queries_are_rows, mask_buf):
-    """Merge one similarity block into the running top-k of its queries (rows or columns of `sims`).
-
-    Only entries that can still enter a top-k are looked at: an entry below the query's current k-th
-    best, or below a lower bound of the k-th best within this block, has k better entries already.
-    Both comparisons keep equal values (>=), so ties reach the merge, where the id decides."""
-    k = top_sims.shape[1]
-    mask = mask_buf[:sims.size].reshape(sims.shape)
-
-    def select(threshold):
-        np.greater_equal(sims, threshold[:, None] if queries_are_rows else threshold[None, :], out=mask)
-        return np.count_nonzero(mask)
-
-    # After a query's first block its running k-th best prunes almost everything (~k/b candidates
-    # per query in its b-th block); only while it is weak (-inf at first) is the block bound worth it.
-    if select(top_sims[:, -1]) > 2 * k * len(top_sims):
-        select(np.maximum(top_sims[:, -1], _kth_largest_lower_bound(sims, k, queries_are_rows)))
-    rows, cols = nonzero_positions(mask_buf, sims.size, sims.shape[1])
-    if rows.size == 0:
-        return
-    found_sims = sims[rows, cols]
-    queries, gallery = (rows, cols) if queries_are_rows else (cols, rows)
-    _merge_candidates(top_sims, top_idx, queries, gallery_ids[gallery], found_sims)
+@njit(nogil=True, cache=True)
+def _column_tails(top_sims, top_idx, within_sims, within_idx, j0, width, columns):
+    """The k-th best (value, id) of each column's list and within-group list, +inf (never
+    reached) on the block diagonal. Kept apart from the lists, which are touched only when an
+    entry enters them: the block streaming through the cache evicts them in between."""
+    last = top_sims.shape[1] - 1
+    tail, tail_id = np.full(width, np.inf, dtype=np.float32), np.full(width, -1, dtype=np.int64)
+    tail_within, tail_within_id = tail.copy(), tail_id.copy()
+    if columns:
+        tail[:] = top_sims[j0:j0 + width, last]
+        tail_id[:] = top_idx[j0:j0 + width, last]
+        if within_sims.shape[0] > 0:
+            tail_within[:] = within_sims[j0:j0 + width, last]
+            tail_within_id[:] = within_idx[j0:j0 + width, last]
+    return tail, tail_id, tail_within, tail_within_id
 
 
-def _kth_largest_lower_bound(sims, k, queries_are_rows) -> np.ndarray:
-    """Per query, a value <= its k-th largest similarity in this block, from the maxima of disjoint
-    slices of the block: if k slices each have a maximum >= v, the block holds k entries >= v. Costs
-    one vectorised max over the block, a fraction of a partition of the block."""
-    n_queries, gallery_len = sims.shape if queries_are_rows else sims.shape[::-1]
-    n_slices = min(_BOUND_SLICES, gallery_len)
-    if n_slices < k:
-        return np.full(n_queries, -np.inf, dtype=np.float32)
-    slice_len = gallery_len // n_slices
-    used = n_slices * slice_len
-    # Slice s takes gallery positions s, s + n_slices, ...: then the max is an elementwise maximum of
-    # contiguous runs of memory, which NumPy vectorises well in both orientations.
-    if queries_are_rows:
-        slice_max = sims[:, :used].reshape(n_queries, slice_len, n_slices).max(axis=1)
-    else:
-        slice_max = sims[:used].reshape(slice_len, n_slices, n_queries).max(axis=0).T
-    return np.partition(slice_max, n_slices - k, axis=1)[:, n_slices - k]
+@njit(nogil=True, cache=True)
+def _flag(values, limits, threshold, flags):
+    # Views from 0, not a (start, stop) range: a start LLVM cannot prove non-negative keeps the
+    # negative-index check in the loop, which then does not vectorise (10x slower).
+    for c in range(len(flags)):
+        flags[c] = (values[c] >= threshold) | (values[c] >= limits[c])
+
+
+@njit(nogil=True, cache=True)
+def _offer(top_sims, top_idx, query, value, gallery_id) -> bool:
+    """Insert (value, gallery_id) into the query's list if it ranks before the list's last entry
+    under (-similarity, id); True if it did. The list stays sorted; its last entry drops out."""
+    sims, idx = top_sims[query], top_idx[query]
+    pos = len(sims) - 1
+    if not _before(value, gallery_id, sims[pos], idx[pos]):
+        return False
+    while pos > 0 and _before(value, gallery_id, sims[pos - 1], idx[pos - 1]):
+        sims[pos], idx[pos] = sims[pos - 1], idx[pos - 1]
+        pos -= 1
+    sims[pos], idx[pos] = value, gallery_id
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _before(value, gallery_id, other_value, other_id) -> bool:
+    return value > other_value or (value == other_value and gallery_id < other_id)
 
 
 def mask_buffer(size: int) -> np.ndarray:
@@ -185,45 +237,3 @@ def nonzero_positions(mask_buf: np.ndarray, size: int, n_cols: int) -> Tuple[np.
     1-D scan and a divmod: 2-3x faster than np.nonzero on the 2-D mask, and than scanning it as
     uint64 words first, at every density a block's mask has (1e-4 to 2e-2)."""
     return np.divmod(np.flatnonzero(mask_buf[:size]), n_cols)
-
-
-def _merge_candidates(top_sims, top_idx, queries, gallery, found_sims):
-    """Replace the top-k of every query that has candidates by the best k of (old list + candidates)
-    under (-similarity, index). Every (query, gallery) pair is seen exactly once, so no duplicates."""
-    k = top_sims.shape[1]
-    per_query = np.bincount(queries, minlength=len(top_sims))
-    touched = np.flatnonzero(per_query)
-    q = np.concatenate([np.repeat(touched, k), queries])
-    s = np.concatenate([top_sims[touched].ravel(), found_sims])
-    g = np.concatenate([top_idx[touched].ravel(), gallery])
-    sizes = per_query[touched] + k
-    keep = (np.cumsum(sizes) - sizes)[:, None] + np.arange(k)  # first k of each query once sorted
-    index_bits = int(g.max()).bit_length()
-    if int(touched[-1]).bit_length() + 32 + index_bits <= _KEY_BITS:
-        # Pack (query, similarity descending, index) into one uint64 and sort that: the same order
-        # as the 3-key lexsort below, ~6x faster. Keys are unique, so any sort algorithm will do.
-        keys = np.sort((q.astype(np.uint64) << np.uint64(32 + index_bits))
-                       | (_descending_keys(s).astype(np.uint64) << np.uint64(index_bits))
-                       | g.astype(np.uint64))[keep]
-        top_idx[touched] = (keys & np.uint64((1 << index_bits) - 1)).astype(np.int64)
-        top_sims[touched] = _from_descending_keys((keys >> np.uint64(index_bits)).astype(np.uint32))
-    else:  # indices too large to pack (N beyond ~2**21 with the default chunk)
-        order = np.lexsort((g, -s, q))[keep]  # last key first: query, similarity descending, index
-        top_sims[touched] = s[order]
-        top_idx[touched] = g[order]
-
-
-def _descending_keys(sims: np.ndarray) -> np.ndarray:
-    """float32 -> uint32 whose unsigned order is the floats' DESCENDING order. -0.0 is turned into
-    0.0 first (they compare equal, so they must tie). Inverse: `_from_descending_keys`."""
-    return _flip_non_negative((sims + np.float32(0)).view(np.uint32))
-
-
-def _from_descending_keys(keys: np.ndarray) -> np.ndarray:
-    return _flip_non_negative(keys).view(np.float32)
-
-
-def _flip_non_negative(bits: np.ndarray) -> np.ndarray:
-    # Negative floats keep their bits (larger magnitude = larger bits = later); for the others every
-    # bit but the sign is inverted (larger value = smaller key, all below the negatives' keys).
-    return np.where(bits >> np.uint32(31), bits, ~bits & np.uint32(0x7FFFFFFF))

@@ -39,17 +39,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from core.block_top_k import (
-    BlockHits,
-    block_hits,
-    mask_buffer,
-    merge_queries,
-    similarity_blocks,
-)
+from core.block_top_k import rank_block, similarity_blocks
 from core.features import OVERALL
 
 # 2048 x 2048 float32 similarities = 16 MiB per block: large enough for BLAS to run at full speed,
-# small enough that the block and its candidate mask stay cheap to scan.
+# small enough that a block stays cheap to scan.
 DEFAULT_CHUNK_SIZE = 2048
 # Row slices for the brute force's argpartition, so its int64 output is not a second N x N array.
 _BRUTE_FORCE_ROWS = 1024
@@ -121,7 +115,7 @@ def recall_at_k(embeddings, labels, groups=None, ks: Sequence[int] = (1,),
     multiplied; block (i, j) updates the running top-k of the rows of block i and, read column-wise,
     of the rows of block j, and inside the rectangles where both lie in one group (the rows taken in
     group order), the within-group lists. Extra memory is O(chunk_size * N): one chunk x chunk
-    block, its mask and the [N, k] running lists, never N x N (plus the float32 unit rows, N x D).
+    block and the [N, k] running lists, never N x N (plus the float32 unit rows, N x D).
     """
     unit, labels, groups, ks, order = checked_inputs(embeddings, labels, groups, ks,
                                                      in_group_order=True)
@@ -142,9 +136,9 @@ def first_hit_ranks(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.nd
     ties are broken and which `ranks_in_input_order` maps the result back with.
 
     `floor(i0, j0)`, when given, is a score at or below which the visitor needs no entry of the
-    block: the entries at or above it are then found once (`BlockHits`), serve every ranking of the
-    block and go to `visit(i0, j0, block, hits)` (hits None when too many entries reach the floor);
-    without it `visit(i0, j0, block)`."""
+    block: the entries at or above it are then found in the ranking's pass over the block
+    (`BlockHits`) and go to `visit(i0, j0, block, hits)` (hits None when too many entries reach
+    the floor); without it `visit(i0, j0, block)`."""
     chunk = _chunk_size(chunk_size)
     order = group_order(groups)
     if order is None:
@@ -311,21 +305,10 @@ def ranked_pass(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.ndarra
     spans = _group_spans(groups)
     mixed_lists = _top_lists(n, k_max)
     within_lists = _top_lists(n, k_max) if spans else None
-    mask_buf = mask_buffer(min(chunk, n) ** 2)
+    group_bounds = _row_group_bounds(spans) if spans else None
     for i0, j0, sims in similarity_blocks(unit, chunk):
         hits_floor = None if floor is None else floor(i0, j0)
-        hits = None if hits_floor is None else block_hits(sims, hits_floor, mask_buf)
-        rows = slice(i0, i0 + sims.shape[0])
-        cols = slice(j0, j0 + sims.shape[1])
-        _merge_both_ways(mixed_lists, sims, rows, cols, ids, mask_buf, hits)
-        for start, stop in spans:      # the rectangles where rows and columns share a group
-            g_rows = slice(max(start, rows.start), min(stop, rows.stop))
-            g_cols = slice(max(start, cols.start), min(stop, cols.stop))
-            if g_rows.start < g_rows.stop and g_cols.start < g_cols.stop:
-                local_rows = slice(g_rows.start - i0, g_rows.stop - i0)
-                local_cols = slice(g_cols.start - j0, g_cols.stop - j0)
-                _merge_both_ways(within_lists, sims[local_rows, local_cols], g_rows, g_cols, ids,
-                                 mask_buf, hits.inside(local_rows, local_cols) if hits else None)
+        hits = rank_block(sims, i0, j0, ids, mixed_lists, within_lists, group_bounds, hits_floor)
         if visit is not None:
             if floor is None:
                 visit(i0, j0, sims)
@@ -356,15 +339,12 @@ def _group_spans(groups: Optional[np.ndarray]) -> List[Tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(stops - sizes, stops)]
 
 
-def _merge_both_ways(lists, sims, rows: slice, cols: slice, ids, mask_buf,
-                     hits: Optional[BlockHits]):
-    """Merge `sims` (rows x cols of the matrix) into the lists of its rows and, off the diagonal,
-    read by columns, into those of its columns (on the diagonal the rows already see every pair)."""
-    top_sims, top_idx = lists
-    merge_queries(top_sims[rows], top_idx[rows], sims, ids[cols], True, mask_buf, hits)
-    if rows.start != cols.start:
-        merge_queries(top_sims[cols], top_idx[cols], sims, ids[rows], False, mask_buf,
-                      hits.transposed() if hits else None)
+def _row_group_bounds(spans: List[Tuple[int, int]]) -> Tuple[np.ndarray, np.ndarray]:
+    """(start, stop) of each row's group span, per row (rows in group order)."""
+    sizes = [stop - start for start, stop in spans]
+    starts = np.repeat([start for start, _ in spans], sizes).astype(np.int64)
+    stops = np.repeat([stop for _, stop in spans], sizes).astype(np.int64)
+    return starts, stops
 
 
 # ----------------------------------------------------------------------------- brute force

@@ -283,16 +283,6 @@ def test_random_exact_data_matches_the_definition_at_every_chunk_size(seed, n, d
     assert fragile["overall"] > 0
 
 
-@pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:3])
-def test_random_exact_data_through_the_lexsort_merge(monkeypatch, seed, n, dim):
-    # Galleries too large for packed uint64 sort keys take the lexsort path; force it here.
-    monkeypatch.setattr(block_top_k, "_KEY_BITS", 0)
-    embeddings, labels, groups = exact_random_data(seed, n, dim)
-    expected, _ = reference_recall(embeddings, labels, groups, (1, 3))
-    for chunk_size in (7, n - 1, None):
-        assert recall_at_k(embeddings, labels, groups, (1, 3), chunk_size) == expected
-
-
 @pytest.mark.parametrize("seed", [10, 11, 12])
 def test_random_gaussian_data_matches_the_definition(seed):
     # Continuous embeddings: identity centres + noise, in float64 like a model's output.
@@ -331,18 +321,6 @@ def test_extra_memory_is_blocks_not_the_full_matrix():
         tracemalloc.stop()
     full_matrix = n * n * 4  # 36 MB; one block is 0.26 MB
     assert peak < full_matrix / 8, peak
-
-
-def test_packed_similarity_keys_sort_floats_descending_and_decode_back():
-    # The merge sorts uint64 keys built from the float32 bits; check that order on awkward values.
-    values = np.array([0.5, -np.inf, 1.0, -0.0, 1e-40, -1e-40, 0.0, -1.0, 3e38, -0.5, 1e-30],
-                      dtype=np.float32)
-    keys = block_top_k._descending_keys(values)
-    ranked = values[np.argsort(keys, kind="stable")]
-    assert ranked.tolist() == sorted(values.tolist(), reverse=True)
-    assert keys[3] == keys[6]  # -0.0 and 0.0 compare equal, so they must tie
-    decoded = block_top_k._from_descending_keys(keys)
-    assert decoded.tobytes() == np.where(values == 0, np.float32(0), values).tobytes()  # bit for bit
 
 
 @pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:3])
@@ -388,10 +366,10 @@ def test_every_upper_block_is_visited_once_after_its_ranking():
 @pytest.mark.parametrize("seed, n, dim", RANDOM_CASES[:4])
 @pytest.mark.parametrize("level", [0.0, 0.25, 0.6])
 def test_ranks_from_shared_block_hits_match_the_definition(monkeypatch, seed, n, dim, level):
-    # The 1:1 view's floor makes the ranking take each block's entries >= floor once, for rows,
-    # columns and the within-group rectangles, and scan only the queries short of k entries there.
-    # Rows in group order with their input positions as ids (ties go to the lower input index);
-    # floors at several levels (every query weak at first, or few) and odd block sizes.
+    # The 1:1 view's floor makes the ranking's pass hand over each block's entries >= floor, while
+    # it ranks rows, columns and the within-group rectangles; the floor also lowers the columns'
+    # limits of what is looked at. Rows in group order with their input positions as ids (ties go
+    # to the lower input index); floors at several levels and odd block sizes.
     monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", 1.0)   # use the hits however dense
     embeddings, labels, groups = exact_random_data(seed, n, dim)
     unit = np.asarray(embeddings, dtype=np.float64)

@@ -380,14 +380,14 @@ def test_the_exact_fmr_bootstrap_holds_up_to_its_unit_pair_budget(monkeypatch, w
 
 @pytest.mark.parametrize("seed, n, dim, target_fmr", CASES[1:])
 def test_one_pass_with_shared_block_hits_matches_the_brute_force(monkeypatch, seed, n, dim, target_fmr):
-    # Sampled floors made finite at this N: every block's entries >= the floor are found once and
-    # serve the rankings and the 1:1 counts (block_top_k.BlockHits). Both must stay exact.
+    # Sampled floors made finite at this N: every block's entries >= the floor are found in the
+    # ranking's pass and serve the 1:1 counts (block_top_k.BlockHits). Both must stay exact.
     monkeypatch.setattr(pair_counter, "DET_MIN_KEPT", 20)
     monkeypatch.setattr(pair_selection, "SAMPLED_ROWS", 40)
     monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", 1.0)
     shared = []
-    original = block_top_k.block_hits
-    monkeypatch.setattr(recall_module, "block_hits",
+    original = block_top_k.rank_block
+    monkeypatch.setattr(recall_module, "rank_block",
                         lambda *args: shared.append(original(*args)) or shared[-1])
     embeddings, labels, groups = exact_random_data(seed, n, dim)
     expected, _ = reference(embeddings, labels, groups, target_fmr)

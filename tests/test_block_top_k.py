@@ -1,0 +1,72 @@
+"""The compiled block merge (core/block_top_k.py `rank_block`) against a literal sort.
+
+A symmetric matrix of a few distinct values (heavy exact ties everywhere, so the id decides most
+places in a list), ids a permutation (a tie goes to the lower id, not the lower position), groups
+contiguous and of sizes that cut across the blocks. Its upper block triangle goes through
+`rank_block` as core/recall.py feeds it; every list, the whole gallery's and the within-group one,
+must equal the first k of its gallery sorted by (-similarity, id): rows of a block, columns read
+off the block diagonal, and the rectangles where rows and columns share a group alike."""
+import numpy as np
+import pytest
+
+from core import block_top_k
+from core.block_top_k import rank_block
+
+
+def tied_matrix(seed, n, levels):
+    rng = np.random.default_rng(seed)
+    upper = np.triu(rng.integers(0, levels, size=(n, n)).astype(np.float32) / levels, 1)
+    sims = upper + upper.T
+    np.fill_diagonal(sims, -np.inf)
+    return sims
+
+
+def literal_top_k(sims, ids, gallery, query, k):
+    ranked = sorted(((float(sims[query, j]), int(ids[j])) for j in gallery if j != query),
+                    key=lambda pair: (-pair[0], pair[1]))
+    return ranked[:k]
+
+
+def listed(lists, query):
+    return [(float(s), int(i)) for s, i in zip(lists[0][query], lists[1][query]) if np.isfinite(s)]
+
+
+@pytest.mark.parametrize("seed, n, chunk, k, levels", [
+    (0, 61, 16, 4, 3), (1, 80, 80, 5, 2), (2, 97, 7, 3, 5), (3, 50, 13, 20, 4), (4, 120, 32, 1, 2)])
+def test_lists_equal_a_literal_sort_with_heavy_ties(seed, n, chunk, k, levels):
+    sims = tied_matrix(seed, n, levels)
+    rng = np.random.default_rng(seed + 100)
+    ids = rng.permutation(n).astype(np.int64)
+    sizes = rng.integers(1, n // 3, size=n)
+    stops = np.minimum(np.cumsum(sizes), n)
+    spans = [(int(a), int(b)) for a, b in zip(np.concatenate([[0], stops[:-1]]), stops) if a < b]
+    start = np.concatenate([[a] * (b - a) for a, b in spans]).astype(np.int64)
+    stop = np.concatenate([[b] * (b - a) for a, b in spans]).astype(np.int64)
+    lists = (np.full((n, k), -np.inf, np.float32), np.full((n, k), n, np.int64))
+    within = (np.full((n, k), -np.inf, np.float32), np.full((n, k), n, np.int64))
+    for i0 in range(0, n, chunk):
+        for j0 in range(i0, n, chunk):
+            block = np.ascontiguousarray(sims[i0:i0 + chunk, j0:j0 + chunk])
+            assert rank_block(block, i0, j0, ids, lists, within, (start, stop)) is None
+    for query in range(n):
+        assert listed(lists, query) == literal_top_k(sims, ids, range(n), query, k), query
+        group = range(start[query], stop[query])
+        assert listed(within, query) == literal_top_k(sims, ids, group, query, k), query
+
+
+@pytest.mark.parametrize("floor, fraction", [(0.5, 1.0), (0.75, 0.5), (0.25, 1 / 8), (-np.inf, 1.0)])
+def test_hits_are_every_entry_at_or_above_the_floor_or_none_when_too_many(monkeypatch, floor,
+                                                                           fraction):
+    monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", fraction)
+    n, k = 40, 3
+    sims = tied_matrix(7, n, 4)
+    lists = (np.full((n, k), -np.inf, np.float32), np.full((n, k), n, np.int64))
+    block = np.ascontiguousarray(sims[:16, 16:])
+    hits = rank_block(block, 0, 16, np.arange(n), lists, floor=floor)
+    expected = np.argwhere(block >= np.float32(floor))
+    if floor == -np.inf or len(expected) > fraction * block.size:
+        assert hits is None
+        return
+    assert hits.floor == floor
+    assert np.array_equal(np.stack([hits.rows, hits.cols], axis=1), expected)   # row-major
+    assert np.array_equal(hits.values, block[hits.rows, hits.cols])
