@@ -12,14 +12,17 @@ row's or the column's current k-th best, ties included, so the id decides in the
 in the same pass and handed to the 1:1 counts (core/pair_counter.py).
 
 The pass is compiled (numba), one pass over each block. In NumPy each ranking of a block took
-several passes over it (masks against the rows' and the columns' k-th bests, their positions, a
-sort of the candidates with the old lists, for the rows, the columns and every group rectangle,
-plus the hits' own mask): at N = 20,000 about 2 s of main-thread work against 0.9 s of block
-products that it should overlap with (computed one block ahead in a helper thread), now about
-0.4 s. The kernel releases the GIL (nogil), so the next block's product runs beside it. It is
-compiled at its first call in a process (about 5 s on a 2-core machine) and cached next to this
-module (cache=True; numba uses a user cache directory when that is read-only, NUMBA_CACHE_DIR
-names another): a later process loads it in about 0.2 s.
+several passes over it (masks against the rows' and the columns' k-th bests, their positions, a sort
+of the candidates with the old lists, for the rows, the columns and every group rectangle, plus the
+hits' own mask). At N = 20,000 (D = 512, 4 groups, the 1:1 floor keeping 2 % of each block) that
+work took 0.55 s alone (one thread, the blocks computed beforehand) and about 1.7 s inside
+evaluate() on a shared 2-core machine, beside the block products it overlaps with (computed one
+block ahead in a helper thread, 1.8 core-seconds); the kernel takes 0.34 s and 0.9 s. Most of what
+is left is inserting into lists that are still filling (the columns' first block, a group's first
+rectangle) and looking at the hits. The kernel releases the GIL (nogil), so the next block's product
+runs beside it. It is compiled at its first call in a process (about 5 s on a busy 2-core machine)
+and cached next to this module (cache=True; numba uses a user cache directory when that is
+read-only, NUMBA_CACHE_DIR names another): a later process loads it in about 0.2 s.
 """
 from __future__ import annotations
 
