@@ -4,6 +4,7 @@ recounted from that list) with the same draws."""
 import math
 
 import numpy as np
+import pytest
 
 from core import intervals, studentized
 
@@ -96,3 +97,52 @@ def test_resamples_without_errors_are_the_worst_pivot_not_dropped():
     got = studentized.studentized_interval(weights, groups, errors, trials, replicates,
                                            errors.sum() / trials.sum())
     assert got[1] == 1.0
+
+
+def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_the_embeddings():
+    # Identities of varying difficulty (the noise of their images log-normal): false non-matches
+    # sit in a few of them. Per unit, the genuine pairs and false non-matches are recounted by
+    # brute force at the evaluation's threshold (a match is a score >= it); the studentized
+    # interval of those counts with the evaluation's own resamples must lie inside every
+    # scope's fnmr_ci, and be its upper end somewhere (the interval is wired, not only computed).
+    from core import evaluation, features
+    from core.settings.gate import GateConfig
+
+    rng = np.random.default_rng(21)
+    n_ids, dim = 120, 16
+    centres = rng.standard_normal((n_ids, dim))
+    noise = np.exp(rng.normal(-0.6, 0.5, n_ids))
+    sizes = rng.integers(2, 7, n_ids)
+    labels = np.repeat(np.arange(n_ids), sizes)
+    groups = np.array(["a", "b", "c"])[labels % 3]
+    embeddings = (centres[labels] + noise[labels, None] * rng.standard_normal((len(labels), dim)))
+    embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
+    config = GateConfig(bootstrap_resamples=400, bootstrap_seed=3, min_group_identities=1)
+    metrics = evaluation.measure({"embeddings": embeddings, "labels": labels, "groups": groups},
+                                 config)
+    verification = metrics["verification"]
+    threshold = float(verification["threshold"])
+
+    units, unit_groups = intervals.identity_units(labels, groups)
+    weights = intervals.resample_weights(unit_groups, 400, 3)
+    sims = embeddings @ embeddings.T
+    upper = np.triu(np.ones_like(sims, dtype=bool), 1)
+    genuine = upper & (labels[:, None] == labels[None, :])
+    first, second = np.nonzero(genuine)
+    missed = sims[first, second] < threshold
+    trials_all = np.bincount(units[first], minlength=len(unit_groups)).astype(float)
+    errors_all = np.bincount(units[first], weights=missed, minlength=len(unit_groups))
+    binding = 0
+    for scope in [features.OVERALL, "a", "b", "c"]:
+        keep = np.ones(len(unit_groups), bool) if scope == features.OVERALL else (
+            unit_groups == ["a", "b", "c"].index(scope))
+        errors, trials = np.where(keep, errors_all, 0.0), np.where(keep, trials_all, 0.0)
+        replicates = (weights @ errors) / (weights @ trials)
+        rate = errors.sum() / trials.sum()
+        assert verification[scope]["fnmr"] == pytest.approx(rate)
+        t = studentized.studentized_interval(weights, unit_groups, errors, trials, replicates, rate)
+        assert t is not None
+        ci = verification[scope]["fnmr_ci"]
+        assert ci[0] <= t[0] + 1e-12 and t[1] <= ci[1] + 1e-12
+        binding += ci[1] == pytest.approx(t[1])
+    assert binding >= 1
