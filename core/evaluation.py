@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from core import intervals, rate_intervals
+from core import intervals, rate_intervals, small_counts, studentized
 from core import verification as verification_lib
 from core.features import OVERALL
 from core.recall import QueryRanks, recall_at_k
@@ -59,7 +59,7 @@ def _statistic_sums(ranks: QueryRanks, verification: verification_lib.Verificati
 
 
 def _measure(embedded: Dict[str, np.ndarray], config: GateConfig, curve_ks, weights,
-             units) -> Dict[str, Any]:
+             units, unit_groups) -> Dict[str, Any]:
     """One model on the eval split: recall (whole gallery and within group), 1:1 verification and
     the bootstrap replicates of every statistic, from one ranking/scoring pass."""
     ranks, verification = verification_lib.ranks_and_verification(embedded["embeddings"], embedded["labels"],
@@ -67,8 +67,13 @@ def _measure(embedded: Dict[str, np.ndarray], config: GateConfig, curve_ks, weig
                                                  target_fmr=config.target_fmr)
     numerators, denominators, columns = _statistic_sums(ranks, verification, units,
                                                         weights.shape[1], config.ks)
+    # The FNMR columns' per-unit sums, and the resamples, for its studentized intervals.
+    fnmr = [i for i, (_, key) in enumerate(columns) if key == "fnmr"]
+    errors, trials = small_counts.unit_trials(numerators), small_counts.unit_trials(denominators)
     return {"full": ranks.summary(curve_ks), "verification": verification,
             "replicates": intervals.ratio_replicates(weights, numerators, denominators),
+            "weights": weights, "unit_groups": unit_groups,
+            "fnmr_units": {i: (errors[:, i], trials[:, i]) for i in fnmr},
             "clusters": rate_intervals.unit_clusters(denominators), "columns": columns}
 
 
@@ -84,6 +89,11 @@ def _with_intervals(measured: Dict[str, Any], config: GateConfig) -> Tuple[Dict,
     widened, effects = rate_intervals.widened_intervals(columns, entries, measured["replicates"],
                                                         measured["clusters"], config.confidence)
     for (scope, key), ci in zip(columns, widened):
+        if key == "fnmr":       # skewed per-identity errors: core.studentized
+            i = columns.index((scope, key))
+            ci = _wider(ci, _studentized(measured, i, measured["fnmr_units"][i][0],
+                                         measured["replicates"][:, i], entries[scope, key][key],
+                                         config.confidence))
         entries[scope, key][f"{key}_ci"] = ci
     measured["entries"] = entries
     # The ratios over the gated groups, each with its interval from the same replicates.
@@ -105,6 +115,23 @@ def _with_intervals(measured: Dict[str, Any], config: GateConfig) -> Tuple[Dict,
             _skewed_error_ratios(fnmr), summary["skewed_error_ratio"], columns, entries, reps,
             measured["clusters"], effects, gated, config.confidence)
     return recall, summary
+
+
+def _studentized(measured: Dict[str, Any], i: int, errors: np.ndarray, replicates: np.ndarray,
+                 rate: Optional[float], level: float, bounds=(0.0, 1.0)) -> Optional[List[float]]:
+    """core.studentized's interval of FNMR column i's rate (or of a paired difference: `errors` the
+    two models' per-unit differences, `replicates` the resampled differences) on its trials."""
+    return studentized.studentized_interval(measured["weights"], measured["unit_groups"], errors,
+                                            measured["fnmr_units"][i][1], replicates, rate, level,
+                                            bounds)
+
+
+def _wider(ci: Optional[List[float]], other: Optional[List[float]]) -> Optional[List[float]]:
+    """Per end the wider of two intervals; `ci` when `other` is None, None when `ci` is (a figure
+    without its own interval has none: fail closed)."""
+    if ci is None or other is None:
+        return ci
+    return [min(ci[0], other[0]), max(ci[1], other[1])]
 
 
 def _max_defined(replicates: np.ndarray) -> np.ndarray:
@@ -153,6 +180,12 @@ def _deltas(candidate: Dict[str, Any], baseline: Optional[Dict[str, Any]],
                 result[scope][f"{key}_ci"] = rate_intervals.paired_interval(
                     (scope, key), mine, theirs, candidate, baseline, index,
                     result[scope][f"{key}_ci"], config.confidence)
+            if both and key == "fnmr":   # the same genuine pairs: a ratio of paired differences
+                i = index[(scope, key)]
+                result[scope][f"{key}_ci"] = _wider(result[scope][f"{key}_ci"], _studentized(
+                    candidate, i, candidate["fnmr_units"][i][0] - baseline["fnmr_units"][i][0],
+                    candidate["replicates"][:, i] - baseline["replicates"][:, i], mine - theirs,
+                    config.confidence, (-1.0, 1.0)))
     return result
 
 
@@ -179,8 +212,8 @@ def measure(candidate: Dict[str, np.ndarray], config: GateConfig,
         _same_images(candidate, baseline, "the baseline's embedded split")
     units, unit_groups = intervals.identity_units(candidate["labels"], candidate["groups"])
     weights = intervals.resample_weights(unit_groups, config.bootstrap_resamples, config.bootstrap_seed)
-    measured = _measure(candidate, config, curve_ks, weights, units)
-    measured_baseline = (_measure(baseline, config, curve_ks, weights, units)
+    measured = _measure(candidate, config, curve_ks, weights, units, unit_groups)
+    measured_baseline = (_measure(baseline, config, curve_ks, weights, units, unit_groups)
                          if baseline is not None else None)
     candidate_recall, candidate_verification = _with_intervals(measured, config)
     metrics = {

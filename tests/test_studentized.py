@@ -1,0 +1,148 @@
+"""core.studentized: the bootstrap-t interval of the FNMR, against a literal bootstrap-t (the eval
+set rebuilt from the drawn identities, the rate and its stratified delta-method standard error
+recounted from that list) with the same draws."""
+import math
+
+import numpy as np
+import pytest
+
+from core import intervals, studentized
+
+
+def _skewed_units(seed, per_group=(20, 25, 15)):
+    """Per-unit genuine pairs and false non-matches with a log-normal identity effect (a few hard
+    identities hold most errors), and each unit's group."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(len(per_group)), per_group)
+    trials = rng.integers(1, 40, len(groups)).astype(float)
+    p = np.clip(np.exp(rng.normal(-4.0, 1.5, len(groups))), 0.0, 1.0)
+    errors = rng.binomial(trials.astype(int), p).astype(float)
+    return groups, errors, trials
+
+
+def _literal_rate_and_se(drawn, groups, errors, trials):
+    """Rate and stratified linearised standard error of the eval set made of the `drawn` units
+    (a list, one entry per copy), written from the formula: per group, n/(n-1) x the sum of the
+    squared deviations of z = e - r m from the group's mean, over (sum m)^2."""
+    total_e = sum(errors[u] for u in drawn)
+    total_m = sum(trials[u] for u in drawn)
+    rate = total_e / total_m
+    variance = 0.0
+    for g in sorted(set(groups[u] for u in drawn)):
+        z = [errors[u] - rate * trials[u] for u in drawn if groups[u] == g]
+        mean = sum(z) / len(z)
+        variance += len(z) / (len(z) - 1) * sum((x - mean) ** 2 for x in z)
+    return rate, math.sqrt(variance) / total_m
+
+
+def _literal_percentile(values, q):
+    values = sorted(values)
+    position = q * (len(values) - 1)
+    below = int(math.floor(position))
+    above = min(below + 1, len(values) - 1)
+    low, high = values[below], values[above]
+    return low if low == high else low + (position - below) * (high - low)
+
+
+def test_studentized_interval_equals_a_literal_bootstrap_t_with_the_same_draws():
+    groups, errors, trials = _skewed_units(seed=5)
+    weights = intervals.resample_weights(groups, 300, seed=2)
+    rate, se = _literal_rate_and_se(list(range(len(groups))), groups, errors, trials)
+    pivots = []
+    for w in weights:
+        drawn = [u for u in range(len(groups)) for _ in range(int(w[u]))]
+        r_star, se_star = _literal_rate_and_se(drawn, groups, errors, trials)
+        pivots.append((r_star - rate) / se_star if se_star > 0 else
+                      (-math.inf if r_star < rate else math.nan))
+    pivots = [p for p in pivots if not math.isnan(p)]
+    expected = [rate - _literal_percentile(pivots, 0.975) * se,
+                rate - _literal_percentile(pivots, 0.025) * se]
+    replicates = (weights @ errors) / (weights @ trials)
+    got = studentized.studentized_interval(weights, groups, errors, trials, replicates, rate)
+    assert np.allclose(got, [max(0.0, expected[0]), min(1.0, expected[1])], rtol=1e-9, atol=1e-12)
+
+
+def test_upper_end_is_above_the_percentile_one_for_skewed_errors():
+    # The reason for the interval: resamples that lose a hard identity lose spread too.
+    groups, errors, trials = _skewed_units(seed=11)
+    weights = intervals.resample_weights(groups, 2000, seed=0)
+    replicates = (weights @ errors) / (weights @ trials)
+    rate = errors.sum() / trials.sum()
+    t = studentized.studentized_interval(weights, groups, errors, trials, replicates, rate)
+    percentile = intervals.percentile_interval(replicates)
+    assert t[1] > percentile[1]
+    assert t[0] <= rate <= t[1]
+
+
+def test_not_computed_with_errors_in_fewer_than_five_identities():
+    groups, errors, trials = _skewed_units(seed=5)
+    few = np.zeros_like(errors)
+    few[np.flatnonzero(errors)[:studentized.MIN_ERROR_UNITS - 1]] = 1.0
+    weights = intervals.resample_weights(groups, 100, seed=0)
+    replicates = (weights @ few) / (weights @ trials)
+    assert studentized.studentized_interval(weights, groups, few, trials, replicates,
+                                            few.sum() / trials.sum()) is None
+    assert studentized.studentized_interval(weights, groups, errors, trials,
+                                            (weights @ errors) / (weights @ trials), None) is None
+
+
+def test_resamples_without_errors_are_the_worst_pivot_not_dropped():
+    # 10 % of the resamples drew only the unit without errors: their pivot is -inf, more than the
+    # 2.5 % tail, so the upper end is the largest rate there is (1), not a finite guess.
+    groups = np.zeros(6, dtype=np.int64)
+    trials = np.full(6, 10.0)
+    errors = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    weights = np.array([[0, 0, 0, 0, 0, 6]] * 10 + [[1, 1, 1, 1, 1, 1]] * 90, dtype=float)
+    replicates = (weights @ errors) / (weights @ trials)
+    got = studentized.studentized_interval(weights, groups, errors, trials, replicates,
+                                           errors.sum() / trials.sum())
+    assert got[1] == 1.0
+
+
+def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_the_embeddings():
+    # Identities of varying difficulty (the noise of their images log-normal): false non-matches
+    # sit in a few of them. Per unit, the genuine pairs and false non-matches are recounted by
+    # brute force at the evaluation's threshold (a match is a score >= it); the studentized
+    # interval of those counts with the evaluation's own resamples must lie inside every
+    # scope's fnmr_ci, and be its upper end somewhere (the interval is wired, not only computed).
+    from core import evaluation, features
+    from core.settings.gate import GateConfig
+
+    rng = np.random.default_rng(21)
+    n_ids, dim = 120, 16
+    centres = rng.standard_normal((n_ids, dim))
+    noise = np.exp(rng.normal(-0.6, 0.5, n_ids))
+    sizes = rng.integers(2, 7, n_ids)
+    labels = np.repeat(np.arange(n_ids), sizes)
+    groups = np.array(["a", "b", "c"])[labels % 3]
+    embeddings = (centres[labels] + noise[labels, None] * rng.standard_normal((len(labels), dim)))
+    embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype(np.float32)
+    config = GateConfig(bootstrap_resamples=400, bootstrap_seed=3, min_group_identities=1)
+    metrics = evaluation.measure({"embeddings": embeddings, "labels": labels, "groups": groups},
+                                 config)
+    verification = metrics["verification"]
+    threshold = float(verification["threshold"])
+
+    units, unit_groups = intervals.identity_units(labels, groups)
+    weights = intervals.resample_weights(unit_groups, 400, 3)
+    sims = embeddings @ embeddings.T
+    upper = np.triu(np.ones_like(sims, dtype=bool), 1)
+    genuine = upper & (labels[:, None] == labels[None, :])
+    first, second = np.nonzero(genuine)
+    missed = sims[first, second] < threshold
+    trials_all = np.bincount(units[first], minlength=len(unit_groups)).astype(float)
+    errors_all = np.bincount(units[first], weights=missed, minlength=len(unit_groups))
+    binding = 0
+    for scope in [features.OVERALL, "a", "b", "c"]:
+        keep = np.ones(len(unit_groups), bool) if scope == features.OVERALL else (
+            unit_groups == ["a", "b", "c"].index(scope))
+        errors, trials = np.where(keep, errors_all, 0.0), np.where(keep, trials_all, 0.0)
+        replicates = (weights @ errors) / (weights @ trials)
+        rate = errors.sum() / trials.sum()
+        assert verification[scope]["fnmr"] == pytest.approx(rate)
+        t = studentized.studentized_interval(weights, unit_groups, errors, trials, replicates, rate)
+        assert t is not None
+        ci = verification[scope]["fnmr_ci"]
+        assert ci[0] <= t[0] + 1e-12 and t[1] <= ci[1] + 1e-12
+        binding += ci[1] == pytest.approx(t[1])
+    assert binding >= 1
