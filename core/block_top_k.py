@@ -14,15 +14,13 @@ in the same pass and handed to the 1:1 counts (core/pair_counter.py).
 The pass is compiled (numba), one pass over each block. In NumPy each ranking of a block took
 several passes over it (masks against the rows' and the columns' k-th bests, their positions, a sort
 of the candidates with the old lists, for the rows, the columns and every group rectangle, plus the
-hits' own mask). At N = 20,000 (D = 512, 4 groups, the 1:1 floor keeping 2 % of each block) that
-work took 0.55 s alone (one thread, the blocks computed beforehand) and about 1.7 s inside
-evaluate() on a shared 2-core machine, beside the block products it overlaps with (computed one
-block ahead in a helper thread, 1.8 core-seconds); the kernel takes 0.34 s and 0.9 s. Most of what
-is left is inserting into lists that are still filling (the columns' first block, a group's first
+hits' own mask), and that work, not the block products, set the evaluator's time. Most of what is
+left is inserting into lists that are still filling (the columns' first block, a group's first
 rectangle) and looking at the hits. The kernel releases the GIL (nogil), so the next block's product
-runs beside it. It is compiled at its first call in a process (about 5 s on a busy 2-core machine)
-and cached next to this module (cache=True; numba uses a user cache directory when that is
-read-only, NUMBA_CACHE_DIR names another): a later process loads it in about 0.2 s.
+runs beside it. It is compiled at its first call in a process and cached next to this module
+(cache=True; numba falls back to a user cache directory when that is read-only, NUMBA_CACHE_DIR
+names another, and without any writable place it is compiled in every process instead of failing
+at import): later processes load it. Costs: benchmarks/results.md ("Recall evaluation").
 """
 from __future__ import annotations
 
@@ -31,6 +29,15 @@ from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 from numba import njit
+
+
+def _compiled(function):
+    """`function` compiled without the GIL, its machine code cached where numba can write it, and
+    compiled per process where it cannot (a read-only installation and home directory)."""
+    try:
+        return njit(nogil=True, cache=True)(function)
+    except RuntimeError:        # "no locator available": nowhere to write the cache
+        return njit(nogil=True)(function)
 
 # Blocks of at least this many multiply-adds are computed one ahead in a helper thread (below it
 # the thread's hand-over costs more than the overlap gains; tests set it to 0).
@@ -116,7 +123,7 @@ def rank_block(sims: np.ndarray, i0: int, j0: int, ids: np.ndarray, lists: TopLi
     return BlockHits(hit_rows[:n_hits], hit_cols[:n_hits], hit_values[:n_hits], float(floor))
 
 
-@njit(nogil=True, cache=True)
+@_compiled
 def _rank_block(sims, i0, j0, ids, top_sims, top_idx, within_sims, within_idx, group_start,
                 group_stop, floor, hit_rows, hit_cols, hit_values):
     """`rank_block`'s pass; returns the number of entries >= floor (recorded up to the hit arrays'
@@ -185,7 +192,7 @@ def _rank_block(sims, i0, j0, ids, top_sims, top_idx, within_sims, within_idx, g
     return n_hits
 
 
-@njit(nogil=True, cache=True)
+@_compiled
 def _column_tails(top_sims, top_idx, within_sims, within_idx, j0, width, columns):
     """The k-th best (value, id) of each column's list and within-group list, +inf (never
     reached) on the block diagonal. Kept apart from the lists, which are touched only when an
@@ -202,7 +209,7 @@ def _column_tails(top_sims, top_idx, within_sims, within_idx, j0, width, columns
     return tail, tail_id, tail_within, tail_within_id
 
 
-@njit(nogil=True, cache=True)
+@_compiled
 def _flag(values, limits, threshold, flags):
     # Views from 0, not a (start, stop) range: a start LLVM cannot prove non-negative keeps the
     # negative-index check in the loop, which then does not vectorise (10x slower).
@@ -210,7 +217,7 @@ def _flag(values, limits, threshold, flags):
         flags[c] = (values[c] >= threshold) | (values[c] >= limits[c])
 
 
-@njit(nogil=True, cache=True)
+@_compiled
 def _offer(top_sims, top_idx, query, value, gallery_id) -> bool:
     """Insert (value, gallery_id) into the query's list if it ranks before the list's last entry
     under (-similarity, id); True if it did. The list stays sorted; its last entry drops out."""
@@ -225,7 +232,7 @@ def _offer(top_sims, top_idx, query, value, gallery_id) -> bool:
     return True
 
 
-@njit(nogil=True, cache=True)
+@_compiled
 def _before(value, gallery_id, other_value, other_id) -> bool:
     return value > other_value or (value == other_value and gallery_id < other_id)
 

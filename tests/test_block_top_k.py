@@ -6,6 +6,8 @@ contiguous and of sizes that cut across the blocks. Its upper block triangle goe
 `rank_block` as core/recall.py feeds it; every list, the whole gallery's and the within-group one,
 must equal the first k of its gallery sorted by (-similarity, id): rows of a block, columns read
 off the block diagonal, and the rectangles where rows and columns share a group alike."""
+import os
+
 import numpy as np
 import pytest
 
@@ -70,3 +72,25 @@ def test_hits_are_every_entry_at_or_above_the_floor_or_none_when_too_many(monkey
     assert hits.floor == floor
     assert np.array_equal(np.stack([hits.rows, hits.cols], axis=1), expected)   # row-major
     assert np.array_equal(hits.values, block[hits.rows, hits.cols])
+
+
+def test_without_a_writable_cache_the_kernel_is_compiled_per_process_not_an_import_error():
+    # numba raises at decoration when no cache location is writable (a read-only installation and
+    # home directory); the module then compiles without a cache. Simulated by leaving numba no
+    # cache locator, in a process of its own (the module is not yet imported there).
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from numba.core import caching\n"
+        "caching.CacheImpl._locator_classes = []\n"
+        "from core import block_top_k\n"
+        "sims = np.array([[-np.inf, 0.5, 0.2], [0.5, -np.inf, 0.9], [0.2, 0.9, -np.inf]], np.float32)\n"
+        "lists = (np.full((3, 1), -np.inf, np.float32), np.full((3, 1), 3, np.int64))\n"
+        "block_top_k.rank_block(sims, 0, 0, np.arange(3), lists)\n"
+        "print(lists[1].ravel().tolist())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1,", "2,", "1]"]
