@@ -60,6 +60,10 @@ RUN case "$TFX_VERSION" in \
     && pip install --no-cache-dir -c "$constraints" '.[kfp]' \
     && python -c "import components.face_example_gen.component, models.trainer, components.recall_evaluator.component, pipeline.pipeline"
 
+# The evaluation's compiled top-k merge (numba), compiled once here and cached beside core/: no
+# pipeline step compiles it (core/block_top_k.py).
+RUN python -c "from core import block_top_k; block_top_k.compile_ahead()" && ls core/__pycache__/*.nbi
+
 # Beam's worker boot program, from the SDK image of the Beam version the stack's constraints pin (the
 # launcher and the workers must run the same Beam; tests/test_kubeflow_runner.py checks the defaults)
 # and of this image's Python: the build stops when the build arguments disagree with the image.

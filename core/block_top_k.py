@@ -237,6 +237,15 @@ def _before(value, gallery_id, other_value, other_id) -> bool:
     return value > other_value or (value == other_value and gallery_id < other_id)
 
 
+def compile_ahead():
+    """Compile (or load from the cache) the kernel now, on a tiny block: the Kubeflow image's build
+    calls it, so that its machine code is cached beside this module in the image and no pipeline
+    step compiles it."""
+    sims = np.full((2, 2), -np.inf, dtype=np.float32)
+    lists = (np.full((2, 1), -np.inf, dtype=np.float32), np.full((2, 1), 2, dtype=np.int64))
+    rank_block(sims, 0, 0, np.arange(2), lists, lists, (np.zeros(2, np.int64), np.full(2, 2)), 0.0)
+
+
 def mask_buffer(size: int) -> np.ndarray:
     """A bool buffer for the masks of blocks of up to `size` entries (`nonzero_positions`)."""
     return np.zeros(size, dtype=bool)

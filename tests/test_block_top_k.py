@@ -94,3 +94,21 @@ def test_without_a_writable_cache_the_kernel_is_compiled_per_process_not_an_impo
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[1,", "2,", "1]"]
+
+
+def test_compile_ahead_leaves_the_kernel_in_the_cache_and_the_image_build_calls_it(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", "from core import block_top_k; "
+                           "block_top_k.compile_ahead()"], capture_output=True, text=True,
+                          timeout=300, cwd=root, env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    cached = {p.name.split(".")[1].split("-")[0] for p in tmp_path.rglob("*.nbi")}
+    assert {"_rank_block", "_flag", "_offer", "_before", "_column_tails"} <= cached
+    with open(os.path.join(root, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert ('RUN python -c "from core import block_top_k; block_top_k.compile_ahead()"'
+            in dockerfile)
+    assert dockerfile.index("block_top_k.compile_ahead()") > dockerfile.index("'.[kfp]'")
