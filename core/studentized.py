@@ -52,6 +52,8 @@ def _standard_errors(weights: np.ndarray, unit_groups: np.ndarray, errors: np.nd
         if not trials[members].any() and not errors[members].any():
             continue
         n = len(members)
+        if members[-1] - members[0] + 1 == n:    # units are numbered by group: a view, no copy
+            members = slice(members[0], members[-1] + 1)
         s_e, s_m, s_ee, s_em, s_mm = _stratum_moments(weights[:, members], errors[members],
                                                       trials[members]).T
         total_trials += s_m
