@@ -237,14 +237,15 @@ def _cost(model_dir, *args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_four_14000_square_pngs_are_refused_in_under_a_second_and_100_mb(exported):
+def test_four_14000_square_pngs_are_refused_before_decoding_within_100_mb(exported):
     """The issue's request: four decodable 572 KB PNGs of 14,000 x 14,000 RGB (588 MB each
-    decoded; embedded before this check in 22 s, the process peaking at 6.6 GB)."""
+    decoded; embedded before this check, the process peaking at several GB). Under 100 MB above
+    the loaded model means none was decoded. How long the refusal takes is measured by
+    `python -m tests.serving_cost` (benchmarks/results.md, "Serving refusals"), not here."""
     cost = _cost(exported[2], "bomb")
     assert cost["refused"] is not None
     assert verdicts_of(tf.errors.InvalidArgumentError(None, None, cost["refused"])) == {
         i: "image_too_large" for i in range(4)}
-    assert cost["seconds"] < 1.0
     assert cost["peak_extra_mb"] < 100
 
 
@@ -347,6 +348,7 @@ def _embedded_or_refused(loaded, examples, item, position):
                                         "unsupported_color_mode", "empty_file"), (name, ingest_limit)
             TRIED["embedded"] += 1
         TRIED["inputs"] += 1
+        # A hang guard, not a speed target: no input may keep a signature busy for long.
         assert time.perf_counter() - start < 10.0, name
 
 
