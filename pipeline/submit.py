@@ -42,6 +42,22 @@ def submit_to_kfp(spec_path: str, endpoint: str, run_name: Optional[str] = None,
     return f"{endpoint.rstrip('/')}/#/runs/details/{result.run_id}"
 
 
+def _check_bucket(pipeline_root: Optional[str], project: str, credentials=None):
+    """Refuses a gs:// pipeline root whose bucket does not exist (or these credentials cannot
+    see), naming it: the Vertex SDK only logs its own check's failure and submits a run that
+    fails at its first step."""
+    if not pipeline_root or not pipeline_root.startswith("gs://"):
+        return
+    from google.cloud import storage
+
+    name = pipeline_root[len("gs://"):].split("/")[0]
+    client = storage.Client(project=project, credentials=credentials)
+    if client.lookup_bucket(name) is None:
+        raise ValueError(f"the pipeline root {pipeline_root}: bucket gs://{name} does not exist or "
+                         f"is not visible to these credentials; create it or name another "
+                         f"--pipeline-root")
+
+
 def submit_to_vertex(spec_path: str, project: str, region: str,
                      service_account: Optional[str] = None, credentials=None,
                      api_endpoint: Optional[str] = None) -> str:
@@ -52,6 +68,8 @@ def submit_to_vertex(spec_path: str, project: str, region: str,
     from google.cloud import aiplatform
 
     job_spec = _read_job(spec_path)
+    pipeline_root = job_spec.get("runtimeConfig", {}).get("gcsOutputDirectory")
+    _check_bucket(pipeline_root, project, credentials)
     init: Dict[str, Any] = {"project": project, "location": region}
     if credentials is not None:
         init["credentials"] = credentials
@@ -60,7 +78,6 @@ def submit_to_vertex(spec_path: str, project: str, region: str,
     aiplatform.init(**init)
     job = aiplatform.PipelineJob(
         display_name=job_spec["pipelineSpec"]["pipelineInfo"]["name"], template_path=spec_path,
-        pipeline_root=job_spec.get("runtimeConfig", {}).get("gcsOutputDirectory"),
-        enable_caching=None)    # None: each task's own cachingOptions from the spec
+        pipeline_root=pipeline_root, enable_caching=None)    # None: each task's own cachingOptions from the spec
     job.submit(service_account=service_account)
     return job._dashboard_uri()

@@ -28,6 +28,14 @@ class Recorder(http.server.BaseHTTPRequestHandler):
             answer = {"experiment_id": "exp-7", "display_name": "ffem-tfx"}
         elif self.path.startswith("/apis/v2beta1/runs"):
             answer = {"run_id": "run-42", "state": "PENDING"}
+        elif self.path.startswith("/storage/v1/b/missing"):   # a bucket that does not exist
+            data = json.dumps({"error": {"code": 404, "message": "Not Found"}}).encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         elif self.path.startswith("/storage/v1/b/"):    # Cloud Storage: the bucket, owned by acme
             answer = {"name": self.path.split("/")[4].split("?")[0], "projectNumber": ACME_NUMBER}
         else:
@@ -125,3 +133,20 @@ def test_a_file_that_is_not_a_compiled_job_is_refused(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ValueError, match="pipelineSpec"):
         submit.submit_to_kfp(str(bad), "http://127.0.0.1:9")
+
+
+def test_a_pipeline_root_in_a_missing_bucket_is_refused_before_submitting(server, spec_file,
+                                                                         tmp_path, monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
+
+    endpoint, requests = server
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+    with open(spec_file) as f:
+        job = json.load(f)
+    job["runtimeConfig"]["gcsOutputDirectory"] = "gs://missing/root"
+    other = tmp_path / "spec.json"
+    other.write_text(json.dumps(job))
+    with pytest.raises(ValueError, match="bucket gs://missing does not exist"):
+        submit.submit_to_vertex(str(other), project="acme", region="europe-west4",
+                                credentials=AnonymousCredentials(), api_endpoint=endpoint)
+    assert not [r for r in requests if "/pipelineJobs" in r[1]]
