@@ -54,9 +54,13 @@ def assert_same_interval(mine, expected, what):
 @pytest.fixture
 def bootstrap_only(monkeypatch):
     """The bootstrap part of every interval: the small-count widening (core.small_counts, tested
-    in tests/test_small_counts.py and by the coverage simulation) and the skewed error ratio's
-    joint group bounds made neutral, so that what is compared is the identity bootstrap itself."""
-    from core import rate_intervals, small_counts
+    in tests/test_small_counts.py and by the coverage simulation), the FNMR's studentized interval
+    (core.studentized, tested against a literal bootstrap-t in tests/test_studentized.py) and the
+    skewed error ratio's joint group bounds made neutral, so that what is compared is the
+    identity bootstrap itself."""
+    from core import rate_intervals, small_counts, studentized
+
+    monkeypatch.setattr(studentized, "studentized_interval", lambda *a, **k: None)
 
     monkeypatch.setattr(small_counts, "small_count_interval",
                         lambda rate, trials, reps, clusters, bootstrap, *a, **k: bootstrap)
