@@ -78,6 +78,7 @@ def submit_to_vertex(spec_path: str, project: str, region: str,
     aiplatform.init(**init)
     job = aiplatform.PipelineJob(
         display_name=job_spec["pipelineSpec"]["pipelineInfo"]["name"], template_path=spec_path,
-        pipeline_root=pipeline_root, enable_caching=None)    # None: each task's own cachingOptions from the spec
+        pipeline_root=pipeline_root,
+        enable_caching=None)    # None: each task's own cachingOptions from the spec
     job.submit(service_account=service_account)
     return job._dashboard_uri()
