@@ -88,9 +88,8 @@ def _with_intervals(measured: Dict[str, Any], config: GateConfig) -> Tuple[Dict,
                for scope, key in columns}
     widened, effects = rate_intervals.widened_intervals(columns, entries, measured["replicates"],
                                                         measured["clusters"], config.confidence)
-    for (scope, key), ci in zip(columns, widened):
+    for i, ((scope, key), ci) in enumerate(zip(columns, widened)):
         if key == "fnmr":       # skewed per-identity errors: core.studentized
-            i = columns.index((scope, key))
             ci = _wider(ci, _studentized(measured, i, measured["fnmr_units"][i][0],
                                          measured["replicates"][:, i], entries[scope, key][key],
                                          config.confidence))

@@ -69,6 +69,19 @@ def identity_units(labels, groups=None) -> Tuple[np.ndarray, np.ndarray]:
     return unit_codes.reshape(-1).astype(np.int64), unit_groups.astype(np.int64)
 
 
+def group_members(unit_groups: np.ndarray) -> List[Union[slice, np.ndarray]]:
+    """Each group's units, in group code order: a slice when they are contiguous (as
+    `identity_units` numbers them), so that a group's columns of the weights are a view, not a
+    copy of [resamples, units]; else their indices."""
+    unit_groups = np.asarray(unit_groups)
+    result: List[Union[slice, np.ndarray]] = []
+    for group in np.unique(unit_groups):
+        members = np.flatnonzero(unit_groups == group)
+        contiguous = members[-1] - members[0] + 1 == len(members)
+        result.append(slice(members[0], members[-1] + 1) if contiguous else members)
+    return result
+
+
 def resample_weights(unit_groups: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES,
                      seed: int = DEFAULT_SEED) -> np.ndarray:
     """[n_resamples, U] float64: how often each unit is drawn when each group's units are drawn
@@ -81,11 +94,7 @@ def resample_weights(unit_groups: np.ndarray, n_resamples: int = DEFAULT_RESAMPL
     n_resamples = int(n_resamples)
     rng = np.random.default_rng(seed)
     weights = np.zeros((n_resamples, len(unit_groups)), dtype=np.float64)
-    members_of = []
-    for group in np.unique(unit_groups):
-        members = np.flatnonzero(unit_groups == group)
-        contiguous = len(members) and members[-1] - members[0] + 1 == len(members)
-        members_of.append(slice(members[0], members[-1] + 1) if contiguous else members)
+    members_of = group_members(unit_groups)
     block = max(1, int(n_resamples * WEIGHT_BLOCK_FRACTION))
     for r0 in range(0, n_resamples, block):
         height = min(block, n_resamples - r0)

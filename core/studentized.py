@@ -28,7 +28,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from core.intervals import DEFAULT_LEVEL, percentile_interval
+from core.intervals import DEFAULT_LEVEL, group_members, percentile_interval
 
 # Identities with at least one error from which the studentized interval is computed (below it the
 # small-count score interval of core.small_counts carries the upper end alone).
@@ -47,13 +47,10 @@ def _standard_errors(weights: np.ndarray, unit_groups: np.ndarray, errors: np.nd
     `weights` [resamples, U] (all ones for the eval set itself), `rates` the resamples' ratios."""
     variance = np.zeros(len(weights))
     total_trials = np.zeros(len(weights))
-    for group in np.unique(unit_groups):
-        members = np.flatnonzero(unit_groups == group)
+    for members in group_members(unit_groups):      # a group's weights: a view, no copy
         if not trials[members].any() and not errors[members].any():
             continue
-        n = len(members)
-        if members[-1] - members[0] + 1 == n:    # units are numbered by group: a view, no copy
-            members = slice(members[0], members[-1] + 1)
+        n = len(trials[members])
         s_e, s_m, s_ee, s_em, s_mm = _stratum_moments(weights[:, members], errors[members],
                                                       trials[members]).T
         total_trials += s_m

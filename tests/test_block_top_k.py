@@ -77,7 +77,8 @@ def test_hits_are_every_entry_at_or_above_the_floor_or_none_when_too_many(monkey
 def test_without_a_writable_cache_the_kernel_is_compiled_per_process_not_an_import_error():
     # numba raises at decoration when no cache location is writable (a read-only installation and
     # home directory); the module then compiles without a cache. Simulated by leaving numba no
-    # cache locator, in a process of its own (the module is not yet imported there).
+    # cache locator (numba's internal list of them, at the pinned version), in a process of its own
+    # (the module is not yet imported there).
     import subprocess
     import sys
 
