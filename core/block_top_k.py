@@ -29,6 +29,7 @@ from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 from numba import njit
+from scipy.linalg import blas
 
 
 def _compiled(function):
@@ -47,7 +48,8 @@ _HITS_MAX_FRACTION = 1 / 8
 
 
 class BlockHits(NamedTuple):
-    """Block positions (rows, cols; row-major order) and values of every entry >= floor."""
+    """Matrix rows and columns (absolute, row < column; row-major order within the block) and values
+    of every impostor entry >= floor."""
     rows: np.ndarray
     cols: np.ndarray
     values: np.ndarray
@@ -59,8 +61,10 @@ TopLists = Tuple[np.ndarray, np.ndarray]   # [N, k] float32 similarities, [N, k]
 
 def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, np.ndarray]]:
     """(row offset, column offset, block) for every block on or above the block diagonal of
-    unit @ unit.T, row blocks in order; the diagonal of a diagonal block is -inf. The block lives in
-    a reused buffer: use it before asking for the next.
+    unit @ unit.T, row blocks in order. A diagonal block holds its entries strictly above its
+    diagonal only (each pair once; on and below the diagonal it is undefined): it is computed by
+    SYRK, half the multiply-adds of a product. The block lives in a reused buffer: use it before
+    asking for the next.
 
     Large blocks are computed one ahead in a helper thread, into a second buffer: the product
     (BLAS, which releases the GIL) of block b + 1 runs while the caller works on block b, which
@@ -75,9 +79,13 @@ def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, 
         rows_i, rows_j = unit[i0:i0 + chunk], unit[j0:j0 + chunk]
         sims = buffers[index % len(buffers)][:len(rows_i) * len(rows_j)].reshape(len(rows_i),
                                                                                  len(rows_j))
-        np.matmul(rows_i, rows_j.T, out=sims)
-        if j0 == i0:
-            np.fill_diagonal(sims, -np.inf)  # the query is not in its own gallery
+        if j0 != i0:
+            np.matmul(rows_i, rows_j.T, out=sims)
+        else:
+            # The lower triangle of the Fortran-order result is the upper one of the C-order block.
+            result = blas.ssyrk(1.0, rows_i.T, beta=0.0, c=sims.T, trans=1, lower=1, overwrite_c=1)
+            if result.ctypes.data != sims.ctypes.data:      # a copy after all: into the buffer
+                sims.T[...] = result
         return sims
 
     if len(offsets) < 2 or side * side * unit.shape[1] < _PREFETCH_MIN_WORK:
@@ -96,20 +104,28 @@ def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, 
 def rank_block(sims: np.ndarray, i0: int, j0: int, ids: np.ndarray, lists: TopLists,
                within: Optional[TopLists] = None,
                group_bounds: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-               floor: Optional[float] = None) -> Optional[BlockHits]:
-    """Merge block (i0, j0) of the upper block triangle (rows i0.., columns j0..) into `lists`:
-    those of its rows and, when j0 != i0, of its columns (on the diagonal the rows see every pair).
+               floor: Optional[float] = None,
+               label_codes: Optional[np.ndarray] = None) -> Optional[BlockHits]:
+    """Merge block (i0, j0) of the upper block triangle (rows i0.., columns j0..; on the block
+    diagonal its entries above the diagonal) into `lists`: those of its rows and of its columns.
     `ids[i]`: the id of matrix row (and column) i. With `within`, the block's entries whose row and
     column share a group, `group_bounds[0][i] <= column < group_bounds[1][i]` for row i, are also
     merged into the `within` lists the same way.
 
-    Returns the block's `BlockHits` at `floor`: None without a floor, at a floor of -inf, or when
-    more than _HITS_MAX_FRACTION of the block reaches it (every such entry is still ranked). The
-    comparison with the floor is in float32, like the block's."""
+    Returns the block's `BlockHits` at `floor`, the entries whose row and column differ in
+    `label_codes` (the matrix rows' labels as integers): None without a floor, at a floor of -inf,
+    or when more than _HITS_MAX_FRACTION of the block reaches it (every such entry is still
+    ranked). The comparison with the floor is in float32, like the block's."""
     record = floor is not None and floor != -np.inf
+    if record and label_codes is None:
+        raise ValueError("hits at a floor need the rows' label codes")
     ids = np.ascontiguousarray(ids, dtype=np.int64)
+    codes = (np.ascontiguousarray(label_codes, dtype=np.int64) if record
+             else np.empty(0, dtype=np.int64))
     capacity = int(_HITS_MAX_FRACTION * sims.size) if record else 0
-    hit_rows, hit_cols = np.empty(capacity, dtype=np.int64), np.empty(capacity, dtype=np.int64)
+    # Matrix positions as int32 while they fit: the 1:1 selection buffers millions of them.
+    index_type = np.int32 if len(ids) < 2**31 else np.int64
+    hit_rows, hit_cols = np.empty(capacity, dtype=index_type), np.empty(capacity, dtype=index_type)
     hit_values = np.empty(capacity, dtype=np.float32)
     k = lists[0].shape[1]
     if within is None:
@@ -117,7 +133,7 @@ def rank_block(sims: np.ndarray, i0: int, j0: int, ids: np.ndarray, lists: TopLi
         group_bounds = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
     n_hits = _rank_block(sims, i0, j0, ids, lists[0], lists[1], within[0], within[1],
                          group_bounds[0], group_bounds[1], np.float32(floor if record else np.inf),
-                         hit_rows, hit_cols, hit_values)
+                         codes, hit_rows, hit_cols, hit_values)
     if not record or n_hits > capacity:
         return None
     return BlockHits(hit_rows[:n_hits], hit_cols[:n_hits], hit_values[:n_hits], float(floor))
@@ -125,23 +141,25 @@ def rank_block(sims: np.ndarray, i0: int, j0: int, ids: np.ndarray, lists: TopLi
 
 @_compiled
 def _rank_block(sims, i0, j0, ids, top_sims, top_idx, within_sims, within_idx, group_start,
-                group_stop, floor, hit_rows, hit_cols, hit_values):
-    """`rank_block`'s pass; returns the number of entries >= floor (recorded up to the hit arrays'
-    length).
+                group_stop, floor, label_codes, hit_rows, hit_cols, hit_values):
+    """`rank_block`'s pass; returns the number of impostor entries >= floor (recorded up to the hit
+    arrays' length).
 
-    Row by row: first a flag per entry that may matter, set when it reaches the row's k-th best
-    (inside the row's group: the lower of its two lists') or its column's limit: the lower of the
-    floor and the column's k-th best (inside the group, also its within-group one). That test is
-    branch-free and vectorises; the flagged entries (a few percent) are then found 8 flags at a
-    time and offered to each list, which checks its own k-th best exactly. Limits only rise (and
-    are updated as a column's list changes), so no entry that can enter a list or is a hit is left
-    unflagged."""
+    Row by row (on the block diagonal, from the entry after the diagonal): first a flag per entry
+    that may matter, set when it reaches the row's k-th best (inside the row's group: the lower of
+    its two lists') or its column's limit: the lower of the floor and the column's k-th best
+    (inside the group, also its within-group one). That test is branch-free and vectorises; the
+    flagged entries (a few percent) are then found 8 flags at a time and offered to each list,
+    which checks its own k-th best exactly. Limits only rise (and are updated as a column's list
+    changes), so no entry that can enter a list or is a hit is left unflagged. On the block
+    diagonal a column's list is also a later row's: the rows above it only offer to it, and it is
+    read as a row (its k-th best then current) only after them."""
     height, width = sims.shape
     last = top_sims.shape[1] - 1
-    columns = i0 != j0
+    diagonal = i0 == j0
     grouped = within_sims.shape[0] > 0
     tail, tail_id, tail_within, tail_within_id = _column_tails(top_sims, top_idx, within_sims,
-                                                               within_idx, j0, width, columns)
+                                                               within_idx, j0, width)
     limit = np.minimum(tail, floor)
     limit_within = np.minimum(limit, tail_within)
     n_words = (width + 7) // 8
@@ -153,28 +171,32 @@ def _rank_block(sims, i0, j0, ids, top_sims, top_idx, within_sims, within_idx, g
         row = i0 + r
         row_id = ids[row]
         values = sims[r]
-        lo = hi = 0
+        start = 0
+        if diagonal:
+            start = min(r + 1, width)
+            flags[r] = 0                       # flagged for the row before, whose first it was
+        lo = hi = start
         if grouped:
-            lo = min(max(group_start[row] - j0, 0), width)
+            lo = min(max(group_start[row] - j0, start), width)
             hi = min(max(group_stop[row] - j0, lo), width)
         threshold = top_sims[row, last]
-        _flag(values[:lo], limit[:lo], threshold, flags[:lo])
+        _flag(values[start:lo], limit[start:lo], threshold, flags[start:lo])
         if hi > lo:
             _flag(values[lo:hi], limit_within[lo:hi], min(threshold, within_sims[row, last]),
                   flags[lo:hi])
         _flag(values[hi:], limit[hi:], threshold, flags[hi:width])
-        for w in range(n_words):
+        for w in range(start // 8, n_words):
             word = words[w]
             while word:
                 low = word & (~word + np.uint64(1))        # the lowest flag: byte i holds 1
                 word ^= low
                 c = w * 8 + int((low * np.uint64(0x0001020304050607)) >> np.uint64(56))
                 value = values[c]
-                if value >= floor:
-                    if n_hits < capacity:
-                        hit_rows[n_hits], hit_cols[n_hits], hit_values[n_hits] = r, c, value
-                    n_hits += 1
                 col = j0 + c
+                if value >= floor and label_codes[row] != label_codes[col]:
+                    if n_hits < capacity:
+                        hit_rows[n_hits], hit_cols[n_hits], hit_values[n_hits] = row, col, value
+                    n_hits += 1
                 col_id = ids[col]
                 _offer(top_sims, top_idx, row, value, col_id)
                 if _before(value, row_id, tail[c], tail_id[c]):
@@ -193,19 +215,17 @@ def _rank_block(sims, i0, j0, ids, top_sims, top_idx, within_sims, within_idx, g
 
 
 @_compiled
-def _column_tails(top_sims, top_idx, within_sims, within_idx, j0, width, columns):
-    """The k-th best (value, id) of each column's list and within-group list, +inf (never
-    reached) on the block diagonal. Kept apart from the lists, which are touched only when an
-    entry enters them: the block streaming through the cache evicts them in between."""
+def _column_tails(top_sims, top_idx, within_sims, within_idx, j0, width):
+    """The k-th best (value, id) of each column's list and within-group list. Kept apart from the
+    lists, which are touched only when an entry enters them: the block streaming through the cache
+    evicts them in between."""
     last = top_sims.shape[1] - 1
-    tail, tail_id = np.full(width, np.inf, dtype=np.float32), np.full(width, -1, dtype=np.int64)
-    tail_within, tail_within_id = tail.copy(), tail_id.copy()
-    if columns:
-        tail[:] = top_sims[j0:j0 + width, last]
-        tail_id[:] = top_idx[j0:j0 + width, last]
-        if within_sims.shape[0] > 0:
-            tail_within[:] = within_sims[j0:j0 + width, last]
-            tail_within_id[:] = within_idx[j0:j0 + width, last]
+    tail, tail_id = top_sims[j0:j0 + width, last].copy(), top_idx[j0:j0 + width, last].copy()
+    tail_within = np.full(width, np.inf, dtype=np.float32)
+    tail_within_id = np.full(width, -1, dtype=np.int64)
+    if within_sims.shape[0] > 0:
+        tail_within[:] = within_sims[j0:j0 + width, last]
+        tail_within_id[:] = within_idx[j0:j0 + width, last]
     return tail, tail_id, tail_within, tail_within_id
 
 
@@ -243,7 +263,8 @@ def compile_ahead():
     step compiles it."""
     sims = np.full((2, 2), -np.inf, dtype=np.float32)
     lists = (np.full((2, 1), -np.inf, dtype=np.float32), np.full((2, 1), 2, dtype=np.int64))
-    rank_block(sims, 0, 0, np.arange(2), lists, lists, (np.zeros(2, np.int64), np.full(2, 2)), 0.0)
+    rank_block(sims, 0, 0, np.arange(2), lists, lists, (np.zeros(2, np.int64), np.full(2, 2)), 0.0,
+               np.arange(2))
 
 
 def mask_buffer(size: int) -> np.ndarray:

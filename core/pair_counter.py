@@ -183,18 +183,19 @@ class _PairCounter:
     def _impostors_at_least(self, i0: int, j0: int, sims: np.ndarray, floor: float,
                             hits: Optional[BlockHits] = None):
         """(scores, first, second) of the block's impostor pairs (i < j) scoring >= floor; from
-        `hits` (the block's entries >= a lower or equal floor) when given."""
+        `hits` (the block's impostor entries >= a lower or equal floor) when given."""
         if hits is not None and hits.floor <= floor:
+            if hits.floor == floor:
+                return hits.values, hits.rows, hits.cols
             sel = hits.values >= floor
-            rows, cols, values = hits.rows[sel], hits.cols[sel], hits.values[sel]
-        else:
-            mask = self.mask_buf[:sims.size].reshape(sims.shape)
-            np.greater_equal(sims, floor, out=mask)
-            rows, cols = nonzero_positions(self.mask_buf, sims.size, sims.shape[1])
-            values = sims[rows, cols]
-        if i0 == j0:                     # a diagonal block: each pair once, as (lower, higher)
+            return hits.values[sel], hits.rows[sel], hits.cols[sel]
+        mask = self.mask_buf[:sims.size].reshape(sims.shape)
+        np.greater_equal(sims, floor, out=mask)
+        rows, cols = nonzero_positions(self.mask_buf, sims.size, sims.shape[1])
+        if i0 == j0:                     # a diagonal block: each pair once, above its diagonal
             upper = rows < cols
-            rows, cols, values = rows[upper], cols[upper], values[upper]
+            rows, cols = rows[upper], cols[upper]
+        values = sims[rows, cols]
         first, second = rows + i0, cols + j0
         impostor = self.label_codes[first] != self.label_codes[second]
         # Image indices as int32 while they fit: the selection buffers millions of them.

@@ -136,7 +136,7 @@ def first_hit_ranks(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.nd
     ties are broken and which `ranks_in_input_order` maps the result back with.
 
     `floor(i0, j0)`, when given, is a score at or below which the visitor needs no entry of the
-    block: the entries at or above it are then found in the ranking's pass over the block
+    block: its impostor entries at or above it are then found in the ranking's pass over the block
     (`BlockHits`) and go to `visit(i0, j0, block, hits)` (hits None when too many entries reach
     the floor); without it `visit(i0, j0, block)`."""
     chunk = _chunk_size(chunk_size)
@@ -306,9 +306,11 @@ def ranked_pass(unit: np.ndarray, labels: np.ndarray, groups: Optional[np.ndarra
     mixed_lists = _top_lists(n, k_max)
     within_lists = _top_lists(n, k_max) if spans else None
     group_bounds = _row_group_bounds(spans) if spans else None
+    label_codes = np.unique(labels, return_inverse=True)[1].reshape(-1) if floor is not None else None
     for i0, j0, sims in similarity_blocks(unit, chunk):
         hits_floor = None if floor is None else floor(i0, j0)
-        hits = rank_block(sims, i0, j0, ids, mixed_lists, within_lists, group_bounds, hits_floor)
+        hits = rank_block(sims, i0, j0, ids, mixed_lists, within_lists, group_bounds, hits_floor,
+                          label_codes)
         if visit is not None:
             if floor is None:
                 visit(i0, j0, sims)

@@ -3,7 +3,8 @@
 A symmetric matrix of a few distinct values (heavy exact ties everywhere, so the id decides most
 places in a list), ids a permutation (a tie goes to the lower id, not the lower position), groups
 contiguous and of sizes that cut across the blocks. Its upper block triangle goes through
-`rank_block` as core/recall.py feeds it; every list, the whole gallery's and the within-group one,
+`rank_block` as core/recall.py feeds it (a diagonal block defined above its diagonal only: +inf on
+and below it here, which no list may take); every list, the whole gallery's and the within-group one,
 must equal the first k of its gallery sorted by (-similarity, id): rows of a block, columns read
 off the block diagonal, and the rectangles where rows and columns share a group alike."""
 import os
@@ -48,7 +49,9 @@ def test_lists_equal_a_literal_sort_with_heavy_ties(seed, n, chunk, k, levels):
     within = (np.full((n, k), -np.inf, np.float32), np.full((n, k), n, np.int64))
     for i0 in range(0, n, chunk):
         for j0 in range(i0, n, chunk):
-            block = np.ascontiguousarray(sims[i0:i0 + chunk, j0:j0 + chunk])
+            block = np.array(sims[i0:i0 + chunk, j0:j0 + chunk], order="C")     # a copy
+            if i0 == j0:
+                block[np.tril_indices(len(block))] = np.inf
             assert rank_block(block, i0, j0, ids, lists, within, (start, stop)) is None
     for query in range(n):
         assert listed(lists, query) == literal_top_k(sims, ids, range(n), query, k), query
@@ -57,21 +60,35 @@ def test_lists_equal_a_literal_sort_with_heavy_ties(seed, n, chunk, k, levels):
 
 
 @pytest.mark.parametrize("floor, fraction", [(0.5, 1.0), (0.75, 0.5), (0.25, 1 / 8), (-np.inf, 1.0)])
-def test_hits_are_every_entry_at_or_above_the_floor_or_none_when_too_many(monkeypatch, floor,
-                                                                           fraction):
+@pytest.mark.parametrize("j0", [0, 16])
+def test_hits_are_every_impostor_entry_at_or_above_the_floor_or_none_when_too_many(monkeypatch, floor,
+                                                                                   fraction, j0):
+    # Off the block diagonal every entry is a pair; on it only those above the diagonal (+inf on
+    # and below here, never a hit). A hit's row and column differ in label; positions are the
+    # matrix's, row-major.
     monkeypatch.setattr(block_top_k, "_HITS_MAX_FRACTION", fraction)
     n, k = 40, 3
     sims = tied_matrix(7, n, 4)
+    labels = np.random.default_rng(8).integers(0, 6, size=n)
     lists = (np.full((n, k), -np.inf, np.float32), np.full((n, k), n, np.int64))
-    block = np.ascontiguousarray(sims[:16, 16:])
-    hits = rank_block(block, 0, 16, np.arange(n), lists, floor=floor)
-    expected = np.argwhere(block >= np.float32(floor))
-    if floor == -np.inf or len(expected) > fraction * block.size:
+    block = np.array(sims[:16, j0:j0 + 16], order="C")
+    if j0 == 0:
+        block[np.tril_indices(16)] = np.inf
+    hits = rank_block(block, 0, j0, np.arange(n), lists, floor=floor, label_codes=labels)
+    entries = [(r, j0 + c) for r, c in np.argwhere(block >= np.float32(floor)) if j0 + c > r]
+    expected = [(r, c) for r, c in entries if labels[r] != labels[c]]
+    if floor == -np.inf or len(expected) > int(fraction * block.size):
         assert hits is None
         return
     assert hits.floor == floor
-    assert np.array_equal(np.stack([hits.rows, hits.cols], axis=1), expected)   # row-major
-    assert np.array_equal(hits.values, block[hits.rows, hits.cols])
+    assert [(int(r), int(c)) for r, c in zip(hits.rows, hits.cols)] == expected
+    assert np.array_equal(hits.values, sims[hits.rows, hits.cols])
+
+
+def test_hits_need_the_rows_labels():
+    lists = (np.full((4, 1), -np.inf, np.float32), np.full((4, 1), 4, np.int64))
+    with pytest.raises(ValueError, match="label codes"):
+        rank_block(np.zeros((2, 2), np.float32), 0, 2, np.arange(4), lists, floor=0.5)
 
 
 def test_without_a_writable_cache_the_kernel_is_compiled_per_process_not_an_import_error():

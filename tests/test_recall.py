@@ -390,9 +390,12 @@ def test_ranks_from_shared_block_hits_match_the_definition(monkeypatch, seed, n,
         given = []
 
         def visit(i0, j0, block, hits):
+            # The block's impostor pairs (above its diagonal on the block diagonal) >= the floor,
+            # at their matrix positions.
             assert hits is not None
-            expected_hits = np.argwhere(block >= level)
-            assert np.array_equal(np.stack([hits.rows, hits.cols], axis=1), expected_hits)
+            entries = [(i0 + r, j0 + c) for r, c in np.argwhere(block >= level) if j0 + c > i0 + r]
+            expected_hits = [(r, c) for r, c in entries if in_order_labels[r] != in_order_labels[c]]
+            assert [(int(r), int(c)) for r, c in zip(hits.rows, hits.cols)] == expected_hits
             given.append((i0, j0))
 
         ranks = recall_module.first_hit_ranks(rows, in_order_labels, in_order_groups, k_max,
@@ -415,17 +418,17 @@ def test_a_visited_pass_needs_its_rows_in_group_order():
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_blocks_are_the_upper_triangle_products_whether_computed_ahead_or_not(monkeypatch, prefetch):
     # Computed one ahead in a helper thread (forced here at any size) or in turn, each block is the
-    # product of its rows, the diagonal masked; a caller scribbling on a block spoils no other one.
+    # product of its rows, a diagonal block above its diagonal (its pairs; SYRK); a caller
+    # scribbling on a block spoils no other one.
     monkeypatch.setattr(block_top_k, "_PREFETCH_MIN_WORK", 0 if prefetch else 2**62)
     rng = np.random.default_rng(3)
     unit = rng.standard_normal((47, 6)).astype(np.float32)
     full = unit.astype(np.float64) @ unit.T.astype(np.float64)
-    np.fill_diagonal(full, -np.inf)
     seen = []
     for i0, j0, block in block_top_k.similarity_blocks(unit, 10):
         expected = full[i0:i0 + 10, j0:j0 + 10]
-        np.testing.assert_allclose(block, expected, rtol=1e-5, atol=1e-5)
-        assert np.array_equal(np.isinf(block), np.isinf(expected))
+        defined = np.ones(block.shape, dtype=bool) if i0 != j0 else np.triu(np.ones(block.shape, bool), 1)
+        np.testing.assert_allclose(block[defined], expected[defined], rtol=1e-5, atol=1e-5)
         block[:] = np.nan
         seen.append((i0, j0))
     assert seen == [(i, j) for i in range(0, 47, 10) for j in range(i, 47, 10)]
