@@ -113,14 +113,14 @@ COVERAGE_RESAMPLES = {20: 1000, 80: 400}
 
 
 def coverage_section(quick: bool) -> List[str]:
-    """The coverage stage's section: heading, its own date / machine line, tables, target."""
+    """The coverage stage's section: heading, its mode and time, tables, target (the machine and
+    date: the file's first line, or a partial run's note under the heading)."""
     print("coverage (simulated eval sets through evaluate()) ...", flush=True)
     if quick:
         cells = coverage.run(quick=True)
     else:
         cells = coverage.run(sets=COVERAGE_SETS, resamples=COVERAGE_RESAMPLES)
     return [COVERAGE_HEADING, "",
-            f"Machine: {machine()}. Date: {datetime.date.today().isoformat()}. "
             f"Mode: {'quick (smoke sizes, not comparable)' if quick else 'full'}. "
             f"Stage time: {sum(c['seconds'] + c['truth_seconds'] for c in cells) / 60:.1f} min "
             f"in evaluate() and the Recall@1 truths (plus the populations).", "",
@@ -173,8 +173,7 @@ def run(quick: bool, out: str, stages=STAGES) -> str:
     text = "\n".join(sections)
     if tuple(stages) != STAGES and os.path.exists(out):
         with open(out) as f:
-            text = replace_sections(f.read(), text, f"Measured {datetime.date.today().isoformat()} "
-                                    f"with `make bench --only {' '.join(stages)}` on {machine()}.")
+            text = replace_sections(f.read(), text, partial_run_note(stages, quick))
     with open(out, "w") as f:
         f.write(text)
     print(text)
@@ -193,6 +192,13 @@ def _split_sections(text: str):
         else:
             current[1] += line
     return "".join(head), [(heading, body) for heading, body in sections]
+
+
+def partial_run_note(stages, quick: bool) -> str:
+    """The line under each heading a partial run replaces: its date, command and machine."""
+    command = f"make bench ARGS=\"{'--quick ' if quick else ''}--only {' '.join(stages)}\""
+    mode = " (quick: smoke sizes, not comparable)" if quick else ""
+    return f"Measured {datetime.date.today().isoformat()} with `{command}`{mode} on {machine()}."
 
 
 def replace_sections(existing: str, new: str, note: str) -> str:

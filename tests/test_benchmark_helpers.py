@@ -1,4 +1,5 @@
 """The benchmark helpers the targets depend on (fast: no benchmark is run)."""
+import os
 import statistics
 
 from benchmarks import common, ingest_bench
@@ -44,6 +45,21 @@ def test_a_partial_run_replaces_only_its_own_sections():
     appended = replace_sections("# Benchmarks\n\n## Ingest\n\n| ingest |\n", new, "Measured today.")
     assert appended == ("# Benchmarks\n\n## Ingest\n\n| ingest |\n\n## Recall evaluation\n\n"
                         "Measured today.\n\n| new |\n\nTarget: t. Met.\n")
+
+
+def test_a_partial_runs_note_gives_a_command_make_runs_and_says_when_it_was_quick():
+    # `make bench --only X` is not a command make accepts (--only would be make's own option); the
+    # Makefile's bench target hands ARGS to benchmarks.run.
+    import re
+
+    from benchmarks.run import partial_run_note
+
+    full, quick = partial_run_note(["recall", "coverage"], False), partial_run_note(["recall"], True)
+    assert '`make bench ARGS="--only recall coverage"`' in full and "quick" not in full
+    assert '`make bench ARGS="--quick --only recall"` (quick' in quick
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Makefile")) as f:
+        recipe = re.search(r"^bench:.*\n\t(.*)$", f.read(), re.M).group(1)
+    assert recipe.endswith("-m benchmarks.run $(ARGS)")
 
 
 def test_the_machine_line_names_the_stack_the_numbers_were_measured_on():
