@@ -126,16 +126,16 @@ def run(argv: Optional[List[str]] = None) -> str:
         if args.submit and not (args.endpoint or (args.vertex_project and args.region)):
             raise ValueError("--submit needs --endpoint (KFP) or --vertex-project and --region "
                              "(Vertex AI Pipelines)")
-        from pipeline.pipeline import beam_pipeline_args, check_config, create_pipeline
+        from pipeline.pipeline import create_pipeline
 
         replicas = (args.trainer_gpus or 1) * args.trainer_workers
-        check_config(config, replicas=replicas if replicas > 1 or args.trainer_gpus else None)
-
-        beam_args = beam_pipeline_args(config)
+        # Every setting is checked here, once.
+        pipeline = create_pipeline(config, replicas=replicas if replicas > 1 or args.trainer_gpus
+                                   else None)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    spec_path = kubeflow.compile_spec(create_pipeline(config), args.image, args.output,
-                                      cache_ingest=args.ingest_cache)
+    beam_args = pipeline.beam_pipeline_args
+    spec_path = kubeflow.compile_spec(pipeline, args.image, args.output, cache_ingest=args.ingest_cache)
     print(f"Pipeline spec written to {spec_path}")
     print(f"Beam args of every step (with how workers get the code): {' '.join(beam_args)}")
     if args.submit:

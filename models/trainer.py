@@ -75,8 +75,8 @@ def check_training_settings(settings: Dict[str, Any], replicas: Optional[int] = 
     """Raises ValueError for settings the Trainer would refuse, before any pipeline runs:
     unknown keys (with the closest known names), values the configs refuse, and a batch that
     does not split over `replicas` (when given) and into accumulation_steps micro-batches."""
-    refuse_unknown(settings, MODEL_SETTINGS | TRAINING_SETTINGS | PIPELINE_KEYS, "Trainer settings")
-    # Before the configs are built: TrainingConfig's own check cannot name the replicas.
+    # Before the configs are built: TrainingConfig's own check cannot name the replicas (the
+    # configs then refuse unknown keys, naming the closest known).
     defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
     check_batch_split(settings.get("batch_size", defaults["batch_size"]),
                       settings.get("accumulation_steps", defaults["accumulation_steps"]), replicas)

@@ -56,17 +56,19 @@ def _run_pipeline(config: configs.PipelineConfig, sample_seed: int,
     from tfx import v1 as tfx
 
     from pipeline import model_import, recovery, sample_data
-    from pipeline.pipeline import beam_pipeline_args, check_config, create_pipeline
+    from pipeline.pipeline import create_pipeline
 
     try:
-        check_config(config)
-        beam_pipeline_args(config)      # remote Beam workers without the project's code: refused
-    except ValueError as e:
+        write_import = model_import.plan_import(config) if config.evaluate_model else None
+        # Every setting is checked here, once (remote Beam workers without the project's code
+        # too), before anything is written.
+        pipeline = create_pipeline(config)
+    except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     sample_data.ensure_sample_data(config, sample_seed, say=console.print)
-    if config.evaluate_model:
+    if write_import is not None:
         try:
-            model_import.resolve_evaluate_model(config, say=console.print)
+            write_import(console.print)
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(f"error: {e}") from None
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
@@ -82,6 +84,6 @@ def _run_pipeline(config: configs.PipelineConfig, sample_seed: int,
         saved_argv, sys.argv = sys.argv, sys.argv[:1]
         try:
             with progress.Reporter(console, config.metadata_path):
-                tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+                tfx.orchestration.LocalDagRunner().run(pipeline)
         finally:
             sys.argv = saved_argv

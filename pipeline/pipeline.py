@@ -69,10 +69,11 @@ def _upto(config: PipelineConfig, stage: str) -> bool:
     return STAGES.index(config.last_stage) >= STAGES.index(stage)
 
 
-def create_components(config: PipelineConfig):
-    """The pipeline's components up to `config.last_stage`, each built once, in order."""
+def create_components(config: PipelineConfig, replicas: Optional[int] = None):
+    """The pipeline's components up to `config.last_stage`, each built once, in order. The settings
+    are checked here, the one time (`check_config`; `replicas`: the Trainer's, when known)."""
     # Unknown or inconsistent settings stop the build, not the Trainer after ingest and Transform.
-    check_config(config)
+    check_config(config, replicas)
     example_gen = _example_gen(config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
@@ -193,15 +194,17 @@ def _with_resources(components, resources: Dict[str, Any]):
     return components
 
 
-def create_pipeline(config: PipelineConfig,
-                    metadata_connection_config: Optional[object] = None) -> tfx_pipeline.Pipeline:
+def create_pipeline(config: PipelineConfig, metadata_connection_config: Optional[object] = None,
+                    replicas: Optional[int] = None) -> tfx_pipeline.Pipeline:
+    """The pipeline of `config`; ValueError naming the setting when one is unknown or does not
+    fit (checked once, here: `create_components`)."""
     if metadata_connection_config is None and config.metadata_path:
         metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=_with_resources(create_components(config), config.resources),
+        components=_with_resources(create_components(config, replicas), config.resources),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args(config))

@@ -142,6 +142,21 @@ def test_a_pretrained_backbone_on_the_box_crop_is_refused_naming_both_settings(t
         ["--backbone", "face_recognition_net"])))     # its own crop: accepted
 
 
+def test_a_setting_the_build_refuses_stops_the_run_before_sample_data_is_written(tmp_path,
+                                                                               monkeypatch):
+    # The settings are checked once, when the pipeline is built, and that happens before the run
+    # writes anything (here: the sample data it would generate into a missing default data root).
+    data = tmp_path / "sample"
+    monkeypatch.setattr(configs, "SAMPLE_DATA_DIR", str(data))
+    config = local_runner.build_config(local_runner.parse_args(
+        ["--pipeline-root", str(tmp_path / "root"), "--metadata", str(tmp_path / "m.sqlite"),
+         "--backbone", "face_recognition_net", "--crop", "box"]))
+    config.ingest.data_root = str(data)
+    with pytest.raises(SystemExit, match="crop 'box' does not suit model.backbone"):
+        local_run.run(config, verbose=True)
+    assert not data.exists()
+
+
 @pytest.mark.parametrize("values, key, closest", [
     ({"trainng": {"epochs": 3}}, "trainng", "training"),
     ({"image_sise": 64}, "image_sise", "image_size"),
