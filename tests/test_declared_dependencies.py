@@ -8,7 +8,6 @@ For every third-party module imported anywhere in a package (at the top or insid
 some distribution that provides it must be in the closure of the declared requirements on this
 stack: setup.py's requirements and extras, then each installed distribution's own requirements
 (environment markers and requested extras evaluated), found from the installed metadata."""
-import ast
 import importlib.metadata
 import os
 import sys
@@ -17,6 +16,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from pipeline import code_version
 from tests.conftest import REPO_ROOT
 from tests.test_layering import LAYERS
 from tests.test_setup_scripts import setup_kwargs
@@ -61,19 +61,14 @@ def third_party_imports(packages):
             for name in names if name.endswith(".py")]
         for file in files:
             with open(file) as f:
-                tree = ast.parse(f.read(), file)
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                    names = [node.module]
-                else:
-                    continue
-                for name in names:
-                    module = name.split(".")[0]
-                    if module not in own and module not in sys.stdlib_module_names and \
-                            module != "__future__":
-                        found.setdefault(module, os.path.relpath(file, REPO_ROOT))
+                source = f.read()
+            name = os.path.relpath(file, REPO_ROOT)[:-len(".py")].replace(os.sep, ".")
+            # The project's one import resolver (relative imports resolve into the project).
+            for _, imported in code_version.imported_modules(source, name, file.endswith("__init__.py")):
+                module = imported.split(".")[0]
+                if module and module not in own and module not in sys.stdlib_module_names and \
+                        module != "__future__":
+                    found.setdefault(module, os.path.relpath(file, REPO_ROOT))
     return found
 
 

@@ -1,7 +1,6 @@
 """TFLite export: every level converts, its embeddings match the SavedModel within the stated bounds
 (cosines computed here with NumPy, not read from the report), the CLI enforces the bounds, and the
 conversion core and the pipeline component import nothing from the tools above them."""
-import ast
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import tensorflow as tf
 from models import preprocessing
 from models import tflite as tflite_core
 from models.face_model import ModelConfig, build_embedding_model
+from pipeline import code_version
 from tests.conftest import REPO_ROOT
 from tools import export_tflite
 from tools.face_lists import read_face_list
@@ -224,16 +224,12 @@ LAYERED = ("models/tflite.py", "components/tflite_exporter/component.py")
 
 
 def imported_modules(path):
-    """Every module an `import` statement in the file names, function-local imports included."""
+    """Every module an `import` statement in the file names, function-local imports included (the
+    project's one resolver, pipeline/code_version.py)."""
     with open(os.path.join(REPO_ROOT, path)) as f:
-        tree = ast.parse(f.read(), path)
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-    return names
+        source = f.read()
+    module = path[:-len(".py")].replace("/", ".")
+    return [name for _, name in code_version.imported_modules(source, module)]
 
 
 def test_the_conversion_core_and_the_component_import_nothing_from_tools():

@@ -38,17 +38,10 @@ def _described(key: str, known: Iterable[str], elsewhere: Optional[Mapping[str, 
     return f"unknown setting {key!r}; {hint}"
 
 
-def unknown_setting(key: str, known: Iterable[str], where: str,
-                    elsewhere: Optional[Mapping[str, str]] = None) -> ValueError:
-    """The one error for a key that is not a setting: the closest known keys, or all of them, and
-    the section that holds a key of that name when there is one (`elsewhere`: key -> section)."""
-    return ValueError(f"{where}: {_described(key, known, elsewhere)}")
-
-
 def refuse_unknown(values: Iterable[str], known: Iterable[str], where: str,
                    elsewhere: Optional[Mapping[str, str]] = None) -> None:
-    """ValueError naming every key of `values` that is not in `known`, each as `unknown_setting`
-    does: a misspelt setting must not be dropped silently and run with the default."""
+    """ValueError naming every key of `values` that is not in `known`, each with its closest known
+    keys: a misspelt setting must not be dropped silently and run with the default."""
     known = set(known)
     unknown = sorted(set(values) - known)
     if unknown:
