@@ -3,7 +3,7 @@ models, and checked once when it is built (core/settings/base.py says how; docs/
 lists every setting and is generated from these classes).
 
     PipelineConfig                    this module: where things are, stages, Beam, Kubeflow
-      ingest:   IngestConfig          this module: FaceExampleGen's lists, images and limits
+      ingest:   IngestConfig          core/settings/ingest.py: FaceExampleGen's lists, images, limits
       model:    ModelConfig           core/settings/model.py: network, loss, Partial FC (sample_rate)
       training: TrainingConfig        core/settings/training.py: optimizer, schedule, epochs, ...
         augmentation: AugmentationConfig
@@ -21,18 +21,17 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 import schema as schema_package
-from core.records import IngestOptions
 from core.settings.base import Section, refuse_unknown, setting
 from core.settings.gate import GateConfig
+from core.settings.ingest import SAMPLE_DATA_DIR, IngestConfig
 from core.settings.model import ModelConfig
 from core.settings.training import AugmentationConfig, TrainingConfig
 
 __all__ = ["AugmentationConfig", "GateConfig", "IngestConfig", "ModelConfig", "PipelineConfig",
-           "TrainingConfig", "VertexTraining", "preset", "trainer_settings"]
+           "SAMPLE_DATA_DIR", "TrainingConfig", "VertexTraining", "preset", "trainer_settings"]
 
 PIPELINE_NAME = "ffem-tfx"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE_DATA_DIR = os.path.join(REPO_ROOT, "data", "sample")
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "runs")
 PRESETS_DIR = os.path.join(REPO_ROOT, "configs")
 # The project's setup.py, staged for Beam workers outside this process when no image is named
@@ -41,35 +40,6 @@ SETUP_FILE = os.path.join(REPO_ROOT, "setup.py")
 # The pipeline's stages in order; `PipelineConfig.last_stage` builds the pipeline up to one of them.
 STAGES = ("ingest", "transform", "train", "evaluate", "push")
 CROPS = ("box", "face_api_aligned")
-
-
-@dataclasses.dataclass
-class IngestConfig(Section):
-    """FaceExampleGen: where the lists and images are and how strict to be."""
-    data_root: str = setting(SAMPLE_DATA_DIR, help="directory holding the list files (default: "
-                             "the sample data, generated when missing)")
-    image_root: str = setting(os.path.join(SAMPLE_DATA_DIR, "images"),
-                              help="directory the list keys are relative to (default: "
-                                   "<data_root>/images when data_root is set)")
-    list_files: Dict[str, str] = setting(
-        help="list file (or glob pattern) per split", factory=lambda: {"train": "train.json",
-                                                                         "eval": "test.json"})
-    identity_split: Optional[Dict[str, int]] = setting(
-        None, help="split one list by label hash into buckets, e.g. {\"train\": 9, \"eval\": 1}")
-    max_bad_fraction: float = setting(0.01, help="the ingest fails when more records than this "
-                                      "fraction are quarantined")
-    max_image_pixels: int = setting(IngestOptions.max_image_pixels,
-                                    help="larger images are quarantined (the served model's "
-                                         "limit too)")
-    max_image_bytes: int = setting(IngestOptions.max_image_bytes,
-                                   help="larger files are quarantined (the served model's limit too)")
-    box_tolerance: float = setting(IngestOptions.box_tolerance,
-                                   help="how far (fraction of the side) a box may exceed the image")
-    list_format: Optional[str] = setting(None, help="json or jsonl; null: from the file")
-    fingerprint_images: bool = setting(True, help="hash every image into the Examples' "
-                                       "fingerprint (a changed image is a cache miss)")
-    offset_labels: bool = setting(False, help="a list pattern matches several data sets, each "
-                                  "labelled from 0: shift each one's labels")
 
 
 @dataclasses.dataclass

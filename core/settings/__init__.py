@@ -1,2 +1,2 @@
 """The settings tree's sections (TensorFlow-free): `base` (the machinery: typed sections, the one
-unknown-key check), `model`, `training`, `gate`; pipeline/configs.py is the tree's root."""
+unknown-key check), `ingest`, `model`, `training`, `gate`; pipeline/configs.py is the tree's root."""
