@@ -120,7 +120,15 @@ def summary_lines(point: Dict[str, Any]) -> list:
                      f"FMR {_rate(entry.get('fmr'), entry.get('fmr_ci'))}")
     data = point["eval_data"]
     lines.append(f"  eval data: {data['examples_uri']} split {data['split']!r}, {data['n_images']} "
-                 f"images, keys sha256 {data['keys_sha256'][:16]}...")
+                 f"images, keys sha256 {data['keys_sha256']}")
+    evaluation, model = point["evaluation"], point["model"]
+    lines.append(f"  evaluation: {evaluation.get('uri')} (execution {evaluation.get('execution_id') or '-'})")
+    lines.append(f"  model: {model.get('id') or '-'} {model.get('uri')}")
+    if point.get("blessing"):
+        lines.append(f"  blessing: {point['blessing'].get('id') or '-'} {point['blessing'].get('uri')}")
+    gate = point["gate"]
+    lines.append(f"  gate: failed rules {', '.join(gate['failed_rules']) or 'none'}; settings "
+                 f"{json_safe.dumps(gate['settings'], sort_keys=True, separators=(',', ':'))}")
     return lines
 
 

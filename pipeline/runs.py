@@ -34,7 +34,8 @@ def list_runs(store) -> List[Dict[str, Any]]:
                    context.create_time_since_epoch / 1000).isoformat(timespec="seconds"),
                "model_id": None, "model_uri": None, "trainer": None, "recall_at_1": None,
                "blessed": None, "report": None, "pushed": None, "pushed_to": None,
-               "evaluation_uri": None, "tflite_uri": None, "failed_nodes": []}
+               "evaluation_uri": None, "evaluation_id": None, "tflite_uri": None,
+               "failed_nodes": []}
         for execution in store.get_executions_by_context(context.id):
             _record_execution(store, execution, run)
         runs.append(run)
@@ -57,7 +58,7 @@ def _record_execution(store, execution, run: Dict[str, Any]) -> None:
             run["recall_at_1"] = json.loads(_custom(evaluation, "recall_at_1", "null"))
             run["blessed"] = bool(_custom(evaluation, "blessed", 0))
             run["report"] = _custom(evaluation, "report")
-            run["evaluation_uri"] = evaluation.uri
+            run["evaluation_uri"], run["evaluation_id"] = evaluation.uri, evaluation.id
     elif node == NODE_PUSHER:
         for push in _outputs(store, execution.id, "pushed_model"):
             run["pushed"] = bool(_custom(push, "pushed", 0))
@@ -154,12 +155,27 @@ def _text(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _read_text(path: str) -> Optional[str]:
+    """The file's text, None when it does not exist; a gs:// (or other remote) path through
+    TensorFlow's file system (imported only then: local reviews stay quick)."""
+    if "://" not in path:
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return f.read()
+    import tensorflow as tf
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return f.read()
+
+
 def read_metrics(run: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The run's metrics.json (every number the evaluator computed), or None without one."""
     if not run["evaluation_uri"]:
         return None
-    with open(os.path.join(run["evaluation_uri"], "metrics.json")) as f:
-        return json_safe.load(f)
+    text = _read_text(os.path.join(run["evaluation_uri"], "metrics.json"))
+    return None if text is None else json_safe.loads(text)
 
 
 def pixel_recall_at_1(metrics: Optional[Dict[str, Any]]) -> Dict[str, float]:
@@ -234,9 +250,9 @@ def read_operating_point(run: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, A
               ("evaluated", run.get("evaluation_uri") and os.path.join(run["evaluation_uri"],
                                                                        operating_point.FILE))]
     for where, path in places:
-        if path and os.path.exists(path):
-            with open(path) as f:
-                return where, operating_point.loads(f.read(), source=path)
+        text = _read_text(path) if path else None
+        if text is not None:
+            return where, operating_point.loads(text, source=path)
     return None
 
 
@@ -261,6 +277,8 @@ def format_show(run: Dict[str, Any]) -> str:
     if shipped:
         where, point = shipped
         lines.append(f"{where:<10} " + "\n".join(operating_point.summary_lines(point)))
+        if run.get("evaluation_id") and point["evaluation"].get("uri") == run["evaluation_uri"]:
+            lines.append(f"  evaluation artifact: {run['evaluation_id']} (ML Metadata)")
     if run["failed_nodes"]:
         lines.append(f"failed     {', '.join(n for n in run['failed_nodes'] if n)}")
     return "\n".join(lines)

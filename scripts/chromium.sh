@@ -2,7 +2,8 @@
 # Installs Debian's `chromium` (once) for tests/test_shipped_model.py, which opens the
 # evaluation report in headless Chromium as a reviewer would. Quick when it is present. Installs
 # with apt-get as root (a fresh Debian 12 machine or container), or through `sudo -n` when allowed;
-# never fails the build: without a browser the test skips and says why.
+# never fails the build: without a browser the test skips and says why (under .ci/run it
+# fails instead: FFEM_REQUIRE_CHROMIUM).
 set -u
 if command -v chromium >/dev/null 2>&1; then
   exit 0

@@ -39,13 +39,13 @@ def point_for(model_uri, threshold=0.25, keys=("a/1.jpg", "b/2.jpg")):
                "confidence": 0.95, "gate_config": {"target_fmr": 1e-3}, "blessed": True,
                "failed_rules": []}
     return operating_point.build(metrics, "/examples", "eval", keys,
-                                 evaluation={"id": 5, "uri": "/evaluation"},
+                                 evaluation={"uri": "/evaluation", "execution_id": "5"},
                                  model={"id": 7, "uri": model_uri})
 
 
-def make_blessing(blessed, current_model_id, model=None, point=None):
+def make_blessing(blessed, current_model_id, model=None, point=None, card=True):
     """A blessing naming `current_model_id`; with `model` (or an explicit `point`), it carries
-    the operating point the evaluator writes for that model."""
+    the operating point the evaluator writes for that model, and (`card`) a model card."""
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = tempfile.mkdtemp(prefix="blessing")
     blessing.id = 100 + current_model_id
@@ -56,6 +56,9 @@ def make_blessing(blessed, current_model_id, model=None, point=None):
     if point is not None:
         with open(os.path.join(blessing.uri, operating_point.FILE), "w") as f:
             f.write(point if isinstance(point, str) else operating_point.dumps(point))
+    for name, text in (("model_card.json", "{}"), ("model_card.html", "<html></html>")) if card else ():
+        with open(os.path.join(blessing.uri, name), "w") as f:
+            f.write(text)
     return blessing
 
 
@@ -213,19 +216,27 @@ def test_the_pushed_version_and_the_archive_copy_carry_the_blessings_operating_p
     model = make_model(tmp_path, 7)
     point = point_for(model.uri, threshold=0.3125)
     blessing = make_blessing(1, 7, point=point)
-    for name, text in (("model_card.json", "{}"), ("model_card.html", "<html></html>")):
-        with open(os.path.join(blessing.uri, name), "w") as f:
-            f.write(text)
     pushed = push(tmp_path, model, blessing)
     destination = pushed.get_string_custom_property("pushed_destination")
     for directory in (destination, pushed.uri):
         text = shipped_point(directory)
-        assert text == operating_point.dumps(point)
+        # The evaluator's document, plus the blessing it was pushed on.
+        assert text == operating_point.dumps({**point, "blessing": {"id": 107, "uri": blessing.uri}})
         assert operating_point.loads(text)["threshold"] == 0.3125
         with open(os.path.join(directory, "model_card.html")) as f:
             assert f.read() == "<html></html>"
     with open(os.path.join(destination, "saved_model.pb")) as f:
         assert f.read() == "model 7"
+
+
+@pytest.mark.parametrize("missing", ["model_card.json", "model_card.html"])
+def test_a_blessing_without_its_model_card_is_not_pushed(tmp_path, missing):
+    model = make_model(tmp_path, 7)
+    blessing = make_blessing(1, 7, model=model)
+    os.remove(os.path.join(blessing.uri, missing))
+    pushed = push(tmp_path, model, blessing)
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert versions(tmp_path) == []
 
 
 @pytest.mark.parametrize("problem", ["missing", "other_model", "placeholder", "no_threshold_first"])

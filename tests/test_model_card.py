@@ -44,7 +44,7 @@ def schema():
 def card(evaluated):  # noqa: F811
     embeddings, labels, groups, metrics, keys = evaluated
     metrics = dict(metrics, split="eval", model={"id": 5, "uri": "/models/5"})
-    point = operating_point.build(metrics, "/examples", "eval", keys, {"id": 6, "uri": "/ev"},
+    point = operating_point.build(metrics, "/examples", "eval", keys, {"uri": "/ev", "execution_id": "6"},
                                   metrics["model"])
     config = {"backbone": "small_cnn", "embedding_size": 16, "image_size": 32, "loss": "ArcFace",
               "train_images": 900, "num_classes": 300}

@@ -45,7 +45,8 @@ def _brute_force(embeddings, labels, groups):
 def test_the_threshold_and_every_groups_rates_are_the_brute_force_ones(evaluated):
     embeddings, labels, groups, metrics, keys = evaluated
     point = operating_point.build(metrics, "/examples", "eval", keys,
-                                  evaluation={"id": 4, "uri": "/ev"}, model={"id": 2, "uri": "/m"})
+                                  evaluation={"uri": "/ev", "execution_id": "4"},
+                                  model={"id": 2, "uri": "/m"})
     scores, genuine, first, second, threshold = _brute_force(embeddings, labels, groups)
     assert point["threshold"] == pytest.approx(threshold, abs=1e-6)
     assert point["target_fmr"] == TARGET
@@ -79,7 +80,7 @@ def test_the_keys_digest_ignores_order_and_changes_with_any_key():
 
 def test_the_document_starts_with_a_threshold_that_reads_back_exactly(evaluated):
     *_, metrics, keys = evaluated
-    point = operating_point.build(metrics, "/x", "eval", keys, {"id": 1, "uri": "/e"},
+    point = operating_point.build(metrics, "/x", "eval", keys, {"uri": "/e", "execution_id": "1"},
                                   {"id": 2, "uri": "/m"})
     text = operating_point.dumps(point)
     assert next(iter(json.loads(text))) == "threshold"
@@ -117,10 +118,11 @@ def test_the_evaluator_writes_the_same_document_into_its_evaluation_and_blessing
     artifacts["model"].id, artifacts["evaluation"].id = 12, 34
     point = shipping.write_operating_point(metrics, keys, artifacts["examples"], "eval",
                                            artifacts["evaluation"], artifacts["blessing"],
-                                           artifacts["model"])
+                                           artifacts["model"], execution_id="41")
     for name in ("evaluation", "blessing"):
         with open(tmp_path / name / operating_point.FILE) as f:
             assert operating_point.loads(f.read()) == json.loads(operating_point.dumps(point))
     assert point["model"] == {"id": 12, "uri": str(tmp_path / "model")}
-    assert point["evaluation"] == {"id": 34, "uri": str(tmp_path / "evaluation")}
+    # Named by its URI and the execution that wrote it: an output has no id before TFX publishes it.
+    assert point["evaluation"] == {"uri": str(tmp_path / "evaluation"), "execution_id": "41"}
     assert point["eval_data"]["examples_uri"] == str(tmp_path / "examples")

@@ -94,6 +94,12 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplo
     with open(os.path.join(pushed_dir, "assets", operating_point.FILE)) as f:
         point = operating_point.loads(f.read())
     assert point["model"]["uri"] == model1.uri and point["evaluation"]["uri"] == evaluation.uri
+    # The evaluation is named by the execution that wrote it (its artifact had no id yet then),
+    # and the shipped copy names the blessing it was pushed on: both as ML Metadata has them.
+    evaluator_run = latest(store, "RecallEvaluator")
+    assert point["evaluation"]["execution_id"] == str(evaluator_run.id)
+    [blessing] = output_artifacts(store, evaluator_run.id, "blessing")
+    assert point["blessing"] == {"id": blessing.id, "uri": blessing.uri}
     pair = {f"{name}_{side}": value for side in ("a", "b") for name, value in
             [("image_bytes", tf.constant([image]))]
             + [(k, tf.constant([box[k]], tf.int64)) for k in ("x1", "y1", "x2", "y2")]}

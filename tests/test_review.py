@@ -90,20 +90,36 @@ def test_show_prints_the_shipped_operating_point_in_preference_to_the_evaluated_
                                     "overall": {"n_genuine": 10, "n_impostor": 900, "fnmr": 0.1,
                                                 "fnmr_ci": [0.05, 0.2], "fmr": 0.001,
                                                 "fmr_ci": [0.0, 0.003]}},
-                   "confidence": 0.95, "gate_config": {}, "blessed": True, "failed_rules": []}
-        return operating_point.dumps(operating_point.build(
-            metrics, "/ex", "eval", ["a/1.jpg"], {"id": 1, "uri": "/e"}, {"id": 3, "uri": "/m"}))
+                   "confidence": 0.95, "gate_config": {"min_recall": 0.7, "max_fmr_ratio": None},
+                   "blessed": True, "failed_rules": ["max_drop"]}
+        built = operating_point.build(metrics, "/ex", "eval", ["a/1.jpg"],
+                                      {"uri": str(tmp_path / "r1"), "execution_id": "8"},
+                                      {"id": 3, "uri": "/m"})
+        return built
 
     shown_run = run(tmp_path, "r1", 3, {"overall": 0.8}, metrics({"overall": [0.75, 0.85]}))
-    (tmp_path / "r1" / operating_point.FILE).write_text(point(0.25))
-    shown = review.format_show(shown_run)
+    evaluated = point(0.25)
+    (tmp_path / "r1" / operating_point.FILE).write_text(operating_point.dumps(evaluated))
+    shown = review.format_show(dict(shown_run, evaluation_id=21))
     assert "evaluated  operating point: threshold 0.250000 at target FMR 0.001" in shown
     assert "overall          FNMR 0.10000 [0.05000, 0.20000]   FMR 0.00100 [0.00000, 0.00300]" in shown
+    # What identifies it: the eval data's whole digest, the evaluation (its execution, and its
+    # artifact id from the store), the model, and the gate that decided.
+    lines = shown.splitlines()
+    digest = operating_point.keys_digest(["a/1.jpg"])
+    assert f"  eval data: /ex split 'eval', 1 images, keys sha256 {digest}" in lines
+    assert f"  evaluation: {tmp_path / 'r1'} (execution 8)" in lines
+    assert "  evaluation artifact: 21 (ML Metadata)" in lines
+    assert "  model: 3 /m" in lines
+    assert ('  gate: failed rules max_drop; settings {"max_fmr_ratio":null,"min_recall":0.7}'
+            in lines)
     pushed = tmp_path / "serving" / "17"
     (pushed / "assets").mkdir(parents=True)
-    (pushed / "assets" / operating_point.FILE).write_text(point(0.375))
+    shipped = dict(point(0.375), blessing={"id": 30, "uri": "/b"})
+    (pushed / "assets" / operating_point.FILE).write_text(operating_point.dumps(shipped))
     shown = review.format_show(dict(shown_run, pushed_to=str(pushed)))
     assert "shipped    operating point: threshold 0.375000" in shown
+    assert "  blessing: 30 /b" in shown.splitlines()
 
 
 def test_show_marks_the_approximate_intervals_and_says_why(tmp_path):

@@ -406,3 +406,6 @@ def test_chromium_setup_installs_as_root_only_when_missing_and_never_fails(tmp_p
     assert result.returncode == 0 and len(calls) == 2              # through passwordless sudo
     result, calls = _chromium_script(tmp_path / "user", 1000, chromium=False)
     assert result.returncode == 0 and calls == [] and "will skip" in result.stderr
+    # CI does not let the browser check skip: .ci/run requires it (tests/test_shipped_model.py).
+    with open(os.path.join(REPO_ROOT, ".ci", "run")) as f:
+        assert "\nexport FFEM_REQUIRE_CHROMIUM=1\n" in f.read()

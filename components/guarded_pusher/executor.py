@@ -18,7 +18,8 @@
    `operating_point.json` (core/operating_point.py) measured for exactly this model (its uri);
    without it nothing is pushed. The pushed version holds it as `assets/operating_point.json`
    (where the SavedModel's `verify` / `compare` / `operating_point` functions read the threshold),
-   plus the model card files the blessing carries (`SHIPPED_FILES`), written before saved_model.pb.
+   plus the model card files the blessing must carry too (`SHIPPED_FILES`), written before
+   saved_model.pb; the shipped copy of the operating point adds the blessing's id and URI.
    A model whose newest pushed version holds another operating point (re-evaluated on other data)
    is pushed again as a new version. Only filesystem destinations with timestamp versioning are
    supported: TFX's own push to other destinations would ship the model without its operating point.
@@ -186,7 +187,14 @@ def read_operating_point(blessing, model) -> Tuple[Optional[str], Optional[str]]
     if point["model"].get("uri") != model.uri:
         return None, (f"{path} was measured for model {point['model'].get('uri')!r}, not "
                       f"{model.uri!r}")
-    return text, None
+    missing = [name for name in SHIPPED_FILES if not tf.io.gfile.exists(os.path.join(blessing.uri, name))]
+    if missing:
+        return None, (f"its blessing {blessing.id} carries no {' or '.join(missing)}: every pushed "
+                      f"model ships with its model card")
+    # The shipped copy also names the blessing (an id the evaluator could not know: TFX gives its
+    # outputs ids when it publishes them).
+    return operating_point.dumps({**point, "blessing": {"id": blessing.id or None,
+                                                        "uri": blessing.uri}}), None
 
 
 def same_operating_point(version_dir: str, text: str) -> bool:

@@ -123,6 +123,13 @@ class Executor(tfx_evaluator_executor.Executor):
     resolve there. Under LocalDagRunner the ids stay MLMD's integers.
     """
 
+    def _execution_id(self) -> Optional[str]:
+        """The id of this execution as TFX's launcher gives it to the executor's context (the ML
+        Metadata execution id locally, the task's id under the KFP v2 entrypoint); None without
+        one. TFX 1.16-1.21 keep it in the context without a public accessor."""
+        value = getattr(self._context, "_unique_id", None) if self._context else None
+        return str(value) if value else None
+
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         config = gate_lib.GateConfig.from_dict(json.loads(exec_properties["gate_config"]))
         split = exec_properties["split"]
@@ -178,7 +185,7 @@ class Executor(tfx_evaluator_executor.Executor):
         blessing = artifact_utils.get_single_instance(output_dict["blessing"])
         # issue 22: the operating point and the model card travel with the blessing to the Pusher.
         point = shipping.write_operating_point(metrics, candidate["paths"], examples, split,
-                                               evaluation, blessing, model)
+                                               evaluation, blessing, model, self._execution_id())
         model_card.write_model_card(metrics, point,
                                     model_card.model_config_of(serving_model_dir(model)),
                                     candidate["groups"], examples.uri, [evaluation.uri, blessing.uri],
