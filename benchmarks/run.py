@@ -18,6 +18,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import re
 import sys
 import tempfile
 from typing import List
@@ -201,15 +202,25 @@ def partial_run_note(stages, quick: bool) -> str:
     return f"Measured {datetime.date.today().isoformat()} with `{command}`{mode} on {machine()}."
 
 
+def _subsections(body: str):
+    """The "### " subsections of a section's text, each to the next "### " heading or the end."""
+    parts = re.split(r"(?m)^(?=### )", body)
+    return parts[1:]
+
+
 def replace_sections(existing: str, new: str, note: str) -> str:
     """`existing` with each "## " section of `new` put in place of the section of the same heading
-    (appended when there is none), `note` on the line below its heading; the rest unchanged."""
+    (appended when there is none), `note` on the line below its heading; the rest unchanged. The
+    replaced section's "### " subsections (written by hand: what was tried, with its own date) are
+    kept after the new tables."""
     head, old_sections = _split_sections(existing)
     _, new_sections = _split_sections(new)
+    old_bodies = dict(old_sections)
     replaced = dict(new_sections)
     for heading, body in new_sections:
         first, rest = body.split("\n", 1)
-        replaced[heading] = f"{first}\n\n{note}\n{rest}"
+        kept = "".join(sub.rstrip("\n") + "\n\n" for sub in _subsections(old_bodies.get(heading, "")))
+        replaced[heading] = f"{first}\n\n{note}\n{rest}" + (f"\n{kept}" if kept else "")
     out = [replaced.pop(heading, body) for heading, body in old_sections]
     out += [replaced[heading] for heading, _ in new_sections if heading in replaced]
     return head + "".join(body.rstrip("\n") + "\n\n" for body in out).rstrip("\n") + "\n"

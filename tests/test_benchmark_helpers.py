@@ -41,6 +41,12 @@ def test_a_partial_run_replaces_only_its_own_sections():
     merged = replace_sections(existing, new, "Measured today.")
     assert merged == ("# Benchmarks\n\nMachine: old.\n\n## Recall evaluation\n\nMeasured today.\n\n"
                       "| new |\n\nTarget: t. Met.\n\n## Ingest\n\n| ingest |\n\nIngest notes.\n")
+    # Hand-written "### " subsections of a replaced section stay, after the new tables.
+    kept = replace_sections(existing.replace("Target: t.\n\n", "Target: t.\n\n### Tried (2026-01-01)\n\n"
+                                             "It did not help.\n\n"), new, "Measured today.")
+    assert kept == ("# Benchmarks\n\nMachine: old.\n\n## Recall evaluation\n\nMeasured today.\n\n"
+                    "| new |\n\nTarget: t. Met.\n\n### Tried (2026-01-01)\n\nIt did not help.\n\n"
+                    "## Ingest\n\n| ingest |\n\nIngest notes.\n")
     # A stage without a section yet is appended; the others stay as they were.
     appended = replace_sections("# Benchmarks\n\n## Ingest\n\n| ingest |\n", new, "Measured today.")
     assert appended == ("# Benchmarks\n\n## Ingest\n\n| ingest |\n\n## Recall evaluation\n\n"
