@@ -156,11 +156,13 @@ def test_review_command_runs_the_pipeline_on_all_204_photos_and_writes_the_repor
 def test_an_imported_pretrained_model_is_pushed_with_its_operating_point_card_and_gallery(
         small_sample, tmp_path, face_api_package):  # noqa: F811
     """`--evaluate-model pretrained:face_recognition_net --push`: the pushed copy carries the
-    evaluation's operating point (read by the model itself) and its card; the report has the
-    gallery of the crops that model saw (its aligned crop)."""
+    evaluation's operating point (read by the model itself) and its card, which validates against
+    the Model Card Toolkit schema; the report has the gallery of the crops that model saw (its
+    aligned crop)."""
     import local_runner
     from core import json_safe, operating_point
     from pipeline import runs as review
+    from tests import model_card_schema
 
     local_runner.run(["--evaluate-model", "pretrained:face_recognition_net", "--push",
                       "--data-root", small_sample, "--pipeline-root", str(tmp_path / "root"),
@@ -177,7 +179,9 @@ def test_an_imported_pretrained_model_is_pushed_with_its_operating_point_card_an
     assert point["threshold"] == metrics["verification"]["threshold"]
     assert tf.saved_model.load(pushed).operating_point()["threshold"].numpy() == point["threshold"]
     with open(os.path.join(pushed, "model_card.json")) as f:
-        assert "face_recognition_net" in json.load(f)["model_parameters"]["model_architecture"]
+        card = json.load(f)
+    assert "face_recognition_net" in card["model_parameters"]["model_architecture"]
+    model_card_schema.assert_valid(card)
     assert all(len(kinds["impostor"]) <= 2 for kinds in metrics["error_gallery"].values())
     with open(run["report"]) as f:
         page = f.read()
