@@ -35,6 +35,9 @@ from core.features import OVERALL
 
 FILE = "operating_point.json"
 ASSET = os.path.join("assets", FILE)      # its place inside a (pushed) SavedModel
+# The file the GuardedPusher writes into every version it pushes (naming the pushed model): a
+# SavedModel directory holding it was pushed, so it must carry ASSET (the TFLite check needs it).
+PUSH_MARKER = "ffem_pushed_model.json"
 SCHEMA_VERSION = 1
 # The threshold of a `dumps` document: its first key's number (group 1).
 THRESHOLD_PATTERN = r'(?s)^\{\s*"threshold":\s*(-?[0-9][0-9.eE+-]*)\s*,.*$'

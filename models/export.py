@@ -1,5 +1,5 @@
-"""The exported SavedModel: three signatures that return the L2-normalized embedding, and three
-that apply the model's operating point.
+"""The exported SavedModel: three signatures that return the L2-normalized embedding, four that
+apply the model's operating point, and one that returns the crop the model sees.
 
     serving_default   examples: serialized raw tf.Examples (image_raw and the box are enough;
                       `landmarks`, when given, are used by the aligned crop recipe)
@@ -8,6 +8,10 @@ that apply the model's operating point.
     verify            image_bytes_a, x1_a, y1_a, x2_a, y2_a and the same with _b (pairs of faces,
                       as embed_images takes them) -> score (cosine of the two embeddings, float32
                       [n]), match (score >= threshold, bool [n]), threshold (float64 [n])
+    verify_landmarks  verify's inputs plus landmarks_a, landmarks_b: float32 [n, k], each row one
+                      face's landmarks as the Example's `landmarks` feature holds them (photo
+                      pixels, interleaved x0, y0, x1, y1, ...; k = 10 or 136: 5 or 68 points;
+                      k = 0: none, as verify) -> the same
     compare           embedding_a, embedding_b (float32 [n, d], normalized here) -> the same
     operating_point   no input -> operating_point (the JSON text), threshold (float64; NaN when
                       the model carries none). Also `tf.saved_model.load(path).operating_point()`.
@@ -16,12 +20,23 @@ that apply the model's operating point.
 
 The operating point: `assets/operating_point.json` (core/operating_point.py). The export writes a
 placeholder without a threshold; the GuardedPusher replaces it in the pushed copy with the
-evaluation's. `verify` and `compare` read the threshold from that asset on each call (the number
-that starts the document, core.operating_point.THRESHOLD_PATTERN) and refuse to run without one
-(InvalidArgumentError "no operating point"): a model that was not evaluated and pushed has no
-threshold to decide with. Scores are compared in float64 with the shipped threshold, which the
-evaluator places midway between two observed scores, so a score moving in its last float32 bits
-decides as the evaluator did. `verify` embeds each side as embed_images does, checks included.
+evaluation's. `verify`, `verify_landmarks` and `compare` read the threshold from that asset on each
+call (the number that starts the document, core.operating_point.THRESHOLD_PATTERN) and refuse to
+run without one (InvalidArgumentError "no operating point"): a model that was not evaluated and
+pushed has no threshold to decide with. Scores are compared in float64 with the shipped threshold,
+which the evaluator places midway between two observed scores, so a score moving in its last
+float32 bits decides as the evaluator did. `verify` embeds each side as embed_images does, checks
+included.
+
+Landmarks in a pair: a SavedModel signature has no optional inputs, so `verify` keeps its inputs
+and `verify_landmarks` is a second signature with the landmarks. Dense [n, k] rather than the
+Example's variable-length list (a signature takes no ragged input): one k for every face of a
+side, k = 0 meaning "none" (ingest's and serving_default's 0 values). The aligned crop recipe aligns
+on given landmarks and finds them with its network otherwise; the box recipe ignores them. They are
+checked as serving_default checks an Example's (5 or 68 finite points inside the image, else
+`bad_landmarks`), and a landmarks input with another row count than its images is refused. In both
+verify signatures, both sides' checks pass before either side reaches the Transform: a refused pair
+decodes no image beyond the checks' probe.
 
 The first two run the Transform graph (TFT layer) inside, so they crop exactly as training did, and
 decode its stored uint8 crop with preprocessing.decode_crops (uint8 / 255), as the Trainer does.
@@ -30,13 +45,14 @@ and the one the TFLite converter and its calibration use. Given the decoded stor
 (decode_crops of the Transform's output, i.e. any crop rounded to multiples of 1/255 as
 preprocessing.quantize_crops does) it returns the other two signatures' embedding; an unrounded
 crop differs from it by the rounding, at most 0.5 / 255 per value.
-The two that take image bytes refuse what ingest refuses, before any decode
-(models/serving_checks.py): an image over ingest's pixel limit (read from the JPEG/PNG header) or
-byte limit, a format other than JPEG/PNG, a CMYK JPEG, a truncated or undecodable file, an inverted
-or empty box, a box outside the image beyond ingest's tolerance, landmarks that are not 5 or 68
-finite points or lie outside the image. The InvalidArgumentError names each refused input's
-position in the batch and ingest's reason code (`input 2: image_too_large: ...`). Any signature
-that takes image bytes must run serving_checks.assert_servable before the Transform, as these do.
+The signatures that take image bytes (all but embed_transformed, compare and operating_point)
+refuse what ingest refuses, before any decode (models/serving_checks.py): an image over ingest's
+pixel limit (read from the JPEG/PNG header) or byte limit, a format other than JPEG/PNG, a CMYK
+JPEG, a truncated or undecodable file, an inverted or empty box, a box outside the image beyond
+ingest's tolerance, given landmarks that are not 5 or 68 finite points or lie outside the image.
+The InvalidArgumentError names each refused input's position in the batch and ingest's reason code
+(`input 2: image_too_large: ...`). Any signature that takes image bytes must run
+serving_checks.assert_servable before the Transform, as these do.
 """
 from __future__ import annotations
 
@@ -60,6 +76,7 @@ EMBED_TRANSFORMED = "embed_transformed"
 CROP_EXAMPLES = "crop_examples"
 CROP = "crop"
 VERIFY = "verify"
+VERIFY_LANDMARKS = "verify_landmarks"
 COMPARE = "compare"
 OPERATING_POINT = "operating_point"
 OUTPUT = "embedding"
@@ -86,6 +103,20 @@ def _serving_feature_spec(raw_feature_spec: Dict) -> Dict:
     return spec
 
 
+def _dense_landmarks(landmarks: tf.Tensor, batch: tf.Tensor) -> tf.SparseTensor:
+    """float32 [n, k] landmarks as the parsed `landmarks` feature: a [n, k] SparseTensor holding
+    every value (zeros included: 0 is a coordinate). InvalidArgumentError when n is not the
+    request's `batch` of images."""
+    shape = tf.shape(landmarks, out_type=tf.int64)
+    rows_match = tf.debugging.assert_equal(
+        shape[0], tf.cast(batch, tf.int64),
+        message="serving request refused: the landmarks input needs one row per image")
+    with tf.control_dependencies([rows_match]):
+        rows, columns = tf.meshgrid(tf.range(shape[0]), tf.range(shape[1]), indexing="ij")
+        indices = tf.reshape(tf.stack([rows, columns], axis=-1), [-1, 2])
+        return tf.SparseTensor(indices, tf.reshape(landmarks, [-1]), shape)
+
+
 class EmbeddingExport(tf.Module):
     def __init__(self, embedding_model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                  image_size: int, scratch: str):
@@ -105,21 +136,33 @@ class EmbeddingExport(tf.Module):
     def _embed(self, images: tf.Tensor) -> tf.Tensor:
         return l2_normalize(self.embedding_model(images, training=False)[EMBEDDING])
 
-    def _crops_raw(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        """The Transform's crops (float32 [n, s, s, 3], uint8 / 255) of checked raw features."""
+    def _check(self, raw_features: Dict[str, tf.Tensor], landmarks=None) -> tf.Operation:
+        """serving_checks.assert_servable on raw features (their landmarks unless given)."""
         boxes = tf.stack([tf.reshape(raw_features[k], [-1]) for k in preprocessing.BOX_KEYS], 1)
-        check = serving_checks.assert_servable(tf.reshape(raw_features[features.IMAGE_RAW], [-1]),
-                                               boxes, raw_features.get(features.LANDMARKS))
-        raw_features = serving_checks.guarded(check, raw_features)
-        transformed = self.tft_layer(raw_features)
+        if landmarks is None:
+            landmarks = raw_features.get(features.LANDMARKS)
+        return serving_checks.assert_servable(tf.reshape(raw_features[features.IMAGE_RAW], [-1]),
+                                              boxes, landmarks)
+
+    def _crops_after(self, check: tf.Operation, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """The Transform's crops (float32 [n, s, s, 3], uint8 / 255) of raw features, computed
+        only after `check`."""
+        transformed = self.tft_layer(serving_checks.guarded(check, raw_features))
         return preprocessing.decode_crops(transformed[preprocessing.IMAGE], self.image_size)
+
+    def _crops_raw(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """The Transform's crops of checked raw features."""
+        return self._crops_after(self._check(raw_features), raw_features)
 
     def _embed_raw(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         return {OUTPUT: self._embed(self._crops_raw(raw_features))}
 
-    def _embed_image_bytes(self, image_bytes, x1, y1, x2, y2) -> Dict[str, tf.Tensor]:
-        """embed_images' request as raw features (defaults for what it omits), checked by
-        _embed_raw (serving_checks.assert_servable) before the Transform."""
+    def _image_request(self, image_bytes, x1, y1, x2, y2, landmarks=None):
+        """(raw features, landmarks as a [n, k] SparseTensor) of an image-bytes request, with
+        defaults for what it omits. `landmarks`: float32 [n, k] or None (none: the aligned crop
+        recipe finds them with its network, as for a face list without them; the box recipe
+        ignores them). The landmarks are returned apart for the check, which sees them also when
+        the Transform takes none."""
         spec = self._raw_spec
         batch = tf.shape(image_bytes)[0]
         raw = {features.IMAGE_RAW: image_bytes, features.X1: x1, features.Y1: y1, features.X2: x2,
@@ -129,13 +172,26 @@ class EmbeddingExport(tf.Module):
                 dtype = spec[name].dtype
                 raw[name] = tf.fill([batch], tf.constant(default, dtype))
         raw = {k: tf.reshape(v, [-1, 1]) for k, v in raw.items() if k in spec}
+        if landmarks is None:
+            landmarks = tf.zeros([batch, 0], tf.float32)
+        points = _dense_landmarks(landmarks, batch)
         if features.LANDMARKS in spec:
-            # No landmarks: the aligned crop recipe finds them with its network (as for a
-            # face list without them); the box recipe ignores them.
-            raw[features.LANDMARKS] = tf.SparseTensor(
-                tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.float32),
-                tf.stack([tf.cast(batch, tf.int64), tf.constant(0, tf.int64)]))
-        return self._embed_raw(raw)
+            raw[features.LANDMARKS] = points
+        return raw, points
+
+    def _embed_image_bytes(self, image_bytes, x1, y1, x2, y2) -> Dict[str, tf.Tensor]:
+        """embed_images' request, checked (serving_checks.assert_servable) before the Transform."""
+        raw, points = self._image_request(image_bytes, x1, y1, x2, y2)
+        return {OUTPUT: self._embed(self._crops_after(self._check(raw, points), raw))}
+
+    def _verify(self, side_a, side_b) -> Dict[str, tf.Tensor]:
+        """The decision on pairs; each side (image_bytes, x1, y1, x2, y2, landmarks or None) is
+        embedded as embed_images does, after both sides' checks passed."""
+        (raw_a, points_a), (raw_b, points_b) = (self._image_request(*side)
+                                                for side in (side_a, side_b))
+        both = tf.group(self._check(raw_a, points_a), self._check(raw_b, points_b))
+        return self._decide(self._embed(self._crops_after(both, raw_a)),
+                            self._embed(self._crops_after(both, raw_b)))
 
     def _threshold(self) -> tf.Tensor:
         """The shipped threshold (float64), or an InvalidArgumentError without one."""
@@ -187,9 +243,17 @@ class EmbeddingExport(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec(s.shape, s.dtype, name=f"{s.name}_{side}")
                                       for side in PAIR_SIDES for s in image_specs])
         def verify(image_bytes_a, x1_a, y1_a, x2_a, y2_a, image_bytes_b, x1_b, y1_b, x2_b, y2_b):
-            a = self._embed_image_bytes(image_bytes_a, x1_a, y1_a, x2_a, y2_a)[OUTPUT]
-            b = self._embed_image_bytes(image_bytes_b, x1_b, y1_b, x2_b, y2_b)[OUTPUT]
-            return self._decide(a, b)
+            return self._verify((image_bytes_a, x1_a, y1_a, x2_a, y2_a, None),
+                                (image_bytes_b, x1_b, y1_b, x2_b, y2_b, None))
+
+        landmark_specs = image_specs + [tf.TensorSpec([None, None], tf.float32, name="landmarks")]
+
+        @tf.function(input_signature=[tf.TensorSpec(s.shape, s.dtype, name=f"{s.name}_{side}")
+                                      for side in PAIR_SIDES for s in landmark_specs])
+        def verify_landmarks(image_bytes_a, x1_a, y1_a, x2_a, y2_a, landmarks_a,
+                             image_bytes_b, x1_b, y1_b, x2_b, y2_b, landmarks_b):
+            return self._verify((image_bytes_a, x1_a, y1_a, x2_a, y2_a, landmarks_a),
+                                (image_bytes_b, x1_b, y1_b, x2_b, y2_b, landmarks_b))
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32,
                                                     name=f"embedding_{side}")
@@ -199,7 +263,7 @@ class EmbeddingExport(tf.Module):
 
         return {SERVING_DEFAULT: serve_examples, EMBED_IMAGES: embed_images,
                 EMBED_TRANSFORMED: embed_transformed, CROP_EXAMPLES: crop_examples,
-                VERIFY: verify, COMPARE: compare,
+                VERIFY: verify, VERIFY_LANDMARKS: verify_landmarks, COMPARE: compare,
                 OPERATING_POINT: self.operating_point}
 
 

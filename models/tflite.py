@@ -30,7 +30,10 @@ unit length; normalize it before comparing with cosine or Euclidean distance.
 The operating point: a pushed SavedModel's operating_point.json travels into every level's
 metadata (models/tflite_metadata.py); the check reads it back from the written file and a level
 whose threshold differs from the SavedModel's (or is missing while the SavedModel has one) fails.
-A SavedModel without an operating point (exported, not pushed) gives TFLite models without one.
+A pushed SavedModel (the pipeline's TFLite step converts only those; the Pusher's marker file
+marks a pushed version) must carry a valid one: a missing or unreadable asset fails every level,
+the report naming the file (`operating_point_error`), rather than two missing thresholds agreeing.
+A SavedModel that was exported, not pushed, gives TFLite models without one.
 
 The check: each level embeds check crops (disjoint from the calibration crops when the sample allows,
 `split_calibration_and_check`) and is compared with the SavedModel's embeddings of the same crops by
@@ -207,19 +210,23 @@ def float_ops(path: str) -> Optional[List[str]]:
 
 
 def _directory_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(folder, name))
-               for folder, _, names in os.walk(path) for name in names)
+    return sum(tf.io.gfile.stat(os.path.join(folder, name)).length
+               for folder, _, names in tf.io.gfile.walk(path) for name in names)
 
 
 def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
                   calibration_crops: np.ndarray, check_crops: np.ndarray,
                   min_mean_cosine: Optional[Dict[int, float]] = None,
-                  extra_report: Optional[Dict] = None) -> Dict:
+                  extra_report: Optional[Dict] = None, pushed: bool = False) -> Dict:
     """Converts each level, checks it against the SavedModel on `check_crops`, writes the files.
 
     Returns (and writes to OUT/tflite_report.json) {"levels": {"<level>": {...}}, "passed": bool,
-    ...}; a level passes when its mean cosine is >= its bound (MIN_MEAN_COSINE, or
-    `min_mean_cosine[level]`). Does not raise on a failed bound: the caller decides.
+    "operating_point_error": None or the reason, ...}; a level passes when its mean cosine is >=
+    its bound (MIN_MEAN_COSINE, or `min_mean_cosine[level]`) and it carries the SavedModel's
+    threshold. `pushed`: the SavedModel is a pushed model (also known from the Pusher's marker
+    file), so it must carry a valid operating point: without one every level fails and
+    `operating_point_error` names the file and why (tflite_metadata.saved_model_operating_point).
+    Does not raise on a failed check: the caller decides.
     """
     levels = sorted({int(level) for level in levels})
     for level in levels:
@@ -234,7 +241,7 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
                          f"({image_size}, {image_size}, 3)")
     bounds = {**MIN_MEAN_COSINE, **(min_mean_cosine or {})}
     reference = saved_model_embeddings(signature, check_crops)
-    point = tflite_metadata.saved_model_operating_point(saved_model_dir)
+    point, point_error = tflite_metadata.saved_model_operating_point(saved_model_dir, pushed)
     threshold = operating_point.threshold_of(point) if point else None
     os.makedirs(out_dir, exist_ok=True)
     report = {"saved_model": os.path.abspath(saved_model_dir), "image_size": image_size,
@@ -253,6 +260,8 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
         similarity = cosines(run_tflite(path, check_crops), reference)
         carried = tflite_metadata.read_operating_point(path)
         carried = operating_point.threshold_of(carried) if carried else None
+        # No operating point matches a missing one that the SavedModel must have.
+        matches = carried == threshold and point_error is None
         report["levels"][str(level)] = {
             "name": LEVEL_NAMES[level], "path": os.path.abspath(path),
             "size_bytes": os.path.getsize(path),
@@ -261,10 +270,11 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
             "float_ops": float_ops(path),
             "cosine_mean": float(np.mean(similarity)), "cosine_min": float(np.min(similarity)),
             "min_mean_cosine": float(bounds[level]),
-            "threshold": carried, "threshold_matches": carried == threshold,
-            "passed": bool(np.mean(similarity) >= bounds[level]) and carried == threshold,
+            "threshold": carried, "threshold_matches": matches,
+            "passed": bool(np.mean(similarity) >= bounds[level]) and matches,
         }
     report["saved_model_threshold"] = threshold
+    report["operating_point_error"] = point_error
     report["passed"] = all(entry["passed"] for entry in report["levels"].values())
     with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=1)

@@ -6,23 +6,55 @@ the UTF-8 JSON) and decides `score >= threshold` on the normalized embeddings' c
 SavedModel's `verify` / `compare` do."""
 from __future__ import annotations
 
+import json
 import os
-from typing import Optional
+from typing import Optional, Tuple
+
+import tensorflow as tf
 
 from core import operating_point
 
 METADATA_NAME = "ffem_operating_point"
 
 
-def saved_model_operating_point(saved_model_dir: str) -> Optional[str]:
-    """The SavedModel's operating_point.json text when it holds a threshold (a pushed model), else
-    None (an exported model's placeholder, or a model exported before the asset)."""
+def saved_model_operating_point(saved_model_dir: str,
+                                pushed: bool = False) -> Tuple[Optional[str], Optional[str]]:
+    """(text, None): the SavedModel's assets/operating_point.json, a valid operating point
+    (core.operating_point.loads, what the Pusher checked before writing it). (None, None): the
+    model carries none and need not, an exported model (no asset, or the export's placeholder
+    with a null threshold). (None, the reason, naming the file): it must carry one and does not,
+    so the TFLite check fails. A model must carry one when it was pushed: `pushed` says so, or its
+    directory holds the GuardedPusher's PUSH_MARKER; then a missing asset, the placeholder, or an
+    unreadable document is the reason. An asset that is neither the placeholder nor valid is one
+    in any model. Files are read with tf.io.gfile: the pushed model may be on gs://."""
     path = os.path.join(saved_model_dir, operating_point.ASSET)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        text = f.read()
-    return text if operating_point.threshold_of(text) is not None else None
+    pushed = pushed or tf.io.gfile.exists(os.path.join(saved_model_dir, operating_point.PUSH_MARKER))
+    if not tf.io.gfile.exists(path):
+        if pushed:
+            return None, (f"{path} is missing: a pushed model carries the operating point it was "
+                          f"blessed at (the GuardedPusher writes it)")
+        return None, None
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except (tf.errors.OpError, UnicodeDecodeError) as e:
+        return None, f"{path} cannot be read: {e}"
+    if not pushed and _is_placeholder(text):
+        return None, None
+    try:
+        operating_point.loads(text, source=path)
+    except ValueError as e:
+        return None, str(e)
+    return text, None
+
+
+def _is_placeholder(text: str) -> bool:
+    """Whether `text` is the export's placeholder: a JSON object whose threshold is null."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and "threshold" in document and document["threshold"] is None
 
 
 def with_operating_point(tflite_model: bytes, text: str) -> bytes:

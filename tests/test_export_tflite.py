@@ -15,6 +15,7 @@ from models import tflite as tflite_core
 from models.face_model import ModelConfig, build_embedding_model
 from pipeline import code_version
 from tests.conftest import REPO_ROOT
+from tests.test_guarded_pusher import point_for
 from tools import export_tflite
 from tools.face_lists import read_face_list
 
@@ -281,19 +282,31 @@ def test_the_tflite_steps_crops_are_the_stored_uint8_crops_over_255(tmp_path):
                                   pixels.astype(np.float32) / np.float32(255))
 
 
-def _with_point(tiny, tmp_path, threshold):
-    """A copy of the tiny SavedModel carrying an operating point, as a pushed model does."""
+def _copy(tiny, tmp_path, asset_text=None, marker=True):
+    """A copy of the tiny SavedModel as the Pusher leaves a version: its marker file (unless
+    `marker` is False) and `asset_text` as assets/operating_point.json (none when None)."""
     import shutil
 
     from core import operating_point
 
     copy = str(tmp_path / "pushed")
     shutil.copytree(tiny["path"], copy)
-    os.makedirs(os.path.join(copy, "assets"), exist_ok=True)
-    text = operating_point.dumps({"threshold": threshold, "target_fmr": 1e-3})
-    with open(os.path.join(copy, "assets", operating_point.FILE), "w") as f:
-        f.write(text)
-    return copy, text
+    if marker:
+        with open(os.path.join(copy, operating_point.PUSH_MARKER), "w") as f:
+            json.dump({"model_id": 1, "model_uri": "/m"}, f)
+    if asset_text is not None:
+        os.makedirs(os.path.join(copy, "assets"), exist_ok=True)
+        with open(os.path.join(copy, operating_point.ASSET), "w") as f:
+            f.write(asset_text)
+    return copy
+
+
+def _with_point(tiny, tmp_path, threshold):
+    """A copy of the tiny SavedModel carrying an operating point, as a pushed model does."""
+    from core import operating_point
+
+    text = operating_point.dumps(point_for("/m", threshold))
+    return _copy(tiny, tmp_path, text), text
 
 
 def test_the_tflite_model_carries_the_saved_models_operating_point_and_the_check_reads_it(
@@ -304,12 +317,54 @@ def test_the_tflite_model_carries_the_saved_models_operating_point_and_the_check
     report = tflite_core.export_tflite(source, [0], str(tmp_path / "out"), None, tiny["test"])
     path = tflite_core.tflite_path(str(tmp_path / "out"), 0)
     assert tflite_metadata.read_operating_point(path) == text          # byte for byte
+    with open(os.path.join(source, "assets", "operating_point.json")) as f:
+        shipped = json.load(f)["threshold"]
+    assert json.loads(tflite_metadata.read_operating_point(path))["threshold"] == shipped
     entry = report["levels"]["0"]
-    assert entry["threshold"] == report["saved_model_threshold"] == 0.3125
-    assert entry["passed"] and report["passed"]
+    assert entry["threshold"] == report["saved_model_threshold"] == shipped
+    assert entry["passed"] and report["passed"] and report["operating_point_error"] is None
     # The model with its metadata still runs and embeds as before.
     assert numpy_cosines(tflite_core.run_tflite(path, tiny["test"]),
                          tiny["reference"]).mean() >= STATED_BOUNDS[0]
+
+
+@pytest.mark.parametrize("asset,marker,reason", [
+    (None, True, "is missing"),
+    (None, False, "is missing"),                     # not marked, but the caller says pushed
+    ("placeholder", True, "holds no threshold"),
+    ("{\"threshold\": 0.3, ", True, "not valid JSON"),
+    ("{\"threshold\": 0.3, \"target_fmr\": 0.001}", True, "missing rates"),
+], ids=["no_asset", "no_asset_told_pushed", "placeholder", "truncated", "incomplete"])
+def test_a_pushed_model_without_a_valid_operating_point_fails_the_check_naming_the_file(
+        tiny, tmp_path, asset, marker, reason):
+    """No threshold on either side is no match for a pushed model: every level fails, although its
+    embeddings pass their bound, and the report names the asset and what is wrong with it."""
+    from core import operating_point
+    from models import tflite_metadata
+
+    if asset == "placeholder":
+        asset = json.dumps(operating_point.PLACEHOLDER)
+    source = _copy(tiny, tmp_path, asset, marker)
+    report = tflite_core.export_tflite(source, [0], str(tmp_path / "out"), None, tiny["test"],
+                                       pushed=not marker)
+    path = os.path.join(source, "assets", "operating_point.json")
+    assert path in report["operating_point_error"] and reason in report["operating_point_error"]
+    entry = report["levels"]["0"]
+    assert entry["cosine_mean"] >= STATED_BOUNDS[0]
+    assert not entry["threshold_matches"] and not entry["passed"] and not report["passed"]
+    assert tflite_metadata.read_operating_point(tflite_core.tflite_path(str(tmp_path / "out"), 0)) is None
+
+
+def test_the_cli_fails_a_pushed_model_without_its_operating_point_naming_the_file(tiny, tmp_path,
+                                                                                  capsys):
+    source = _copy(tiny, tmp_path)
+    args = ["--model", source, "--list", os.path.join(tiny["data"], "test.json"),
+            "--image-root", os.path.join(tiny["data"], "images"), "--levels", "0",
+            "--out", str(tmp_path / "out"), "--calibration-images", "4", "--check-images", "4"]
+    assert export_tflite.main(args) == 1
+    captured = capsys.readouterr()
+    assert os.path.join(source, "assets", "operating_point.json") in captured.err
+    assert "MISMATCH" in captured.out and "BELOW BOUND" not in captured.out
 
 
 def test_a_tflite_model_whose_threshold_differs_from_the_saved_models_fails_the_check(
@@ -320,15 +375,23 @@ def test_a_tflite_model_whose_threshold_differs_from_the_saved_models_fails_the_
     source, _ = _with_point(tiny, tmp_path, 0.3125)
     real = tflite_metadata.with_operating_point
     monkeypatch.setattr(tflite_metadata, "with_operating_point", lambda model, text: real(
-        model, operating_point.dumps({"threshold": 0.5, "target_fmr": 1e-3})))
+        model, operating_point.dumps(point_for("/m", 0.5))))
     report = tflite_core.export_tflite(source, [0], str(tmp_path / "out"), None, tiny["test"])
     assert report["levels"]["0"]["threshold"] == 0.5
     assert not report["levels"]["0"]["passed"] and not report["passed"]
 
 
-def test_a_saved_model_without_an_operating_point_gives_tflite_without_one(exported):
+def test_a_saved_model_that_was_not_pushed_gives_tflite_without_an_operating_point(
+        exported, tiny, tmp_path):
+    """No asset, or the export's placeholder, without the Pusher's marker: an exported model,
+    which has no threshold to carry; the check passes on the embeddings alone."""
+    from core import operating_point
     from models import tflite_metadata
 
     out, report = exported
-    assert report["saved_model_threshold"] is None
+    assert report["saved_model_threshold"] is None and report["operating_point_error"] is None
     assert tflite_metadata.read_operating_point(tflite_core.tflite_path(out, 0)) is None
+    source = _copy(tiny, tmp_path, json.dumps(operating_point.PLACEHOLDER), marker=False)
+    report = tflite_core.export_tflite(source, [0], str(tmp_path / "out"), None, tiny["test"])
+    assert report["passed"] and report["operating_point_error"] is None
+    assert report["levels"]["0"]["threshold"] is None

@@ -261,10 +261,18 @@ def transformed_examples(tmp_path_factory):
 @pytest.mark.parametrize("pushed", [1, 0])
 def test_tflite_step_reads_its_custom_artifact_type_and_exports_only_what_was_pushed(
         vertex, transformed_examples, pushed):
+    from core import operating_point
+    from tests.test_guarded_pusher import point_for
+
     destination = os.path.join(vertex.root, "serving", "1")
     module = CropModel()
     tf.saved_model.save(module, destination,
                         signatures={"embed_transformed": module.embed_transformed})
+    # As the Pusher leaves a version: its operating point, which the TFLite step must carry.
+    point = point_for(destination)
+    os.makedirs(os.path.join(destination, "assets"), exist_ok=True)
+    with open(os.path.join(destination, operating_point.ASSET), "w") as f:
+        f.write(operating_point.dumps(point))
     store = vertex.store
     pushed_model = store.add({"name": store.new_name(), "uri": os.path.join(vertex.root, "push"),
                               "type": {"schemaTitle": "tfx.PushedModel"},
@@ -285,6 +293,8 @@ def test_tflite_step_reads_its_custom_artifact_type_and_exports_only_what_was_pu
     if pushed:
         assert tflite["metadata"]["source_model"] == destination
         assert json.loads(tflite["metadata"]["cosine_mean"])["0"] > 0.99
+        with open(os.path.join(tflite["uri"], "tflite_report.json")) as f:
+            assert json.load(f)["levels"]["0"]["threshold"] == point["threshold"]
 
 
 @pytest.mark.pipeline

@@ -1,14 +1,10 @@
 """The model card: model_card.json validates against the Model Card Toolkit schema file shipped in
 the model-card-toolkit wheel (fetched without its dependencies, whose pins conflict with this
-stack); its per-group figures are the brute-force ones at the operating point; model_card.html
-shows them and fetches nothing."""
-import glob
+stack; offline, against the schema's fields written in tests/model_card_schema.py, which are
+checked here against the wheel's file); its per-group figures are the brute-force ones at the
+operating point; model_card.html shows them and fetches nothing."""
 import json
-import os
 import re
-import subprocess
-import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -16,28 +12,8 @@ import pytest
 from components.recall_evaluator import model_card
 from core import model_card as card_lib
 from core import operating_point
-from tests.conftest import REPO_ROOT
+from tests import model_card_schema
 from tests.test_operating_point import TARGET, _brute_force, evaluated  # noqa: F401 (fixture)
-
-# The toolkit release whose schema the card follows (schema_version 0.0.2).
-WHEEL = "model-card-toolkit==2.0.0"
-SCHEMA_IN_WHEEL = "model_card_toolkit/schema/v0.0.2/model_card.schema.json"
-
-
-@pytest.fixture(scope="module")
-def schema():
-    """The schema JSON from the wheel: downloaded once (no dependencies) into .cache/wheels."""
-    cache = os.path.join(REPO_ROOT, ".cache", "wheels")
-    found = glob.glob(os.path.join(cache, "model_card_toolkit-2.0.0-*.whl"))
-    if not found:
-        download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                                   "--disable-pip-version-check", WHEEL, "-d", cache],
-                                  capture_output=True, text=True)
-        found = glob.glob(os.path.join(cache, "model_card_toolkit-2.0.0-*.whl"))
-        if not found:
-            pytest.skip(f"could not fetch {WHEEL}: {download.stderr[-300:]}")
-    with zipfile.ZipFile(found[0]) as wheel:
-        return json.loads(wheel.read(SCHEMA_IN_WHEEL))
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +27,43 @@ def card(evaluated):  # noqa: F811
     return card_lib.build(metrics, point, config, model_card.group_images(groups), "/examples")
 
 
-def test_the_card_validates_against_the_toolkits_schema(card, schema):
-    import jsonschema
-
-    validator = jsonschema.validators.validator_for(schema)(
-        schema, format_checker=jsonschema.FormatChecker())
-    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(card)]
-    assert errors == []
-    assert card["schema_version"] == "0.0.2"
-    # And the schema is strict enough to catch a wrong card (the check can fail).
+def _wrong(card):
+    """The card with a number where the schema wants a string, and a field it does not know."""
     wrong = json.loads(json.dumps(card))
-    wrong["quantitative_analysis"]["performance_metrics"][0]["value"] = 0.5     # not a string
-    wrong["model_card_extra"] = {}                                               # unknown field
-    assert len(list(validator.iter_errors(wrong))) == 2
+    wrong["quantitative_analysis"]["performance_metrics"][0]["value"] = 0.5
+    wrong["model_card_extra"] = {}
+    return wrong
+
+
+def test_the_card_validates_against_the_toolkits_schema(card):
+    """The wheel's schema when it can be fetched, else the schema's published fields (with a
+    warning in the summary): the card validates, and the schema is strict enough to catch a
+    wrong card (the check can fail)."""
+    model_card_schema.assert_valid(card)
+    against, _ = model_card_schema.schema()
+    assert len(model_card_schema.errors(_wrong(card), against)) == 2
+
+
+def test_the_offline_fields_are_the_wheels_schema_and_judge_a_card_as_it_does(card):
+    """PUBLISHED_FIELDS (the fallback when the wheel cannot be fetched) are the wheel's schema
+    0.0.2, field for field, and find the same errors in a wrong card."""
+    wheel, reason = model_card_schema.wheel_schema()
+    if wheel is None:
+        pytest.skip(reason)       # nothing to compare the literal with; the cards still validate
+    assert model_card_schema.fields_of_schema(wheel) == model_card_schema.PUBLISHED_FIELDS
+    published = model_card_schema.schema_of_fields(model_card_schema.PUBLISHED_FIELDS)
+    assert (model_card_schema.errors(_wrong(card), published)
+            == model_card_schema.errors(_wrong(card), wheel))
+    assert model_card_schema.errors(card, published) == []
+
+
+def test_offline_the_card_is_validated_against_the_published_fields_not_skipped(card, monkeypatch):
+    """Without the wheel (no network) the validation runs against PUBLISHED_FIELDS and says so."""
+    monkeypatch.setattr(model_card_schema, "wheel_schema", lambda: (None, "could not fetch (test)"))
+    with pytest.warns(model_card_schema.SchemaFallbackWarning, match="could not fetch"):
+        assert model_card_schema.assert_valid(card) == "PUBLISHED_FIELDS"
+    with pytest.warns(model_card_schema.SchemaFallbackWarning), pytest.raises(AssertionError):
+        model_card_schema.assert_valid(_wrong(card))
 
 
 def test_the_cards_figures_are_the_brute_force_ones_per_group(card, evaluated):  # noqa: F811

@@ -19,6 +19,7 @@ from core import json_safe
 from pipeline import configs
 from pipeline import runs as pipeline_runs
 from pipeline.pipeline import create_pipeline
+from tests import model_card_schema
 from tests.pipeline_helpers import node_executions, open_store, output_artifacts, state_name
 from tests.trainer_helpers import TINY_TRAINING, split_settings
 from tools import review
@@ -106,7 +107,9 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplo
     decided = loaded.signatures["verify"](**pair)
     assert decided["score"].numpy()[0] == pytest.approx(1.0, abs=1e-5)
     assert decided["match"].numpy()[0] == (decided["score"].numpy()[0] >= threshold)
-    assert os.path.exists(os.path.join(pushed_dir, "model_card.json"))
+    # The card the pipeline wrote, as pushed, in the Model Card Toolkit schema.
+    with open(os.path.join(pushed_dir, "model_card.json")) as f:
+        model_card_schema.assert_valid(json.load(f))
     assert "id='error-gallery'" in page and "data:image/png;base64" in page
     assert set(metrics["error_gallery"]) == {"north", "south", "east", "west"}
 

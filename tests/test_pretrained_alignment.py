@@ -288,28 +288,44 @@ def test_the_transform_graph_reads_landmarks_from_the_ingested_examples(face_api
     assert np.abs(crops - expected).max() <= 0.5 / 255 + 1e-6
 
 
-def test_every_serving_signature_of_the_exported_model_crops_as_the_transform(face_api_package,  # noqa: F811
-                                                                              london_photos, tmp_path):
+@pytest.fixture(scope="module")
+def pretrained_serving(face_api_package, tmp_path_factory):  # noqa: F811
+    """export_pretrained's SavedModel (Format-Serving), exported once for this module."""
+    from models.pretrained import export_pretrained
+
+    return os.path.join(export_pretrained.export(str(tmp_path_factory.mktemp("pretrained") / "model")),
+                        "Format-Serving")
+
+
+def _examples(london_photos, given, indices):
+    """The ingest's own serialized Examples of the photos at `indices`, with given[i]'s landmarks
+    when not None."""
+    from core import records as face_records
+
+    serialized = []
+    for i in indices:
+        value = dict(zip(("x1", "y1", "x2", "y2"), london_photos["boxes"][i]), label=i)
+        if given[i] is not None:
+            value["landmarks"] = given[i].tolist()
+        photo = london_photos["photos"][i]
+        serialized.append(face_records.build_example(
+            face_records.check_fields(london_photos["keys"][i], value), london_photos["bytes"][i],
+            face_records.ImageInfo("JPEG", photo.shape[1], photo.shape[0], "RGB")))
+    return serialized
+
+
+def test_every_serving_signature_of_the_exported_model_crops_as_the_transform(london_photos,
+                                                                              pretrained_serving):
     """export_pretrained's SavedModel: serving_default on Examples with and without landmarks, and
     embed_images (no landmarks), give the descriptor of crop_faces_aligned's crop with the same
     landmarks (the stored crop rounds to 1/255, hence the cosine bound rather than equality)."""
-    from core import records as face_records
     from models import export as export_lib
     from models.pretrained import export_pretrained
 
     n = 3
     given = _given_landmarks(london_photos, n)
     boxes = london_photos["boxes"][:n]
-    serialized = []
-    for i, key in enumerate(london_photos["keys"][:n]):
-        value = dict(zip(("x1", "y1", "x2", "y2"), boxes[i]), label=i)
-        if given[i] is not None:
-            value["landmarks"] = given[i].tolist()
-        photo = london_photos["photos"][i]
-        serialized.append(face_records.build_example(
-            face_records.check_fields(key, value), london_photos["bytes"][i],
-            face_records.ImageInfo("JPEG", photo.shape[1], photo.shape[0], "RGB")))
-    serving = os.path.join(export_pretrained.export(str(tmp_path / "model")), "Format-Serving")
+    serialized = _examples(london_photos, given, range(n))
     model = tf.function(export_pretrained.embedding_model(), autograph=False)
 
     def descriptors(landmarks):
@@ -323,10 +339,10 @@ def test_every_serving_signature_of_the_exported_model_crops_as_the_transform(fa
 
     with_given = descriptors(_ragged([None if g is None else g.astype(np.float32) for g in given]))
     found = descriptors(None)
-    _, examples = export_lib.load_signature(serving, export_lib.SERVING_DEFAULT)
+    _, examples = export_lib.load_signature(pretrained_serving, export_lib.SERVING_DEFAULT)
     served = examples(examples=tf.constant(serialized))[export_lib.OUTPUT].numpy()
     assert cosines(served, with_given).min() >= 0.999
-    _, images = export_lib.load_signature(serving, export_lib.EMBED_IMAGES)
+    _, images = export_lib.load_signature(pretrained_serving, export_lib.EMBED_IMAGES)
     columns = np.asarray(boxes, np.int64).T
     by_box = images(image_bytes=tf.constant(london_photos["bytes"][:n]),
                     **{k: tf.constant(c) for k, c in zip(("x1", "y1", "x2", "y2"), columns)}
@@ -334,3 +350,66 @@ def test_every_serving_signature_of_the_exported_model_crops_as_the_transform(fa
     assert cosines(by_box, found).min() >= 0.999
     # The given landmarks really changed the crop of the faces that have them.
     assert cosines(served, found)[[i for i, g in enumerate(given) if g is not None]].max() < 0.999
+
+
+def test_verify_landmarks_decides_on_the_embeddings_of_the_faces_aligned_on_those_landmarks(
+        london_photos, pretrained_serving, tmp_path):
+    """verify_landmarks on pairs whose side a gives 68 points and side b 5 (then none, k = 0):
+    its score is NumPy's cosine of serving_default's embeddings of the same images, boxes and
+    landmarks (the ingest's Examples), its match that score >= the shipped threshold. verify (no
+    landmarks) scores the network-aligned faces, measurably differently: the landmarks count."""
+    import shutil
+
+    from core import operating_point
+    from models import export as export_lib
+
+    given = _given_landmarks(london_photos, 9)          # None, 68, 5 points, None, 68, 5, ...
+    side_a, side_b = [1, 4, 7], [2, 5, 8]
+    assert all(len(given[i]) == 68 for i in side_a) and all(len(given[i]) == 5 for i in side_b)
+    unpushed = tf.saved_model.load(pretrained_serving)
+
+    def unit_embeddings(indices, landmarks):
+        serialized = _examples(london_photos, landmarks, indices)
+        e = unpushed.signatures[export_lib.SERVING_DEFAULT](examples=tf.constant(serialized))[
+            export_lib.OUTPUT].numpy().astype(np.float64)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    none = [None] * len(given)
+    a, a_found = unit_embeddings(side_a, given), unit_embeddings(side_a, none)
+    b, b_found = unit_embeddings(side_b, given), unit_embeddings(side_b, none)
+    expected = (a * b).sum(axis=1)
+    # A threshold between the two highest scores (as the evaluator places it): one pair matches.
+    high = np.sort(expected)[-2:]
+    threshold = float(high.mean())
+    assert high[1] - high[0] > 1e-4
+    pushed = str(tmp_path / "pushed")
+    shutil.copytree(pretrained_serving, pushed)
+    with open(os.path.join(pushed, operating_point.ASSET), "w") as f:
+        f.write(operating_point.dumps({"threshold": threshold, "target_fmr": 1e-3}))
+    loaded = tf.saved_model.load(pushed)
+
+    def request(indices, side, landmarks):
+        boxes = np.asarray([london_photos["boxes"][i] for i in indices], np.int64).T
+        return {f"image_bytes_{side}": tf.constant([london_photos["bytes"][i] for i in indices]),
+                **{f"{k}_{side}": tf.constant(c) for k, c in zip(("x1", "y1", "x2", "y2"), boxes)},
+                f"landmarks_{side}": tf.constant(landmarks, tf.float32)}
+
+    points_a = np.stack([given[i].astype(np.float32).reshape(-1) for i in side_a])
+    points_b = np.stack([given[i].astype(np.float32).reshape(-1) for i in side_b])
+    assert points_a.shape == (3, 136) and points_b.shape == (3, 10)
+    result = loaded.signatures[export_lib.VERIFY_LANDMARKS](**request(side_a, "a", points_a),
+                                                           **request(side_b, "b", points_b))
+    np.testing.assert_allclose(result["score"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(result["match"].numpy(), expected >= threshold)
+    assert result["match"].numpy().sum() == 1 and (result["threshold"].numpy() == threshold).all()
+    # k = 0 on side b: its faces aligned by the network, as verify does for both sides.
+    half = loaded.signatures[export_lib.VERIFY_LANDMARKS](**request(side_a, "a", points_a),
+                                                         **request(side_b, "b", np.zeros((3, 0))))
+    np.testing.assert_allclose(half["score"].numpy(), (a * b_found).sum(axis=1), atol=1e-5)
+    plain = {k: v for k, v in {**request(side_a, "a", points_a),
+                               **request(side_b, "b", points_b)}.items()
+             if not k.startswith("landmarks")}
+    found = (a_found * b_found).sum(axis=1)
+    np.testing.assert_allclose(loaded.signatures[export_lib.VERIFY](**plain)["score"].numpy(), found,
+                               atol=1e-5)
+    assert np.abs(found - expected).max() > 1e-3          # far beyond the tolerance above

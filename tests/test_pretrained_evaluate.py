@@ -156,11 +156,15 @@ def test_review_command_runs_the_pipeline_on_all_204_photos_and_writes_the_repor
 def test_an_imported_pretrained_model_is_pushed_with_its_operating_point_card_and_gallery(
         small_sample, tmp_path, face_api_package):  # noqa: F811
     """`--evaluate-model pretrained:face_recognition_net --push`: the pushed copy carries the
-    evaluation's operating point (read by the model itself) and its card; the report has the
+    evaluation's operating point (read by the model itself) and decides with it: `verify` on a
+    genuine and an impostor eval pair scores the NumPy cosine of the embeddings serving_default
+    gives (the evaluator's route) and matches exactly when that score is at or above the shipped
+    threshold. Its card validates against the Model Card Toolkit schema; the report has the
     gallery of the crops that model saw (its aligned crop)."""
     import local_runner
     from core import json_safe, operating_point
     from pipeline import runs as review
+    from tests import model_card_schema
 
     local_runner.run(["--evaluate-model", "pretrained:face_recognition_net", "--push",
                       "--data-root", small_sample, "--pipeline-root", str(tmp_path / "root"),
@@ -177,9 +181,57 @@ def test_an_imported_pretrained_model_is_pushed_with_its_operating_point_card_an
     assert point["threshold"] == metrics["verification"]["threshold"]
     assert tf.saved_model.load(pushed).operating_point()["threshold"].numpy() == point["threshold"]
     with open(os.path.join(pushed, "model_card.json")) as f:
-        assert "face_recognition_net" in json.load(f)["model_parameters"]["model_architecture"]
+        card = json.load(f)
+    assert "face_recognition_net" in card["model_parameters"]["model_architecture"]
+    model_card_schema.assert_valid(card)
+    _verify_decides_eval_pairs_at_the_shipped_threshold(pushed, point)
     assert all(len(kinds["impostor"]) <= 2 for kinds in metrics["error_gallery"].values())
     with open(run["report"]) as f:
         page = f.read()
     assert page.count("<img class='gallery'") == 2 * sum(
         len(pairs) for kinds in metrics["error_gallery"].values() for pairs in kinds.values())
+
+
+def _verify_decides_eval_pairs_at_the_shipped_threshold(pushed: str, point) -> None:
+    """The pushed model's `verify` on a genuine and an impostor pair of the eval split it was
+    evaluated on (point's eval data): the highest-scoring genuine pair and the lowest-scoring
+    impostor pair by NumPy's cosine of serving_default's embeddings (the evaluator's route), so
+    that, with an overall FNMR and FMR under 1, one matches and one does not. verify's score is
+    that cosine, its match the score >= the operating point's threshold."""
+    from models import export
+    from tests.pipeline_helpers import examples_by_path, feature_value
+
+    data = point["eval_data"]
+    examples = examples_by_path(os.path.join(data["examples_uri"], f"Split-{data['split']}"))
+    keys = sorted(examples)
+    assert len(keys) == data["n_images"]
+    loaded = tf.saved_model.load(pushed)
+    served = loaded.signatures[export.SERVING_DEFAULT](examples=tf.constant(
+        [examples[k].SerializeToString() for k in keys]))[export.OUTPUT].numpy().astype(np.float64)
+    unit = served / np.linalg.norm(served, axis=1, keepdims=True)
+    cosines = unit @ unit.T
+    labels = np.array([feature_value(examples[k], "label") for k in keys])
+    first, second = np.triu_indices(len(keys), k=1)
+    genuine = labels[first] == labels[second]
+    pair_scores = cosines[first, second]
+    best_genuine = np.flatnonzero(genuine)[np.argmax(pair_scores[genuine])]
+    worst_impostor = np.flatnonzero(~genuine)[np.argmin(pair_scores[~genuine])]
+    chosen = [best_genuine, worst_impostor]
+    request = {}
+    for side, index in (("a", first[chosen]), ("b", second[chosen])):
+        request[f"image_bytes_{side}"] = tf.constant(
+            [feature_value(examples[keys[i]], "image_raw") for i in index])
+        for box in ("x1", "y1", "x2", "y2"):
+            request[f"{box}_{side}"] = tf.constant(
+                [feature_value(examples[keys[i]], box) for i in index], tf.int64)
+    decided = loaded.signatures[export.VERIFY](**request)
+    scores = decided["score"].numpy()
+    np.testing.assert_allclose(scores, pair_scores[chosen], atol=1e-5)
+    threshold = point["threshold"]
+    np.testing.assert_array_equal(decided["match"].numpy(), scores.astype(np.float64) >= threshold)
+    assert (decided["threshold"].numpy() == threshold).all()
+    overall = point["rates"]["overall"]
+    assert overall["fnmr"] < 1 and overall["fmr"] < 1
+    assert decided["match"].numpy().tolist() == [True, False]
+    print(f"pushed pretrained model: genuine score {scores[0]:.4f}, impostor {scores[1]:.4f}, "
+          f"threshold {threshold:.4f}")

@@ -5,6 +5,7 @@ decide; `operating_point()` returns the shipped document."""
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -137,7 +138,7 @@ def test_compare_is_the_cosine_of_the_normalized_embeddings_at_the_shipped_thres
                                   cos >= metrics["verification"]["threshold"])
 
 
-def test_the_pushed_model_returns_its_operating_point_and_the_unpushed_one_refuses(pushed):
+def test_the_pushed_model_returns_its_operating_point_and_the_unpushed_one_refuses(exported, pushed):
     loaded, embeddings, _, _, point, unpushed = pushed
     shipped = loaded.operating_point()
     assert shipped["threshold"].numpy() == point["threshold"]
@@ -152,6 +153,10 @@ def test_the_pushed_model_returns_its_operating_point_and_the_unpushed_one_refus
     with pytest.raises(tf.errors.InvalidArgumentError, match="no operating point"):
         unpushed.signatures[export.COMPARE](embedding_a=tf.constant(embeddings[:2]),
                                             embedding_b=tf.constant(embeddings[2:4]))
+    no_landmarks = {f"landmarks_{side}": tf.zeros([2, 0]) for side in export.PAIR_SIDES}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no operating point"):
+        unpushed.signatures[export.VERIFY_LANDMARKS](**_pair_request(exported[1], [0, 1], [2, 3]),
+                                                     **no_landmarks)
 
 
 def test_the_threshold_is_read_from_the_asset_as_written(exported, tmp_path):
@@ -252,9 +257,17 @@ def test_the_report_gallery_shows_every_crop_in_headless_chromium_without_a_netw
     assert screenshot.startswith(b"\x89PNG")
 
 
+def _verdicts(error) -> dict:
+    """{position: reason code} of a serving refusal (models/serving_checks.py's message)."""
+    return {int(i): code for i, code in re.findall(r"input (\d+): ([a-z_]+): ", error.message)}
+
+
 def test_verify_refuses_what_embed_images_refuses_on_either_side(exported, pushed):
     """The serving checks run on both images of a pair (models/serving_checks.py, reused): an
-    inverted box on side b, a non-image on side a, are refused with ingest's reason codes."""
+    inverted box on side b, a non-image on side a, are refused with ingest's reason codes; so are
+    verify_landmarks' landmarks that serving_default would refuse in an Example (not 5 or 68
+    points, a non-finite value, a point outside the image), on either side, and a landmarks input
+    without one row per image."""
     _, examples, _ = exported
     loaded = pushed[0]
     request = _pair_request(examples, [0, 1], [2, 3])
@@ -266,3 +279,29 @@ def test_verify_refuses_what_embed_images_refuses_on_either_side(exported, pushe
                                                             feature_value(examples[1], "image_raw")]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"input 0: unsupported_format"):
         loaded.signatures[export.VERIFY](**not_an_image)
+
+    def centres(indices, points=5):
+        return np.array([[feature_value(examples[i], "image_width") / 2,
+                          feature_value(examples[i], "image_height") / 2] * points
+                         for i in indices], np.float32)
+
+    inside = dict(request, landmarks_a=tf.constant(centres([0, 1])),
+                  landmarks_b=tf.constant(centres([2, 3], 68)))
+    # Accepted landmarks: the box recipe crops without them, so the decision is verify's.
+    accepted = loaded.signatures[export.VERIFY_LANDMARKS](**inside)
+    np.testing.assert_allclose(accepted["score"], loaded.signatures[export.VERIFY](**request)["score"],
+                               atol=1e-6)
+    outside, not_finite = centres([2, 3]), centres([0, 1])
+    outside[1, 0] = 1.5 * feature_value(examples[3], "image_width")
+    not_finite[0, 3] = np.nan
+    for changed, refused in (({"landmarks_a": centres([0, 1])[:, :8]}, {0: "bad_landmarks",
+                                                                       1: "bad_landmarks"}),
+                             ({"landmarks_b": outside}, {1: "bad_landmarks"}),
+                             ({"landmarks_a": not_finite}, {0: "bad_landmarks"})):
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            loaded.signatures[export.VERIFY_LANDMARKS](
+                **dict(inside, **{k: tf.constant(v) for k, v in changed.items()}))
+        assert _verdicts(error.value) == refused, changed
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row per image"):
+        loaded.signatures[export.VERIFY_LANDMARKS](
+            **dict(inside, landmarks_b=tf.constant(centres([2, 3, 3]))))

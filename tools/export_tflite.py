@@ -6,10 +6,11 @@
 
 Writes OUT/model_q{level}.tflite per level and OUT/tflite_report.json: per level the file size and
 the cosine between the TFLite embedding and the SavedModel's embedding of the same face crops (mean
-and min over the check crops). The list's images are shuffled and split into check crops and
-calibration crops (disjoint when the list is long enough). Exits 1 when a level's mean cosine is
-below its bound, 2 on bad input (missing model directory or signature, missing or empty list,
-missing or rejected image).
+and min over the check crops), and the operating point each level carries. The list's images
+are shuffled and split into check crops and calibration crops (disjoint when the list is long
+enough). Exits 1 when a level's mean cosine is below its bound or a pushed model's operating point
+is missing or unreadable (a version the Pusher wrote holds its marker file), 2 on bad input
+(missing model directory or signature, missing or empty list, missing or rejected image).
 
 Levels, the TFLite model's input, how to feed level 2 and the bounds: models/tflite.py.
 """
@@ -56,12 +57,17 @@ def main(argv=None) -> int:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     for level, entry in report["levels"].items():
+        below = entry["cosine_mean"] < entry["min_mean_cosine"]
         print(f"level {level} ({entry['name']}): {entry['size_bytes']} bytes, cosine mean "
               f"{entry['cosine_mean']:.5f} min {entry['cosine_min']:.5f} (bound "
-              f"{entry['min_mean_cosine']}) {'ok' if entry['passed'] else 'BELOW BOUND'}")
+              f"{entry['min_mean_cosine']}) {'BELOW BOUND' if below else 'ok'}, threshold "
+              f"{entry['threshold']} {'ok' if entry['threshold_matches'] else 'MISMATCH'}")
         if level == "2" and entry["float_ops"]:
             print(f"  note: level 2 still computes {', '.join(entry['float_ops'])} in float32 "
                   f"(no int8 kernel)", file=sys.stderr)
+    if report["operating_point_error"]:
+        print(f"error: no operating point for the TFLite models: {report['operating_point_error']}",
+              file=sys.stderr)
     print(f"report: {os.path.join(args.out, REPORT_FILE)}")
     if not disjoint:
         print("note: the list is too short for disjoint calibration and check images",

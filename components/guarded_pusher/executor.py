@@ -39,7 +39,7 @@ from tfx.utils import io_utils, proto_utils
 
 from core import model_card, operating_point
 
-PUSH_MARKER = "ffem_pushed_model.json"
+PUSH_MARKER = operating_point.PUSH_MARKER
 _TIMESTAMP_VERSIONING = (pusher_pb2.Versioning.AUTO, pusher_pb2.Versioning.UNIX_TIMESTAMP)
 ASSET_PATH = operating_point.ASSET   # inside the pushed SavedModel
 # Files of the blessing copied next to the pushed SavedModel when present (the model card).

@@ -4,7 +4,8 @@ Runs after the Pusher when `PipelineConfig.tflite_levels` is set. When the Pushe
 (the model was not blessed) it exports nothing and says so. Otherwise it converts the pushed
 SavedModel with models/tflite.py (the same code as tools/export_tflite.py), calibrating on the
 Transform's eval-split crops and checking each level's embeddings against the SavedModel's on other
-eval crops; a level whose mean cosine is under its bound fails the step (the report is written
+eval crops; a level whose mean cosine is under its bound, or that does not carry the pushed model's
+operating point (which must be there: models/tflite.py), fails the step (the report is written
 first). Output: a `components.TFLiteModel` artifact holding model_q{level}.tflite and tflite_report.json.
 """
 
@@ -72,7 +73,7 @@ def TFLiteExporter(
     report = tflite.export_tflite(
         source, json.loads(levels), tflite_model.uri, crops[calibration], crops[check],
         extra_report={"calibration": "Transform eval-split crops",
-                      "check_disjoint_from_calibration": disjoint})
+                      "check_disjoint_from_calibration": disjoint}, pushed=True)
     tflite_model.set_int_custom_property("exported", 1)
     tflite_model.set_string_custom_property("source_model", source)
     tflite_model.set_string_custom_property("cosine_mean", json.dumps(
@@ -81,6 +82,8 @@ def TFLiteExporter(
               f"{entry['min_mean_cosine']}), threshold {entry['threshold']} (SavedModel's "
               f"{report['saved_model_threshold']})" for level, entry in report["levels"].items()
               if not entry["passed"]]
+    if report["operating_point_error"]:
+        failed.append(f"no operating point: {report['operating_point_error']}")
     if failed:
         raise RuntimeError(f"TFLite export of {source} is not faithful to the SavedModel: "
                            f"{'; '.join(failed)}. Report: "
