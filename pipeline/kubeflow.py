@@ -8,6 +8,8 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from core.settings.base import refuse_unknown
+
 INGEST_TASK = "FaceExampleGen"
 
 
@@ -27,9 +29,10 @@ def parse_resources(text: str, gpu_type: str):
     step, sep, values = text.partition("=")
     fields = dict(item.partition("=")[::2] for item in values.split(",") if item)
     known = {"cpu", "memory", "gpus"}
-    if not sep or not step or not fields or set(fields) - known or not all(fields.values()):
+    if not sep or not step or not fields or not all(fields.values()):
         raise ValueError(f"--resources {text!r}: expected STEP=cpu=N,memory=GB,gpus=N (any of "
                          f"{sorted(known)})")
+    refuse_unknown(fields, known, f"--resources {text!r}")     # names the closest known key
     try:
         return step, resource_spec(float(fields.get("cpu", 0)), float(fields.get("memory", 0)),
                                    int(fields.get("gpus", 0)), gpu_type)

@@ -131,7 +131,8 @@ def test_evaluator_and_other_heavy_steps_get_their_resources_in_the_compiled_spe
 
 @pytest.mark.parametrize("flags,message", [
     (["--resources", "Transfrom=cpu=4"], "Transfrom"),
-    (["--resources", "Transform=cpus=4"], "STEP=cpu=N"),
+    (["--resources", "Transform=cpus=4"], "unknown setting 'cpus'; closest known: cpu"),
+    (["--resources", "Transform=cpu"], "STEP=cpu=N"),
     (["--resources", "Transform=cpu=many"], "numbers"),
     (["--trainer-workers", "2"], "--vertex-project and --region"),
     (["--trainer-workers", "3", "--trainer-gpus", "2", "--vertex-project", "p", "--region", "r"],
