@@ -63,8 +63,8 @@ def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, 
     """(row offset, column offset, block) for every block on or above the block diagonal of
     unit @ unit.T, row blocks in order. A diagonal block holds its entries strictly above its
     diagonal only (each pair once; on and below the diagonal it is undefined): it is computed by
-    SYRK, half the multiply-adds of a product. The block lives in a reused buffer: use it before
-    asking for the next.
+    SYRK, half the multiply-adds of a product; the others by SGEMM. The block lives in a reused
+    buffer: use it before asking for the next.
 
     Large blocks are computed one ahead in a helper thread, into a second buffer: the product
     (BLAS, which releases the GIL) of block b + 1 runs while the caller works on block b, which
@@ -79,13 +79,16 @@ def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, 
         rows_i, rows_j = unit[i0:i0 + chunk], unit[j0:j0 + chunk]
         sims = buffers[index % len(buffers)][:len(rows_i) * len(rows_j)].reshape(len(rows_i),
                                                                                  len(rows_j))
+        # Into the block's Fortran-order transpose (the same memory); the lower triangle of a
+        # Fortran-order result is the upper one of the C-order block. Both through SciPy's BLAS:
+        # one BLAS library for the whole pass, as two libraries' thread pools alternating (NumPy's
+        # matmul, SciPy's SYRK) slowed each other's calls by up to 3x (benchmarks/results.md).
         if j0 != i0:
-            np.matmul(rows_i, rows_j.T, out=sims)
+            result = blas.sgemm(1.0, rows_j.T, rows_i.T, beta=0.0, c=sims.T, trans_a=1, overwrite_c=1)
         else:
-            # The lower triangle of the Fortran-order result is the upper one of the C-order block.
             result = blas.ssyrk(1.0, rows_i.T, beta=0.0, c=sims.T, trans=1, lower=1, overwrite_c=1)
-            if result.ctypes.data != sims.ctypes.data:      # a copy after all: into the buffer
-                sims.T[...] = result
+        if result.ctypes.data != sims.ctypes.data:      # a copy after all: into the buffer
+            sims.T[...] = result
         return sims
 
     if len(offsets) < 2 or side * side * unit.shape[1] < _PREFETCH_MIN_WORK:
@@ -99,6 +102,16 @@ def similarity_blocks(unit: np.ndarray, chunk: int) -> Iterator[Tuple[int, int, 
             if index + 1 < len(offsets):    # into the other buffer, which the caller is done with
                 pending = ahead.submit(product, index + 1)
             yield i0, j0, sims
+
+
+def similarities(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """rows @ others.T (float32, C order) through the BLAS the blocked pass uses (SciPy's): a
+    product just before the pass through NumPy's would leave NumPy's BLAS threads spinning beside
+    the pass's first blocks."""
+    rows, others = np.ascontiguousarray(rows, np.float32), np.ascontiguousarray(others, np.float32)
+    if not len(rows) or not len(others):
+        return np.zeros((len(rows), len(others)), np.float32)
+    return blas.sgemm(1.0, others.T, rows.T, trans_a=1).T
 
 
 def rank_block(sims: np.ndarray, i0: int, j0: int, ids: np.ndarray, lists: TopLists,

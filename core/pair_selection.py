@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from core.block_top_k import BlockHits, similarity_blocks
+from core.block_top_k import BlockHits, similarities, similarity_blocks
 from core.false_matches import _count_pairs, _FalseMatches
 from core.pair_counter import (
     DET_POINTS,
@@ -360,7 +360,7 @@ def _sampled_floor(unit, label_codes, members, size, rng) -> float:
         return -np.inf
     contiguous = members[-1] - members[0] + 1 == n_members    # a group's rows in group order
     gallery = unit[members[0]:members[-1] + 1] if contiguous else unit[members]
-    scores = unit[rows] @ gallery.T
+    scores = similarities(unit[rows], gallery)
     impostor = label_codes[rows][:, None] != label_codes[members][None, :]
     scores = scores[impostor]
     fraction = 2.0 * size / n_pairs

@@ -130,3 +130,12 @@ def test_compile_ahead_leaves_the_kernel_in_the_cache_and_the_image_build_calls_
     assert ('RUN python -c "from core import block_top_k; block_top_k.compile_ahead()"'
             in dockerfile)
     assert dockerfile.index("block_top_k.compile_ahead()") > dockerfile.index("'.[kfp]'")
+
+
+def test_similarities_are_the_row_products_in_c_order_empty_sides_included():
+    rng = np.random.default_rng(5)
+    rows, others = rng.standard_normal((7, 5)), rng.standard_normal((11, 5))
+    products = block_top_k.similarities(rows, others)
+    assert products.dtype == np.float32 and products.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(products, rows @ others.T, rtol=1e-5, atol=1e-5)
+    assert block_top_k.similarities(rows[:0], others).shape == (0, 11)
