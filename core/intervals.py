@@ -38,6 +38,7 @@ them needs at most 1.25 x that matrix; replicates are computed a block of resamp
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
@@ -48,8 +49,11 @@ DEFAULT_LEVEL = 0.95
 # Temporaries of one block of resamples (int64 draws and counts) stay within this fraction of the
 # weight matrix: 2 x 8 bytes x block x units <= 0.125 x 8 bytes x resamples x units.
 WEIGHT_BLOCK_FRACTION = 1 / 16
-# Elements of one [resamples block, units] temporary when computing replicates (32 MB).
+# Elements of one [resamples block, units] temporary when computing replicates (32 MB; two blocks
+# are computed at a time).
 PAIR_BLOCK_ELEMENTS = 1 << 22
+# Blocks of resamples computed at the same time by `ratio_replicates`.
+REPLICATE_THREADS = 2
 
 
 def identity_units(labels, groups=None) -> Tuple[np.ndarray, np.ndarray]:
@@ -149,13 +153,14 @@ class UnitSums:
             import scipy.sparse
 
             a, b, count, column = self.pairs
-            self._pair_matrices = []
+            built = []
             for m in np.unique(column):
                 sel = column == m
                 rows, local = np.unique(a[sel], return_inverse=True)
                 matrix = scipy.sparse.csr_matrix((count[sel], (local.reshape(-1), b[sel])),
                                                  shape=(len(rows), len(self.linear)))
-                self._pair_matrices.append((int(m), rows, matrix))
+                built.append((int(m), rows, matrix))
+            self._pair_matrices = built     # whole or not at all: blocks are summed in threads
         return self._pair_matrices
 
     @property
@@ -225,10 +230,23 @@ def ratio_replicates(weights: np.ndarray, numerators: Sums, denominators: Sums,
     result = np.empty((len(weights), top_sums.width))
     # Temporaries of a block ([block, U] squares and transposes) stay near PAIR_BLOCK_ELEMENTS.
     block = max(1, min(int(block), PAIR_BLOCK_ELEMENTS // max(1, weights.shape[1])))
-    for r0 in range(0, len(weights), block):
+    def fill(r0):
         rows = weights[r0:r0 + block]
         result[r0:r0 + block] = ratio(np.maximum(top_sums.of(rows), 0.0),
                                       np.maximum(bottom_sums.of(rows), 0.0))
+
+    starts = range(0, len(weights), block)
+    for sums in (top_sums, bottom_sums):
+        if sums.pairs is not None and len(sums.pairs[0]):
+            sums._matrices()            # built once, before the threads share them
+    if len(starts) < 2:
+        for r0 in starts:
+            fill(r0)
+    else:
+        # Blocks are independent (each fills its own rows) and their sparse and dense products
+        # release the GIL: two at a time, the same numbers in the same places.
+        with ThreadPoolExecutor(max_workers=REPLICATE_THREADS) as pool:
+            list(pool.map(fill, starts))
     return result[:, 0] if flat else result
 
 

@@ -43,6 +43,8 @@ def test_ratio_replicates_equal_the_statistic_of_the_resampled_identities():
     queries[5] = hits[5] = 0           # an identity with no answerable query
     weights = intervals.resample_weights(np.zeros(12, int), n_resamples=200, seed=1)
     replicates = intervals.ratio_replicates(weights, hits, queries)
+    # In blocks of 7 resamples, computed two at a time: the same values in the same places.
+    assert np.array_equal(intervals.ratio_replicates(weights, hits, queries, block=7), replicates)
     for w, value in zip(weights, replicates):
         drawn = np.repeat(np.arange(12), w.astype(int))     # the identities this resample drew
         assert value == pytest.approx(hits[drawn].sum() / queries[drawn].sum())
