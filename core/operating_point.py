@@ -15,9 +15,11 @@ Contents (`build`):
                     fmr, fmr_ci at the threshold (intervals at `confidence`)
   eval_data         examples_uri, split, n_images and keys_sha256 (`keys_digest` of the eval
                     split's record keys): which data the numbers describe
-  evaluation        the evaluation artifact's id and uri
+  evaluation        the evaluation artifact's uri and execution_id, the evaluator's execution
+                    that wrote it (the artifact has no id before TFX publishes it)
   model             the evaluated model artifact's id and uri (the Pusher checks the uri)
   gate              the gate settings (GateConfig.to_dict) and `blessed`, `failed_rules`
+  blessing          in the pushed copy only: the blessing's id and uri (the Pusher adds it)
 Layout contract: the document starts with the "threshold" key (`dumps`), so the serving graph reads
 the number with THRESHOLD_PATTERN (RE2 and Python `re` alike) without a JSON parser. The export's
 placeholder (`PLACEHOLDER`) has a null threshold: the graph refuses to verify with it.
@@ -25,6 +27,7 @@ placeholder (`PLACEHOLDER`) has a null threshold: the graph refuses to verify wi
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -44,6 +47,17 @@ THRESHOLD_PATTERN = r'(?s)^\{\s*"threshold":\s*(-?[0-9][0-9.eE+-]*)\s*,.*$'
 PLACEHOLDER = {"threshold": None,
                "status": "no operating point: this SavedModel was exported but not pushed; the "
                          "GuardedPusher writes the evaluated threshold here"}
+
+
+def is_placeholder(text: str) -> bool:
+    """Whether `text` is the export's PLACEHOLDER: a JSON object whose threshold is null."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and "threshold" in document and document["threshold"] is None
+
+
 _RATE_KEYS = ("n_genuine", "n_impostor", "fnmr", "fnmr_ci", "fmr", "fmr_ci")
 
 
@@ -115,7 +129,7 @@ def loads(text: str, source: str = FILE) -> Dict[str, Any]:
 
 
 def summary_lines(point: Dict[str, Any]) -> list:
-    """Human-readable lines (tools.review show, the model card's text)."""
+    """Human-readable lines (tools.review show)."""
     lines = [f"operating point: threshold {point['threshold']:.6f} at target FMR "
              f"{point['target_fmr']:g} (blessed: {point['gate']['blessed']})"]
     for scope, entry in point["rates"].items():

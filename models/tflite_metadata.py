@@ -6,7 +6,6 @@ the UTF-8 JSON) and decides `score >= threshold` on the normalized embeddings' c
 SavedModel's `verify` / `compare` do."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Tuple
 
@@ -39,22 +38,13 @@ def saved_model_operating_point(saved_model_dir: str,
             text = f.read().decode("utf-8")
     except (tf.errors.OpError, UnicodeDecodeError) as e:
         return None, f"{path} cannot be read: {e}"
-    if not pushed and _is_placeholder(text):
+    if not pushed and operating_point.is_placeholder(text):
         return None, None
     try:
         operating_point.loads(text, source=path)
     except ValueError as e:
         return None, str(e)
     return text, None
-
-
-def _is_placeholder(text: str) -> bool:
-    """Whether `text` is the export's placeholder: a JSON object whose threshold is null."""
-    try:
-        document = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(document, dict) and "threshold" in document and document["threshold"] is None
 
 
 def with_operating_point(tflite_model: bytes, text: str) -> bytes:
