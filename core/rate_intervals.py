@@ -125,16 +125,19 @@ def paired_interval(column: Column, mine: float, theirs: float, candidate: dict,
                     index: Dict[Column, int], bootstrap: Optional[List[float]],
                     level: float = DEFAULT_LEVEL) -> Optional[List[float]]:
     """A paired delta's interval: small_counts.paired_small_count_interval of the two models'
-    rates `mine` and `theirs` at `column`, each with its resamples and the overall scope's design
-    effect as prior. `candidate` / `baseline`: the evaluator's measured models ("replicates",
-    "clusters", "entries" as `widened_intervals` uses them)."""
+    rates `mine` and `theirs` at `column`, each with its resamples and, in a group, the overall
+    scope's design effect as prior; at the overall scope the conservative prior (None), as in
+    `prior_effect`: a rate's own estimate, which rests on its few errors, cannot be its prior.
+    `candidate` / `baseline`: the evaluator's measured models ("replicates", "clusters",
+    "entries" as `widened_intervals` uses them)."""
     scope, key = column
     i, o = index[column], index[OVERALL, key]
     rates = []
     for rate, model in ((mine, candidate), (theirs, baseline)):
         overall = model["entries"][OVERALL, key]
-        rates.append((rate, model["replicates"][:, i], small_counts.design_effect(
-            overall[key], overall[trials_key(key)], model["replicates"][:, o])))
+        prior = None if scope == OVERALL else small_counts.design_effect(
+            overall[key], overall[trials_key(key)], model["replicates"][:, o])
+        rates.append((rate, model["replicates"][:, i], prior))
     trials = candidate["entries"][column][trials_key(key)]
     return small_counts.paired_small_count_interval(rates[0], rates[1], trials,
                                                     candidate["clusters"][i], bootstrap, level)

@@ -190,6 +190,46 @@ def test_few_errors_shrink_the_own_design_effect_towards_the_prior_in_proportion
     assert got == pytest.approx([0.0, t_wilson(0.025, min(200, max(40, 200 / own)), 40)[1]])
 
 
+def test_paired_intervals_take_the_conservative_prior_at_the_overall_scope_and_the_overalls_in_a_group():
+    from core import rate_intervals
+    from core.features import OVERALL
+
+    # Two models on the same 200 genuine pairs (40 identities x 5), one error each at the overall
+    # scope (fewer than five: the design effect leans on its prior), and a group holding them.
+    trials = np.full(40, 5.0)
+    mine, theirs = np.zeros(40), np.zeros(40)
+    mine[[3, 4, 5, 6, 7, 8]] = 1.0
+    theirs[[3]] = 1.0
+    reps = {"mine": _literal_bootstrap(mine, trials, 1000, 4),
+            "theirs": _literal_bootstrap(theirs, trials, 1000, 4)}
+    columns = [(OVERALL, "fnmr"), ("a", "fnmr")]
+    index = {column: i for i, column in enumerate(columns)}
+
+    def model(errors, replicates):
+        rate = errors.sum() / 200
+        return {"replicates": np.stack([replicates, replicates], axis=1),
+                "clusters": np.array([40.0, 40.0]),
+                "entries": {c: {"fnmr": rate, "n_genuine": 200.0} for c in columns}}
+
+    candidate, baseline = model(mine, reps["mine"]), model(theirs, reps["theirs"])
+    boot = [0.0, 0.0]
+    p1, p2 = mine.sum() / 200, theirs.sum() / 200
+    prior2 = small_counts.design_effect(p2, 200, reps["theirs"])
+    for scope, priors in ((OVERALL, (None, None)),
+                          ("a", (small_counts.design_effect(p1, 200, reps["mine"]), prior2))):
+        expected = small_counts.paired_small_count_interval(
+            (p1, reps["mine"], priors[0]), (p2, reps["theirs"], priors[1]), 200, 40.0, boot)
+        got = rate_intervals.paired_interval((scope, "fnmr"), p1, p2, candidate, baseline, index, boot)
+        assert got == pytest.approx(expected)
+    # The conservative prior (trials / Kish's clusters = 5) is wider than the own estimate of
+    # one error in one identity (about 1): the overall's interval is the wider of the two.
+    own_prior = small_counts.paired_small_count_interval(
+        (p1, reps["mine"], None), (p2, reps["theirs"], prior2), 200, 40.0, boot)
+    overall = rate_intervals.paired_interval((OVERALL, "fnmr"), p1, p2, candidate, baseline, index,
+                                             boot)
+    assert overall[0] < own_prior[0]
+
+
 def test_unit_trials_are_each_units_share_of_the_trials():
     from core.intervals import UnitSums
 
