@@ -43,6 +43,24 @@ def prior_effect(effects: Dict[Column, Optional[float]], scope: str, key: str) -
     return sibling if sibling is not None else effects.get((OVERALL, key))
 
 
+def pooled_effect(effects: Dict[Column, Optional[float]], scope: str, key: str) -> Optional[float]:
+    """The least design effect (core.small_counts.effective_trials) of a group's FNMR: the overall
+    scope's, measured on all groups' identities at once; None for every other column.
+
+    Why: a group's false non-matches gather in its few hardest identities (core.studentized), and
+    an eval set that drew none of them shows a low rate with a low spread, so an interval built
+    from the group's identities alone is too short on the upper side, the side `max_fnmr` judges
+    (benchmarks/results.md, "Coverage of the gate's intervals"). No interval of the group alone
+    can see identities it did not draw; the overall scope resamples every group's identities (G
+    groups: about G times as many), so its design effect reflects how heavy the tail of hard identities is
+    far more reliably. A group keeps its own design effect when that is larger (its errors
+    cluster more than the others'), so the floor only widens: a group whose errors are spread
+    more evenly than the others' gets a conservative interval, which fails safe under max_fnmr.
+    Recall@k keeps its own clustering (module core.small_counts: its misses cluster differently
+    between groups, and borrowing made within-group Recall@1 intervals much too wide)."""
+    return effects.get((OVERALL, key)) if key == "fnmr" and scope != OVERALL else None
+
+
 def widened_intervals(columns: Sequence[Column], entries: Dict[Column, dict], replicates: np.ndarray,
                       clusters: np.ndarray, level: float = DEFAULT_LEVEL
                       ) -> Tuple[List[Optional[List[float]]], Dict[Column, Optional[float]]]:
@@ -56,7 +74,7 @@ def widened_intervals(columns: Sequence[Column], entries: Dict[Column, dict], re
         rate, trials = entry[key], entry[trials_key(key)]
         result.append(small_counts.small_count_interval(
             rate, trials, reps, clusters[i], percentile_interval(reps, level), level,
-            prior_effect(effects, scope, key)))
+            prior_effect(effects, scope, key), pooled_effect(effects, scope, key)))
         effects[scope, key] = small_counts.design_effect(rate, trials, reps)
     return result, effects
 
@@ -84,7 +102,7 @@ def joint_ratio_bounds(columns: Sequence[Column], entries: Dict[Column, dict], r
         entry, reps = entries[scope, key], replicates[:, i]
         ci = small_counts.small_count_interval(
             entry[key], entry[trials_key(key)], reps, clusters[i], percentile_interval(reps, joint),
-            joint, prior_effect(effects, scope, key))
+            joint, prior_effect(effects, scope, key), pooled_effect(effects, scope, key))
         if ci is None:
             return None
         ends.append(ci)

@@ -136,7 +136,8 @@ def kish_clusters(cluster_sizes) -> float:
 
 
 def effective_trials(rate: float, trials: float, replicates, cluster_sizes,
-                     prior_design_effect: Optional[float] = None) -> float:
+                     prior_design_effect: Optional[float] = None,
+                     least_design_effect: Optional[float] = None) -> float:
     """n_eff = trials / design effect, in [Kish's number of clusters, trials].
 
     The design effect is the scope's own (`design_effect`) when the rarer outcome (errors, or
@@ -147,7 +148,9 @@ def effective_trials(rate: float, trials: float, replicates, cluster_sizes,
     and with no error (no own estimate) the prior alone. The prior is `prior_design_effect` when the
     caller has one (core.rate_intervals.prior_effect: for a group's within-group Recall@k the same
     group's whole-gallery one, else the overall scope's same figure), else the most conservative
-    value the clusters allow, trials / Kish's number of clusters."""
+    value the clusters allow, trials / Kish's number of clusters. `least_design_effect`, when
+    given, bounds the design effect from below (core.rate_intervals.pooled_effect: a group's FNMR
+    takes at least the clustering measured on all groups together)."""
     floor = min(float(trials), kish_clusters(cluster_sizes))
     conservative = float(trials) / floor
     prior = conservative if prior_design_effect is None else min(conservative,
@@ -161,22 +164,26 @@ def effective_trials(rate: float, trials: float, replicates, cluster_sizes,
     else:
         share = rarer / MIN_ERRORS_FOR_DESIGN_EFFECT
         effect = share * own + (1.0 - share) * prior
+    if least_design_effect is not None:
+        effect = max(effect, least_design_effect)
     return min(float(trials), max(floor, float(trials) / effect))
 
 
 def small_count_interval(rate: Optional[float], trials: float, replicates, cluster_sizes,
                          bootstrap: Optional[List[float]], level: float = DEFAULT_LEVEL,
-                         prior_design_effect: Optional[float] = None) -> Optional[List[float]]:
+                         prior_design_effect: Optional[float] = None,
+                         least_design_effect: Optional[float] = None) -> Optional[List[float]]:
     """Interval of a proportion (FNMR, FMR: errors / trials; Recall@k: hits / queries; trials
     clustered in identities, `cluster_sizes` per identity) that keeps its coverage with few or no
     errors: per end, the wider of the bootstrap percentile interval `bootstrap` and Wilson's score
     interval at `effective_trials` (symmetric in p and 1 - p, so a Recall@1 near 1 is handled as an
-    error rate near 0). None when `bootstrap` is None (too many undefined resamples: fail closed);
+    error rate near 0), its design effect at least `least_design_effect` when given. None when `bootstrap` is None (too many undefined resamples: fail closed);
     `bootstrap` itself when `rate` is None or there are no trials. The point estimate always lies
     inside (Wilson's interval contains it)."""
     if bootstrap is None or rate is None or not trials:
         return bootstrap
-    n_eff = effective_trials(rate, trials, replicates, cluster_sizes, prior_design_effect)
+    n_eff = effective_trials(rate, trials, replicates, cluster_sizes, prior_design_effect,
+                             least_design_effect)
     lo, hi = clustered_wilson(float(rate), n_eff, kish_clusters(cluster_sizes), level)
     return [float(min(bootstrap[0], lo)), float(max(bootstrap[1], hi))]
 

@@ -190,6 +190,29 @@ def test_few_errors_shrink_the_own_design_effect_towards_the_prior_in_proportion
     assert got == pytest.approx([0.0, t_wilson(0.025, min(200, max(40, 200 / own)), 40)[1]])
 
 
+def test_a_least_design_effect_only_ever_lowers_the_effective_trials():
+    # 60 identities x 8 trials, errors in 8 of them: own design effect from the literal bootstrap.
+    # A least design effect above it sets n_eff = trials / least; one below it changes nothing;
+    # and n_eff never falls below Kish's number of clusters (60).
+    trials = np.full(60, 8.0)
+    errors = np.zeros(60)
+    errors[[2, 11, 19, 30, 41, 52, 55, 58]] = [3.0, 2.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    reps = _literal_bootstrap(errors, trials, 2000, 12)
+    rate = errors.sum() / trials.sum()
+    own = max(1.0, np.var(reps, ddof=1) / (rate * (1 - rate) / 480))
+    assert 1.0 < own < 4.0
+    assert small_counts.effective_trials(rate, 480, reps, trials) == pytest.approx(480 / own)
+    assert small_counts.effective_trials(rate, 480, reps, trials, least_design_effect=own + 2.0) \
+        == pytest.approx(480 / (own + 2.0))
+    assert small_counts.effective_trials(rate, 480, reps, trials, least_design_effect=own / 2) \
+        == pytest.approx(480 / own)
+    assert small_counts.effective_trials(rate, 480, reps, trials, least_design_effect=100.0) \
+        == pytest.approx(60.0)
+    got = small_counts.small_count_interval(rate, 480, reps, trials, [rate, rate],
+                                            least_design_effect=own + 2.0)
+    assert got == pytest.approx(t_wilson(rate, 480 / (own + 2.0), 60))
+
+
 def test_paired_intervals_take_the_conservative_prior_at_the_overall_scope_and_the_overalls_in_a_group():
     from core import rate_intervals
     from core.features import OVERALL

@@ -99,12 +99,13 @@ def test_resamples_without_errors_are_the_worst_pivot_not_dropped():
     assert got[1] == 1.0
 
 
-def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_the_embeddings():
-    # Identities of varying difficulty (the noise of their images log-normal): false non-matches
-    # sit in a few of them. Per unit, the genuine pairs and false non-matches are recounted by
-    # brute force at the evaluation's threshold (a match is a score >= it); the studentized
-    # interval of those counts with the evaluation's own resamples must lie inside every
-    # scope's fnmr_ci, and be its upper end somewhere (the interval is wired, not only computed).
+def _evaluated_and_recounted():
+    """(the evaluation's verification summary, {scope: (errors, trials) per unit}, the resampling
+    weights, unit_groups) on identities of varying difficulty in groups a and b (the noise of
+    their images log-normal: false non-matches sit in a few of them) and of one difficulty in
+    group c. Per unit, the genuine pairs and false
+    non-matches are recounted by brute force at the evaluation's threshold (a match is a score
+    >= it), with the evaluation's own resampling weights."""
     from core import evaluation, features
     from core.settings.gate import GateConfig
 
@@ -112,6 +113,7 @@ def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_t
     n_ids, dim = 120, 16
     centres = rng.standard_normal((n_ids, dim))
     noise = np.exp(rng.normal(-0.6, 0.5, n_ids))
+    noise[2::3] = np.exp(-0.45)         # group c: every identity alike, its errors spread out
     sizes = rng.integers(2, 7, n_ids)
     labels = np.repeat(np.arange(n_ids), sizes)
     groups = np.array(["a", "b", "c"])[labels % 3]
@@ -132,11 +134,21 @@ def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_t
     missed = sims[first, second] < threshold
     trials_all = np.bincount(units[first], minlength=len(unit_groups)).astype(float)
     errors_all = np.bincount(units[first], weights=missed, minlength=len(unit_groups))
-    binding = 0
+    counts = {}
     for scope in [features.OVERALL, "a", "b", "c"]:
         keep = np.ones(len(unit_groups), bool) if scope == features.OVERALL else (
             unit_groups == ["a", "b", "c"].index(scope))
-        errors, trials = np.where(keep, errors_all, 0.0), np.where(keep, trials_all, 0.0)
+        counts[scope] = (np.where(keep, errors_all, 0.0), np.where(keep, trials_all, 0.0))
+    return verification, counts, weights, unit_groups
+
+
+def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_the_embeddings():
+    # The studentized interval of the recounted errors with the evaluation's own resamples must
+    # lie inside every scope's fnmr_ci, and be its upper end somewhere (the interval is wired, not
+    # only computed).
+    verification, counts, weights, unit_groups = _evaluated_and_recounted()
+    binding = 0
+    for scope, (errors, trials) in counts.items():
         replicates = (weights @ errors) / (weights @ trials)
         rate = errors.sum() / trials.sum()
         assert verification[scope]["fnmr"] == pytest.approx(rate)
@@ -146,6 +158,37 @@ def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_t
         assert ci[0] <= t[0] + 1e-12 and t[1] <= ci[1] + 1e-12
         binding += ci[1] == pytest.approx(t[1])
     assert binding >= 1
+
+
+def test_a_groups_fnmr_interval_is_the_widest_of_its_own_and_the_score_interval_at_the_pooled_design_effect():
+    # Per end the widest of: the percentile interval of the group's resamples, its studentized
+    # interval, and Wilson's score interval (t quantile at Kish's clusters) at the effective
+    # trials whose design effect is at least the overall scope's (core.rate_intervals
+    # .pooled_effect), every piece recomputed here from the recounted errors. A group with a
+    # design effect below the overall's must take the overall's.
+    from core import small_counts
+    from core.features import OVERALL
+
+    verification, counts, weights, unit_groups = _evaluated_and_recounted()
+    errors, trials = counts[OVERALL]
+    pooled = small_counts.design_effect(errors.sum() / trials.sum(), trials.sum(),
+                                        (weights @ errors) / (weights @ trials))
+    raised = 0
+    for scope in ("a", "b", "c"):
+        errors, trials = counts[scope]
+        replicates = (weights @ errors) / (weights @ trials)
+        rate, n = errors.sum() / trials.sum(), trials.sum()
+        own = small_counts.design_effect(rate, n, replicates)
+        assert np.count_nonzero(errors) >= 5 and own is not None    # the own estimate alone
+        kish = small_counts.kish_clusters(trials[trials > 0])
+        n_eff = min(n, max(kish, n / max(own, pooled)))
+        wilson = small_counts.clustered_wilson(rate, n_eff, kish)
+        t = studentized.studentized_interval(weights, unit_groups, errors, trials, replicates, rate)
+        percentile = np.percentile(replicates, [2.5, 97.5])
+        expected = [min(wilson[0], t[0], percentile[0]), max(wilson[1], t[1], percentile[1])]
+        assert verification[scope]["fnmr_ci"] == pytest.approx(expected)
+        raised += own < pooled
+    assert raised >= 1
 
 
 def test_the_weight_matrix_is_not_copied():
