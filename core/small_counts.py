@@ -177,9 +177,10 @@ def small_count_interval(rate: Optional[float], trials: float, replicates, clust
     clustered in identities, `cluster_sizes` per identity) that keeps its coverage with few or no
     errors: per end, the wider of the bootstrap percentile interval `bootstrap` and Wilson's score
     interval at `effective_trials` (symmetric in p and 1 - p, so a Recall@1 near 1 is handled as an
-    error rate near 0), its design effect at least `least_design_effect` when given. None when `bootstrap` is None (too many undefined resamples: fail closed);
-    `bootstrap` itself when `rate` is None or there are no trials. The point estimate always lies
-    inside (Wilson's interval contains it)."""
+    error rate near 0), its design effect at least `least_design_effect` when given. None when
+    `bootstrap` is None (too many undefined resamples: fail closed); `bootstrap` itself when
+    `rate` is None or there are no trials. The point estimate always lies inside (Wilson's
+    interval contains it)."""
     if bootstrap is None or rate is None or not trials:
         return bootstrap
     n_eff = effective_trials(rate, trials, replicates, cluster_sizes, prior_design_effect,
