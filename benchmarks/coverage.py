@@ -13,7 +13,8 @@ and scope the bar is placed so that the truth misses it by 10 % of the bar (a mi
 0.9 x bar; a maximum rule: truth = 1.1 x bar) or clears it by 10 % (1.1 x bar / 0.9 x bar); the
 gate's own evaluate_gate judges the set's intervals; false-bless = blessed though the truth
 violates, false-refuse = refused though the truth clears. Cases whose bar would be invalid (a
-Recall@1 or FNMR bar above 1, a ratio bar below 1) are left out.
+Recall@1 or FNMR bar above 1, a ratio bar below 1) are left out. max_drop is judged on the interval
+by its "non_inferiority" test, with the two models' roles swapped (`_drop_cases`).
 """
 from __future__ import annotations
 
@@ -166,6 +167,37 @@ def operating_cases(metrics: Dict[str, Any], rows: List[Dict[str, Any]], gate_li
         for rule in sorted(valid_ratio):
             cases.append({"rule": rule, "scope": OVERALL, "violates": violates,
                           "blessed": _blessed(verdicts, rule, OVERALL)})
+        cases += _drop_cases(metrics, truth, gate_lib, violates)
+    return cases
+
+
+def _drop_cases(metrics: Dict[str, Any], truth, gate_lib, violates: bool) -> List[Dict[str, Any]]:
+    """max_drop judged on the interval (regression_test "non_inferiority": pass only when the
+    interval's lower end is >= -max_drop). Every scenario's candidate is the better model, so the
+    drop is simulated with the roles swapped: the baseline (the worse model) as the candidate
+    against the candidate as the last blessed model. Its change is -delta and the change's interval
+    the delta's interval negated (evaluate()'s paired figures are antisymmetric in the two models:
+    tests/test_coverage.py checks it), its true drop the truth of delta Recall@1. Per scope the
+    allowed drop is set so that the true drop exceeds it by 10 % (violates) or is 10 % inside it;
+    scopes whose true drop is not positive are left out."""
+    swapped = {}
+    for scope, delta in metrics["deltas"].items():
+        interval = _interval(delta.get("recall@1_ci"))
+        change = _number(delta.get("recall@1"))
+        swapped[scope] = {"recall@1": None if change is None else -change,
+                          "recall@1_ci": None if interval is None else [-interval[1], -interval[0]]}
+    cases = []
+    for scope in (OVERALL,) + GROUPS:
+        drop = truth["delta Recall@1", scope]
+        if not drop > 0:
+            continue
+        config = gate_lib.GateConfig(regression_test="non_inferiority", min_group_identities=1,
+                                     max_drop=drop / (1.1 if violates else 0.9),
+                                     target_fmr=metrics["gate_config"]["target_fmr"])
+        verdicts = gate_lib.evaluate_gate(metrics["candidate"], config, swapped,
+                                          metrics["verification"])
+        cases.append({"rule": "max_drop", "scope": scope, "violates": violates,
+                      "blessed": _blessed(verdicts, "max_drop", scope)})
     return cases
 
 
@@ -251,7 +283,8 @@ def operating_table(cells) -> str:
         f"{c['scenario']}, {c['per_group']}/group" for c in cells) + " |",
         "|---|" + "---:|" * len(cells)]
     rules = sorted({case["rule"] for c in cells for case in c["cases"]},
-                   key=lambda r: ["min_recall", "max_fnmr", "max_fmr_ratio", "max_fnmr_ratio"].index(r))
+                   key=lambda r: ["min_recall", "max_drop", "max_fnmr", "max_fmr_ratio",
+                                  "max_fnmr_ratio"].index(r))
     for rule in rules:
         for violates, label in ((True, "false-bless (truth 10 % past the bar)"),
                                 (False, "false-refuse (truth 10 % inside the bar)")):

@@ -67,3 +67,29 @@ def test_the_low_scenario_has_groups_with_no_error_and_they_are_covered(cells):
     assert len(zero_fnmr) >= 50            # the case the small-count interval exists for
     assert all(r["lo"] == 0.0 and r["hi"] > 0.0 for r in zero_fnmr)
     assert np.mean([r["lo"] <= r["truth"] <= r["hi"] for r in zero_fnmr]) >= LOW
+
+
+def test_swapping_the_two_models_negates_every_paired_delta_and_its_interval():
+    # What the simulation of max_drop rests on (coverage._drop_cases): evaluate(B, A) reports the
+    # change of B against A as minus that of A against B, with the interval negated end for end,
+    # for every scope and every paired figure.
+    from components.recall_evaluator import executor
+    from components.recall_evaluator import gate as gate_lib
+
+    population = coverage.Population(coverage.SCENARIOS["moderate"], 10, seed=3,
+                                     impostor_sample=200_000)
+    candidate, baseline = population.eval_set(10, np.random.default_rng(4))
+    config = gate_lib.GateConfig(bootstrap_resamples=300, bootstrap_seed=5, min_group_identities=1)
+    forward = executor.evaluate(candidate, config, baseline)["deltas"]
+    backward = executor.evaluate(baseline, config, candidate)["deltas"]
+    compared = 0
+    for scope, delta in forward.items():
+        for key in [k for k in delta if f"{k}_ci" in delta]:
+            if delta[key] is None:
+                continue
+            assert backward[scope][key] == pytest.approx(-delta[key], abs=1e-12), (scope, key)
+            low, high = delta[f"{key}_ci"]
+            assert backward[scope][f"{key}_ci"] == pytest.approx([-high, -low], abs=1e-12), (scope, key)
+            compared += 1
+    assert compared >= 2 * len(forward)
+    assert any(d["recall@1"] != 0 for d in forward.values())
