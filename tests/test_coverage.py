@@ -7,11 +7,12 @@ identity, identity random effects) go through evaluate() with the gate's default
 in a scenario with many errors ("high") and one with few ("low": groups with 0-5 false
 non-matches). Each interval's coverage must lie in 0.88-0.99 (0.95 +- about 3 Monte Carlo
 standard errors at 100 sets): below, an interval is too narrow (the gate blesses on noise); above,
-too wide (it refuses good models); in the "low" scenario only the lower end applies (with 0-5
-errors the small-count intervals are conservative by design). An interval that
-core.interval_quality declares approximate because it is conservative (CONSERVATIVE: wider than
-95 %; published as such in metrics.json, the report and `review show`) is held to the lower end
-only: it must still cover. The truths are independent of
+too wide (it refuses good models). The upper end applies only where the full simulation finds an
+interval about nominal at 20 identities per group with many errors (NOMINAL_IN_HIGH); the others
+are conservative by design there or everywhere (few misses in a group of 20 identities, no error
+seen, the FMR side's pairs of identities, the joint bounds), each declared approximate for that
+reason in core.interval_quality and so published in metrics.json, the report and `review show`;
+they are held to the lower end only: they must still cover. The truths are independent of
 the code under test: population rates at the chosen threshold from every population genuine pair
 and a million sampled impostor pairs, Recall@1 as the expectation over independent eval sets by a
 plain NumPy nearest neighbour.
@@ -22,7 +23,6 @@ import numpy as np
 import pytest
 
 from benchmarks import coverage
-from core import interval_quality
 
 SETS = 100
 LOW, HIGH = 0.88, 0.99
@@ -46,6 +46,15 @@ FAMILIES = [(family, scope) for family in coverage.FAMILY_FIGURE for scope in SC
                                                        "delta Recall@1 within"))]
 
 
+# About nominal in the "high" scenario at 20 identities per group (benchmarks/results.md): the
+# overall Recall@1 and FNMR, every paired Recall@1 delta and the FNMR delta. A change that widens
+# them past 0.99 fails here.
+NOMINAL_IN_HIGH = {("Recall@1 whole gallery", "overall"), ("FNMR", "overall"),
+                   ("delta Recall@1", "overall"), ("delta Recall@1", "per group"),
+                   ("delta Recall@1 within", "per group"), ("delta FNMR", "overall"),
+                   ("delta FNMR", "per group")}
+
+
 @pytest.mark.parametrize("scenario", ["high", "low"])
 @pytest.mark.parametrize("family,scope", FAMILIES, ids=[f"{f}, {s}" for f, s in FAMILIES])
 def test_interval_covers_its_truth_at_about_95_percent(cells, scenario, family, scope):
@@ -57,8 +66,20 @@ def test_interval_covers_its_truth_at_about_95_percent(cells, scenario, family, 
     assert value >= LOW, f"{text} below {LOW}: too narrow"
     # With few errors (low) the small-count intervals are conservative by design (no error seen
     # bounds a rate only as far as the identities allow): there the lower end only.
-    if scenario == "high" and coverage.FAMILY_FIGURE[family] not in interval_quality.CONSERVATIVE:
-        assert value <= HIGH, f"{text} above {HIGH}: too wide (or mark it approximate)"
+    if scenario == "high" and (family, scope) in NOMINAL_IN_HIGH:
+        assert value <= HIGH, f"{text} above {HIGH}: too wide"
+
+
+def test_the_intervals_held_to_the_lower_end_only_are_declared_approximate():
+    # An interval exempt from the upper end must be published as approximate (metrics.json, the
+    # report, review show), and every approximate one's reason must say it is conservative.
+    from core import interval_quality
+
+    for family, scope in FAMILIES:
+        if (family, scope) not in NOMINAL_IN_HIGH:
+            assert coverage.FAMILY_FIGURE[family] in interval_quality.APPROXIMATE, (family, scope)
+    for figure, why in interval_quality.APPROXIMATE.items():
+        assert "conservative" in why and "too narrow" not in why, figure
 
 
 def test_the_low_scenario_has_groups_with_no_error_and_they_are_covered(cells):
