@@ -31,8 +31,8 @@ class GateConfig(Section):
                                    "significant (the drop is beyond max_drop and beyond noise) or "
                                    "non_inferiority (the interval shows no larger drop)")
     bar_test: str = setting("point", help="what bars compare with: point (the value) or interval "
-                            "(the conservative end of its 95 % interval); lower_bound is the old "
-                            "name of interval")
+                            "(the conservative end of its interval at `confidence`); lower_bound is "
+                            "the old name of interval")
     min_group_identities: int = setting(10, help="a gated group with fewer identities fails closed")
     ungated_groups: List[str] = setting(help="groups reported but exempt from every rule",
                                         factory=list)
