@@ -130,13 +130,14 @@ def skewed_error_ratio_interval(ratios: np.ndarray, estimate: Optional[float], c
                                 scopes: Sequence[str], level: float = DEFAULT_LEVEL
                                 ) -> Optional[List[float]]:
     """The skewed error ratio's interval: per end the wider of the bias-corrected percentile
-    interval of its resamples `ratios` and `joint_ratio_bounds` of the groups' FNMR; None (fail
-    closed) when either is None."""
+    interval of its resamples `ratios` and `joint_ratio_bounds` of the groups' FNMR, its lower end
+    at least 1 (a largest over a smallest rate is never below 1; the joint bounds' lower end, a
+    largest lower end over a smallest upper end, can be); None (fail closed) when either is None."""
     boot = bias_corrected.bias_corrected_interval(ratios, estimate, level)
     joint = joint_ratio_bounds(columns, entries, replicates, clusters, effects, scopes, "fnmr", level)
     if boot is None or joint is None:
         return None
-    return [min(boot[0], joint[0]), max(boot[1], joint[1])]
+    return [max(1.0, min(boot[0], joint[0])), max(boot[1], joint[1])]
 
 
 def paired_interval(column: Column, mine: float, theirs: float, candidate: dict, baseline: dict,

@@ -310,6 +310,28 @@ def test_bias_corrected_interval_shifts_towards_the_estimate_when_resamples_sit_
     assert bias_corrected.at_least_the_percentile_upper_end(None, reps) is None
 
 
+def test_the_skewed_error_ratios_interval_never_starts_below_one():
+    from core import rate_intervals
+
+    # Two groups with about the same FNMR (0.10 and 0.11 of 200 pairs, errors spread): the joint
+    # bounds' lower end (largest lower end / smallest upper end) is below 1, a ratio of a largest
+    # to a smallest rate never is; the upper end is the wider of the two, untouched.
+    rng = np.random.default_rng(3)
+    reps = np.stack([rng.normal(0.10, 0.02, 1000), rng.normal(0.11, 0.02, 1000)], axis=1)
+    columns = [("a", "fnmr"), ("b", "fnmr")]
+    entries = {("a", "fnmr"): {"fnmr": 0.10, "n_genuine": 200},
+               ("b", "fnmr"): {"fnmr": 0.11, "n_genuine": 200}}
+    clusters = np.array([60.0, 60.0])
+    ratios = reps.max(axis=1) / reps.min(axis=1)
+    joint = rate_intervals.joint_ratio_bounds(columns, entries, reps, clusters, {}, ["a", "b"])
+    assert joint[0] < 1.0
+    got = rate_intervals.skewed_error_ratio_interval(ratios, 1.1, columns, entries, reps, clusters,
+                                                     {}, ["a", "b"])
+    assert got[0] == 1.0
+    assert got[1] == pytest.approx(max(joint[1], np.percentile(ratios, 97.5)), rel=0.05)
+    assert got[1] >= joint[1]
+
+
 def test_joint_bounds_of_a_max_over_min_hold_when_every_group_interval_holds():
     from core import rate_intervals
 
