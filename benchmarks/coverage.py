@@ -13,8 +13,10 @@ and scope the bar is placed so that the truth misses it by 10 % of the bar (a mi
 0.9 x bar; a maximum rule: truth = 1.1 x bar) or clears it by 10 % (1.1 x bar / 0.9 x bar); the
 gate's own evaluate_gate judges the set's intervals; false-bless = blessed though the truth
 violates, false-refuse = refused though the truth clears. Cases whose bar would be invalid (a
-Recall@1 or FNMR bar above 1, a ratio bar below 1) are left out. max_drop is judged on the interval
-by its "non_inferiority" test, with the two models' roles swapped (`_drop_cases`).
+Recall@1 or FNMR bar above 1, a ratio bar below 1) are left out. min_recall is judged a second
+time with the 10 % on its miss rate 1 - Recall@1 (`_miss_rate_cases`: a Recall@1 near 1 has no
+valid bar 10 % above it). max_drop is judged on the interval by its "non_inferiority" test, with
+the two models' roles swapped (`_drop_cases`).
 """
 from __future__ import annotations
 
@@ -168,7 +170,27 @@ def operating_cases(metrics: Dict[str, Any], rows: List[Dict[str, Any]], gate_li
             cases.append({"rule": rule, "scope": OVERALL, "violates": violates,
                           "blessed": _blessed(verdicts, rule, OVERALL)})
         cases += _drop_cases(metrics, truth, gate_lib, violates)
+        cases += _miss_rate_cases(metrics, truth, gate_lib, violates)
     return cases
+
+
+def _miss_rate_cases(metrics: Dict[str, Any], truth, gate_lib, violates: bool
+                     ) -> List[Dict[str, Any]]:
+    """min_recall with the 10 % taken on the miss rate 1 - Recall@1 (rule "min_recall (miss
+    rate)"): the true miss rate 1.1 x the allowed one (violates) or 0.9 x (clears). A Recall@1 near
+    1 has no bar 10 % above it (it would exceed 1), so the plain min_recall cases leave such
+    scopes out; a bar on the misses is how such a model's bar is set in practice."""
+    misses = {s: 1.0 - truth["Recall@1 whole gallery", s] for s in (OVERALL,) + GROUPS}
+    bar = {s: 1.0 - m / (1.1 if violates else 0.9) for s, m in misses.items() if m > 0}
+    valid = {s for s, b in bar.items() if 0 < b < 1}
+    config = gate_lib.GateConfig(
+        bar_test="interval", min_group_identities=1,
+        min_recall_overall=bar[OVERALL] if OVERALL in valid else 0.0,
+        group_min_recall={g: bar[g] if g in valid else 0.0 for g in GROUPS},
+        target_fmr=metrics["gate_config"]["target_fmr"])
+    verdicts = gate_lib.evaluate_gate(metrics["candidate"], config, None, metrics["verification"])
+    return [{"rule": "min_recall (miss rate)", "scope": scope, "violates": violates,
+             "blessed": _blessed(verdicts, "min_recall", scope)} for scope in sorted(valid)]
 
 
 def _drop_cases(metrics: Dict[str, Any], truth, gate_lib, violates: bool) -> List[Dict[str, Any]]:
@@ -283,8 +305,8 @@ def operating_table(cells) -> str:
         f"{c['scenario']}, {c['per_group']}/group" for c in cells) + " |",
         "|---|" + "---:|" * len(cells)]
     rules = sorted({case["rule"] for c in cells for case in c["cases"]},
-                   key=lambda r: ["min_recall", "max_drop", "max_fnmr", "max_fmr_ratio",
-                                  "max_fnmr_ratio"].index(r))
+                   key=lambda r: ["min_recall", "min_recall (miss rate)", "max_drop", "max_fnmr",
+                                  "max_fmr_ratio", "max_fnmr_ratio"].index(r))
     for rule in rules:
         for violates, label in ((True, "false-bless (truth 10 % past the bar)"),
                                 (False, "false-refuse (truth 10 % inside the bar)")):
