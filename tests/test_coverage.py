@@ -116,9 +116,9 @@ def test_the_low_scenario_has_groups_with_no_error_and_they_are_covered(cells):
 
 
 def test_swapping_the_two_models_negates_every_paired_delta_and_its_interval():
-    # What the simulation of max_drop rests on (coverage._drop_cases): evaluate(B, A) reports the
-    # change of B against A as minus that of A against B, with the interval negated end for end,
-    # for every scope and every paired figure.
+    # What the simulation of max_drop rests on (benchmarks/coverage_rules.py, `_drop_cases`):
+    # evaluate(B, A) reports the change of B against A as minus that of A against B, with the
+    # interval negated end for end, for every scope and every paired figure.
     from components.recall_evaluator import executor
     from components.recall_evaluator import gate as gate_lib
 
