@@ -52,10 +52,11 @@ def pooled_effect(effects: Dict[Column, Optional[float]], scope: str, key: str) 
     from the group's identities alone is too short on the upper side, the side `max_fnmr` judges
     (benchmarks/results.md, "Coverage of the gate's intervals"). No interval of the group alone
     can see identities it did not draw; the overall scope resamples every group's identities (G
-    groups: about G times as many), so its design effect reflects how heavy the tail of hard identities is
-    far more reliably. A group keeps its own design effect when that is larger (its errors
-    cluster more than the others'), so the floor only widens: a group whose errors are spread
-    more evenly than the others' gets a conservative interval, which fails safe under max_fnmr.
+    groups: about G times as many), so its design effect reflects how heavy the tail of hard
+    identities is far more reliably. A group keeps its own design effect when that is larger (its
+    errors cluster more than the others'), so the floor only widens: a group whose errors are
+    spread more evenly than the others' gets a conservative interval, which fails safe under
+    max_fnmr.
     Recall@k keeps its own clustering (module core.small_counts: its misses cluster differently
     between groups, and borrowing made within-group Recall@1 intervals much too wide)."""
     return effects.get((OVERALL, key)) if key == "fnmr" and scope != OVERALL else None
