@@ -67,14 +67,20 @@ def _measure(embedded: Dict[str, np.ndarray], config: GateConfig, curve_ks, weig
                                                  target_fmr=config.target_fmr)
     numerators, denominators, columns = _statistic_sums(ranks, verification, units,
                                                         weights.shape[1], config.ks)
-    # The FNMR columns' per-unit sums, and the resamples, for its studentized intervals.
+    # The FNMR columns' per-unit sums, and the resamples, for its studentized intervals; their
+    # variance's degrees of freedom for the score interval's t quantile (core.small_counts
+    # .variance_degrees; the FNMR only: its errors gather in a few identities far more than Recall@k's
+    # misses, whose intervals are wide enough already, and the FMR's pairs of identities).
     fnmr = [i for i, (_, key) in enumerate(columns) if key == "fnmr"]
     errors, trials = small_counts.unit_trials(numerators), small_counts.unit_trials(denominators)
+    degrees = np.full(len(columns), np.inf)
+    degrees[fnmr] = small_counts.variance_degrees(errors[:, fnmr], trials[:, fnmr], unit_groups)
     return {"full": ranks.summary(curve_ks), "verification": verification,
             "replicates": intervals.ratio_replicates(weights, numerators, denominators),
             "weights": weights, "unit_groups": unit_groups,
             "fnmr_units": {i: (errors[:, i], trials[:, i]) for i in fnmr},
-            "clusters": rate_intervals.unit_clusters(denominators), "columns": columns}
+            "clusters": rate_intervals.unit_clusters(denominators),
+            "degrees": degrees, "columns": columns}
 
 
 def _with_intervals(measured: Dict[str, Any], config: GateConfig) -> Tuple[Dict, Dict]:
@@ -87,7 +93,8 @@ def _with_intervals(measured: Dict[str, Any], config: GateConfig) -> Tuple[Dict,
     entries = {(scope, key): (summary if key in rate_intervals.TRIALS else recall)[scope]
                for scope, key in columns}
     widened, effects = rate_intervals.widened_intervals(columns, entries, measured["replicates"],
-                                                        measured["clusters"], config.confidence)
+                                                        measured["clusters"], config.confidence,
+                                                        measured["degrees"])
     for i, ((scope, key), ci) in enumerate(zip(columns, widened)):
         if key == "fnmr":       # skewed per-identity errors: core.studentized
             ci = _wider(ci, _studentized(measured, i, measured["fnmr_units"][i][0],
@@ -112,7 +119,7 @@ def _with_intervals(measured: Dict[str, Any], config: GateConfig) -> Tuple[Dict,
             _max_defined(fmr) / config.target_fmr, summary["fmr_differential"], config.confidence)
         summary["skewed_error_ratio_ci"] = rate_intervals.skewed_error_ratio_interval(
             _skewed_error_ratios(fnmr), summary["skewed_error_ratio"], columns, entries, reps,
-            measured["clusters"], effects, gated, config.confidence)
+            measured["clusters"], effects, gated, config.confidence, measured["degrees"])
     return recall, summary
 
 

@@ -62,12 +62,18 @@ def pooled_effect(effects: Dict[Column, Optional[float]], scope: str, key: str) 
     return effects.get((OVERALL, key)) if key == "fnmr" and scope != OVERALL else None
 
 
+def _degrees(degrees: Optional[np.ndarray], i: int) -> Optional[float]:
+    return None if degrees is None else float(degrees[i])
+
+
 def widened_intervals(columns: Sequence[Column], entries: Dict[Column, dict], replicates: np.ndarray,
-                      clusters: np.ndarray, level: float = DEFAULT_LEVEL
+                      clusters: np.ndarray, level: float = DEFAULT_LEVEL,
+                      degrees: Optional[np.ndarray] = None
                       ) -> Tuple[List[Optional[List[float]]], Dict[Column, Optional[float]]]:
     """(every column's interval: the percentile interval of its replicates widened by
     small_counts.small_count_interval, the design effects measured per column). `entries[column]`
-    is the dict holding the column's rate under its key and its trials (`trials_key`)."""
+    is the dict holding the column's rate under its key and its trials (`trials_key`); `degrees`
+    [M], when given, each column's small_counts.variance_degrees."""
     effects: Dict[Column, Optional[float]] = {}
     result = []
     for i, (scope, key) in enumerate(columns):
@@ -75,15 +81,16 @@ def widened_intervals(columns: Sequence[Column], entries: Dict[Column, dict], re
         rate, trials = entry[key], entry[trials_key(key)]
         result.append(small_counts.small_count_interval(
             rate, trials, reps, clusters[i], percentile_interval(reps, level), level,
-            prior_effect(effects, scope, key), pooled_effect(effects, scope, key)))
+            prior_effect(effects, scope, key), pooled_effect(effects, scope, key),
+            _degrees(degrees, i)))
         effects[scope, key] = small_counts.design_effect(rate, trials, reps)
     return result, effects
 
 
 def joint_ratio_bounds(columns: Sequence[Column], entries: Dict[Column, dict], replicates: np.ndarray,
                        clusters: np.ndarray, effects: Dict[Column, Optional[float]],
-                       scopes: Sequence[str], key: str = "fnmr", level: float = DEFAULT_LEVEL
-                       ) -> Optional[List[float]]:
+                       scopes: Sequence[str], key: str = "fnmr", level: float = DEFAULT_LEVEL,
+                       degrees: Optional[np.ndarray] = None) -> Optional[List[float]]:
     """[lower, upper] bounds of max / min of the `scopes`' rates `key` at confidence `level`, from
     the groups' widened intervals at the Bonferroni level 1 - (1 - level) / len(scopes) (all hold
     at once with probability >= level, and then the true max lies in [largest lower end, largest
@@ -103,7 +110,8 @@ def joint_ratio_bounds(columns: Sequence[Column], entries: Dict[Column, dict], r
         entry, reps = entries[scope, key], replicates[:, i]
         ci = small_counts.small_count_interval(
             entry[key], entry[trials_key(key)], reps, clusters[i], percentile_interval(reps, joint),
-            joint, prior_effect(effects, scope, key), pooled_effect(effects, scope, key))
+            joint, prior_effect(effects, scope, key), pooled_effect(effects, scope, key),
+            _degrees(degrees, i))
         if ci is None:
             return None
         ends.append(ci)
@@ -128,14 +136,15 @@ def fmr_differential_interval(differential: np.ndarray, estimate: Optional[float
 
 def skewed_error_ratio_interval(ratios: np.ndarray, estimate: Optional[float], columns, entries,
                                 replicates: np.ndarray, clusters: np.ndarray, effects,
-                                scopes: Sequence[str], level: float = DEFAULT_LEVEL
-                                ) -> Optional[List[float]]:
+                                scopes: Sequence[str], level: float = DEFAULT_LEVEL,
+                                degrees: Optional[np.ndarray] = None) -> Optional[List[float]]:
     """The skewed error ratio's interval: per end the wider of the bias-corrected percentile
     interval of its resamples `ratios` and `joint_ratio_bounds` of the groups' FNMR, its lower end
     at least 1 (a largest over a smallest rate is never below 1; the joint bounds' lower end, a
     largest lower end over a smallest upper end, can be); None (fail closed) when either is None."""
     boot = bias_corrected.bias_corrected_interval(ratios, estimate, level)
-    joint = joint_ratio_bounds(columns, entries, replicates, clusters, effects, scopes, "fnmr", level)
+    joint = joint_ratio_bounds(columns, entries, replicates, clusters, effects, scopes, "fnmr", level,
+                               degrees)
     if boot is None or joint is None:
         return None
     return [max(1.0, min(boot[0], joint[0])), max(boot[1], joint[1])]

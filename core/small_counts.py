@@ -20,7 +20,8 @@ is shrunk towards a prior (see `effective_trials`; the evaluator's priors: core.
 trials perfectly correlated: the most conservative value the clusters allow; identities for
 queries and genuine pairs, pairs of identities for impostor pairs, `unit_clusters`) and the number
 of trials. With G clusters, Wilson's interval takes the small-number-of-clusters corrections
-(`clustered_wilson`: Student's t with G - 1 degrees of freedom, variance x G / (G - 1)).
+(`clustered_wilson`: Student's t with G - 1 degrees of freedom, variance x G / (G - 1)), and
+fewer degrees of freedom when the variance rests on a few identities (`variance_degrees`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from core.intervals import DEFAULT_LEVEL, UnitSums
+from core.intervals import DEFAULT_LEVEL, UnitSums, group_members
 
 # Errors (and non-errors) from which a scope's own design effect is used alone; below, it is shrunk
 # towards the prior in proportion to the errors seen.
@@ -77,6 +78,40 @@ def unit_clusters(denominators: UnitSums) -> np.ndarray:
     return result
 
 
+def variance_degrees(errors: np.ndarray, trials: np.ndarray, unit_groups: np.ndarray) -> np.ndarray:
+    """[M] Satterthwaite's degrees of freedom of each column's identity-clustered variance, from the
+    per-unit errors and trials [U, M] (`unit_trials` of the numerators and denominators: each
+    unit's share, so a rate's linearised influence is z_u = e_u - r m_u with r = sum e / sum m).
+    The variance of the rate is the stratified sum (units resampled within their group) of
+        v_u = n_g / (n_g - 1) (z_u - mean_g z)^2,
+    and Satterthwaite's approximation gives it (sum v)^2 / sum v^2 degrees of freedom, each unit's
+    term estimated by its own squared residual: about the number of identities that carry the
+    variance. +inf where there is no variance (no error, or one unit per group).
+
+    Why: a rate's errors gather in its few hardest identities, and where a handful of identities
+    hold them all, the variance (the bootstrap's and the design effect's alike) rests on those few,
+    however many identities the scope has; an eval set that drew fewer of them underestimates it,
+    and a t quantile at the number of identities does not allow for that (too short on the upper
+    side, the one max_fnmr judges). With many identities sharing the errors it is large, and the
+    quantile that of G - 1 (for normal residuals about G / 3: 2.4 instead of 2.09 at G = 20,
+    1 % at G = 200)."""
+    errors = np.asarray(errors, dtype=np.float64)
+    trials = np.asarray(trials, dtype=np.float64)
+    totals = trials.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(totals > 0, errors.sum(axis=0) / totals, 0.0)
+    residuals = errors - rates * trials
+    terms = np.zeros_like(residuals)
+    for members in group_members(unit_groups):
+        z = residuals[members]
+        n = len(z)
+        if n > 1:
+            terms[members] = n / (n - 1.0) * np.square(z - z.mean(axis=0))
+    first, second = terms.sum(axis=0), np.square(terms).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(second > 0, first * first / second, np.inf)
+
+
 def design_effect(rate: Optional[float], trials: float, replicates) -> Optional[float]:
     """The identity bootstrap's variance of a rate over the binomial variance rate (1 - rate) /
     trials of as many independent trials (floored at 1). None when it cannot be estimated: no rate,
@@ -111,17 +146,19 @@ def wilson_interval(rate: float, trials: float, level: float = DEFAULT_LEVEL,
 
 
 def clustered_wilson(rate: float, n_eff: float, clusters: float,
-                     level: float = DEFAULT_LEVEL) -> List[float]:
+                     level: float = DEFAULT_LEVEL, degrees: Optional[float] = None) -> List[float]:
     """Wilson's interval at `n_eff` with the usual small-number-of-clusters corrections of a
     cluster-robust variance (as CR1 with t quantiles): the variance times G / (G - 1) (the
     bootstrap's and the plug-in variance of a mean of G clusters are (G - 1) / G of the unbiased
     one) and Student's t quantile with G - 1 degrees of freedom instead of the normal one,
-    G = Kish's effective number of clusters (at least 2). Negligible at a few hundred identities;
-    about 10 % wider at 20."""
+    G = Kish's effective number of clusters (at least 2); fewer when `degrees` (the variance's own,
+    `variance_degrees`) is fewer (at least 1). Negligible at a few hundred identities sharing the
+    errors; about 10 % wider at 20."""
     from scipy import stats
 
     g = max(2.0, float(clusters))
-    z = float(stats.t.ppf(0.5 + level / 2.0, g - 1.0))
+    df = g - 1.0 if degrees is None else max(1.0, min(g - 1.0, float(degrees)))
+    z = float(stats.t.ppf(0.5 + level / 2.0, df))
     return wilson_interval(rate, n_eff * (g - 1.0) / g, level, z)
 
 
@@ -172,7 +209,8 @@ def effective_trials(rate: float, trials: float, replicates, cluster_sizes,
 def small_count_interval(rate: Optional[float], trials: float, replicates, cluster_sizes,
                          bootstrap: Optional[List[float]], level: float = DEFAULT_LEVEL,
                          prior_design_effect: Optional[float] = None,
-                         least_design_effect: Optional[float] = None) -> Optional[List[float]]:
+                         least_design_effect: Optional[float] = None,
+                         degrees: Optional[float] = None) -> Optional[List[float]]:
     """Interval of a proportion (FNMR, FMR: errors / trials; Recall@k: hits / queries; trials
     clustered in identities, `cluster_sizes` per identity) that keeps its coverage with few or no
     errors: per end, the wider of the bootstrap percentile interval `bootstrap` and Wilson's score
@@ -180,12 +218,13 @@ def small_count_interval(rate: Optional[float], trials: float, replicates, clust
     error rate near 0), its design effect at least `least_design_effect` when given. None when
     `bootstrap` is None (too many undefined resamples: fail closed); `bootstrap` itself when
     `rate` is None or there are no trials. The point estimate always lies inside (Wilson's
-    interval contains it)."""
+    interval contains it). `degrees`: the t quantile's degrees of freedom when fewer than the
+    clusters allow (`clustered_wilson`)."""
     if bootstrap is None or rate is None or not trials:
         return bootstrap
     n_eff = effective_trials(rate, trials, replicates, cluster_sizes, prior_design_effect,
                              least_design_effect)
-    lo, hi = clustered_wilson(float(rate), n_eff, kish_clusters(cluster_sizes), level)
+    lo, hi = clustered_wilson(float(rate), n_eff, kish_clusters(cluster_sizes), level, degrees)
     return [float(min(bootstrap[0], lo)), float(max(bootstrap[1], hi))]
 
 

@@ -356,3 +356,64 @@ def test_joint_bounds_of_a_max_over_min_hold_when_every_group_interval_holds():
                                                   {}, ["a", "b"])
     assert low == 0.0 and high == np.inf
 
+
+
+def _satterthwaite_by_loops(errors, trials, groups):
+    """Satterthwaite's degrees of freedom of a stratified clustered variance, written out per unit:
+    v_u = n_g / (n_g - 1) (z_u - mean of z over u's group)^2, z_u = e_u - r m_u, r = sum e / sum m;
+    (sum v)^2 / sum v^2."""
+    rate = sum(errors) / sum(trials)
+    z = [e - rate * m for e, m in zip(errors, trials)]
+    v = []
+    for g in sorted(set(groups)):
+        mine = [z[u] for u in range(len(z)) if groups[u] == g]
+        if len(mine) < 2:
+            continue
+        mean = sum(mine) / len(mine)
+        v += [len(mine) / (len(mine) - 1) * (x - mean) ** 2 for x in mine]
+    return sum(v) ** 2 / sum(x * x for x in v) if any(v) else float("inf")
+
+
+def test_variance_degrees_count_the_identities_that_carry_the_variance():
+    rng = np.random.default_rng(3)
+    groups = np.repeat([0, 1, 2], [40, 25, 1])          # a group of one unit adds no variance
+    trials = rng.integers(1, 10, size=(len(groups), 3)).astype(float)
+    errors = rng.binomial(trials.astype(int), [0.02, 0.2, 0.5]).astype(float)
+    got = small_counts.variance_degrees(errors, trials, groups)
+    expected = [_satterthwaite_by_loops(errors[:, m], trials[:, m], groups) for m in range(3)]
+    assert got == pytest.approx(expected)
+    # k identities holding all the errors (equal shares) among 300: about k degrees of freedom,
+    # however many identities the scope has.
+    trials = np.full((300, 1), 6.0)
+    for k in (1, 2, 4, 8):
+        errors = np.zeros((300, 1))
+        errors[:k] = 3.0
+        assert k <= small_counts.variance_degrees(errors, trials, np.zeros(300))[0] < k + 0.5
+    # Errors spread over every identity: many (about G / 3 for residuals near normal).
+    errors = rng.binomial(6, 0.3, size=(300, 1)).astype(float)
+    assert small_counts.variance_degrees(errors, trials, np.zeros(300))[0] > 60
+    # No error and no variance: +inf (the clusters' G - 1 applies).
+    assert small_counts.variance_degrees(np.zeros((5, 1)), np.ones((5, 1)), np.zeros(5))[0] == np.inf
+
+
+def test_the_score_intervals_t_quantile_takes_the_fewer_of_the_clusters_and_the_variances_degrees():
+    from scipy import stats
+
+    def at(p, n_eff, clusters, df):
+        g = max(2.0, clusters)
+        return small_counts.wilson_interval(p, n_eff * (g - 1) / g, z=stats.t.ppf(0.975, df))
+
+    assert small_counts.clustered_wilson(0.01, 2000, 300, degrees=3.5) == pytest.approx(
+        at(0.01, 2000, 300, 3.5))
+    assert small_counts.clustered_wilson(0.01, 2000, 30, degrees=500) == pytest.approx(
+        t_wilson(0.01, 2000, 30))
+    assert small_counts.clustered_wilson(0.01, 2000, 30, degrees=0.3) == pytest.approx(
+        at(0.01, 2000, 30, 1.0))
+    # Through small_count_interval: the same errors in two identities reach further up than
+    # spread over all, where the bootstrap says nothing more.
+    reps = np.full(100, 0.01)
+    few = small_counts.small_count_interval(0.01, 2000, reps, np.full(300, 2000 / 300),
+                                            [0.01, 0.01], degrees=2.0)
+    spread = small_counts.small_count_interval(0.01, 2000, reps, np.full(300, 2000 / 300),
+                                               [0.01, 0.01])
+    assert few[1] > spread[1] * 1.1 and few[0] < spread[0]

@@ -162,10 +162,15 @@ def test_evaluations_fnmr_intervals_contain_the_studentized_one_recounted_from_t
 
 def test_a_groups_fnmr_interval_is_the_widest_of_its_own_and_the_score_interval_at_the_pooled_design_effect():
     # Per end the widest of: the percentile interval of the group's resamples, its studentized
-    # interval, and Wilson's score interval (t quantile at Kish's clusters) at the effective
-    # trials whose design effect is at least the overall scope's (core.rate_intervals
-    # .pooled_effect), every piece recomputed here from the recounted errors. A group with a
-    # design effect below the overall's must take the overall's.
+    # interval, and Wilson's score interval at the effective trials whose design effect is at
+    # least the overall scope's (core.rate_intervals.pooled_effect), its variance x G / (G - 1)
+    # and its t quantile at the fewer of G - 1 (G: Kish's clusters) and Satterthwaite's degrees of
+    # freedom of the group's identity-clustered variance (sum v)^2 / sum v^2,
+    # v_u = n / (n - 1) (z_u - mean z)^2, z_u = e_u - rate m_u; every piece recomputed here from
+    # the recounted errors. A group with a design effect below the overall's must take the
+    # overall's.
+    from scipy import stats
+
     from core import small_counts
     from core.features import OVERALL
 
@@ -182,7 +187,12 @@ def test_a_groups_fnmr_interval_is_the_widest_of_its_own_and_the_score_interval_
         assert np.count_nonzero(errors) >= 5 and own is not None    # the own estimate alone
         kish = small_counts.kish_clusters(trials[trials > 0])
         n_eff = min(n, max(kish, n / max(own, pooled)))
-        wilson = small_counts.clustered_wilson(rate, n_eff, kish)
+        mine = unit_groups == ["a", "b", "c"].index(scope)
+        z = errors[mine] - rate * trials[mine]
+        v = len(z) / (len(z) - 1.0) * (z - z.mean()) ** 2
+        df = min(kish - 1.0, v.sum() ** 2 / (v ** 2).sum())
+        wilson = small_counts.wilson_interval(rate, n_eff * (kish - 1.0) / kish,
+                                              z=stats.t.ppf(0.975, df))
         t = studentized.studentized_interval(weights, unit_groups, errors, trials, replicates, rate)
         percentile = np.percentile(replicates, [2.5, 97.5])
         expected = [min(wilson[0], t[0], percentile[0]), max(wilson[1], t[1], percentile[1])]
