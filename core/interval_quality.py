@@ -25,10 +25,9 @@ APPROXIMATE: Dict[str, str] = {
     "recall@1": _FEW,
     "recall@1_within": _FEW,
     "fnmr": "conservative (wider than 95 %) with few errors, and per group, whose score interval "
-            "takes at least the design effect measured on all groups, so that an eval set that did "
-            "not draw a group's hardest identities still bounds its rate; the overall rate is too "
-            "narrow where a few dozen errors sit in a handful of identities, so max_fnmr judged on "
-            "it may bless a rate past its bar somewhat more often than 2.5 %",
+            "takes at least the design effect measured on all groups and a t quantile at the "
+            "identities that hold its errors, so that an eval set that did not draw a group's "
+            "hardest identities still bounds its rate",
     "fmr": _PAIRS,
     "fmr_differential": "bias-corrected lower end, upper end at least the percentile one: "
                         "conservative at the upper end in some conditions",
