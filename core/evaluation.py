@@ -69,8 +69,8 @@ def _measure(embedded: Dict[str, np.ndarray], config: GateConfig, curve_ks, weig
                                                         weights.shape[1], config.ks)
     # The FNMR columns' per-unit sums, and the resamples, for its studentized intervals; their
     # variance's degrees of freedom for the score interval's t quantile (core.small_counts
-    # .variance_degrees; the FNMR only: its errors gather in a few identities far more than Recall@k's
-    # misses, whose intervals are wide enough already, and the FMR's pairs of identities).
+    # .variance_degrees). The other columns keep G - 1 (docs/evaluation.md, "Errors in a handful
+    # of identities").
     fnmr = [i for i, (_, key) in enumerate(columns) if key == "fnmr"]
     errors, trials = small_counts.unit_trials(numerators), small_counts.unit_trials(denominators)
     degrees = np.full(len(columns), np.inf)

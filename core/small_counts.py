@@ -92,9 +92,9 @@ def variance_degrees(errors: np.ndarray, trials: np.ndarray, unit_groups: np.nda
     hold them all, the variance (the bootstrap's and the design effect's alike) rests on those few,
     however many identities the scope has; an eval set that drew fewer of them underestimates it,
     and a t quantile at the number of identities does not allow for that (too short on the upper
-    side, the one max_fnmr judges). With many identities sharing the errors it is large, and the
-    quantile that of G - 1 (for normal residuals about G / 3: 2.4 instead of 2.09 at G = 20,
-    1 % at G = 200)."""
+    side, the one max_fnmr judges). With many identities sharing the errors it is large: about
+    G / 3 for residuals near normal (each term estimated by itself), a t quantile 15 % above
+    G - 1's at G = 20 and 1 % at G = 200."""
     errors = np.asarray(errors, dtype=np.float64)
     trials = np.asarray(trials, dtype=np.float64)
     totals = trials.sum(axis=0)
