@@ -17,7 +17,7 @@ APPROXIMATE_MARK = "≈"
 RESULTS = "benchmarks/results.md (coverage of the gate's intervals)"
 
 _FEW = ("conservative (wider than 95 %) where few errors (misses) are seen: no error seen bounds a "
-        "rate only as far as the identities allow; about nominal with many")
+        "rate only as far as the identities allow; closer to nominal with many")
 _PAIRS = ("conservative (wider than 95 %): the identity bootstrap of a statistic over pairs of "
           "identities counts the variance of the pairs about twice, so a rule judged on it "
           "refuses more often than it needs to")

@@ -25,10 +25,12 @@ difference is resampled with the SAME weights for both: the identities that are 
 models cancel, and the interval of the difference is much narrower than two separate intervals
 would suggest.
 
-Intervals are percentile intervals (the 2.5th and 97.5th percentile of the resampled statistic for
-95 %). A resampled ratio whose denominator is 0 is +inf when its numerator is not (e.g. a maximum
-over a minimum that is 0 in that resample): the worst value, kept in the percentiles, so an
-interval may end at +inf. 0 / 0 is undefined (NaN) and left out; the interval is None when more
+Intervals here are percentile intervals (the 2.5th and 97.5th percentile of the resampled
+statistic for 95 %); what the evaluator publishes widens them where they fall short (few errors,
+skewed errors, maxima over groups: core.rate_intervals, core.studentized, core.bias_corrected).
+A resampled ratio whose denominator is 0 is +inf when its numerator is not (e.g. a maximum over a
+minimum that is 0 in that resample): the worst value, kept in the percentiles, so an interval may
+end at +inf. 0 / 0 is undefined (NaN) and left out; the interval is None when more
 than half of the resamples are undefined.
 
 Memory: the weights are [resamples, units] float64 (8 bytes each: 1.6 GB at 1,000 resamples x
