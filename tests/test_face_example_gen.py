@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 from tfx import v1 as tfx
 
-from components.face_example_gen.component import FaceExampleGen, ingest_paths
+from components.face_example_gen.component import FaceExampleGen
+from components.face_example_gen.executor import ingest_paths
 from pipeline import configs
 from pipeline.pipeline import create_pipeline
 from tests import image_factory as images

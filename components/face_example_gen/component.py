@@ -1,178 +1,27 @@
 """FaceExampleGen: face lists (JSON / JSON Lines) + an image root -> validated tf.Examples.
 
-Built on TFX's file-based ExampleGen machinery (spec, driver, BaseExampleGenExecutor, WriteSplit);
-the records themselves go through `beam_ingest.IngestFaceRecords`, the transform the
-`generate_tfrecord` CLI runs too.
-
-Output artifact layout (besides the usual `Split-<name>/` data):
-    ingest/<input split>.quarantine.jsonl   every rejected record: {"key", "reason", "detail"}
-    ingest/<input split>.summary.json       counts per reason, label range, groups
-and custom properties `ingest_summary` (JSON of all splits), `num_valid`, `num_quarantined`.
+Built on TFX's file-based ExampleGen machinery: its spec (spec.py), its driver with the image files
+in the cache key (driver.py) and BaseExampleGenExecutor with WriteSplit (executor.py: the records,
+the quarantine and the checks, and the output layout).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from typing import Any, Dict, List, Optional
+from typing import Dict, Optional
 
-import apache_beam as beam
-from absl import logging
-from apache_beam.io.filesystems import FileSystems
 from tfx import types as tfx_types
-from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.example_gen import utils as example_gen_utils
-from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ExecutionParameter
-from tfx.utils import proto_utils
+from tfx.types import standard_artifacts
 
-from components.face_example_gen import beam_ingest
+from components.face_example_gen.driver import FaceExampleGenDriver
+from components.face_example_gen.executor import Executor
+from components.face_example_gen.spec import FaceExampleGenSpec
 from core import features
 from core.records import IngestOptions
 
-IMAGE_ROOT = "image_root"
-MAX_BAD_FRACTION = "max_bad_fraction"
-MAX_IMAGE_PIXELS = "max_image_pixels"
-MAX_IMAGE_BYTES = "max_image_bytes"
-BOX_TOLERANCE = "box_tolerance"
-LIST_FORMAT = "list_format"
-FINGERPRINT_IMAGES = "fingerprint_images"
-OFFSET_LABELS = "offset_labels"
-CODE_VERSION = "code_version"
-_OUTPUT_URI = "_face_examples_uri"   # passed from Do() to the per-split PTransform
-
 DEFAULT_LIST_FILES = {"train": "train.json", "eval": "test.json"}
-
-
-class FaceExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
-    PARAMETERS = {
-        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
-        IMAGE_ROOT: ExecutionParameter(type=str),
-        MAX_BAD_FRACTION: ExecutionParameter(type=float),
-        MAX_IMAGE_PIXELS: ExecutionParameter(type=int),
-        MAX_IMAGE_BYTES: ExecutionParameter(type=int),
-        BOX_TOLERANCE: ExecutionParameter(type=float),
-        LIST_FORMAT: ExecutionParameter(type=str, optional=True),
-        FINGERPRINT_IMAGES: ExecutionParameter(type=int),
-        OFFSET_LABELS: ExecutionParameter(type=int, optional=True),
-        # Hash of the ingest code (pipeline/code_version.py): changed code is a cache miss.
-        CODE_VERSION: ExecutionParameter(type=str, optional=True),
-    }
-
-
-def image_tree_fingerprint(image_root: str) -> str:
-    """Path, size and modification time of every file under the image root, hashed.
-
-    ExampleGen's own fingerprint covers the list files only; images are referenced from inside
-    them, so a replaced image would otherwise silently reuse a stale cached artifact.
-    """
-    pattern = image_root.rstrip("/") + "/**"
-    metadata = FileSystems.match([pattern])[0].metadata_list
-    digest = hashlib.sha256()
-    prefix = len(image_root.rstrip("/")) + 1
-    for m in sorted(metadata, key=lambda m: m.path):
-        digest.update(f"{m.path[prefix:]}\t{m.size_in_bytes}\t{m.last_updated_in_seconds!r}\n"
-                      .encode("utf-8", "surrogateescape"))
-    return f"image_root:{image_root},files:{len(metadata)},sha256:{digest.hexdigest()}"
-
-
-class FaceExampleGenDriver(example_gen_driver.FileBasedDriver):
-    """The file-based driver, with the images under the root added to the input fingerprint."""
-
-    def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
-        exec_properties = super().resolve_exec_properties(exec_properties, pipeline_info,
-                                                          component_info)
-        if exec_properties.get(FINGERPRINT_IMAGES, 1):
-            fingerprint = image_tree_fingerprint(exec_properties[IMAGE_ROOT])
-            logging.info("FaceExampleGen image fingerprint: %s", fingerprint)
-            key = example_gen_utils.FINGERPRINT_PROPERTY_NAME
-            exec_properties[key] = f"{exec_properties.get(key) or ''}\n{fingerprint}"
-        return exec_properties
-
-
-def ingest_paths(examples_uri: str, split: str) -> Dict[str, str]:
-    base = os.path.join(examples_uri, "ingest")
-    return {"quarantine": os.path.join(base, f"{split}.quarantine.jsonl"),
-            "summary": os.path.join(base, f"{split}.summary.json")}
-
-
-def options_from(exec_properties: Dict[str, Any]) -> IngestOptions:
-    return IngestOptions(max_image_pixels=int(exec_properties[MAX_IMAGE_PIXELS]),
-                         max_image_bytes=int(exec_properties[MAX_IMAGE_BYTES]),
-                         box_tolerance=float(exec_properties[BOX_TOLERANCE]))
-
-
-def _input_splits(exec_properties: Dict[str, Any]) -> List[example_gen_pb2.Input.Split]:
-    input_config = example_gen_pb2.Input()
-    proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-                              input_config)
-    return list(input_config.splits)
-
-
-@beam.ptransform_fn
-def _FaceListToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
-                       split_pattern: str, split: Optional[str] = None) -> beam.pvalue.PCollection:
-    if split is None:   # TFX's single-input path (output split by hash): one input split
-        [split] = [s.name for s in _input_splits(exec_properties) if s.pattern == split_pattern]
-    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    outputs = pipeline | "Ingest" >> beam_ingest.IngestFaceRecords(
-        os.path.join(input_base, split_pattern), exec_properties[IMAGE_ROOT],
-        options_from(exec_properties), exec_properties.get(LIST_FORMAT) or None,
-        offset_labels=bool(exec_properties.get(OFFSET_LABELS)))
-    paths = ingest_paths(exec_properties[_OUTPUT_URI], split)
-    beam_ingest.write_quarantine_and_summary(outputs, paths["quarantine"], paths["summary"])
-    output_config = example_gen_pb2.Output()
-    proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
-                              output_config)
-    if output_config.split_config.partition_feature_name:
-        # TFX's hash split reads the partition feature from Example protos, not bytes.
-        import tensorflow as tf
-        return outputs["examples"] | "Parse" >> beam.Map(tf.train.Example.FromString)
-    return outputs["examples"]
-
-
-class Executor(BaseExampleGenExecutor):
-    """Runs the ingest per split, then reconciles counts and enforces the bad-record limit."""
-
-    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        return _FaceListToExample
-
-    def GenerateExamplesByBeam(self, pipeline, exec_properties):
-        """Per input split, passing the split's name on: two splits may share one list file."""
-        output_config = example_gen_pb2.Output()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
-                                  output_config)
-        if output_config.split_config.splits:
-            return super().GenerateExamplesByBeam(pipeline, exec_properties)
-        return {split.name: pipeline | f"InputToRecord[{split.name}]" >> _FaceListToExample(
-                    exec_properties, split.pattern, split.name)
-                for split in _input_splits(exec_properties)}
-
-    def Do(self, input_dict, output_dict, exec_properties) -> None:
-        examples = artifact_utils.get_single_instance(
-            output_dict[standard_component_specs.EXAMPLES_KEY])
-        exec_properties = dict(exec_properties)
-        exec_properties[_OUTPUT_URI] = examples.uri
-        super().Do(input_dict, output_dict, exec_properties)
-
-        summaries = {}
-        for split in _input_splits(exec_properties):
-            paths = ingest_paths(examples.uri, split.name)
-            summaries[split.name] = beam_ingest.read_summary(paths["summary"])
-            logging.info("FaceExampleGen %s; quarantine: %s",
-                         beam_ingest.format_summary(split.name, summaries[split.name]),
-                         paths["quarantine"])
-        examples.set_string_custom_property("ingest_summary", json.dumps(summaries, sort_keys=True))
-        examples.set_int_custom_property("num_valid", sum(s["valid"] for s in summaries.values()))
-        examples.set_int_custom_property("num_quarantined",
-                                         sum(s["quarantined"] for s in summaries.values()))
-        for split, summary in summaries.items():
-            beam_ingest.check_summary(split, summary, float(exec_properties[MAX_BAD_FRACTION]),
-                                      ingest_paths(examples.uri, split)["quarantine"])
 
 
 class FaceExampleGen(FileBasedExampleGen):
