@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -243,42 +244,53 @@ def export_tflite(saved_model_dir: str, levels: Iterable[int], out_dir: str,
     reference = saved_model_embeddings(signature, check_crops)
     point, point_error = tflite_metadata.saved_model_operating_point(saved_model_dir, pushed)
     threshold = operating_point.threshold_of(point) if point else None
-    os.makedirs(out_dir, exist_ok=True)
-    report = {"saved_model": os.path.abspath(saved_model_dir), "image_size": image_size,
+    report = {"saved_model": _absolute(saved_model_dir), "image_size": image_size,
               "embedding_size": int(reference.shape[1]),
               "saved_model_variables_bytes": _directory_bytes(
                   os.path.join(saved_model_dir, "variables")),
               "calibration_crops": int(len(calibration_crops)) if calibration_crops is not None
               else 0,
               "check_crops": int(len(check_crops)), **(extra_report or {}), "levels": {}}
-    for level in levels:
-        path = tflite_path(out_dir, level)
-        converted = convert(loaded, signature, image_size, level, calibration_crops)
-        with open(path, "wb") as f:
-            f.write(tflite_metadata.with_operating_point(converted, point) if point else converted)
-        interpreter = tf.lite.Interpreter(model_path=path)
-        similarity = cosines(run_tflite(path, check_crops), reference)
-        carried = tflite_metadata.read_operating_point(path)
-        carried = operating_point.threshold_of(carried) if carried else None
-        # No operating point matches a missing one that the SavedModel must have.
-        matches = carried == threshold and point_error is None
-        report["levels"][str(level)] = {
-            "name": LEVEL_NAMES[level], "path": os.path.abspath(path),
-            "size_bytes": os.path.getsize(path),
-            "input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
-            "output_dtype": np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
-            "float_ops": float_ops(path),
-            "cosine_mean": float(np.mean(similarity)), "cosine_min": float(np.min(similarity)),
-            "min_mean_cosine": float(bounds[level]),
-            "threshold": carried, "threshold_matches": matches,
-            "passed": bool(np.mean(similarity) >= bounds[level]) and matches,
-        }
-    report["saved_model_threshold"] = threshold
-    report["operating_point_error"] = point_error
-    report["passed"] = all(entry["passed"] for entry in report["levels"].values())
-    with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=1)
+    # The interpreter reads local files only: each level is written and checked in a local
+    # folder, then copied to `out_dir` (a local folder or any URI tf.io.gfile writes, e.g. gs://).
+    with tempfile.TemporaryDirectory(prefix="tflite-") as work:
+        for level in levels:
+            path = tflite_path(work, level)
+            converted = convert(loaded, signature, image_size, level, calibration_crops)
+            with open(path, "wb") as f:
+                f.write(tflite_metadata.with_operating_point(converted, point) if point
+                        else converted)
+            interpreter = tf.lite.Interpreter(model_path=path)
+            similarity = cosines(run_tflite(path, check_crops), reference)
+            carried = tflite_metadata.read_operating_point(path)
+            carried = operating_point.threshold_of(carried) if carried else None
+            # No operating point matches a missing one that the SavedModel must have.
+            matches = carried == threshold and point_error is None
+            report["levels"][str(level)] = {
+                "name": LEVEL_NAMES[level], "path": _absolute(tflite_path(out_dir, level)),
+                "size_bytes": os.path.getsize(path),
+                "input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
+                "output_dtype": np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
+                "float_ops": float_ops(path),
+                "cosine_mean": float(np.mean(similarity)), "cosine_min": float(np.min(similarity)),
+                "min_mean_cosine": float(bounds[level]),
+                "threshold": carried, "threshold_matches": matches,
+                "passed": bool(np.mean(similarity) >= bounds[level]) and matches,
+            }
+        report["saved_model_threshold"] = threshold
+        report["operating_point_error"] = point_error
+        report["passed"] = all(entry["passed"] for entry in report["levels"].values())
+        tf.io.gfile.makedirs(out_dir)
+        for level in levels:
+            tf.io.gfile.copy(tflite_path(work, level), tflite_path(out_dir, level), overwrite=True)
+    with tf.io.gfile.GFile(os.path.join(out_dir, REPORT_FILE), "w") as f:
+        f.write(json.dumps(report, indent=1))
     return report
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute; a URI (gs://...) as it is."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 # ----------------------------------------------------------------------------- calibration / check

@@ -395,3 +395,24 @@ def test_a_saved_model_that_was_not_pushed_gives_tflite_without_an_operating_poi
     report = tflite_core.export_tflite(source, [0], str(tmp_path / "out"), None, tiny["test"])
     assert report["passed"] and report["operating_point_error"] is None
     assert report["levels"]["0"]["threshold"] is None
+
+
+def test_the_files_go_to_any_uri_tf_io_gfile_writes(tiny, exported, tmp_path):
+    # A pipeline root on gs:// gives the step a remote output URI: the models and the report are
+    # written through tf.io.gfile (checked here on TensorFlow's in-memory file system), while the
+    # interpreter checks each level on a local copy.
+    out = f"ram://tflite-{os.getpid()}/{tmp_path.name}/out"
+    report = tflite_core.export_tflite(tiny["path"], [0], out, calibration_crops=None,
+                                       check_crops=tiny["test"])
+    remote = tflite_core.tflite_path(out, 0)
+    assert report["levels"]["0"]["path"] == remote
+    assert report["levels"]["0"]["size_bytes"] == tf.io.gfile.stat(remote).length
+    with tf.io.gfile.GFile(os.path.join(out, tflite_core.REPORT_FILE)) as f:
+        assert json.load(f) == report
+    local = str(tmp_path / "copy.tflite")
+    tf.io.gfile.copy(remote, local)
+    same_level = tflite_core.tflite_path(exported[0], 0)
+    np.testing.assert_allclose(tflite_core.run_tflite(local, tiny["test"]),
+                               tflite_core.run_tflite(same_level, tiny["test"]), atol=1e-5)
+    assert report["passed"] and report["levels"]["0"]["cosine_mean"] == pytest.approx(
+        exported[1]["levels"]["0"]["cosine_mean"], abs=1e-6)
