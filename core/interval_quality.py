@@ -11,7 +11,7 @@ candidate - baseline deltas are "delta <key>".
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 APPROXIMATE_MARK = "≈"
 RESULTS = "benchmarks/results.md (coverage of the gate's intervals)"
@@ -50,3 +50,13 @@ def approximate_intervals() -> Dict[str, str]:
 def mark(approximate: Dict[str, str], figure: str) -> str:
     """" ≈" when `figure`'s interval is in `approximate` (metrics.json's list), else ""."""
     return f" {APPROXIMATE_MARK}" if figure in (approximate or {}) else ""
+
+
+def verdict_mark(approximate: Dict[str, str], verdict: Dict[str, Any]) -> str:
+    """`mark` of the interval a gate verdict quotes (its `interval`): the figure is the verdict's
+    `statistic`, or "delta <statistic>" for a change against the baseline (`difference`); "" for a
+    verdict that quotes no interval."""
+    statistic = verdict.get("statistic")
+    if not statistic or verdict.get("interval") is None:
+        return ""
+    return mark(approximate, f"delta {statistic}" if verdict.get("difference") else statistic)

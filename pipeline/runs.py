@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from components.recall_evaluator import gate as gate_lib
 from core import json_safe, operating_point
 from core.features import OVERALL
-from core.interval_quality import APPROXIMATE_MARK, mark
+from core.interval_quality import APPROXIMATE_MARK, mark, verdict_mark
 from pipeline import configs
 from pipeline.metadata import custom_property as _custom
 from pipeline.metadata import node_of as _node_of
@@ -271,8 +271,10 @@ def format_show(run: Dict[str, Any]) -> str:
             lines.append(f"raw pixels {format_recall(pixels)}")
         lines += format_verification(metrics)
         lines += format_advisories(metrics)
+        approximate = metrics.get("approximate_intervals") or {}
         for verdict in metrics["verdicts"]:
-            lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}")
+            lines.append(f"  {'PASS' if verdict['passed'] else 'FAIL'}  {verdict['message']}"
+                         f"{verdict_mark(approximate, verdict)}")
     shipped = read_operating_point(run)
     if shipped:
         where, point = shipped

@@ -341,3 +341,9 @@ def test_metrics_and_report_mark_the_intervals_the_simulation_found_approximate(
     assert re.search(r"skewed error ratio \(max / min FNMR\): .*?</span><span class='approx'> ≈", one_to_one)
     assert "<strong>fmr</strong>: too wide" in page
     assert "approx" not in report.render_html(dict(metrics, approximate_intervals={}), {})
+    # The rules table marks each rule's quoted interval by its figure (min_recall: recall@1).
+    rules = report.render_html(dict(metrics, approximate_intervals={"recall@1": "wide"}), {})
+    rows = re.findall(r"<tr class='(?:pass|fail)'>(.*?)</tr>", rules.split("<h2>Release rules")[1])
+    quoting = [r for r in rows if "min_recall" in r]
+    assert quoting and all(r.endswith(" ≈</td>") for r in quoting)
+    assert not any(r.endswith(" ≈</td>") for r in rows if "min_recall" not in r)

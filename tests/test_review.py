@@ -134,3 +134,21 @@ def test_show_marks_the_approximate_intervals_and_says_why(tmp_path):
     plain = review.format_show(run(tmp_path, "r2", 3, {"overall": 0.8},
                                    metrics({"overall": [0.75, 0.85]})))
     assert "≈" not in plain
+
+
+def test_show_marks_a_verdicts_interval_by_its_figure_and_a_changes_by_its_delta(tmp_path):
+    values = metrics({"overall": [0.75, 0.85]})
+    values["approximate_intervals"] = {"fnmr": "conservative", "delta recall@1": "conservative"}
+    values["verdicts"] = [
+        {"passed": True, "message": "overall: FNMR 0.0500 <= 0.0800 (interval)",
+         "statistic": "fnmr", "interval": [0.04, 0.061]},
+        {"passed": True, "message": "overall: Recall@1 change +0.010 (interval)",
+         "statistic": "recall@1", "interval": [-0.01, 0.03], "difference": True},
+        {"passed": True, "message": "overall: Recall@1 0.800 >= 0.600 (interval)",
+         "statistic": "recall@1", "interval": [0.75, 0.85]},
+        {"passed": False, "message": "east: FNMR is missing", "statistic": "fnmr", "interval": None}]
+    lines = review.format_show(run(tmp_path, "r1", 3, {"overall": 0.8}, values)).splitlines()
+    assert "  PASS  overall: FNMR 0.0500 <= 0.0800 (interval) ≈" in lines
+    assert "  PASS  overall: Recall@1 change +0.010 (interval) ≈" in lines
+    assert "  PASS  overall: Recall@1 0.800 >= 0.600 (interval)" in lines     # recall@1 is not listed
+    assert "  FAIL  east: FNMR is missing" in lines                           # no interval quoted

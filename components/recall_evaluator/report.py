@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 import matplotlib
 
 from core.features import OVERALL
-from core.interval_quality import APPROXIMATE_MARK, mark
+from core.interval_quality import APPROXIMATE_MARK, mark, verdict_mark
 
 matplotlib.use("Agg")   # no display: render to files
 import matplotlib.pyplot as plt  # noqa: E402
@@ -248,7 +248,7 @@ def render_html(metrics: Dict[str, Any], charts: Dict[str, bytes], gallery_html:
     rules = "".join(
         f"<tr class='{'pass' if r['passed'] else 'fail'}'><td>{'PASS' if r['passed'] else 'FAIL'}"
         f"</td><td>{e(r['rule'])}</td><td>{e(r['scope'])}</td><td>{_noise(r)}</td>"
-        f"<td>{e(r['message'])}</td></tr>"
+        f"<td>{e(r['message'])}{verdict_mark(approximate, r)}</td></tr>"
         for r in metrics["verdicts"])
     images = "".join(
         f"<figure><img alt='{e(name)}' src='data:image/png;base64,"
