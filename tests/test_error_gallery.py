@@ -27,9 +27,9 @@ def _brute_force(embeddings, labels, groups, k):
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     scores = unit @ unit.T
     result = {}
-    for group in np.unique(groups):
+    for group in ["overall"] + list(np.unique(groups)):      # overall: any two images
         pairs = [(scores[i, j], i, j) for i in range(len(labels)) for j in range(i + 1, len(labels))
-                 if groups[i] == group and groups[j] == group]
+                 if group == "overall" or groups[i] == group == groups[j]]
         impostor = sorted((p for p in pairs if labels[p[1]] != labels[p[2]]),
                           key=lambda p: (-p[0], p[1], p[2]))[:k]
         genuine = sorted((p for p in pairs if labels[p[1]] == labels[p[2]]),
@@ -39,11 +39,11 @@ def _brute_force(embeddings, labels, groups, k):
 
 
 @pytest.mark.parametrize("k,chunk", [(6, 7), (6, 1000), (1, 5), (500, 16)])
-def test_the_pairs_are_the_brute_force_top_k_per_group_in_any_blocking(k, chunk):
+def test_the_pairs_are_the_brute_force_top_k_overall_and_per_group_in_any_blocking(k, chunk):
     embeddings, labels, groups = _data()
     found = gallery_lib.error_pairs(embeddings, labels, groups, k, chunk_size=chunk)
     expected = _brute_force(embeddings, labels, groups, k)
-    assert sorted(found) == sorted(expected)
+    assert list(found) == list(expected)            # the overall scope first, then the groups
     for group in expected:
         for kind in ("impostor", "genuine"):
             got, want = found[group][kind], expected[group][kind]
@@ -106,3 +106,23 @@ def test_report_examples_must_be_a_non_negative_integer(value):
     """As settings arrive (a file, a flag, the component's JSON property)."""
     with pytest.raises(ValueError, match="report_examples"):
         gate.GateConfig.from_dict({"report_examples": value})
+
+
+def test_the_overall_impostor_pairs_include_pairs_across_groups_with_their_groups_named():
+    # Three groups whose identities share one direction per pair of groups: the pairs a model
+    # confuses most lie across groups, which no group's list can show.
+    embeddings, labels, groups = _data()
+    embeddings = embeddings.copy()
+    embeddings[groups == "east"] += 6.0
+    embeddings[groups == "west"] += 6.0
+    paths = np.array([f"{g}/{i:03d}.jpg" for i, g in enumerate(groups)])
+    entry = gallery.select({"embeddings": embeddings, "labels": labels, "groups": groups,
+                            "paths": paths}, 4, 0.5)
+    assert list(entry)[0] == "overall"
+    across = [p for p in entry["overall"]["impostor"] if p["groups"][0] != p["groups"][1]]
+    assert across and all(sorted(p["groups"]) == ["east", "west"] for p in across)
+    assert all(p["groups"] == [g, g] for g in ("east", "north", "west")
+               for p in entry[g]["impostor"] + entry[g]["genuine"])
+    section = gallery.html_section(entry, {}, 0.5)
+    assert section.index("<h3>overall") < section.index("<h3>east")
+    assert "east / west" in section or "west / east" in section

@@ -111,7 +111,7 @@ def test_three_runs_bless_cache_compare_and_refuse(small_sample, tmp_path, caplo
     with open(os.path.join(pushed_dir, "model_card.json")) as f:
         model_card_schema.assert_valid(json.load(f))
     assert "id='error-gallery'" in page and "data:image/png;base64" in page
-    assert set(metrics["error_gallery"]) == {"north", "south", "east", "west"}
+    assert set(metrics["error_gallery"]) == {"overall", "north", "south", "east", "west"}
 
     # The optional TFLite step converted the pushed model and checked it against the SavedModel.
     from models import tflite as tflite_core

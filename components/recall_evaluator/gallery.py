@@ -1,11 +1,13 @@
-"""The report's error gallery: per group, the k highest-scoring impostor pairs and the k
-lowest-scoring genuine pairs (core/gallery.py picks them from the embeddings the evaluation
-already has), each shown as the two crops the model saw, with the score against the threshold.
+"""The report's error gallery: over all images (pairs across groups included) and per group, the
+k highest-scoring impostor pairs and the k lowest-scoring genuine pairs (core/gallery.py picks them
+from the embeddings the evaluation already has), each shown as the two crops the model saw, with
+the score against the threshold and, across groups, the two groups.
 
-* `select`: metrics.json's "error_gallery": {group: {"impostor": [...], "genuine": [...]}}, each
-  pair {"score", "keys": [key a, key b], "labels": [label a, label b], "match"}.
+* `select`: metrics.json's "error_gallery": {scope: {"impostor": [...], "genuine": [...]}}, the
+  overall scope first, each pair {"score", "keys": [key a, key b], "labels": [label a, label b],
+  "groups": [group a, group b], "match"}.
 * `crops`: one read of the eval split keeps only the records of the selected keys (at most
-  4 k per group), and the candidate's `crop_examples` signature (models/export.py) returns the
+  4 k per scope), and the candidate's `crop_examples` signature (models/export.py) returns the
   Transform's crop of each: what the model embedded. No embedding is computed again. A model
   exported without that signature gets a gallery of keys and scores without images.
 * `html_section`: the gallery as HTML, each crop a PNG data: URI (the report stays one
@@ -35,12 +37,13 @@ _READ_BATCH = 1024
 
 def select(candidate: Dict[str, np.ndarray], k: int, threshold) -> Dict[str, Any]:
     """metrics.json's error gallery (the module docstring); {} when k is 0."""
-    keys, labels = candidate["paths"], candidate["labels"]
+    keys, labels, groups = candidate["paths"], candidate["labels"], candidate["groups"]
     result = {}
-    for group, kinds in gallery_lib.error_pairs(candidate["embeddings"], labels,
-                                                candidate["groups"], k).items():
-        result[group] = {kind: [{"score": score, "keys": [str(keys[i]), str(keys[j])],
+    for scope, kinds in gallery_lib.error_pairs(candidate["embeddings"], labels, groups,
+                                                k).items():
+        result[scope] = {kind: [{"score": score, "keys": [str(keys[i]), str(keys[j])],
                                  "labels": [int(labels[i]), int(labels[j])],
+                                 "groups": [str(groups[i]), str(groups[j])],
                                  "match": threshold is not None and score >= threshold}
                                 for score, i, j in pairs]
                          for kind, pairs in kinds.items()}
@@ -103,21 +106,26 @@ def html_section(entry: Dict[str, Any], images: Dict[str, bytes], threshold) -> 
         return ""
     e = html.escape
     parts = ["<h2 id='error-gallery'>Error gallery</h2>",
-             f"<p>Per group, the pairs closest to being (or being) errors at the threshold "
+             f"<p>Over all images (two people of different groups included) and per group, the "
+             f"pairs closest to being (or being) errors at the threshold "
              f"{'n/a' if threshold is None else f'{threshold:.4f}'}: each pair is the two crops "
              f"the model embedded, its cosine score, and whether it matches.</p>"]
-    for group in sorted(entry):
-        parts.append(f"<h3>{e(group)}</h3>")
+    for scope in sorted(entry, key=lambda name: (name != features.OVERALL, name)):
+        parts.append(f"<h3>{e(scope)}{' (any two images)' if scope == features.OVERALL else ''}"
+                     f"</h3>")
         for kind, title in KINDS:
-            pairs = entry[group].get(kind) or []
+            pairs = entry[scope].get(kind) or []
             parts.append(f"<h4>{e(title)}</h4>")
             if not pairs:
-                parts.append("<p>none in this group</p>")
+                parts.append("<p>none in this scope</p>")
                 continue
             cells = []
             for pair in pairs:
                 error = pair["match"] if kind == gallery_lib.IMPOSTOR else not pair["match"]
                 verdict = ("match" if pair["match"] else "no match") + (" (error)" if error else "")
+                pair_groups = pair.get("groups") or []
+                if len(set(pair_groups)) > 1:
+                    verdict += f"; {pair_groups[0]} / {pair_groups[1]}"
                 cells.append(
                     f"<div class='pair{' error' if error else ''}'>"
                     f"{_crop_html(pair['keys'][0], images)}{_crop_html(pair['keys'][1], images)}"

@@ -48,9 +48,9 @@ class GateConfig(Section):
     bootstrap_seed: int = setting(0, help="seed of the bootstrap draws")
     confidence: float = setting(0.95, help="level of every interval")
     report_examples: int = setting(6, help="error gallery of the report: this many highest-scoring "
-                                   "impostor and lowest-scoring genuine pairs per group, as the crops "
-                                   "the model saw; 0 copies no image into the report (data that must "
-                                   "not leave its store)")
+                                   "impostor and lowest-scoring genuine pairs overall and per "
+                                   "group, as the crops the model saw; 0 copies no image into the "
+                                   "report (data that must not leave its store)")
 
     @classmethod
     def check_keys(cls, values: Mapping[str, Any], where: str,
