@@ -35,6 +35,23 @@ def _keep(best: List[Pair], scores: np.ndarray, rows: np.ndarray, cols: np.ndarr
     return merged[:k]
 
 
+def _block_best(sims: np.ndarray, mask: np.ndarray, k: int, highest: bool):
+    """(scores, rows, cols) of the block's k best pairs under `mask` (ties at the k-th all kept),
+    found on one masked copy of the block without listing every pair under the mask (all the
+    block's impostor pairs would take 16 bytes each)."""
+    fill = -np.inf if highest else np.inf
+    values = np.where(mask, sims, fill).ravel()
+    count = int(np.count_nonzero(mask))
+    if count > k:
+        kth = (np.partition(values, len(values) - k)[len(values) - k] if highest
+               else np.partition(values, k - 1)[k - 1])
+        index = np.flatnonzero(values >= kth if highest else values <= kth)
+    else:
+        index = np.flatnonzero(mask.ravel())
+    rows, cols = np.divmod(index, sims.shape[1])
+    return values[index].astype(np.float64), rows, cols
+
+
 def error_pairs(embeddings, labels, groups, k: int,
                 chunk_size: Optional[int] = None) -> Dict[str, Dict[str, List[Pair]]]:
     """{scope: {"impostor": [(score, i, j)] highest first, "genuine": [...] lowest first}}, at
@@ -50,14 +67,20 @@ def error_pairs(embeddings, labels, groups, k: int,
         cols = np.arange(j0, j0 + sims.shape[1])[None, :]
         upper = cols > rows
         genuine = labels[rows] == labels[cols]
-        for kind, highest, mask in ((IMPOSTOR, True, upper & ~genuine),
+        scores, r, c = _block_best(sims, upper & ~genuine, k, True)
+        best[(OVERALL, IMPOSTOR)] = _keep(best[(OVERALL, IMPOSTOR)], scores, r + i0, c + j0, k,
+                                          True)
+        same_group = codes[rows] == codes[cols]
+        for kind, highest, mask in ((IMPOSTOR, True, upper & same_group & ~genuine),
                                     (GENUINE, False, upper & genuine)):
             r, c = np.nonzero(mask)
             if not len(r):
                 continue
             r_abs, c_abs = r + i0, c + j0
             scores = sims[r, c].astype(np.float64)
-            best[(OVERALL, kind)] = _keep(best[(OVERALL, kind)], scores, r_abs, c_abs, k, highest)
+            if kind == GENUINE:      # few: every genuine pair is listed anyway
+                best[(OVERALL, kind)] = _keep(best[(OVERALL, kind)], scores, r_abs, c_abs, k,
+                                              highest)
             group_of = np.where(codes[r_abs] == codes[c_abs], codes[r_abs], -1)
             for g in np.unique(group_of[group_of >= 0]):
                 sel = group_of == g
