@@ -17,20 +17,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from benchmarks.coverage_population import GROUPS, OVERALL
+from core import json_safe
 
 
 def as_number(value) -> Optional[float]:
-    """A figure from metrics: float, +-inf written as a string, or None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower().lstrip("+")
-        if text in ("inf", "infinity"):
-            return math.inf
-        if text in ("-inf", "-infinity"):
-            return -math.inf
-        return float(text)
-    return float(value)
+    """A figure from metrics: a float, +-inf possibly as metrics.json's string (core.json_safe),
+    or None."""
+    return None if value is None else float(json_safe.number(value))
 
 
 def as_interval(value) -> Optional[Tuple[float, float]]:

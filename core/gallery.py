@@ -22,13 +22,23 @@ IMPOSTOR, GENUINE = "impostor", "genuine"
 Pair = Tuple[float, int, int]    # (score, i, j), i < j
 
 
+def _best_index(values: np.ndarray, k: int, highest: bool) -> np.ndarray:
+    """Indices of the k highest (or lowest) `values`, every tie at the k-th included (at most k
+    values: all of them), by partition: no sort of the whole array."""
+    if len(values) <= k:
+        return np.arange(len(values))
+    if highest:
+        return np.flatnonzero(values >= np.partition(values, len(values) - k)[len(values) - k])
+    return np.flatnonzero(values <= np.partition(values, k - 1)[k - 1])
+
+
 def _keep(best: List[Pair], scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, k: int,
           highest: bool) -> List[Pair]:
     """The k best of `best` and the candidates: highest (or lowest) score, then (i, j)."""
-    if len(scores) > k:      # only the block's own k best can enter (ties at the k-th all kept)
-        key = -scores if highest else scores
-        near = np.flatnonzero(key <= np.partition(key, k - 1)[k - 1])
-        order = near[np.lexsort((cols[near], rows[near], key[near]))][:k]
+    if len(scores) > k:      # only the block's own k best can enter
+        near = _best_index(scores, k, highest)
+        key = -scores[near] if highest else scores[near]
+        order = near[np.lexsort((cols[near], rows[near], key))][:k]
         scores, rows, cols = scores[order], rows[order], cols[order]
     merged = best + [(float(s), int(i), int(j)) for s, i, j in zip(scores, rows, cols)]
     merged.sort(key=lambda p: (-p[0] if highest else p[0], p[1], p[2]))
@@ -39,15 +49,9 @@ def _block_best(sims: np.ndarray, mask: np.ndarray, k: int, highest: bool):
     """(scores, rows, cols) of the block's k best pairs under `mask` (ties at the k-th all kept),
     found on one masked copy of the block without listing every pair under the mask (all the
     block's impostor pairs would take 16 bytes each)."""
-    fill = -np.inf if highest else np.inf
-    values = np.where(mask, sims, fill).ravel()
-    count = int(np.count_nonzero(mask))
-    if count > k:
-        kth = (np.partition(values, len(values) - k)[len(values) - k] if highest
-               else np.partition(values, k - 1)[k - 1])
-        index = np.flatnonzero(values >= kth if highest else values <= kth)
-    else:
-        index = np.flatnonzero(mask.ravel())
+    values = np.where(mask, sims, -np.inf if highest else np.inf).ravel()
+    index = (_best_index(values, k, highest) if np.count_nonzero(mask) > k
+             else np.flatnonzero(mask.ravel()))
     rows, cols = np.divmod(index, sims.shape[1])
     return values[index].astype(np.float64), rows, cols
 

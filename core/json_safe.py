@@ -44,7 +44,8 @@ def encode(value: Any) -> Any:
     return value
 
 
-def _number(value: Any) -> Any:
+def number(value: Any) -> Any:
+    """`value` with "inf" / "-inf" read as +-infinity (any other value as it is)."""
     if value == INF:
         return math.inf
     if value == NEG_INF:
@@ -58,10 +59,10 @@ def decode(value: Any, key: str = "") -> Any:
         return {k: decode(item, k) for k, item in value.items()}
     if isinstance(value, list):
         interval = key.endswith("_ci") or key == "interval"
-        return [_number(item) if interval and isinstance(item, str) else decode(item)
+        return [number(item) if interval and isinstance(item, str) else decode(item)
                 for item in value]
     if isinstance(value, str) and key and key not in TEXT_KEYS:
-        return _number(value)
+        return number(value)
     return value
 
 
